@@ -1,0 +1,28 @@
+"""A self-hosted, Segment- and RudderStack-compatible event ingestion gateway."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from gateway import config as config_module
+from gateway.config import Config
+from gateway.db import make_engine
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """The Flask application factory; gunicorn calls it once per worker process (after fork)."""
+    if config is None:
+        config = config_module.load(os.environ.get("GATEWAY_CONFIG"))
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.extensions["gateway.config"] = config
+    app.extensions["gateway.engine"] = make_engine(config.database_url)
+
+    from gateway.http import admin, errors, tracking
+
+    errors.init_app(app)
+    app.register_blueprint(tracking.bp)
+    app.register_blueprint(admin.bp)
+    return app

@@ -1,0 +1,1 @@
+"""HTTP blueprints: the tracking API (tracking.py) and health/admin routes (admin.py)."""

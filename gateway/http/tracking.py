@@ -1,0 +1,260 @@
+"""The tracking API as Segment's and RudderStack's SDKs speak it (reference/tracking-api.md).
+
+Request-level problems (auth, body, JSON, size) reject the whole request with a JSON error;
+message-level problems drop only that message (§8). 200 is answered only after `ingest.store`
+committed the events (DESIGN.md §2.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+
+from gateway import ingest
+from gateway.config import Config, Limits, Source
+from gateway.http.errors import ApiError
+from gateway.messages import RequestInfo, normalise_batch
+
+bp = Blueprint("tracking", __name__)
+
+SINGLE_PATHS = {
+    "identify": "identify", "track": "track", "page": "page",
+    "screen": "screen", "group": "group", "alias": "alias",
+    "i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias",
+}
+BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/beacon/v1/batch")
+# A 1×1 transparent GIF: the pixel API answers with it whatever happens.
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+SUCCESS = orjson.dumps({"success": True})
+
+
+def _config() -> Config:
+    return current_app.extensions["gateway.config"]
+
+
+@bp.post("/v1/<path_name>")
+def single(path_name: str) -> Response:
+    kind = SINGLE_PATHS.get(path_name)
+    if kind is None:
+        if path_name == "m":  # analytics.js telemetry: accepted and discarded
+            return _json(SUCCESS)
+        raise ApiError(404, "not_found", f"no tracking endpoint /v1/{path_name}")
+    source, body = _authenticated_body()
+    return _accept(source, [body], body, path_type=kind, single_call=True)
+
+
+def batch() -> Response:
+    source, body = _authenticated_body()
+    elements = body.get("batch")
+    if elements is None or elements == []:
+        raise ApiError(400, "empty_batch", "the body needs a non-empty `batch` array")
+    if not isinstance(elements, list):
+        raise ApiError(400, "invalid_batch", "`batch` must be an array of messages")
+    return _accept(source, elements, body)
+
+
+for _path in BATCH_PATHS:
+    bp.add_url_rule(_path, endpoint=f"batch{_path.replace('/', '_')}", view_func=batch,
+                    methods=["POST"])
+
+
+@bp.get("/pixel/v1/<path_name>")
+def pixel(path_name: str) -> Response:
+    """RudderStack's pixel API: query parameters become the message; always a GIF."""
+    if path_name in ("track", "page"):
+        try:
+            key = request.args.get("writeKey", "")
+            source = _source_for(key)
+            message = _message_from_query(request.args)
+            _accept(source, [message], {}, path_type=path_name, single_call=True)
+        except ApiError as exc:
+            current_app.logger.info("pixel request not stored: %s", exc.code)
+    return Response(PIXEL_GIF, mimetype="image/gif",
+                    headers={"Cache-Control": "no-cache, no-store, must-revalidate"})
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    """Browsers: reflect the origin, allow credentials and any header (rudder-server's rules)."""
+    origin = request.headers.get("Origin")
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers.add("Vary", "Origin")
+    if request.method == "OPTIONS":
+        response.status_code = 200
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        asked = request.headers.get("Access-Control-Request-Headers")
+        response.headers["Access-Control-Allow-Headers"] = asked or "*"
+        response.headers["Access-Control-Max-Age"] = "900"
+    return response
+
+
+def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type: str | None = None,
+            single_call: bool = False) -> Response:
+    config = _config()
+    received_at = datetime.now(UTC)
+    info = RequestInfo(
+        received_at=received_at,
+        ip=_client_ip(config),
+        sent_at=None if single_call else body.get("sentAt"),
+        context=_object_or_none(None if single_call else body.get("context")),
+        integrations=_object_or_none(None if single_call else body.get("integrations")),
+    )
+    messages, rejected = normalise_batch(elements, info, config.limits, path_type)
+    if rejected and (single_call or not messages or config.limits.strict_batches):
+        first = rejected[0]
+        raise ApiError(400, first.code, first.message,
+                       **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
+    engine = current_app.extensions["gateway.engine"]
+    ingest.store(engine, config, source.name, messages, received_at)
+    if not rejected:
+        return _json(SUCCESS)
+    return _json(orjson.dumps({"success": True, "rejected": [r.as_json() for r in rejected]}))
+
+
+def _authenticated_body() -> tuple[Source, dict[str, Any]]:
+    """Write key from the Basic username, else the body's `writeKey`, else `?writeKey=`."""
+    key = _basic_username()
+    if key is not None:
+        source = _source_for(key)  # before reading the body: no work for unknown callers
+        return source, _parse_body(_config().limits)
+    body = _parse_body(_config().limits)
+    key = body.get("writeKey")
+    if not isinstance(key, str) or not key:
+        key = request.args.get("writeKey", "")
+    return _source_for(key), body
+
+
+def _basic_username() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "basic" or not credentials.strip():
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(401, "invalid_authorization", "the Basic credentials are not valid base64")
+    return decoded.partition(":")[0] or None
+
+
+def _source_for(key: str) -> Source:
+    if not key:
+        raise ApiError(401, "missing_write_key",
+                       "no write key: send it as the Basic auth username, as `writeKey` in the "
+                       "body, or as the `writeKey` query parameter")
+    source = _config().source_by_write_key(key)
+    if source is None:
+        raise ApiError(401, "invalid_write_key", "invalid write key")
+    if not source.enabled:
+        raise ApiError(404, "source_disabled", "source is disabled")
+    return source
+
+
+def _parse_body(limits: Limits) -> dict[str, Any]:
+    raw = _read_bounded(limits.max_request_bytes)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding == "gzip":
+        raw = _gunzip_bounded(raw, limits.max_request_bytes)
+    elif encoding not in ("", "identity"):
+        raise ApiError(415, "unsupported_encoding",
+                       f"Content-Encoding {encoding!r} is not supported (use gzip)")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc):
+            raise ApiError(400, "too_deep", _too_deep_text(limits)) from None
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    if _nesting_exceeds(body, limits.max_json_depth):
+        raise ApiError(400, "too_deep", _too_deep_text(limits))
+    return body
+
+
+def _read_bounded(limit: int) -> bytes:
+    """The raw body, never more than `limit` bytes in memory (checked before decompressing)."""
+    too_large = ApiError(413, "request_too_large",
+                         f"the request body may hold at most {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    return raw
+
+
+def _gunzip_bounded(raw: bytes, limit: int) -> bytes:
+    """Decompress at most limit+1 bytes: a gzip bomb costs us no more than the limit."""
+    out = bytearray()
+    while True:
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += decompressor.decompress(raw, limit + 1 - len(out))
+        except zlib.error:
+            raise ApiError(400, "invalid_gzip", "the body is not valid gzip") from None
+        if len(out) > limit or decompressor.unconsumed_tail:
+            raise ApiError(413, "request_too_large",
+                           f"the decompressed body may hold at most {limit} bytes")
+        if not decompressor.eof:
+            raise ApiError(400, "invalid_gzip", "the gzip body is truncated")
+        raw = decompressor.unused_data  # concatenated gzip members
+        if not raw:
+            return bytes(out)
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
+
+
+def _too_deep_text(limits: Limits) -> str:
+    return f"JSON nesting may be at most {limits.max_json_depth} levels deep"
+
+
+def _client_ip(config: Config) -> str | None:
+    peer = request.remote_addr
+    if peer and peer in config.server.trusted_proxies:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first
+    return peer
+
+
+def _object_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _message_from_query(args: Any) -> dict[str, Any]:
+    """`properties.revenue=9` → {"properties": {"revenue": "9"}} (rudder-server's pixel rule)."""
+    message: dict[str, Any] = {}
+    for key, value in args.items():
+        if key == "writeKey":
+            continue
+        *parents, leaf = key.split(".")
+        node = message
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
+    return message
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, status=200, mimetype="application/json")

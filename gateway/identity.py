@@ -1,0 +1,232 @@
+"""The identity graph: userId / anonymousId / email keys → one profile with merged traits.
+
+Updated inside the ingest transaction (DESIGN.md §2.1), one request at a time: the keys every
+message of the request mentions are read in one query, the graph is changed in memory, and only
+what changed is written back. Links are never undone, so merges are transitive by construction:
+merging re-points every key of the absorbed profile, and no key is ever deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
+
+from gateway.messages import Message
+from gateway.models import identities, identity_keys
+
+KINDS = ("userId", "anonymousId", "email")
+Key = tuple[str, str]
+
+
+@dataclass
+class Profile:
+    id: int
+    traits: dict[str, Any]
+    traits_updated_at: datetime | None
+    first_seen: datetime
+    last_seen: datetime
+    dirty: bool = False
+    keys: set[Key] = field(default_factory=set)
+
+    def seen(self, when: datetime) -> None:
+        if when < self.first_seen:
+            self.first_seen, self.dirty = when, True
+        if when > self.last_seen:
+            self.last_seen, self.dirty = when, True
+
+    def merge_traits(self, traits: dict[str, Any], when: datetime | None) -> None:
+        """Latest wins by event time; older traits only fill keys the profile lacks."""
+        if not traits:
+            return
+        if self.traits_updated_at is None or (when is not None and when >= self.traits_updated_at):
+            self.traits = {**self.traits, **traits}
+            self.traits_updated_at = when
+        else:
+            self.traits = {**traits, **self.traits}
+        self.dirty = True
+
+
+@dataclass(frozen=True)
+class Links:
+    """What one message says about identity."""
+
+    keys: tuple[Key, ...]
+    traits: dict[str, Any]
+    previous_id: str | None = None  # alias: the profile to absorb into userId's
+
+
+def links_of(message: Message) -> Links:
+    payload = message.payload
+    keys: list[Key] = []
+    if message.user_id:
+        keys.append(("userId", message.user_id))
+    if message.anonymous_id:
+        keys.append(("anonymousId", message.anonymous_id))
+    traits: dict[str, Any] = {}
+    if message.type == "identify":
+        traits = user_traits(payload)
+        email = traits.get("email")
+        if isinstance(email, str) and email.strip():
+            keys.append(("email", email.strip().lower()))
+    previous = payload.get("previousId") if message.type == "alias" else None
+    return Links(tuple(keys), traits, previous)
+
+
+def user_traits(payload: dict[str, Any]) -> dict[str, Any]:
+    """identify's user traits: context.traits overlaid by top-level traits (§6.4)."""
+    context_traits = (payload.get("context") or {}).get("traits")
+    merged = dict(context_traits) if isinstance(context_traits, dict) else {}
+    top = payload.get("traits")
+    if isinstance(top, dict):
+        merged.update(top)
+    return merged
+
+
+class ConcurrentChange(Exception):
+    """Another transaction changed a profile under us; the caller retries the transaction."""
+
+
+class IdentityGraph:
+    """The identity changes of one transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.owner: dict[Key, int] = {}  # key → profile id (known to exist)
+        self.profiles: dict[int, Profile] = {}
+        self.new_keys: list[dict[str, Any]] = []
+
+    def apply(self, messages: Iterable[Message]) -> None:
+        """Record every message's links, then write the changes."""
+        batch = [(m, links_of(m)) for m in messages]
+        wanted: set[Key] = set()
+        for _, links in batch:
+            wanted.update(links.keys)
+            if links.previous_id:
+                wanted.update((kind, links.previous_id) for kind in ("userId", "anonymousId"))
+        self._load(wanted)
+        for message, links in batch:
+            self._observe(message, links)
+        self._flush()
+
+    def _load(self, keys: set[Key]) -> None:
+        if not keys:
+            return
+        found = self.connection.execute(
+            select(identity_keys.c.kind, identity_keys.c.value, identity_keys.c.identity_id)
+            .where(tuple_(identity_keys.c.kind, identity_keys.c.value).in_(sorted(keys)))
+        ).all()
+        profile_ids = {row.identity_id for row in found}
+        for row in found:
+            self.owner[(row.kind, row.value)] = row.identity_id
+        if profile_ids:
+            for row in self.connection.execute(
+                select(identities).where(identities.c.id.in_(sorted(profile_ids)))
+                .order_by(identities.c.id).with_for_update()
+            ):
+                self.profiles[row.id] = Profile(row.id, row.traits, row.traits_updated_at,
+                                                row.first_seen, row.last_seen)
+        if profile_ids - set(self.profiles):
+            raise ConcurrentChange("a profile was merged away while being read")
+
+    def _observe(self, message: Message, links: Links) -> None:
+        keys = list(links.keys)
+        absorbed: Profile | None = None
+        if links.previous_id:
+            absorbed = self._profile_of(("userId", links.previous_id)) or self._profile_of(
+                ("anonymousId", links.previous_id))
+            if absorbed is None:
+                # an unknown previousId is most often the visitor's earlier anonymousId
+                keys.append(("anonymousId", links.previous_id))
+        owners = {p.id: p for p in (self._profile_of(k) for k in keys) if p is not None}
+        if absorbed is not None:
+            owners.setdefault(absorbed.id, absorbed)
+        if not owners:
+            profile = self._create(message.timestamp)
+        else:
+            # alias: userId's profile absorbs previousId's; otherwise the oldest profile wins
+            target = self._profile_of(("userId", message.user_id)) if absorbed else None
+            profile = target or owners[min(owners)]
+            for other in owners.values():
+                if other.id != profile.id:
+                    self._merge(other, into=profile)
+        for key in keys:
+            if key not in self.owner:
+                self.owner[key] = profile.id
+                self.new_keys.append({"kind": key[0], "value": key[1], "identity_id": profile.id})
+        profile.seen(message.timestamp)
+        profile.merge_traits(links.traits, message.timestamp)
+
+    def _profile_of(self, key: Key) -> Profile | None:
+        profile_id = self.owner.get(key)
+        return None if profile_id is None else self.profiles[profile_id]
+
+    def _create(self, when: datetime) -> Profile:
+        profile_id = self.connection.execute(
+            insert(identities).values(traits={}, traits_updated_at=None, first_seen=when,
+                                      last_seen=when).returning(identities.c.id)
+        ).scalar_one()
+        profile = Profile(profile_id, {}, None, when, when)
+        self.profiles[profile_id] = profile
+        return profile
+
+    def _merge(self, loser: Profile, into: Profile) -> None:
+        """Move every key of `loser` to `into`; newer traits win; keep the widest seen range."""
+        self.connection.execute(update(identity_keys)
+                                .where(identity_keys.c.identity_id == loser.id)
+                                .values(identity_id=into.id))
+        for row in self.new_keys:
+            if row["identity_id"] == loser.id:
+                row["identity_id"] = into.id
+        for key, owner in self.owner.items():
+            if owner == loser.id:
+                self.owner[key] = into.id
+        older, newer = sorted((loser, into), key=_traits_age)
+        into.traits = {**older.traits, **newer.traits}
+        into.traits_updated_at = newer.traits_updated_at or older.traits_updated_at
+        into.seen(loser.first_seen)
+        into.seen(loser.last_seen)
+        into.dirty = True
+        self.connection.execute(delete(identities).where(identities.c.id == loser.id))
+        del self.profiles[loser.id]
+
+    def _flush(self) -> None:
+        if self.new_keys:
+            self.connection.execute(insert(identity_keys), self.new_keys)
+        for profile in self.profiles.values():
+            if profile.dirty:
+                self.connection.execute(
+                    update(identities).where(identities.c.id == profile.id).values(
+                        traits=profile.traits, traits_updated_at=profile.traits_updated_at,
+                        first_seen=profile.first_seen, last_seen=profile.last_seen))
+
+
+def _traits_age(profile: Profile) -> tuple[bool, datetime | None]:
+    return (profile.traits_updated_at is not None, profile.traits_updated_at)
+
+
+def lookup(connection: Connection, kind: str, value: str) -> dict[str, Any] | None:
+    """The merged profile that owns a key, with all its keys (for the admin API and tests)."""
+    if kind == "email":
+        value = value.strip().lower()
+    profile_id = connection.execute(
+        select(identity_keys.c.identity_id)
+        .where(identity_keys.c.kind == kind, identity_keys.c.value == value)
+    ).scalar_one_or_none()
+    if profile_id is None:
+        return None
+    row = connection.execute(select(identities).where(identities.c.id == profile_id)).one()
+    keys = connection.execute(
+        select(identity_keys.c.kind, identity_keys.c.value)
+        .where(identity_keys.c.identity_id == profile_id).order_by(identity_keys.c.id)
+    ).all()
+    return {
+        "id": row.id,
+        "traits": row.traits,
+        "first_seen": row.first_seen,
+        "last_seen": row.last_seen,
+        "keys": [{"kind": k.kind, "value": k.value} for k in keys],
+    }

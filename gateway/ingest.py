@@ -1,0 +1,108 @@
+"""Store accepted messages: events + identity changes + delivery rows in ONE transaction.
+
+This is the outbox of DESIGN.md §2.1: the tracking endpoint answers 200 only after `store`
+returns, so an accepted event and the work it causes are durable together or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from sqlalchemy import Connection, Engine, insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from gateway.config import Config
+from gateway.db import write_transaction
+from gateway.identity import ConcurrentChange, IdentityGraph
+from gateway.messages import Message
+from gateway.models import deliveries, events
+from gateway.routing import destinations_for_source, route
+
+PENDING = "pending"
+MAX_TRANSACTION_TRIES = 5
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    stored: int  # new events written
+    duplicates: int  # messageIds this source had already sent
+    deliveries: int  # delivery rows queued
+
+
+def store(engine: Engine, config: Config, source: str, messages: list[Message],
+          received_at: datetime) -> StoreResult:
+    """Write the messages of one request atomically, retrying on concurrent-write conflicts."""
+    if not messages:
+        return StoreResult(0, 0, 0)
+    for attempt in range(1, MAX_TRANSACTION_TRIES + 1):
+        try:
+            with write_transaction(engine) as connection:
+                return _store(connection, config, source, messages, received_at)
+        except (IntegrityError, ConcurrentChange) as exc:
+            conflict = exc
+        except DBAPIError as exc:
+            if not _is_transient(exc):
+                raise
+            conflict = exc
+        if attempt == MAX_TRANSACTION_TRIES:
+            raise conflict
+        time.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _store(connection: Connection, config: Config, source: str, messages: list[Message],
+           received_at: datetime) -> StoreResult:
+    rows = [{
+        "source": source,
+        "message_id": m.message_id,
+        "type": m.type,
+        "event": _clip(m.event),
+        "user_id": _clip(m.user_id),
+        "anonymous_id": _clip(m.anonymous_id),
+        "timestamp": m.timestamp,
+        "received_at": received_at,
+        "payload": orjson.dumps(m.payload),
+    } for m in messages]
+    inserted = _insert_new_events(connection, rows)
+    new = [(inserted[m.message_id], m) for m in messages if m.message_id in inserted]
+    if new:
+        IdentityGraph(connection).apply(m for _, m in new)
+    candidates = destinations_for_source(config, source)
+    outbox = [{
+        "event_id": event_id,
+        "destination": destination.name,
+        "user_key": _clip(message.user_key),
+        "state": PENDING,
+        "attempts": 0,
+        "next_attempt_at": received_at,
+        "created_at": received_at,
+        "updated_at": received_at,
+    } for event_id, message in new
+        for destination in route(candidates, message.payload.get("integrations"))]
+    if outbox:
+        connection.execute(insert(deliveries), outbox)
+    return StoreResult(len(new), len(messages) - len(new), len(outbox))
+
+
+def _insert_new_events(connection: Connection, rows: list[dict]) -> dict[str, int]:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: messageId → id of the rows actually new."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = (dialect.insert(events)
+                 .on_conflict_do_nothing(index_elements=["source", "message_id"])
+                 .returning(events.c.id, events.c.message_id))
+    return {row.message_id: row.id for row in connection.execute(statement, rows)}
+
+
+def _clip(value: str | None, limit: int = 500) -> str | None:
+    """Index columns are bounded; the payload keeps the full value."""
+    return value if value is None or len(value) <= limit else value[:limit]
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    """Deadlock or serialization failure on PostgreSQL: safe to run the transaction again."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in ("40001", "40P01")

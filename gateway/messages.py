@@ -1,0 +1,281 @@
+"""Validation and normalisation of tracking messages (tracking-api.md §6–§8).
+
+`normalise_batch` turns the elements of one request into stored-event payloads, one by one: a bad
+message is reported and dropped, the others are kept (Segment's behaviour, §8). Validation of the
+fields a message type requires is declared once, as marshmallow schemas; normalisation (ids,
+timestamps, context, request-level fields) is plain code after it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
+
+from gateway.config import Limits
+
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+
+
+class Identifier(fields.Field):
+    """An id as SDKs send it: a string (trimmed) or a number (stringified); null = absent."""
+
+    default_error_messages = {"invalid": "must be a string or a number"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value.strip() or None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return str(value)
+
+
+class Obj(fields.Dict):
+    """A JSON object field where null means absent."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_none=True, **kwargs)
+
+
+class MessageSchema(Schema):
+    """Fields common to every message type; unknown fields are kept as they are."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = fields.String(required=True)
+    messageId = Identifier(allow_none=True)
+    userId = Identifier(allow_none=True)
+    anonymousId = Identifier(allow_none=True)
+    context = Obj()
+    properties = Obj()
+    traits = Obj()
+    integrations = fields.Raw(allow_none=True)  # a non-object routes nowhere (§6.5), not an error
+
+    @validates_schema
+    def _needs_an_id(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if not data.get("userId") and not data.get("anonymousId"):
+            raise ValidationError("a message needs a userId or an anonymousId", "userId")
+
+
+class TrackSchema(MessageSchema):
+    event = fields.String(required=True, validate=lambda v: bool(v.strip()),
+                          error_messages={"validator_failed": "must not be empty"})
+
+
+class GroupSchema(MessageSchema):
+    groupId = Identifier(required=True)
+
+
+class AliasSchema(MessageSchema):
+    previousId = Identifier(required=True)
+
+    @validates_schema
+    def _needs_an_id(self, data: Mapping[str, Any], **kwargs: Any) -> None:
+        if not data.get("userId"):
+            raise ValidationError("alias needs a userId", "userId")
+        if not data.get("previousId"):
+            raise ValidationError("alias needs a previousId", "previousId")
+
+
+class NamedSchema(MessageSchema):
+    """page and screen: `name` and `category` are optional strings."""
+
+    name = fields.String(allow_none=True)
+    category = fields.String(allow_none=True)
+
+
+SCHEMAS: dict[str, Schema] = {
+    "identify": MessageSchema(),
+    "track": TrackSchema(),
+    "page": NamedSchema(),
+    "screen": NamedSchema(),
+    "group": GroupSchema(),
+    "alias": AliasSchema(),
+}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One message not accepted, reported back to the caller."""
+
+    index: int
+    code: str
+    message: str
+    message_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out = {"index": self.index, "code": self.code, "message": self.message}
+        if self.message_id:
+            out["messageId"] = self.message_id
+        return out
+
+
+@dataclass
+class Message:
+    """A normalised message, ready to store."""
+
+    type: str
+    message_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    timestamp: datetime
+    payload: dict[str, Any]
+
+    @property
+    def event(self) -> str | None:
+        return self.payload.get("event") if self.type == "track" else None
+
+    @property
+    def user_key(self) -> str:
+        """Per-user ordering key (DESIGN.md §2.3): userId, else anonymousId."""
+        return self.user_id or self.anonymous_id or ""
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a request contributes to each of its messages."""
+
+    received_at: datetime
+    ip: str | None = None
+    sent_at: Any = None  # raw body-level sentAt
+    context: Mapping[str, Any] | None = None
+    integrations: Mapping[str, Any] | None = None
+
+
+def normalise_batch(elements: list[Any], info: RequestInfo, limits: Limits,
+                    path_type: str | None = None) -> tuple[list[Message], list[Rejection]]:
+    """Validate and normalise every element. A messageId repeated within the request is a
+    duplicate, not an error: like a resent one it is accepted and stored once."""
+    accepted: list[Message] = []
+    rejected: list[Rejection] = []
+    seen: set[str] = set()
+    for index, element in enumerate(elements):
+        if index >= limits.max_batch_messages:
+            rejected.append(Rejection(index, "batch_too_long",
+                                      f"a batch holds at most {limits.max_batch_messages} messages"))
+            continue
+        try:
+            message = normalise(element, info, limits, path_type)
+        except MessageError as exc:
+            mid = element.get("messageId") if isinstance(element, dict) else None
+            rejected.append(Rejection(index, exc.code, exc.message,
+                                      mid if isinstance(mid, str) else None))
+            continue
+        if message.message_id in seen:
+            continue
+        seen.add(message.message_id)
+        accepted.append(message)
+    return accepted, rejected
+
+
+class MessageError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def normalise(element: Any, info: RequestInfo, limits: Limits,
+              path_type: str | None = None) -> Message:
+    """One message → a normalised Message, or MessageError saying what is wrong."""
+    if not isinstance(element, dict):
+        raise MessageError("invalid_message", "a message must be a JSON object")
+    if limits.max_message_bytes and len(orjson.dumps(element)) > limits.max_message_bytes:
+        raise MessageError("message_too_large",
+                           f"a message may hold at most {limits.max_message_bytes} bytes")
+    kind = path_type or element.get("type")
+    if kind not in SCHEMAS:
+        raise MessageError("invalid_type", f"type must be one of {', '.join(MESSAGE_TYPES)}")
+    raw = dict(element)
+    raw["type"] = kind
+    try:
+        data: dict[str, Any] = SCHEMAS[kind].load(raw)
+    except ValidationError as exc:
+        raise MessageError(*_describe(exc)) from None
+    return _finish(kind, data, info, limits)
+
+
+def _describe(exc: ValidationError) -> tuple[str, str]:
+    messages = exc.normalized_messages()
+    field, problems = next(iter(messages.items()))
+    text = problems[0] if isinstance(problems, list) else str(problems)
+    if field == "_schema":
+        return "invalid_message", str(text)
+    if "userId or an anonymousId" in str(text):
+        return "no_user_anon_id", str(text)
+    if "Missing data" in str(text):
+        return "missing_field", f"{field} is required"
+    return "invalid_field", f"{field}: {text}"
+
+
+def _finish(kind: str, data: dict[str, Any], info: RequestInfo, limits: Limits) -> Message:
+    # null means absent (§6.1): drop top-level nulls before anything reads the message
+    payload = {k: v for k, v in data.items() if v is not None}
+    payload.pop("writeKey", None)
+
+    message_id = payload.get("messageId") or str(uuid.uuid4())
+    if len(message_id) > limits.max_message_id_length:
+        raise MessageError("invalid_field",
+                           f"messageId: at most {limits.max_message_id_length} characters")
+    payload["messageId"] = message_id
+
+    context = dict(info.context or {})
+    context.update(payload.get("context") or {})
+    if info.ip and "ip" not in context:
+        context["ip"] = info.ip
+    payload["context"] = context
+    if info.ip:
+        payload["request_ip"] = info.ip
+    if info.integrations and isinstance(payload.get("integrations", {}), dict):
+        payload["integrations"] = {**info.integrations, **payload.get("integrations", {})}
+    payload.setdefault("integrations", {})
+
+    timestamp = _event_time(payload, info)
+    payload["timestamp"] = format_time(timestamp)
+    payload["receivedAt"] = format_time(info.received_at)
+    return Message(kind, message_id, payload.get("userId"), payload.get("anonymousId"),
+                   timestamp, payload)
+
+
+def _event_time(payload: dict[str, Any], info: RequestInfo) -> datetime:
+    """timestamp = receivedAt − (sentAt − originalTimestamp), tracking-api.md §7 (Rec.)."""
+    raw_sent = payload.get("sentAt", info.sent_at)
+    raw_original = payload.get("originalTimestamp", payload.get("timestamp"))
+    original = parse_time(raw_original)
+    sent = parse_time(raw_sent)
+    if original is not None and "originalTimestamp" not in payload:
+        payload["originalTimestamp"] = raw_original
+    if raw_sent is not None and "sentAt" not in payload:
+        payload["sentAt"] = raw_sent
+    if original is None:
+        return info.received_at
+    if sent is None:
+        return original
+    return info.received_at - (sent - original)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO-8601 with `Z` or an offset and 0–9 fractional digits; anything else is absent."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 with milliseconds and `Z`, as both vendors emit it."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions; `gateway migrate` (gateway.db.migrate) runs them."""

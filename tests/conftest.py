@@ -1,0 +1,186 @@
+"""Shared fixtures: a migrated database per test (SQLite, and PostgreSQL when
+GATEWAY_TEST_POSTGRES_URL is set), the app on it, and a real `gateway serve` on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from gateway import create_app
+from gateway.config import Config, from_mapping
+from gateway.db import migrate, normalise_url
+
+POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
+WRITE_KEY = "wk_test_web"
+OTHER_KEY = "wk_test_server"
+ADMIN_TOKEN = "test-admin-token"
+
+
+def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
+    """The config most tests use: two sources, a few destinations of different types."""
+    raw: dict[str, Any] = {
+        "database_url": database_url,
+        "admin_token": ADMIN_TOKEN,
+        "sources": [
+            {"name": "web", "write_key": WRITE_KEY},
+            {"name": "server", "write_key": OTHER_KEY},
+            {"name": "retired", "write_key": "wk_disabled", "enabled": False},
+        ],
+        "destinations": [
+            {"name": "cio", "type": "customerio", "sources": ["web", "server"]},
+            {"name": "kustomer-main", "type": "kustomer", "sources": ["web"]},
+            {"name": "paused", "type": "custify", "enabled": False},
+        ],
+    }
+    raw.update(overrides)
+    return raw
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated database: a file for SQLite, a private schema on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gateway.db'}"
+        migrate(url)
+        yield url
+        return
+    if not POSTGRES_URL:
+        pytest.skip("GATEWAY_TEST_POSTGRES_URL is not set")
+    with pg_schema() as url:
+        yield url
+
+
+class pg_schema:  # noqa: N801 - used like a function
+    """A throwaway PostgreSQL schema, migrated; dropped afterwards."""
+
+    def __enter__(self) -> str:
+        assert POSTGRES_URL
+        self.schema = f"t_{uuid.uuid4().hex[:12]}"
+        self.admin = create_engine(normalise_url(POSTGRES_URL))
+        with self.admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{self.schema}"'))
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{self.schema}"
+        migrate(url)
+        return url
+
+    def __exit__(self, *exc: Any) -> None:
+        with self.admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
+        self.admin.dispose()
+
+
+@pytest.fixture
+def config(database_url: str) -> Config:
+    return from_mapping(base_config(database_url))
+
+
+@pytest.fixture
+def app(config: Config):
+    application = create_app(config)
+    yield application
+    application.extensions["gateway.engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def engine(app):
+    return app.extensions["gateway.engine"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_toml(path: Path, raw: dict[str, Any]) -> None:
+    """Enough TOML for our config shape (top-level scalars, [[sources]], [[destinations]])."""
+    lines = [f"{k} = {_toml(v)}" for k, v in raw.items() if not isinstance(v, list | dict)]
+    for table, items in raw.items():
+        if isinstance(items, dict):
+            lines.append(f"[{table}]")
+            lines += [f"{k} = {_toml(v)}" for k, v in items.items()]
+    for table in ("sources", "destinations"):
+        for item in raw.get(table, []):
+            lines.append(f"[[{table}]]")
+            lines += [f"{k} = {_toml(v)}" for k, v in item.items() if not isinstance(v, dict)]
+            for k, v in item.items():
+                if isinstance(v, dict):
+                    lines.append(f"[{table}.{k}]")
+                    lines += [f"{kk} = {_toml(vv)}" for kk, vv in v.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class LiveGateway:
+    """`gateway serve` in a subprocess, as a user runs it."""
+
+    def __init__(self, workdir: Path, raw_config: dict[str, Any], workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "gateway.toml"
+        write_toml(self.config_path, raw_config)
+        self.log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--config", str(self.config_path), "serve",
+             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)],
+            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+        self.database_url = raw_config["database_url"]
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log_text()}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway did not start: {self.log_text()}")
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def live_gateway(database_url: str, tmp_path: Path) -> Iterator[LiveGateway]:
+    gateway = LiveGateway(tmp_path, base_config(database_url))
+    yield gateway
+    gateway.stop()
