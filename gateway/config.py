@@ -129,7 +129,8 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """`GATEWAY_DATABASE_URL`, `GATEWAY_ADMIN_TOKEN`, `GATEWAY_<TABLE>_<FIELD>` override the file."""
+    """`GATEWAY_DATABASE_URL`, `GATEWAY_ADMIN_TOKEN` and `GATEWAY_<TABLE>_<FIELD>` win over
+    the file."""
     for key in ("database_url", "admin_token"):
         value = env.get(f"GATEWAY_{key.upper()}")
         if value:

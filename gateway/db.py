@@ -1,9 +1,10 @@
 """Engine construction and migrations for SQLite (embedded default) and PostgreSQL.
 
 SQLite needs care to be a safe multi-process store: WAL so readers never block the writer,
-a busy timeout so concurrent gunicorn workers wait instead of failing, and `BEGIN IMMEDIATE` so a
-writing transaction (`write_transaction`) takes the write lock up front — a deferred transaction that reads first and writes
-later can fail with SQLITE_BUSY without the busy handler ever being consulted.
+a busy timeout so concurrent gunicorn workers wait instead of failing, and `BEGIN IMMEDIATE` so
+a writing transaction (`write_transaction`) takes the write lock up front — a deferred
+transaction that reads first and writes later can fail with SQLITE_BUSY without the busy handler
+ever being consulted.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_sche
 from gateway.config import Limits
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+NO_ID = "a message needs a userId or an anonymousId"
+MISSING = "Missing data for required field."  # marshmallow's own text for required fields
 
 
 class Identifier(fields.Field):
@@ -64,12 +66,16 @@ class MessageSchema(Schema):
     @validates_schema
     def _needs_an_id(self, data: Mapping[str, Any], **kwargs: Any) -> None:
         if not data.get("userId") and not data.get("anonymousId"):
-            raise ValidationError("a message needs a userId or an anonymousId", "userId")
+            raise ValidationError(NO_ID, "userId")
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("must not be empty")
 
 
 class TrackSchema(MessageSchema):
-    event = fields.String(required=True, validate=lambda v: bool(v.strip()),
-                          error_messages={"validator_failed": "must not be empty"})
+    event = fields.String(required=True, validate=_not_blank)
 
 
 class GroupSchema(MessageSchema):
@@ -81,10 +87,9 @@ class AliasSchema(MessageSchema):
 
     @validates_schema
     def _needs_an_id(self, data: Mapping[str, Any], **kwargs: Any) -> None:
-        if not data.get("userId"):
-            raise ValidationError("alias needs a userId", "userId")
-        if not data.get("previousId"):
-            raise ValidationError("alias needs a previousId", "previousId")
+        for name in ("userId", "previousId"):
+            if not data.get(name):
+                raise ValidationError(MISSING, name)
 
 
 class NamedSchema(MessageSchema):
@@ -161,8 +166,8 @@ def normalise_batch(elements: list[Any], info: RequestInfo, limits: Limits,
     seen: set[str] = set()
     for index, element in enumerate(elements):
         if index >= limits.max_batch_messages:
-            rejected.append(Rejection(index, "batch_too_long",
-                                      f"a batch holds at most {limits.max_batch_messages} messages"))
+            text = f"a batch holds at most {limits.max_batch_messages} messages"
+            rejected.append(Rejection(index, "batch_too_long", text))
             continue
         try:
             message = normalise(element, info, limits, path_type)
@@ -194,7 +199,7 @@ def normalise(element: Any, info: RequestInfo, limits: Limits,
         raise MessageError("message_too_large",
                            f"a message may hold at most {limits.max_message_bytes} bytes")
     kind = path_type or element.get("type")
-    if kind not in SCHEMAS:
+    if not isinstance(kind, str) or kind not in SCHEMAS:
         raise MessageError("invalid_type", f"type must be one of {', '.join(MESSAGE_TYPES)}")
     raw = dict(element)
     raw["type"] = kind
@@ -211,9 +216,9 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
     text = problems[0] if isinstance(problems, list) else str(problems)
     if field == "_schema":
         return "invalid_message", str(text)
-    if "userId or an anonymousId" in str(text):
-        return "no_user_anon_id", str(text)
-    if "Missing data" in str(text):
+    if text == NO_ID:
+        return "no_user_anon_id", NO_ID
+    if text == MISSING:
         return "missing_field", f"{field} is required"
     return "invalid_field", f"{field}: {text}"
 

@@ -61,7 +61,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-class pg_schema:  # noqa: N801 - used like a function
+class pg_schema:
     """A throwaway PostgreSQL schema, migrated; dropped afterwards."""
 
     def __enter__(self) -> str:

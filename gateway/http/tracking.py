@@ -140,7 +140,8 @@ def _basic_username() -> str | None:
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        raise ApiError(401, "invalid_authorization", "the Basic credentials are not valid base64")
+        raise ApiError(401, "invalid_authorization",
+                       "the Basic credentials are not valid base64") from None
     return decoded.partition(":")[0] or None
 
 
@@ -168,7 +169,7 @@ def _parse_body(limits: Limits) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc):
+        if "depth limit" in str(exc) or "recursion" in str(exc):
             raise ApiError(400, "too_deep", _too_deep_text(limits)) from None
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):

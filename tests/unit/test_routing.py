@@ -1,0 +1,48 @@
+"""Per-message destination selection by the `integrations` object (tracking-api.md §6.5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import from_mapping
+from gateway.routing import destinations_for_source, route
+
+CONFIG = from_mapping({
+    "database_url": "sqlite://", "admin_token": "t",
+    "sources": [{"name": "web", "write_key": "k1"}, {"name": "app", "write_key": "k2"}],
+    "destinations": [
+        {"name": "cio", "type": "customerio"},
+        {"name": "kus", "type": "kustomer", "sources": ["web"]},
+        {"name": "cf", "type": "customfit"},
+        {"name": "off", "type": "custify", "enabled": False},
+    ],
+})
+
+
+def names(integrations, source: str = "web") -> list[str]:
+    return [d.name for d in route(destinations_for_source(CONFIG, source), integrations)]
+
+
+def test_enabled_and_linked_destinations_only() -> None:
+    assert names(None) == ["cio", "kus", "cf"]
+    assert names(None, "app") == ["cio", "cf"]
+
+
+@pytest.mark.parametrize("integrations,expected", [
+    ({}, ["cio", "kus", "cf"]),
+    ({"All": True}, ["cio", "kus", "cf"]),
+    ({"All": False}, []),
+    ({"All": False, "Customer.io": True}, ["cio"]),
+    ({"All": False, "Customer IO": True}, ["cio"]),  # RudderStack's spelling
+    ({"All": False, "Kustomer": {"someOption": 1}}, ["kus"]),  # an object means send
+    ({"Kustomer": False}, ["cio", "cf"]),
+    ({"kustomer": False}, ["cio", "kus", "cf"]),  # keys are case-sensitive
+    ({"All": False, "CustomFit.ai": True, "CustomFit": True}, ["cf"]),
+    ({"All": False, "cio": True}, ["cio"]),  # the configured destination name
+    ({"Customer.io": True, "cio": False}, ["kus", "cf"]),  # the configured name wins
+    ({"All": "yes"}, []),  # All not a boolean → nowhere (rudder-server)
+    ("all", []),  # integrations not an object → nowhere
+    ({"Mixpanel": False, "Salesforce": True}, ["cio", "kus", "cf"]),
+])
+def test_integrations_object(integrations, expected: list[str]) -> None:
+    assert names(integrations) == expected
