@@ -512,3 +512,14 @@ def test_odd_bodies_never_cause_a_500(client, body: bytes) -> None:
     assert response.status_code in (200, 400), response.get_data(as_text=True)
     if response.status_code != 200:
         assert set(response.get_json()) >= {"code", "message"}
+
+
+def test_storage_failure_is_a_retryable_503_not_a_500(tmp_path) -> None:
+    from gateway import create_app
+
+    unmigrated = f"sqlite:///{tmp_path / 'empty.db'}"  # no tables: every insert fails
+    app = create_app(from_mapping(base_config(unmigrated)))
+    response = post(app.test_client(), "/v1/batch", {"batch": [TRACK]})
+    assert_error(response, 503, "storage_unavailable")
+    assert response.headers["Retry-After"] == "1"
+    app.extensions["gateway.engine"].dispose()
