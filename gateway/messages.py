@@ -253,8 +253,18 @@ def _finish(kind: str, data: dict[str, Any], info: RequestInfo, limits: Limits) 
 
 
 def _event_time(payload: dict[str, Any], info: RequestInfo) -> datetime:
-    """timestamp = receivedAt − (sentAt − originalTimestamp), tracking-api.md §7 (Rec.)."""
+    """timestamp = receivedAt − (sentAt − originalTimestamp), tracking-api.md §7 (Rec.).
+
+    A message carrying both `originalTimestamp` (the SDK's call time) and `timestamp` comes from
+    a RudderStack SDK whose caller set the event time explicitly: rudder-server keeps that
+    `timestamp` as it is, and so do we.
+    """
     raw_sent = payload.get("sentAt", info.sent_at)
+    explicit = parse_time(payload.get("timestamp"))
+    if explicit is not None and "originalTimestamp" in payload:
+        if raw_sent is not None:
+            payload["sentAt"] = raw_sent
+        return explicit
     raw_original = payload.get("originalTimestamp", payload.get("timestamp"))
     original = parse_time(raw_original)
     sent = parse_time(raw_sent)

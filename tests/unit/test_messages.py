@@ -54,9 +54,18 @@ def test_message_sent_at_wins_over_batch_sent_at() -> None:
     assert normalise(message, info, Limits()).timestamp == NOW - timedelta(seconds=5)
 
 
-def test_original_timestamp_wins_over_timestamp() -> None:
+def test_explicit_timestamp_beside_original_timestamp_is_kept() -> None:
+    # rudder-sdk-node: originalTimestamp = call time, timestamp = the caller's event time
     message = {"type": "track", "event": "e", "userId": "u", "sentAt": "2026-01-01T00:00:05Z",
-               "originalTimestamp": "2026-01-01T00:00:00Z", "timestamp": "2026-01-01T00:00:04Z"}
+               "originalTimestamp": "2026-01-01T00:00:00Z", "timestamp": "2025-12-24T18:00:00Z"}
+    result = normalise(message, INFO, Limits())
+    assert result.timestamp == datetime(2025, 12, 24, 18, tzinfo=UTC)
+    assert result.payload["originalTimestamp"] == "2026-01-01T00:00:00Z"
+
+
+def test_unparseable_timestamp_beside_original_timestamp_uses_the_formula() -> None:
+    message = {"type": "track", "event": "e", "userId": "u", "sentAt": "2026-01-01T00:00:05Z",
+               "originalTimestamp": "2026-01-01T00:00:00Z", "timestamp": "soon"}
     assert normalise(message, INFO, Limits()).timestamp == NOW - timedelta(seconds=5)
 
 
