@@ -8,12 +8,13 @@ merging re-points every key of the absorbed profile, and no key is ever deleted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, text, tuple_, update
 
 from gateway.messages import Message
 from gateway.models import identities, identity_keys
@@ -91,13 +92,20 @@ class ConcurrentChange(Exception):
 
 
 class IdentityGraph:
-    """The identity changes of one transaction."""
+    """The identity changes of one transaction.
+
+    Profiles created in this transaction get temporary negative ids until `_flush` inserts them
+    all at once; every other write is one executemany, so a 100-message batch costs a handful
+    of statements, not hundreds.
+    """
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self.owner: dict[Key, int] = {}  # key → profile id (known to exist)
+        self.owner: dict[Key, int] = {}  # key → profile id (real, or temporary when < 0)
         self.profiles: dict[int, Profile] = {}
-        self.new_keys: list[dict[str, Any]] = []
+        self.new_keys: list[Key] = []
+        self.merged: list[tuple[int, int]] = []  # (absorbed real id, surviving real id)
+        self._next_temporary = -1
 
     def apply(self, messages: Iterable[Message]) -> None:
         """Record every message's links, then write the changes."""
@@ -107,14 +115,28 @@ class IdentityGraph:
             wanted.update(links.keys)
             if links.previous_id:
                 wanted.update((kind, links.previous_id) for kind in ("userId", "anonymousId"))
+        if not wanted:
+            return
+        if self.connection.dialect.name == "postgresql":
+            self._lock_keys(wanted)
         self._load(wanted)
         for message, links in batch:
             self._observe(message, links)
         self._flush()
 
+    def _lock_keys(self, keys: set[Key]) -> None:
+        """Serialise transactions that touch the same keys (PostgreSQL; SQLite has one writer).
+
+        Without this, two requests introducing the same new userId both insert it and one fails
+        on the unique constraint. Locks are taken in sorted order, so they cannot deadlock.
+        """
+        hashes = sorted({_key_hash(key) for key in keys})
+        self.connection.execute(
+            text("SELECT pg_advisory_xact_lock(h) FROM "
+                 "(SELECT unnest(CAST(:hashes AS bigint[])) AS h ORDER BY 1) AS ordered"),
+            {"hashes": hashes})
+
     def _load(self, keys: set[Key]) -> None:
-        if not keys:
-            return
         found = self.connection.execute(
             select(identity_keys.c.kind, identity_keys.c.value, identity_keys.c.identity_id)
             .where(tuple_(identity_keys.c.kind, identity_keys.c.value).in_(sorted(keys)))
@@ -147,16 +169,19 @@ class IdentityGraph:
         if not owners:
             profile = self._create(message.timestamp)
         else:
-            # alias: userId's profile absorbs previousId's; otherwise the oldest profile wins
+            # alias: userId's stored profile absorbs previousId's. Otherwise the oldest stored
+            # row survives (a row made in this transaction only when none is stored yet).
             target = self._profile_of(("userId", message.user_id)) if absorbed else None
-            profile = target or owners[min(owners)]
+            if target is None or target.id < 0:
+                target = owners[min(owners, key=_age_order)]
+            profile = target
             for other in owners.values():
                 if other.id != profile.id:
                     self._merge(other, into=profile)
         for key in keys:
             if key not in self.owner:
                 self.owner[key] = profile.id
-                self.new_keys.append({"kind": key[0], "value": key[1], "identity_id": profile.id})
+                self.new_keys.append(key)
         profile.seen(message.timestamp)
         profile.merge_traits(links.traits, message.timestamp)
 
@@ -165,22 +190,15 @@ class IdentityGraph:
         return None if profile_id is None else self.profiles[profile_id]
 
     def _create(self, when: datetime) -> Profile:
-        profile_id = self.connection.execute(
-            insert(identities).values(traits={}, traits_updated_at=None, first_seen=when,
-                                      last_seen=when).returning(identities.c.id)
-        ).scalar_one()
-        profile = Profile(profile_id, {}, None, when, when)
-        self.profiles[profile_id] = profile
+        profile = Profile(self._next_temporary, {}, None, when, when, dirty=True)
+        self._next_temporary -= 1
+        self.profiles[profile.id] = profile
         return profile
 
     def _merge(self, loser: Profile, into: Profile) -> None:
         """Move every key of `loser` to `into`; newer traits win; keep the widest seen range."""
-        self.connection.execute(update(identity_keys)
-                                .where(identity_keys.c.identity_id == loser.id)
-                                .values(identity_id=into.id))
-        for row in self.new_keys:
-            if row["identity_id"] == loser.id:
-                row["identity_id"] = into.id
+        if loser.id > 0:
+            self.merged.append((loser.id, into.id))  # `into` is real too: see _age_order
         for key, owner in self.owner.items():
             if owner == loser.id:
                 self.owner[key] = into.id
@@ -190,18 +208,52 @@ class IdentityGraph:
         into.seen(loser.first_seen)
         into.seen(loser.last_seen)
         into.dirty = True
-        self.connection.execute(delete(identities).where(identities.c.id == loser.id))
         del self.profiles[loser.id]
 
     def _flush(self) -> None:
+        real_id = self._insert_new_profiles()
+        if self.merged:
+            self.connection.execute(
+                update(identity_keys).where(identity_keys.c.identity_id == bindparam("b_loser"))
+                .values(identity_id=bindparam("b_into")),
+                [{"b_loser": loser, "b_into": into} for loser, into in self.merged])
+            self.connection.execute(
+                delete(identities).where(identities.c.id == bindparam("b_loser")),
+                [{"b_loser": loser} for loser, _ in self.merged])
         if self.new_keys:
-            self.connection.execute(insert(identity_keys), self.new_keys)
-        for profile in self.profiles.values():
-            if profile.dirty:
-                self.connection.execute(
-                    update(identities).where(identities.c.id == profile.id).values(
-                        traits=profile.traits, traits_updated_at=profile.traits_updated_at,
-                        first_seen=profile.first_seen, last_seen=profile.last_seen))
+            self.connection.execute(insert(identity_keys), [
+                {"kind": kind, "value": value, "identity_id": real_id(self.owner[(kind, value)])}
+                for kind, value in self.new_keys])
+        changed = [p for p in self.profiles.values() if p.dirty and p.id > 0]
+        if changed:
+            self.connection.execute(
+                update(identities).where(identities.c.id == bindparam("b_id")).values(
+                    traits=bindparam("b_traits"), traits_updated_at=bindparam("b_updated"),
+                    first_seen=bindparam("b_first"), last_seen=bindparam("b_last")),
+                [{"b_id": p.id, "b_traits": p.traits, "b_updated": p.traits_updated_at,
+                  "b_first": p.first_seen, "b_last": p.last_seen} for p in changed])
+
+    def _insert_new_profiles(self) -> Callable[[int], int]:
+        """Insert the profiles made in this transaction; return temporary id → stored id."""
+        new = [p for p in self.profiles.values() if p.id < 0]
+        assigned: dict[int, int] = {}
+        if new:
+            rows = self.connection.execute(
+                insert(identities).returning(identities.c.id, sort_by_parameter_order=True),
+                [{"traits": p.traits, "traits_updated_at": p.traits_updated_at,
+                  "first_seen": p.first_seen, "last_seen": p.last_seen} for p in new]).all()
+            assigned = {p.id: row.id for p, row in zip(new, rows, strict=True)}
+        return lambda profile_id: assigned.get(profile_id, profile_id)
+
+
+def _age_order(profile_id: int) -> tuple[bool, int]:
+    """Stored profiles (positive ids, oldest first) before ones made in this transaction."""
+    return (profile_id < 0, abs(profile_id))
+
+
+def _key_hash(key: Key) -> int:
+    digest = hashlib.blake2b(f"{key[0]}\0{key[1]}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _traits_age(profile: Profile) -> tuple[bool, datetime | None]:

@@ -6,12 +6,13 @@ returns, so an accepted event and the work it causes are durable together or not
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, Insert, func, insert, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -50,7 +51,7 @@ def store(engine: Engine, config: Config, source: str, messages: list[Message],
             conflict = exc
         if attempt == MAX_TRANSACTION_TRIES:
             raise conflict
-        time.sleep(0.005 * attempt)
+        time.sleep(random.uniform(0.005, 0.02) * attempt)  # jitter: do not collide again
     raise AssertionError("unreachable")
 
 
@@ -72,20 +73,27 @@ def _store(connection: Connection, config: Config, source: str, messages: list[M
     if new:
         IdentityGraph(connection).apply(m for _, m in new)
     candidates = destinations_for_source(config, source)
-    outbox = [{
-        "event_id": event_id,
-        "destination": destination.name,
-        "user_key": _clip(message.user_key),
-        "state": PENDING,
-        "attempts": 0,
-        "next_attempt_at": received_at,
-        "created_at": received_at,
-        "updated_at": received_at,
-    } for event_id, message in new
-        for destination in route(candidates, message.payload.get("integrations"))]
-    if outbox:
-        connection.execute(insert(deliveries), outbox)
-    return StoreResult(len(new), len(messages) - len(new), len(outbox))
+    routed: dict[str, list[int]] = {}
+    for event_id, message in new:
+        for destination in route(candidates, message.payload.get("integrations")):
+            routed.setdefault(destination.name, []).append(event_id)
+    for destination_name, event_ids in routed.items():
+        connection.execute(_queue_deliveries(destination_name, event_ids))
+    return StoreResult(len(new), len(messages) - len(new),
+                       sum(len(ids) for ids in routed.values()))
+
+
+def _queue_deliveries(destination: str, event_ids: list[int]) -> Insert:
+    """One `pending` row per event for a destination, copied from the events rows in the
+    database (INSERT … SELECT): no per-row values cross from Python."""
+    user_key = func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
+    rows = select(
+        events.c.id, literal(destination), user_key, literal(PENDING), literal(0),
+        events.c.received_at, events.c.received_at, events.c.received_at,
+    ).where(events.c.id.in_(event_ids))
+    return insert(deliveries).from_select(
+        ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
+         "created_at", "updated_at"], rows)
 
 
 def _insert_new_events(connection: Connection, rows: list[dict]) -> dict[str, int]:

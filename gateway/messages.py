@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
 from gateway.config import Limits
 
@@ -49,10 +49,10 @@ class Obj(fields.Dict):
 
 
 class MessageSchema(Schema):
-    """Fields common to every message type; unknown fields are kept as they are."""
+    """Fields common to every message type (the others are carried unchecked)."""
 
     class Meta:
-        unknown = INCLUDE
+        unknown = RAISE  # normalise() passes only the declared fields
 
     type = fields.String(required=True)
     messageId = Identifier(allow_none=True)
@@ -201,13 +201,16 @@ def normalise(element: Any, info: RequestInfo, limits: Limits,
     kind = path_type or element.get("type")
     if not isinstance(kind, str) or kind not in SCHEMAS:
         raise MessageError("invalid_type", f"type must be one of {', '.join(MESSAGE_TYPES)}")
-    raw = dict(element)
-    raw["type"] = kind
+    schema = SCHEMAS[kind]
+    # Only the declared fields go through marshmallow; the rest of the message is carried as
+    # it is (INCLUDE would copy it field by field for nothing).
+    declared = {name: element[name] for name in schema.fields if name in element}
+    declared["type"] = kind
     try:
-        data: dict[str, Any] = SCHEMAS[kind].load(raw)
+        checked: dict[str, Any] = schema.load(declared)
     except ValidationError as exc:
         raise MessageError(*_describe(exc)) from None
-    return _finish(kind, data, info, limits)
+    return _finish(kind, {**element, **checked}, info, limits)
 
 
 def _describe(exc: ValidationError) -> tuple[str, str]:

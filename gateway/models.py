@@ -88,8 +88,6 @@ events = Table(
     UniqueConstraint("source", "message_id"),
     Index(None, "user_id", "id"),
     Index(None, "anonymous_id", "id"),
-    Index(None, "received_at"),
-    Index(None, "type", "event"),
 )
 
 deliveries = Table(

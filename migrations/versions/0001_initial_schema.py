@@ -43,8 +43,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_events_user_id_id", "events", ["user_id", "id"])
     op.create_index("ix_events_anonymous_id_id", "events", ["anonymous_id", "id"])
-    op.create_index("ix_events_received_at", "events", ["received_at"])
-    op.create_index("ix_events_type_event", "events", ["type", "event"])
 
     op.create_table(
         "identities",
