@@ -30,14 +30,15 @@ class Profile:
     traits_updated_at: datetime | None
     first_seen: datetime
     last_seen: datetime
-    dirty: bool = False
+    dirty: bool = False  # traits changed (or merged): the whole row is written
+    seen_changed: bool = False  # only first/last seen moved: a narrower UPDATE
     keys: set[Key] = field(default_factory=set)
 
     def seen(self, when: datetime) -> None:
         if when < self.first_seen:
-            self.first_seen, self.dirty = when, True
+            self.first_seen, self.seen_changed = when, True
         if when > self.last_seen:
-            self.last_seen, self.dirty = when, True
+            self.last_seen, self.seen_changed = when, True
 
     def merge_traits(self, traits: dict[str, Any], when: datetime | None) -> None:
         """Latest wins by event time; older traits only fill keys the profile lacks."""
@@ -87,10 +88,6 @@ def user_traits(payload: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class ConcurrentChange(Exception):
-    """Another transaction changed a profile under us; the caller retries the transaction."""
-
-
 class IdentityGraph:
     """The identity changes of one transaction.
 
@@ -137,22 +134,17 @@ class IdentityGraph:
             {"hashes": hashes})
 
     def _load(self, keys: set[Key]) -> None:
-        found = self.connection.execute(
-            select(identity_keys.c.kind, identity_keys.c.value, identity_keys.c.identity_id)
+        rows = self.connection.execute(
+            select(identity_keys.c.kind, identity_keys.c.value, identities)
+            .join(identities, identities.c.id == identity_keys.c.identity_id)
             .where(tuple_(identity_keys.c.kind, identity_keys.c.value).in_(sorted(keys)))
+            .order_by(identity_keys.c.identity_id).with_for_update(of=identities)
         ).all()
-        profile_ids = {row.identity_id for row in found}
-        for row in found:
-            self.owner[(row.kind, row.value)] = row.identity_id
-        if profile_ids:
-            for row in self.connection.execute(
-                select(identities).where(identities.c.id.in_(sorted(profile_ids)))
-                .order_by(identities.c.id).with_for_update()
-            ):
+        for row in rows:
+            self.owner[(row.kind, row.value)] = row.id
+            if row.id not in self.profiles:
                 self.profiles[row.id] = Profile(row.id, row.traits, row.traits_updated_at,
                                                 row.first_seen, row.last_seen)
-        if profile_ids - set(self.profiles):
-            raise ConcurrentChange("a profile was merged away while being read")
 
     def _observe(self, message: Message, links: Links) -> None:
         keys = list(links.keys)
@@ -224,7 +216,15 @@ class IdentityGraph:
             self.connection.execute(insert(identity_keys), [
                 {"kind": kind, "value": value, "identity_id": real_id(self.owner[(kind, value)])}
                 for kind, value in self.new_keys])
-        changed = [p for p in self.profiles.values() if p.dirty and p.id > 0]
+        stored = [p for p in self.profiles.values() if p.id > 0]
+        changed = [p for p in stored if p.dirty]
+        seen_only = [p for p in stored if p.seen_changed and not p.dirty]
+        if seen_only:
+            self.connection.execute(
+                update(identities).where(identities.c.id == bindparam("b_id")).values(
+                    first_seen=bindparam("b_first"), last_seen=bindparam("b_last")),
+                [{"b_id": p.id, "b_first": p.first_seen, "b_last": p.last_seen}
+                 for p in seen_only])
         if changed:
             self.connection.execute(
                 update(identities).where(identities.c.id == bindparam("b_id")).values(

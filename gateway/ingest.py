@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.config import Config
 from gateway.db import write_transaction
-from gateway.identity import ConcurrentChange, IdentityGraph
+from gateway.identity import IdentityGraph
 from gateway.messages import Message
 from gateway.models import deliveries, events
 from gateway.routing import destinations_for_source, route
@@ -43,7 +43,7 @@ def store(engine: Engine, config: Config, source: str, messages: list[Message],
         try:
             with write_transaction(engine) as connection:
                 return _store(connection, config, source, messages, received_at)
-        except (IntegrityError, ConcurrentChange) as exc:
+        except IntegrityError as exc:  # a concurrent insert of the same identity key
             conflict = exc
         except DBAPIError as exc:
             if not _is_transient(exc):
