@@ -18,12 +18,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.config import Config
 from gateway.db import write_transaction
+from gateway.delivery.states import PENDING
 from gateway.identity import IdentityGraph
 from gateway.messages import Message
 from gateway.models import deliveries, events
 from gateway.routing import destinations_for_source, route
 
-PENDING = "pending"
 MAX_TRANSACTION_TRIES = 5
 
 

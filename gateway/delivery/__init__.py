@@ -1,0 +1,1 @@
+"""Delivery: the retry rules (retry.py) and the delivery state machine (states.py)."""

@@ -1,0 +1,59 @@
+"""The one classifier and the backoff / give-up rules, as tables."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.delivery.retry import RetryPolicy, Verdict, classify_status, parse_retry_after
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("status,verdict", [
+    (200, Verdict.DELIVERED), (201, Verdict.DELIVERED), (202, Verdict.DELIVERED),
+    (204, Verdict.DELIVERED), (207, Verdict.DELIVERED),
+    (408, Verdict.RETRY), (429, Verdict.RETRY), (500, Verdict.RETRY), (502, Verdict.RETRY),
+    (503, Verdict.RETRY), (504, Verdict.RETRY), (599, Verdict.RETRY),
+    (501, Verdict.DEAD), (505, Verdict.DEAD), (400, Verdict.DEAD), (401, Verdict.DEAD),
+    (403, Verdict.DEAD), (404, Verdict.DEAD), (413, Verdict.DEAD), (422, Verdict.DEAD),
+    (301, Verdict.DEAD),
+])
+def test_classify_status(status: int, verdict: Verdict) -> None:
+    assert classify_status(status) is verdict
+
+
+def test_backoff_doubles_from_10s_to_a_5_minute_cap() -> None:
+    policy = RetryPolicy(jitter=0)
+    assert [policy.delay(n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_jitter_stays_within_its_fraction() -> None:
+    policy = RetryPolicy()
+    rng = random.Random(7)
+    delays = [policy.delay(2, rng=rng) for _ in range(200)]
+    assert all(16 <= d <= 24 for d in delays) and len(set(delays)) > 100
+
+
+def test_retry_after_is_honoured_when_longer() -> None:
+    policy = RetryPolicy(jitter=0)
+    assert policy.delay(1, retry_after=120) == 120
+    assert policy.delay(3, retry_after=1) == 40
+
+
+def test_give_up_needs_both_attempts_and_age() -> None:
+    policy = RetryPolicy()
+    old = NOW - timedelta(hours=3, seconds=1)
+    assert not policy.gives_up(2, old, NOW)  # old, but too few attempts
+    assert not policy.gives_up(50, NOW - timedelta(hours=2), NOW)  # many, but young
+    assert policy.gives_up(3, old, NOW)
+
+
+@pytest.mark.parametrize("value,seconds", [
+    ("120", 120.0), (" 7 ", 7.0), ("Tue, 24 Nov 2026 12:01:30 GMT", 90.0),
+    ("Tue, 24 Nov 2026 11:00:00 GMT", 0.0), ("soon", None), ("", None), (None, None),
+])
+def test_parse_retry_after(value, seconds) -> None:
+    assert parse_retry_after(value, NOW) == seconds
