@@ -1,48 +1,53 @@
-"""The registry of destination types: type name → what the gateway knows about it.
+"""The registry of destination types: type name → its adapter.
 
-Routing needs the display names a message's `integrations` object may use (tracking-api.md §6.5);
-config loading needs each type's settings schema. Adapters (issue: destination adapters) hang
-their transform off the same entry, so adding a destination stays one folder and one line here.
+Adding a destination is one folder (`adapters/<type>/`, exporting `ADAPTER`) and one line in
+`ADAPTER_MODULES` below. Routing reads each adapter's display names (the `integrations` keys of
+tracking-api.md §6.5), config loading its settings schema, the worker its `transform`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from importlib import import_module
 
-import marshmallow
+from adapters.base import Adapter
 
-
-@dataclass(frozen=True)
-class DestinationType:
-    """One destination type: its `integrations` names and (once declared) its settings schema."""
-
-    name: str
-    display_names: tuple[str, ...]
-    settings_schema: type[marshmallow.Schema] | None = None
-
-    def check_settings(self, settings: Mapping[str, Any]) -> str | None:
-        """Return a message naming the first bad setting, or None when they are usable."""
-        if self.settings_schema is None:
-            return None
-        errors = self.settings_schema().validate(dict(settings))
-        if not errors:
-            return None
-        field_name, messages = sorted(errors.items())[0]
-        text = messages[0] if isinstance(messages, list) else str(messages)
-        return f"field {field_name!r}: {text}"
-
-
-def _entries(*types: DestinationType) -> dict[str, DestinationType]:
-    return {t.name: t for t in types}
-
-
-DESTINATION_TYPES: dict[str, DestinationType] = _entries(
-    DestinationType("custify", ("Custify",)),
-    DestinationType("kustomer", ("Kustomer",)),
-    DestinationType("customerio", ("Customer.io", "Customer IO", "CustomerIO")),
-    DestinationType("customfit", ("CustomFit", "CustomFit.ai")),
-    DestinationType("webhook", ("Webhook", "Webhooks")),
-    DestinationType("console", ("Console",)),
+ADAPTER_MODULES = (
+    "customfit",
+    "webhook",
+    "console",
 )
+
+
+class AwaitingAdapter(Adapter):
+    """A type the gateway accepts and routes to, whose adapter has not landed yet: events are
+    stored and their deliveries wait as `pending` (the worker does not claim them) until it
+    does."""
+
+    def __init__(self, name: str, display_names: tuple[str, ...]) -> None:
+        self.name = name
+        self.display_names = display_names
+
+
+AWAITING = (
+    AwaitingAdapter("custify", ("Custify",)),
+    AwaitingAdapter("kustomer", ("Kustomer",)),
+    AwaitingAdapter("customerio", ("Customer.io", "Customer IO", "CustomerIO")),
+)
+
+
+def _load() -> dict[str, Adapter]:
+    registry: dict[str, Adapter] = {a.name: a for a in AWAITING}
+    for module_name in ADAPTER_MODULES:
+        adapter = import_module(f"adapters.{module_name}").ADAPTER
+        if adapter.name != module_name:
+            raise ImportError(f"adapters.{module_name}.ADAPTER is named {adapter.name!r}")
+        registry[module_name] = adapter
+    return registry
+
+
+DESTINATION_TYPES: dict[str, Adapter] = _load()
+
+
+def deliverable(type_name: str) -> bool:
+    """Has this type an adapter the worker can run?"""
+    return not isinstance(DESTINATION_TYPES.get(type_name), AwaitingAdapter)

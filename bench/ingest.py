@@ -361,8 +361,9 @@ def write_config(path: Path, database_url: str) -> None:
         f"database_url = {_toml_string(database_url)}\nadmin_token = \"bench-admin-token\"\n\n"
         f"[[sources]]\nname = \"{SOURCE}\"\nwrite_key = \"{WRITE_KEY}\"\n\n"
         "[[destinations]]\nname = \"customerio\"\ntype = \"customerio\"\n"
-        "[destinations.settings]\n\n"
-        "[[destinations]]\nname = \"kustomer\"\ntype = \"kustomer\"\n[destinations.settings]\n")
+        "[destinations.settings]\nsiteID = \"bench-site\"\napiKey = \"bench-key\"\n\n"
+        "[[destinations]]\nname = \"kustomer\"\ntype = \"kustomer\"\n[destinations.settings]\n"
+        "apiKey = \"bench-key\"\n")
 
 
 @contextmanager
@@ -372,7 +373,7 @@ def running(kind: str, workdir: Path, config_path: Path, port: int,
     bind = f"127.0.0.1:{port}"
     if kind == "gateway":
         command = [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve",
-                   "--bind", bind, "--workers", str(workers)]
+                   "--bind", bind, "--workers", str(workers), "--no-worker"]  # ingest only
     else:
         command = [sys.executable, str(Path(__file__).resolve()), "_serve", kind,
                    str(config_path), bind, str(workers)]

@@ -24,5 +24,5 @@ def create_app(config: Config | None = None) -> Flask:
 
     errors.init_app(app)
     app.register_blueprint(tracking.bp)
-    app.register_blueprint(admin.bp)
+    admin.init_app(app)
     return app

@@ -46,6 +46,31 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class RetrySettings:
+    """When a failed delivery is tried again, and when it is given up (DESIGN.md §2.5)."""
+
+    base_delay_seconds: int = 10  # doubled after each failure…
+    max_delay_seconds: int = 300  # …up to this cap, ±20 % jitter
+    min_attempts: int = 3  # give up only after this many attempts…
+    retry_window_seconds: int = 3 * 3600  # …and once the first attempt is this old
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The delivery worker: how much it claims and how many sends run at once."""
+
+    concurrency: int = 8  # threads sending at once, so one slow destination does not starve
+    batch_size: int = 200  # deliveries claimed per round
+    lease_seconds: int = 60  # a claim not finished by then is taken over by another worker
+    poll_interval_ms: int = 250  # sleep when nothing is due
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    metrics_require_token: bool = False  # /metrics is open by Prometheus convention
+
+
+@dataclass(frozen=True)
 class Source:
     name: str
     write_key: str
@@ -76,6 +101,9 @@ class Config:
     destinations: tuple[Destination, ...] = ()
     limits: Limits = field(default_factory=Limits)
     server: ServerSettings = field(default_factory=ServerSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     path: str | None = None
 
     def source_by_write_key(self, write_key: str) -> Source | None:
@@ -88,6 +116,11 @@ class Config:
             cached = {s.write_key: s for s in self.sources}
             object.__setattr__(self, "_keys", cached)
         return cached
+
+
+# Optional tables of scalars, each overridable as GATEWAY_<TABLE>_<FIELD>.
+TABLES: dict[str, type] = {"limits": Limits, "server": ServerSettings, "retry": RetrySettings,
+                           "worker": WorkerSettings, "admin": AdminSettings}
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
@@ -111,7 +144,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
                  env: Mapping[str, str] | None = None) -> Config:
     """Build a Config from parsed TOML (tests use this directly)."""
     raw = _apply_env(dict(raw), env or {})
-    known = {"database_url", "admin_token", "sources", "destinations", "limits", "server"}
+    known = {"database_url", "admin_token", "sources", "destinations", *TABLES}
     _reject_unknown(raw, known, where, "top level")
     database_url = _required_str(raw, "database_url", where, "top level")
     admin_token = _required_str(raw, "admin_token", where, "top level")
@@ -122,8 +155,8 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
         admin_token=admin_token,
         sources=sources,
         destinations=destinations,
-        limits=_load_table(Limits, raw.get("limits", {}), where, "[limits]"),
-        server=_load_table(ServerSettings, raw.get("server", {}), where, "[server]"),
+        **{name: _load_table(cls, raw.get(name, {}), where, f"[{name}]")
+           for name, cls in TABLES.items()},
         path=where,
     )
 
@@ -135,7 +168,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
         value = env.get(f"GATEWAY_{key.upper()}")
         if value:
             raw[key] = value
-    for table, cls in (("limits", Limits), ("server", ServerSettings)):
+    for table, cls in TABLES.items():
         for f in dataclasses.fields(cls):
             value = env.get(f"GATEWAY_{table.upper()}_{f.name.upper()}")
             if value is not None:

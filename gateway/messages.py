@@ -117,6 +117,7 @@ class Rejection:
     code: str
     message: str
     message_id: str | None = None
+    message_type: str = "unknown"  # a known type or "unknown": bounded, for metrics labels
 
     def as_json(self) -> dict[str, Any]:
         out = {"index": self.index, "code": self.code, "message": self.message}
@@ -172,9 +173,12 @@ def normalise_batch(elements: list[Any], info: RequestInfo, limits: Limits,
         try:
             message = normalise(element, info, limits, path_type)
         except MessageError as exc:
-            mid = element.get("messageId") if isinstance(element, dict) else None
+            fields = element if isinstance(element, dict) else {}
+            mid, kind = fields.get("messageId"), path_type or fields.get("type")
             rejected.append(Rejection(index, exc.code, exc.message,
-                                      mid if isinstance(mid, str) else None))
+                                      mid if isinstance(mid, str) else None,
+                                      kind if isinstance(kind, str) and kind in SCHEMAS
+                                      else "unknown"))
             continue
         if message.message_id in seen:
             continue

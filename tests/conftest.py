@@ -38,9 +38,12 @@ def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
             {"name": "retired", "write_key": "wk_disabled", "enabled": False},
         ],
         "destinations": [
-            {"name": "cio", "type": "customerio", "sources": ["web", "server"]},
-            {"name": "kustomer-main", "type": "kustomer", "sources": ["web"]},
-            {"name": "paused", "type": "custify", "enabled": False},
+            {"name": "cio", "type": "customerio", "sources": ["web", "server"],
+             "settings": {"siteID": "site-1", "apiKey": "cio-key"}},
+            {"name": "kustomer-main", "type": "kustomer", "sources": ["web"],
+             "settings": {"apiKey": "kustomer-key"}},
+            {"name": "paused", "type": "custify", "enabled": False,
+             "settings": {"apiKey": "custify-key"}},
         ],
     }
     raw.update(overrides)
@@ -140,7 +143,8 @@ def _toml(value: Any) -> str:
 class LiveGateway:
     """`gateway serve` in a subprocess, as a user runs it."""
 
-    def __init__(self, workdir: Path, raw_config: dict[str, Any], workers: int = 1) -> None:
+    def __init__(self, workdir: Path, raw_config: dict[str, Any], workers: int = 1,
+                 delivery_worker: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "gateway.toml"
@@ -148,7 +152,8 @@ class LiveGateway:
         self.log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "--config", str(self.config_path), "serve",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)],
+             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+             *([] if delivery_worker else ["--no-worker"])],
             cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
         self.database_url = raw_config["database_url"]
         self._wait_ready()

@@ -1,21 +1,136 @@
-"""Operational routes: `/health` (no auth) — the admin API joins it here (DESIGN.md §6)."""
+"""The admin API (`/admin/v1/*`, Bearer admin token) and the operational routes `/health` and
+`/metrics` (DESIGN.md §6). Every route wraps a function of gateway.queries / gateway.replay."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+import hmac
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-bp = Blueprint("admin", __name__)
+from gateway import metrics, queries
+from gateway.config import Config
+from gateway.http.errors import ApiError, error_response
+from gateway.replay import Conflict, NotFound, replay, retry_dead
+
+ops = Blueprint("ops", __name__)
+bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
 
 
-@bp.get("/health")
-@bp.get("/")
+def _config() -> Config:
+    return current_app.extensions["gateway.config"]
+
+
+def _engine():
+    return current_app.extensions["gateway.engine"]
+
+
+def require_token() -> None:
+    """Bearer <admin_token>, compared in constant time."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    expected = _config().admin_token.encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        error = ApiError(401, "unauthorized", "the admin API needs Authorization: Bearer <token>")
+        error.headers["WWW-Authenticate"] = "Bearer"
+        raise error
+
+
+bp.before_request(require_token)
+
+
+@ops.get("/health")
+@ops.get("/")
 def health() -> Response | tuple[Response, int]:
     """Liveness plus database reachability, for load balancers and rudder-server-style probes."""
     try:
-        with current_app.extensions["gateway.engine"].connect() as connection:
+        with _engine().connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         return jsonify({"status": "unavailable", "database": exc.__class__.__name__}), 503
     return jsonify({"status": "ok", "database": "ok"})
+
+
+@ops.get("/metrics")
+def prometheus() -> Response:
+    """Counts only, no keys or contents; behind the token when [admin] asks for it."""
+    if _config().admin.metrics_require_token:
+        require_token()
+    body, content_type = metrics.render(_engine())
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/events")
+def events() -> Response:
+    with _engine().connect() as connection:
+        page = queries.list_events(connection, _filters(), *_paging())
+    return jsonify(page.as_json())
+
+
+@bp.get("/events/<int:event_id>")
+def event(event_id: int) -> Response:
+    with _engine().connect() as connection:
+        found = queries.get_event(connection, event_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no event {event_id}")
+    return jsonify(found)
+
+
+@bp.get("/deliveries")
+def deliveries() -> Response:
+    with _engine().connect() as connection:
+        page = queries.list_deliveries(connection, _filters(), *_paging())
+    return jsonify(page.as_json())
+
+
+@bp.post("/deliveries/<int:delivery_id>/retry")
+def retry(delivery_id: int) -> Response:
+    try:
+        retry_dead(_engine(), delivery_id)
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except Conflict as exc:
+        raise ApiError(409, "not_dead", str(exc)) from None
+    with _engine().connect() as connection:
+        return jsonify(queries.get_delivery(connection, delivery_id))
+
+
+@bp.get("/identities")
+def identities() -> Response:
+    with _engine().connect() as connection:
+        found = queries.get_identity(connection, _filters())
+    if found is None:
+        raise ApiError(404, "not_found", "no identity has that key")
+    return jsonify(found)
+
+
+@bp.post("/replay")
+def replay_events() -> Response:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("destination"), str):
+        raise ApiError(400, "invalid_body",
+                       'expected {"destination": name, "filter": {...}, "dry_run": bool}')
+    filters = body.get("filter") or {}
+    if not isinstance(filters, dict) or not all(isinstance(v, str) for v in filters.values()):
+        raise ApiError(400, "invalid_body", "filter: an object of strings, as the events filters")
+    result = replay(_engine(), _config(), body["destination"], filters,
+                    dry_run=bool(body.get("dry_run", False)))
+    return jsonify(result)
+
+
+def _filters() -> dict[str, Any]:
+    return {k: v for k, v in request.args.items() if k not in ("limit", "cursor")}
+
+
+def _paging() -> tuple[Any, Any]:
+    return request.args.get("limit"), request.args.get("cursor")
+
+
+def init_app(app) -> None:
+    @app.errorhandler(queries.QueryError)
+    def _bad_query(exc: queries.QueryError) -> Response:
+        return error_response(400, "invalid_query", str(exc))
+
+    app.register_blueprint(ops)
+    app.register_blueprint(bp)

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from gateway import ingest
+from gateway import ingest, metrics
 from gateway.config import Config, Limits, Source
 from gateway.http.errors import ApiError
 from gateway.messages import RequestInfo, normalise_batch
@@ -108,12 +108,16 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
         integrations=_object_or_none(None if single_call else body.get("integrations")),
     )
     messages, rejected = normalise_batch(elements, info, config.limits, path_type)
+    for rejection in rejected:
+        metrics.EVENTS_REJECTED.labels(source.name, rejection.message_type).inc()
     if rejected and (single_call or not messages or config.limits.strict_batches):
         first = rejected[0]
         raise ApiError(400, first.code, first.message,
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
     engine = current_app.extensions["gateway.engine"]
     ingest.store(engine, config, source.name, messages, received_at)
+    for message in messages:
+        metrics.EVENTS_ACCEPTED.labels(source.name, message.type).inc()
     if not rejected:
         return _json(SUCCESS)
     return _json(orjson.dumps({"success": True, "rejected": [r.as_json() for r in rejected]}))

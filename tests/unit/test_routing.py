@@ -11,10 +11,11 @@ CONFIG = from_mapping({
     "database_url": "sqlite://", "admin_token": "t",
     "sources": [{"name": "web", "write_key": "k1"}, {"name": "app", "write_key": "k2"}],
     "destinations": [
-        {"name": "cio", "type": "customerio"},
-        {"name": "kus", "type": "kustomer", "sources": ["web"]},
-        {"name": "cf", "type": "customfit"},
-        {"name": "off", "type": "custify", "enabled": False},
+        {"name": "cio", "type": "customerio", "settings": {"siteID": "s", "apiKey": "k"}},
+        {"name": "kus", "type": "kustomer", "sources": ["web"], "settings": {"apiKey": "k"}},
+        {"name": "cf", "type": "customfit",
+         "settings": {"apiKey": "k", "endpointUrl": "https://cf.example/in"}},
+        {"name": "off", "type": "custify", "enabled": False, "settings": {"apiKey": "k"}},
     ],
 })
 

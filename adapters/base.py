@@ -1,0 +1,175 @@
+"""The adapter contract (DESIGN.md §2.4): `transform(event, settings, lookup) → [HttpRequest]`.
+
+Adapters are pure: they build requests and raise one of a closed set of errors. The only I/O
+they may cause goes through the injected `lookup` (Kustomer's customer search, Custify's company
+upsert), which production wires to the real HTTP client and tests replay from fixtures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import marshmallow
+
+from gateway.delivery.retry import is_retryable_status
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One HTTP request a destination should receive. `url` carries any query string."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None  # a JSON body, or None
+    form: Mapping[str, str] | None = None  # a form body, or None
+    data: bytes | None = None  # exact body bytes, when a signature covers them (wins over json)
+
+    def with_base(self, base: str | None) -> HttpRequest:
+        """Replace scheme, host and port (the `endpoint` override of DESIGN.md §4)."""
+        if not base:
+            return self
+        return dataclasses.replace(self, url=rebase_url(self.url, base))
+
+
+def rebase_url(url: str, base: str) -> str:
+    scheme_end = url.index("://") + 3
+    path_start = url.find("/", scheme_end)
+    rest = url[path_start:] if path_start != -1 else ""
+    return base.rstrip("/") + rest
+
+
+@dataclass(frozen=True)
+class LookupResponse:
+    status: int
+    body: Any  # parsed JSON, or None when the body was empty or not JSON
+    text: str = ""
+
+
+Lookup = Callable[[HttpRequest], LookupResponse]
+
+
+def no_lookups(request: HttpRequest) -> LookupResponse:
+    """For adapters that never look anything up: calling it is a bug."""
+    raise AssertionError(f"unexpected lookup {request.method} {request.url}")
+
+
+class AdapterError(Exception):
+    """Base of the closed error set. `status` is what the reference reports for the event."""
+
+    retryable = False
+
+    def __init__(self, reason: str, status: int = 400, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+class InvalidEvent(AdapterError):
+    """The event cannot be sent to this destination as it is: terminal (`dead`)."""
+
+
+class ConfigError(AdapterError):
+    """The destination's settings are unusable: terminal (`dead`) until the config is fixed."""
+
+
+class Retryable(AdapterError):
+    """A transient failure (a lookup answered 5xx/429, a timeout): try again later."""
+
+    retryable = True
+
+
+class Unsupported(AdapterError):
+    """The destination does not take this kind of event: `skipped`, never retried."""
+
+
+def error_for_status(status: int, reason: str, retry_after: float | None = None) -> AdapterError:
+    """A failed lookup passes its HTTP status on; the one rule decides if it is retryable."""
+    if is_retryable_status(status):
+        return Retryable(reason, status, retry_after)
+    return InvalidEvent(reason, status)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One event of a router-mode batch. `key` is opaque to the adapter (the delivery id, or a
+    fixture's metadata) and comes back in the outputs that cover the item; `extra` carries
+    connection-level input some events need (Customer.io RETL records' object type)."""
+
+    event: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    key: Any = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """What router mode produced for some items: requests to send, or one error."""
+
+    keys: Sequence[Any]
+    requests: Sequence[HttpRequest] = ()
+    batched: bool = False
+    error: AdapterError | None = None
+
+
+class SettingsSchema(marshmallow.Schema):
+    """Settings are named as in RudderStack's destination config, which carries generic keys
+    (event filters, consent categories) every destination ignores: unknown keys are let through."""
+
+    class Meta:
+        unknown = marshmallow.EXCLUDE
+
+
+class Adapter:
+    """Base of every destination: a name, its `integrations` names, a settings schema, and a
+    pure `transform`. Each folder exports an instance as `ADAPTER`."""
+
+    name: str = ""
+    display_names: tuple[str, ...] = ()
+    settings_schema: type[marshmallow.Schema] = SettingsSchema
+
+    def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
+                  lookup: Lookup) -> list[HttpRequest]:
+        raise NotImplementedError
+
+    def transform_batch(self, items: Sequence[BatchItem], lookup: Lookup) -> list[BatchOutput]:
+        """Router mode. Default: each event on its own, one output per item, in order."""
+        outputs: list[BatchOutput] = []
+        for item in items:
+            try:
+                outputs.append(BatchOutput([item.key], self.transform(item.event, item.settings,
+                                                                      lookup)))
+            except AdapterError as error:
+                outputs.append(BatchOutput([item.key], error=error))
+        return outputs
+
+    def batches(self, settings: Mapping[str, Any]) -> bool:
+        """Does the worker hand this destination's deliveries to `transform_batch`?"""
+        return False
+
+    def check_settings(self, settings: Mapping[str, Any]) -> str | None:
+        """A message naming the first bad setting, or None (used when the config loads)."""
+        errors = self.settings_schema().validate(dict(settings))
+        if not errors:
+            return None
+        field_name, messages = sorted(errors.items())[0]
+        text = messages[0] if isinstance(messages, list) else str(messages)
+        return f"field {field_name!r}: {text}"
+
+    def secret_settings(self) -> frozenset[str]:
+        """Setting names whose values must never be logged or shown (metadata secret=True)."""
+        return frozenset(name for name, f in self.settings_schema().fields.items()
+                         if f.metadata.get("secret"))
+
+    def redact(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        secret = self.secret_settings()
+        return {k: ("***" if k in secret and v else v) for k, v in settings.items()}
+
+
+def secret(**kwargs: Any) -> dict[str, Any]:
+    """`metadata=` for a secret setting: redacted in logs, API responses and listings."""
+    return {"secret": True, **kwargs}

@@ -1,0 +1,36 @@
+"""A destination for development: it logs each event it receives and sends nothing.
+
+Point a source at it to watch what the gateway would fan out without any external account."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from marshmallow import fields
+
+from adapters.base import Adapter, HttpRequest, Lookup, SettingsSchema
+
+log = logging.getLogger("gateway.console")
+
+
+class ConsoleSettings(SettingsSchema):
+    pretty = fields.Boolean(load_default=False, metadata={"description": "indent the JSON"})
+
+
+class ConsoleAdapter(Adapter):
+    name = "console"
+    display_names = ("Console",)
+    settings_schema = ConsoleSettings
+
+    def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
+                  lookup: Lookup) -> list[HttpRequest]:
+        option = orjson.OPT_INDENT_2 if settings.get("pretty") else 0
+        log.info("console destination: %s %s %s", event.get("type"), event.get("messageId"),
+                 orjson.dumps(dict(event), option=option).decode())
+        return []
+
+
+ADAPTER = ConsoleAdapter()

@@ -1,0 +1,199 @@
+"""The one mapping engine: declarative rows (target key ← source paths) shared by every adapter.
+
+Semantics follow the reference transformer (common-conventions.md): a row's sources are tried in
+order and the first *present* value wins (present = not null/missing, not "", not NaN); a row
+with a single path (a str, not a tuple) takes the value as it is and writes it only when it is
+truthy, 0 or false. Shared path lists are named constants below, not magic strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from adapters.base import InvalidEvent
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+
+Paths = str | tuple[str, ...]
+
+# Shared path lists, in priority order (common-conventions.md "Shared path lists").
+USER_ID_ONLY = ("userId", "traits.userId", "traits.id", "context.traits.userId",
+                "context.traits.id")
+USER_ID = (*USER_ID_ONLY, "anonymousId")
+EMAIL_ONLY = ("traits.email", "context.traits.email", "properties.email")
+EMAIL = (*EMAIL_ONLY, "context.externalId.0.id")
+PHONE = ("traits.phone", "context.traits.phone", "properties.phone")
+NAME = ("traits.name", "context.traits.name")
+FIRST_NAME = tuple(f"{root}.{key}" for root in ("traits", "context.traits")
+                   for key in ("firstName", "firstname", "first_name"))
+LAST_NAME = tuple(f"{root}.{key}" for root in ("traits", "context.traits")
+                  for key in ("lastName", "lastname", "last_name"))
+WEBSITE = ("traits.website", "context.traits.website", "properties.website")
+ADDRESS = ("traits.address", "context.traits.address")
+TRAITS = ("traits", "context.traits")
+CREATED_AT_ONLY = ("traits.createdAt", "context.traits.createdAt")
+HISTORICAL_TIMESTAMP = ("timestamp", "originalTimestamp")
+GROUP_ID = ("groupId", "traits.groupId")
+
+
+def traits_and_context(key: str) -> tuple[str, str]:
+    """`traits.<key>`, then `context.traits.<key>`: the most common row shape."""
+    return (f"traits.{key}", f"context.traits.{key}")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One row: `dest` (a dot path in the output) ← the first present of `sources`."""
+
+    dest: str
+    sources: Paths
+    required: bool = False
+    fmt: str | None = None  # a key of FORMATTERS
+    default: Any = MISSING
+    exclude: tuple[str, ...] = ()  # keys dropped from an object value
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """Read a dot path; a numeric segment indexes an array. Absent → MISSING."""
+    node = obj
+    for part in path.split("."):
+        if isinstance(node, Mapping):
+            node = node.get(part, MISSING)
+        elif isinstance(node, list) and part.isdigit():
+            index = int(part)
+            node = node[index] if index < len(node) else MISSING
+        else:
+            return MISSING
+        if node is MISSING:
+            return MISSING
+    return node
+
+
+def is_present(value: Any) -> bool:
+    if value is MISSING or value is None or value == "":
+        return False
+    return not (isinstance(value, float) and math.isnan(value))
+
+
+def truthy(value: Any) -> bool:
+    """JavaScript truthiness: 0, false, "", null, NaN and missing are falsy; {} and [] are not."""
+    if value is MISSING or value is None or value is False or value == "":
+        return False
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int | float):
+        return value != 0 and not (isinstance(value, float) and math.isnan(value))
+    return True
+
+
+def first_present(event: Any, paths: Iterable[str]) -> Any:
+    for path in paths:
+        value = get_path(event, path)
+        if is_present(value):
+            return value
+    return MISSING
+
+
+def resolve(event: Any, sources: Paths) -> Any:
+    if isinstance(sources, str):
+        value = get_path(event, sources)
+        if truthy(value) or value == 0 or value is False:
+            return value
+        return MISSING
+    return first_present(event, sources)
+
+
+def describe_paths(sources: Paths) -> str:
+    """As the reference prints them: `"event"` or `["timestamp","originalTimestamp"]`."""
+    return json.dumps(sources if isinstance(sources, str) else list(sources),
+                      separators=(",", ":"))
+
+
+def construct(event: Any, fields: Iterable[Field]) -> dict[str, Any]:
+    """Build a payload from rows; a required row with no value raises InvalidEvent."""
+    out: dict[str, Any] = {}
+    for row in fields:
+        value = resolve(event, row.sources)
+        if value is MISSING:
+            if row.required:
+                raise InvalidEvent(f"Missing required value from {describe_paths(row.sources)}")
+            if row.default is MISSING:
+                continue
+            value = row.default
+        if row.exclude and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in row.exclude}
+        if row.fmt:
+            value = FORMATTERS[row.fmt](value)
+            if value is MISSING:
+                continue
+        set_path(out, row.dest, value)
+    return out
+
+
+def set_path(out: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def drop_empty(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop null/undefined keys at the top level only (nested objects are left alone)."""
+    return {k: v for k, v in payload.items() if v is not None and v is not MISSING}
+
+
+def parse_date(value: Any) -> datetime | None:
+    """An ISO-8601 string (offsets honoured) or epoch milliseconds → aware datetime."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("z", "Z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def unix_seconds(value: Any) -> int | None:
+    """Epoch milliseconds / 1000, floored (common-conventions.md); None when not a date."""
+    parsed = parse_date(value)
+    if parsed is None:
+        return None
+    return math.floor(parsed.timestamp())
+
+
+def encode_uri_component(value: Any) -> str:
+    """JavaScript's encodeURIComponent; non-strings are inserted as they are."""
+    if not isinstance(value, str):
+        return js_string(value)
+    return quote(value, safe="-_.!~*'()")
+
+
+def js_string(value: Any) -> str:
+    """String(value) as JavaScript prints it (numbers without a trailing .0, booleans lower)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if value is None:
+        return "null"
+    return str(value)
+
+
+FORMATTERS: dict[str, Callable[[Any], Any]] = {
+    "string": js_string,
+    "unix_seconds": lambda v: MISSING if unix_seconds(v) is None else unix_seconds(v),
+}

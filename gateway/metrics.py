@@ -1,0 +1,75 @@
+"""Prometheus metrics: counters the processes bump, gauges read from the database at scrape.
+
+Under gunicorn every worker process counts for itself; `gateway serve` points
+PROMETHEUS_MULTIPROC_DIR at a private directory so a scrape sums them all. Queue depth and the
+age of the oldest pending delivery come from the database (the one shared state), so they are
+right whichever process answers the scrape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import Engine, func, select
+
+from gateway.delivery import states
+from gateway.models import deliveries
+
+EVENTS_ACCEPTED = Counter("gateway_events_accepted_total", "Events stored",
+                          ["source", "type"])
+EVENTS_REJECTED = Counter("gateway_events_rejected_total", "Messages or requests refused",
+                          ["source", "type"])
+DELIVERIES = Counter("gateway_deliveries_total", "Finished delivery attempts by outcome",
+                     ["destination", "outcome"])
+ATTEMPT_SECONDS = Histogram("gateway_delivery_attempt_seconds", "Time to send one delivery",
+                            ["destination"],
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+class QueueCollector:
+    """Pending work per destination, read from the database at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("gateway_delivery_queue_depth",
+                                  "Unfinished deliveries (pending, delivering, retrying)",
+                                  labels=["destination"])
+        age = GaugeMetricFamily("gateway_delivery_oldest_pending_seconds",
+                                "Age of the oldest unfinished delivery", labels=["destination"])
+        query = (select(deliveries.c.destination, func.count(), func.min(deliveries.c.created_at))
+                 .where(deliveries.c.state.in_(states.UNFINISHED))
+                 .group_by(deliveries.c.destination))
+        now = datetime.now(UTC)
+        with self.engine.connect() as connection:
+            for destination, count, oldest in connection.execute(query):
+                depth.add_metric([destination], count)
+                seconds = (now - oldest).total_seconds() if oldest else 0.0
+                age.add_metric([destination], max(0.0, seconds))
+        yield depth
+        yield age
+
+
+def render(engine: Engine) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+        output = generate_latest(registry)
+    else:
+        output = generate_latest(REGISTRY)
+    queue = CollectorRegistry()
+    queue.register(QueueCollector(engine))
+    return output + generate_latest(queue), CONTENT_TYPE_LATEST

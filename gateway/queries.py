@@ -1,0 +1,195 @@
+"""Reading what the gateway stored: events, deliveries with attempts, identities.
+
+One module serves the admin API and the CLI alike (DESIGN.md §6: the CLI wraps these functions,
+not the HTTP API). Lists page newest first by id with an opaque cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, or_, select
+
+from gateway import identity
+from gateway.messages import parse_time
+from gateway.models import deliveries, delivery_attempts, events
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+EVENT_FILTERS = ("source", "type", "event", "user_id", "anonymous_id", "email", "since",
+                 "until")
+DELIVERY_FILTERS = ("destination", "state", "event_id", "since", "until")
+
+
+class QueryError(ValueError):
+    """A filter or paging parameter the caller got wrong (answered 400)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    data: list[dict[str, Any]]
+    next_cursor: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"data": self.data, "next_cursor": self.next_cursor}
+
+
+def list_events(connection: Connection, filters: Mapping[str, str], limit: Any = None,
+                cursor: str | None = None) -> Page:
+    query = event_selection(connection, filters)
+    return _page(connection, query, events.c.id, limit, cursor, event_summary)
+
+
+def event_selection(connection: Connection, filters: Mapping[str, str]) -> Select:
+    """The events a filter matches (also what a replay selects)."""
+    _reject_unknown(filters, EVENT_FILTERS)
+    query = select(events)
+    for column in ("source", "type", "event", "user_id", "anonymous_id"):
+        if filters.get(column):
+            query = query.where(events.c[column] == filters[column])
+    if filters.get("email"):
+        profile = identity.lookup(connection, "email", filters["email"])
+        keys = profile["keys"] if profile else []
+        users = [k["value"] for k in keys if k["kind"] == "userId"]
+        anonymous = [k["value"] for k in keys if k["kind"] == "anonymousId"]
+        query = query.where(or_(events.c.user_id.in_(users), events.c.anonymous_id.in_(anonymous)))
+    return _time_range(query, events.c.received_at, filters)
+
+
+def get_event(connection: Connection, event_id: int) -> dict[str, Any] | None:
+    row = connection.execute(select(events).where(events.c.id == event_id)).first()
+    if row is None:
+        return None
+    rows = connection.execute(select(deliveries).where(deliveries.c.event_id == event_id)
+                              .order_by(deliveries.c.id)).all()
+    attempts = _attempts_of(connection, [r.id for r in rows])
+    return {**event_summary(row), "payload": row.payload,
+            "deliveries": [{**delivery_summary(r), "attempts": attempts.get(r.id, [])}
+                           for r in rows]}
+
+
+def list_deliveries(connection: Connection, filters: Mapping[str, str], limit: Any = None,
+                    cursor: str | None = None) -> Page:
+    _reject_unknown(filters, DELIVERY_FILTERS)
+    query = select(deliveries)
+    for column in ("destination", "state"):
+        if filters.get(column):
+            query = query.where(deliveries.c[column] == filters[column])
+    if filters.get("event_id"):
+        query = query.where(deliveries.c.event_id == _integer(filters["event_id"], "event_id"))
+    query = _time_range(query, deliveries.c.created_at, filters)
+    return _page(connection, query, deliveries.c.id, limit, cursor, delivery_summary)
+
+
+def get_delivery(connection: Connection, delivery_id: int) -> dict[str, Any] | None:
+    row = connection.execute(select(deliveries).where(deliveries.c.id == delivery_id)).first()
+    if row is None:
+        return None
+    return {**delivery_summary(row), "attempts": _attempts_of(connection, [row.id]).get(row.id,
+                                                                                          [])}
+
+
+def get_identity(connection: Connection, filters: Mapping[str, str]) -> dict[str, Any] | None:
+    kinds = {"user_id": "userId", "anonymous_id": "anonymousId", "email": "email"}
+    given = [(kinds[k], v) for k, v in filters.items() if k in kinds and v]
+    if len(given) != 1 or set(filters) - set(kinds):
+        raise QueryError("give exactly one of user_id, anonymous_id or email")
+    found = identity.lookup(connection, *given[0])
+    if found is None:
+        return None
+    return {**found, "first_seen": _iso(found["first_seen"]),
+            "last_seen": _iso(found["last_seen"])}
+
+
+def event_summary(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "source": row.source, "message_id": row.message_id, "type": row.type,
+            "event": row.event, "user_id": row.user_id, "anonymous_id": row.anonymous_id,
+            "timestamp": _iso(row.timestamp), "received_at": _iso(row.received_at)}
+
+
+def delivery_summary(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "event_id": row.event_id, "destination": row.destination,
+            "user_key": row.user_key, "state": row.state, "attempts": row.attempts,
+            "next_attempt_at": _iso(row.next_attempt_at), "last_status": row.last_status,
+            "last_error": row.last_error, "replay_id": row.replay_id,
+            "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at)}
+
+
+def _attempts_of(connection: Connection, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    if not ids:
+        return out
+    for a in connection.execute(select(delivery_attempts)
+                                .where(delivery_attempts.c.delivery_id.in_(ids))
+                                .order_by(delivery_attempts.c.id)):
+        out.setdefault(a.delivery_id, []).append({
+            "number": a.number, "started_at": _iso(a.started_at), "duration_ms": a.duration_ms,
+            "status": a.status, "error_class": a.error_class, "excerpt": a.excerpt})
+    return out
+
+
+def _page(connection: Connection, query: Select, id_column: Any, limit: Any,
+          cursor: str | None, render: Any) -> Page:
+    size = _limit(limit)
+    if cursor:
+        query = query.where(id_column < _decode_cursor(cursor))
+    rows = connection.execute(query.order_by(id_column.desc()).limit(size + 1)).all()
+    more = len(rows) > size
+    rows = rows[:size]
+    next_cursor = _encode_cursor(rows[-1].id) if more else None
+    return Page([render(r) for r in rows], next_cursor)
+
+
+def _time_range(query: Select, column: Any, filters: Mapping[str, str]) -> Select:
+    for name, compare in (("since", column.__ge__), ("until", column.__lt__)):
+        if filters.get(name):
+            when = parse_time(filters[name])
+            if when is None:
+                raise QueryError(f"{name}: not an ISO-8601 time")
+            query = query.where(compare(when))
+    return query
+
+
+def _limit(value: Any) -> int:
+    if value in (None, ""):
+        return DEFAULT_LIMIT
+    size = _integer(value, "limit")
+    if not 1 <= size <= MAX_LIMIT:
+        raise QueryError(f"limit: between 1 and {MAX_LIMIT}")
+    return size
+
+
+def _integer(value: Any, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise QueryError(f"{name}: not a whole number") from None
+
+
+def _encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "id":
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise QueryError("cursor: not a cursor this API returned") from None
+
+
+def _reject_unknown(filters: Mapping[str, str], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(filters) - set(allowed))
+    if unknown:
+        raise QueryError(f"unknown filter {unknown[0]!r} (allowed: {', '.join(allowed)})")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,80 @@
+"""Sending stored events again: replay (new delivery rows for a filter) and retry of a dead
+delivery. Both only write ordinary delivery rows; the worker does the rest (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func, insert, literal, select, update
+
+from gateway.config import Config
+from gateway.db import write_transaction
+from gateway.delivery import states
+from gateway.models import deliveries, events
+from gateway.queries import QueryError, event_selection
+
+CHUNK = 5000
+Progress = Callable[[int, int], None]
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(ValueError):
+    """The delivery is not in a state this action applies to."""
+
+
+def replay(engine: Engine, config: Config, destination: str, filters: Mapping[str, str],
+           dry_run: bool = False, progress: Progress | None = None) -> dict[str, object]:
+    """Queue one new `pending` delivery to `destination` per event the filter matches."""
+    names = {d.name: d for d in config.destinations}
+    if destination not in names:
+        raise QueryError(f"destination: no destination named {destination!r}")
+    if not names[destination].enabled:
+        raise QueryError(f"destination: {destination!r} is disabled")
+    with engine.connect() as connection:
+        matched_ids = [row.id for row in connection.execute(
+            event_selection(connection, filters).with_only_columns(events.c.id)
+            .order_by(events.c.id))]
+    if dry_run:
+        return {"replay_id": None, "matched": len(matched_ids), "queued": 0}
+    replay_id = uuid.uuid4().hex
+    queued = 0
+    for start in range(0, len(matched_ids), CHUNK):
+        chunk = matched_ids[start:start + CHUNK]
+        with write_transaction(engine) as connection:
+            queued += len(connection.execute(_replay_rows(destination, chunk, replay_id)).all())
+        if progress:
+            progress(min(start + CHUNK, len(matched_ids)), len(matched_ids))
+    return {"replay_id": replay_id, "matched": len(matched_ids), "queued": queued}
+
+
+def _replay_rows(destination: str, event_ids: list[int], replay_id: str):
+    now = datetime.now(UTC)
+    user_key = func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
+    rows = select(events.c.id, literal(destination), user_key, literal(states.PENDING),
+                  literal(0), literal(now, deliveries.c.next_attempt_at.type),
+                  literal(now, deliveries.c.created_at.type),
+                  literal(now, deliveries.c.updated_at.type), literal(replay_id)
+                  ).where(events.c.id.in_(event_ids)).order_by(events.c.id)
+    return insert(deliveries).from_select(
+        ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
+         "created_at", "updated_at", "replay_id"], rows).returning(deliveries.c.id)
+
+
+def retry_dead(engine: Engine, delivery_id: int) -> None:
+    """Move a dead delivery back to pending, with a fresh retry window."""
+    now = datetime.now(UTC)
+    with write_transaction(engine) as connection:
+        state = connection.execute(select(deliveries.c.state)
+                                   .where(deliveries.c.id == delivery_id)).scalar_one_or_none()
+        if state is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        if state != states.DEAD:
+            raise Conflict(f"delivery {delivery_id} is {state}; only a dead delivery is retried")
+        connection.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
+            state=states.check_transition(state, states.PENDING), next_attempt_at=now,
+            first_attempt_at=None, lease_expires_at=None, updated_at=now))

@@ -1,0 +1,81 @@
+"""The mapping engine's rules (common-conventions.md), as a table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from adapters.base import InvalidEvent, rebase_url
+from adapters.mapping import (
+    MISSING,
+    Field,
+    construct,
+    drop_empty,
+    encode_uri_component,
+    get_path,
+    js_string,
+    resolve,
+    truthy,
+    unix_seconds,
+)
+
+EVENT = {"userId": "", "traits": {}, "context": {"traits": {"email": "c@x.io", "zero": 0},
+                                                 "externalId": [{"id": "ext-1"}]},
+         "properties": {"flag": False, "nan": math.nan, "empty": ""}, "anonymousId": "a1"}
+
+
+@pytest.mark.parametrize("path,expected", [
+    ("context.externalId.0.id", "ext-1"), ("context.externalId.1.id", MISSING),
+    ("context.traits.email", "c@x.io"), ("properties.flag", False), ("nope.deeper", MISSING),
+    ("userId.length", MISSING),
+])
+def test_get_path(path: str, expected) -> None:
+    assert get_path(EVENT, path) == expected
+
+
+@pytest.mark.parametrize("sources,expected", [
+    (("userId", "anonymousId"), "a1"),  # "" is not present
+    (("traits", "context.traits"), {}),  # {} is present
+    (("properties.nan", "properties.empty", "properties.flag"), False),
+    ("context.traits.zero", 0),  # a single path keeps 0 and false
+    ("properties.flag", False),
+    ("userId", MISSING),  # and drops ""
+])
+def test_first_present(sources, expected) -> None:
+    assert resolve(EVENT, sources) == expected
+
+
+def test_construct_required_defaults_exclusions_and_formatters() -> None:
+    rows = [Field("user.email", ("traits.email", "context.traits.email")),
+            Field("kind", "type", default="unknown"),
+            Field("attrs", "context.traits", exclude=("zero",)),
+            Field("ts", "timestamp", fmt="unix_seconds"),
+            Field("id", "context.traits.zero", fmt="string")]
+    assert construct({**EVENT, "timestamp": "2022-01-10T20:39:03.955+05:30"}, rows) == {
+        "user": {"email": "c@x.io"}, "kind": "unknown", "attrs": {"email": "c@x.io"},
+        "ts": 1641827343, "id": "0"}
+    with pytest.raises(InvalidEvent, match=r'^Missing required value from \["a","b"\]$'):
+        construct(EVENT, [Field("x", ("a", "b"), required=True)])
+    with pytest.raises(InvalidEvent, match=r'^Missing required value from "event"$'):
+        construct(EVENT, [Field("name", "event", required=True)])
+
+
+@pytest.mark.parametrize("value,expected", [
+    (0, False), (0.0, False), (math.nan, False), ("", False), (None, False), (False, False),
+    (MISSING, False), ({}, True), ([], True), ("0", True), (-1, True), (True, True),
+])
+def test_truthy(value, expected: bool) -> None:
+    assert truthy(value) is expected
+
+
+def test_small_helpers() -> None:
+    assert drop_empty({"a": None, "b": 0, "c": {"d": None}, "e": MISSING}) == {
+        "b": 0, "c": {"d": None}}
+    assert encode_uri_component("a b@c/d+e~(x)") == "a%20b%40c%2Fd%2Be~(x)"
+    assert encode_uri_component(432) == "432"
+    assert (js_string(4.0), js_string(4.5), js_string(True)) == ("4", "4.5", "true")
+    assert unix_seconds("not a date") is None
+    assert unix_seconds("2026-01-01T00:00:00Z") == 1767225600
+    assert rebase_url("https://api.x.com/v1/a?b=c", "http://127.0.0.1:9000") == (
+        "http://127.0.0.1:9000/v1/a?b=c")

@@ -1,0 +1,83 @@
+"""The outgoing client against a real local HTTP server (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from adapters.base import HttpRequest, Retryable
+from gateway.delivery.client import HttpClient, excerpt, redact
+
+
+class Recorder(BaseHTTPRequestHandler):
+    seen: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Recorder.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        self.send_response(429 if self.path == "/slow-down" else 200)
+        self.send_header("Retry-After", "7")
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"ok": true, "echo": "secret-value"}')
+
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    Recorder.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_endpoint_override_json_body_and_headers(server: str) -> None:
+    client = HttpClient()
+    request = HttpRequest("POST", "https://api.custify.com/people?x=1",
+                          {"Authorization": "Bearer k"}, json={"n": 1})
+    sent = client.send(request, endpoint=server)
+    assert sent.status == 200 and sent.duration_ms >= 0
+    [seen] = Recorder.seen
+    assert seen["path"] == "/people?x=1"
+    assert json.loads(seen["body"]) == {"n": 1}
+    assert seen["headers"]["Authorization"] == "Bearer k"
+    assert seen["headers"]["Content-Type"] == "application/json"
+
+
+def test_exact_bytes_win_and_retry_after_is_read(server: str) -> None:
+    sent = HttpClient().send(HttpRequest("POST", server + "/slow-down", {}, json={"a": 1},
+                                         data=b'{"a":1}'))
+    assert sent.status == 429 and sent.retry_after == "7"
+    assert Recorder.seen[0]["body"] == b'{"a":1}'
+
+
+def test_connection_refused_is_a_status_less_result() -> None:
+    sent = HttpClient().send(HttpRequest("POST", "http://127.0.0.1:9/x"))
+    assert sent.status is None and sent.error_class == "ConnectionError"
+
+
+def test_lookup_parses_json_and_maps_network_failure(server: str) -> None:
+    client = HttpClient()
+    found = client.lookup(server)(HttpRequest("POST", "https://api.custify.com/company"))
+    assert found.status == 200 and found.body == {"ok": True, "echo": "secret-value"}
+    assert client.lookup(server)(HttpRequest("GET", "https://x.io/v1/customers/a")).status == 404
+    with pytest.raises(Retryable):
+        client.lookup("http://127.0.0.1:9")(HttpRequest("GET", "https://x.io/a"))
+
+
+def test_redaction() -> None:
+    assert redact('{"echo": "secret-value"}', ["secret-value", ""]) == '{"echo": "***"}'
+    assert len(excerpt("x" * 5000, [])) == 1024
