@@ -12,6 +12,7 @@ from importlib import import_module
 from adapters.base import Adapter
 
 ADAPTER_MODULES = (
+    "custify",
     "customfit",
     "webhook",
     "console",
@@ -29,7 +30,6 @@ class AwaitingAdapter(Adapter):
 
 
 AWAITING = (
-    AwaitingAdapter("custify", ("Custify",)),
     AwaitingAdapter("kustomer", ("Kustomer",)),
     AwaitingAdapter("customerio", ("Customer.io", "Customer IO", "CustomerIO")),
 )

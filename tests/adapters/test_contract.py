@@ -14,7 +14,7 @@ from gateway.destinations_cli import describe, render
 
 # Settings that make each type usable; secret values are recognisable in any output.
 USABLE_SETTINGS = {
-    "custify": {"apiKey": "SECRET-custify"},
+    "custify": {"apiKey": "SECRET-custify", "sendAnonymousId": True},
     "kustomer": {"apiKey": "SECRET-kustomer"},
     "customerio": {"siteID": "site", "apiKey": "SECRET-cio"},
     "customfit": {"apiKey": "SECRET-customfit", "endpointUrl": "https://cf.example/in"},
