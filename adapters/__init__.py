@@ -13,6 +13,7 @@ from adapters.base import Adapter
 
 ADAPTER_MODULES = (
     "custify",
+    "kustomer",
     "customfit",
     "webhook",
     "console",
@@ -30,7 +31,6 @@ class AwaitingAdapter(Adapter):
 
 
 AWAITING = (
-    AwaitingAdapter("kustomer", ("Kustomer",)),
     AwaitingAdapter("customerio", ("Customer.io", "Customer IO", "CustomerIO")),
 )
 

@@ -1,0 +1,240 @@
+"""Kustomer's behaviour beyond its tables: the customer lookups that decide create or update,
+derived customer fields, page/screen names, and the typed-attribute advanced transformation."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from adapters.base import (
+    ConfigError,
+    HttpRequest,
+    InvalidEvent,
+    Lookup,
+    Unsupported,
+    error_for_status,
+)
+from adapters.kustomer import mappings as m
+from adapters.mapping import (
+    ADDRESS,
+    EMAIL,
+    FIRST_NAME,
+    LAST_NAME,
+    MISSING,
+    PHONE,
+    USER_ID,
+    USER_ID_ONLY,
+    WEBSITE,
+    construct,
+    drop_empty,
+    first_present,
+    js_string,
+    resolve,
+    truthy,
+)
+
+ORG_POD = re.compile(r"^prod(\d+)$")
+ISO_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2}([T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+                      r"(Z|[+-]\d{2}:\d{2})?)?)?)?$", re.IGNORECASE)
+WHITESPACE = re.compile(r"\s+")
+LOOKUP_FAILED = "Error while lookingUp Kustomer"
+
+
+def base_url(settings: Mapping[str, Any]) -> str:
+    """`baseEndpoint` wins; else Segment's `orgPod` picks the pod (DESIGN.md §7)."""
+    endpoint = settings.get("baseEndpoint")
+    if isinstance(endpoint, str) and endpoint.strip():
+        return endpoint.strip().rstrip("/")
+    pod = (settings.get("orgPod") or "").strip()
+    if pod in ("", "prod1"):
+        return m.DEFAULT_BASE
+    match = ORG_POD.match(pod)
+    if match is None:
+        raise ConfigError(f"orgPod {pod!r} is not a Kustomer pod (prod1, prod2, …)")
+    return f"https://api.prod{match.group(1)}.kustomerapp.com"
+
+
+def transform(event: Mapping[str, Any], settings: Mapping[str, Any],
+              lookup: Lookup) -> list[HttpRequest]:
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidEvent("Event type is required")
+    api_key = settings.get("apiKey")
+    if not api_key:
+        raise ConfigError("apiKey is required (Kustomer's Bearer token)")
+    base = base_url(settings)
+    auth = {"Authorization": f"Bearer {api_key}"}
+    kind = kind.lower()
+    if kind == "identify":
+        return [_identify(event, base, auth, lookup)]
+    if kind in ("track", "page", "screen"):
+        body = {"identity": _identity(event, settings), "event": _tracking_event(event, kind,
+                                                                                 settings)}
+        if truthy(settings.get("setIdentityEmail")) and truthy(
+                settings.get("disableEmailAsTrackingProperty")):
+            meta = body["event"].get("meta")
+            if isinstance(meta, dict):
+                meta.pop("email", None)
+        return [_json_request("POST", f"{base}/v1/tracking/identityEvent", auth, body)]
+    raise Unsupported(f"Event type {event.get('type')} is not supported")
+
+
+def _identify(event: Mapping[str, Any], base: str, auth: dict[str, str],
+              lookup: Lookup) -> HttpRequest:
+    email = first_present(event, EMAIL)
+    update_url = _existing_customer(event, email, base, auth, lookup)
+    external_id = first_present(event, USER_ID)
+    if external_id is MISSING:
+        raise InvalidEvent('Missing required value from "userId"')
+    payload = construct(event, m.CUSTOMER)
+    payload = {"externalId": external_id, **payload}
+    _derived_fields(event, payload, email)
+    payload = drop_empty(payload)
+    if update_url is None:
+        return _json_request("POST", f"{base}/v1/customers", auth, payload)
+    return _json_request("PUT", update_url, auth, payload)
+
+
+def _existing_customer(event: Mapping[str, Any], email: Any, base: str, auth: dict[str, str],
+                       lookup: Lookup) -> str | None:
+    """The update URL of the customer the event names, or None to create one."""
+    for entry in event.get("context", {}).get("externalId") or []:
+        if isinstance(entry, Mapping) and entry.get("type") == "kustomerId":
+            return f"{base}/v1/customers/{js_string(entry.get('id'))}?replace=false"
+    searches = []
+    if email is not MISSING:
+        searches.append(f"email={js_string(email)}")
+    user_id = first_present(event, USER_ID_ONLY)
+    if user_id is not MISSING:
+        searches.append(f"externalId={js_string(user_id)}")
+    if truthy(event.get("anonymousId")):
+        searches.append(f"externalId={js_string(event['anonymousId'])}")
+    for search in searches:
+        found = _search(f"{base}/v1/customers/{search}", auth, lookup)
+        if found is not None:
+            # as the reference does: the update goes to the default (US) host
+            return f"{m.DEFAULT_BASE}/v1/customers/{found}?replace=false"
+    return None
+
+
+def _search(url: str, auth: dict[str, str], lookup: Lookup) -> str | None:
+    response = lookup(HttpRequest("GET", url, dict(auth)))
+    if response.status == 404:
+        return None
+    body = response.body
+    if response.status == 200:
+        data = body.get("data") if isinstance(body, Mapping) else None
+        if isinstance(data, Mapping) and data.get("id"):
+            return js_string(data["id"])
+        detail = json.dumps(data, separators=(",", ":")) if data is not None else ""
+        raise InvalidEvent(f"{LOOKUP_FAILED} {detail}", 200)
+    detail = json.dumps(body, separators=(",", ":")) if body is not None else LOOKUP_FAILED
+    raise error_for_status(response.status or 400, detail)
+
+
+def _derived_fields(event: Mapping[str, Any], payload: dict[str, Any], email: Any) -> None:
+    first, last = first_present(event, FIRST_NAME), first_present(event, LAST_NAME)
+    if "name" not in payload and truthy(first) and truthy(last):
+        payload["name"] = f"{js_string(first)} {js_string(last)}"
+    if "emails" not in payload and truthy(email):
+        payload["emails"] = [{"type": "home", "email": email}]
+    phone = first_present(event, PHONE)
+    if "phones" not in payload and truthy(phone):
+        payload["phones"] = [{"type": "home", "phone": phone}]
+    website = first_present(event, WEBSITE)
+    if truthy(website):
+        payload["urls"] = [{"url": website}]
+    address = _address(first_present(event, ADDRESS))
+    if address is not None:
+        payload["locations"] = [{"type": "home", "address": address}]
+
+
+def _address(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        parts = ("street", "city", "state", "postalCode")
+        if any(truthy(value.get(p)) for p in parts):
+            return " ".join(js_string(value[p]) if value.get(p) is not None else ""
+                            for p in parts)
+    return None
+
+
+def _identity(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    identity: dict[str, Any] = {}
+    external_id = first_present(event, USER_ID)
+    if external_id is not MISSING:
+        identity["externalId"] = external_id
+    if truthy(settings.get("setIdentityEmail")):
+        email = first_present(event, EMAIL)
+        if email is not MISSING:
+            identity["email"] = email
+    return identity
+
+
+def _tracking_event(event: Mapping[str, Any], kind: str,
+                    settings: Mapping[str, Any]) -> dict[str, Any]:
+    if kind == "track":
+        name = resolve(event, "event")
+        if name is MISSING:
+            raise InvalidEvent('Missing required value from "event"')
+    elif truthy(settings.get(m.GENERIC_SETTING[kind])):
+        name = m.VIEW_PREFIX[kind]
+    else:
+        value = first_present(event, m.VIEW_NAME_SOURCES)
+        suffix = "" if value is MISSING else "-" + _handlebars_escape(js_string(value))
+        name = (m.VIEW_PREFIX[kind] + suffix).strip()
+    payload = drop_empty({"name": name, **construct(event, m.TRACKING_EVENT)})
+    if truthy(settings.get("advancedTransform")):
+        payload = advanced_transform(payload)
+    return payload
+
+
+def _handlebars_escape(text: str) -> str:
+    """Handlebars' HTML escaping: & < > " ' ` = become entities."""
+    return html.escape(text, quote=True).replace("`", "&#x60;").replace("=", "&#x3D;")
+
+
+def advanced_transform(payload: dict[str, Any]) -> dict[str, Any]:
+    """Kustomer's typed custom attributes: numbers end in Num, dates in At, and booleans,
+    arrays and objects become strings."""
+    out = dict(payload)
+    if isinstance(out.get("name"), str):
+        out["name"] = WHITESPACE.sub("-", out["name"].strip())
+    meta: dict[str, Any] = {}
+    for key, value in (payload.get("meta") or {}).items():
+        key = WHITESPACE.sub("-", str(key).strip())
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            meta[key if key.endswith("Num") else key + "Num"] = value
+        elif ISO_DATE.match(_js_string_of(value)):
+            meta[key if key.endswith("At") else key + "At"] = value
+        elif isinstance(value, bool):
+            meta[key] = "true" if value else "false"
+        elif isinstance(value, list):
+            meta[key] = ",".join(_json(v) for v in value)
+        elif isinstance(value, Mapping):
+            meta[key] = _json(value)
+        else:
+            meta[key] = value
+    out["meta"] = meta
+    return out
+
+
+def _js_string_of(value: Any) -> str:
+    """String(value) in JavaScript, enough to test it against the date pattern."""
+    if isinstance(value, list):
+        return ",".join("" if v is None else _js_string_of(v) for v in value)
+    if isinstance(value, Mapping):
+        return "[object Object]"
+    return js_string(value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_request(method: str, url: str, auth: dict[str, str], body: Any) -> HttpRequest:
+    return HttpRequest(method, url, {"Content-Type": "application/json", **auth}, json=body)
