@@ -14,7 +14,8 @@ def raw(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "database_url": "sqlite:///x.db", "admin_token": "t",
         "sources": [{"name": "web", "write_key": "k1"}, {"name": "app", "write_key": "k2"}],
-        "destinations": [{"name": "cio", "type": "customerio", "sources": ["web"]}],
+        "destinations": [{"name": "cio", "type": "customerio", "sources": ["web"],
+                          "settings": {"siteID": "s", "apiKey": "k"}}],
     }
     base.update(overrides)
     return base
@@ -45,9 +46,9 @@ def test_destination_sources_default_to_every_source() -> None:
      ["[[destinations]] #1 ('d')", "field 'type'", "unknown destination type 'segment'"]),
     (raw(sources=[{"name": "a", "write_key": "k"}, {"name": "b", "write_key": "k"}]),
      ["[[sources]] #2 ('b')", "field 'write_key'", "duplicate write key"]),
-    (raw(destinations=[{"name": "d", "type": "kustomer", "sources": ["mobile"]}]),
+    (raw(destinations=[{"name": "d", "type": "console", "sources": ["mobile"]}]),
      ["[[destinations]] #1 ('d')", "field 'sources'", "no source named 'mobile'"]),
-    (raw(destinations=[{"name": "d", "type": "kustomer"}, {"name": "d", "type": "custify"}]),
+    (raw(destinations=[{"name": "d", "type": "console"}, {"name": "d", "type": "console"}]),
      ["[[destinations]] #2 ('d')", "duplicate destination name"]),
     (raw(database_url=""), ["top level", "field 'database_url'"]),
     ({"database_url": "sqlite://", "sources": []}, ["field 'admin_token'"]),
@@ -60,6 +61,11 @@ def test_destination_sources_default_to_every_source() -> None:
     (raw(destinations=[{"name": "d", "type": "console", "endpoint": "ftp://x"}]),
      ["field 'endpoint'"]),
     (raw(destinations=[{"name": "d", "type": "console", "settings": 3}]), ["field 'settings'"]),
+    (raw(destinations=[{"name": "k", "type": "kustomer", "settings": {"orgPod": "prod2"}}]),
+     ["[[destinations]] #1 ('k').settings", "field 'apiKey'", "Missing data"]),
+    (raw(destinations=[{"name": "k", "type": "kustomer",
+                        "settings": {"apiKey": "x", "orgPod": "eu"}}]),
+     ["[[destinations]] #1 ('k').settings", "field 'orgPod'", "not a Kustomer pod"]),
 ])
 def test_bad_config_names_file_table_and_field(mapping, fragments: list[str]) -> None:
     message = error_of(mapping)
