@@ -14,29 +14,15 @@ from adapters.base import Adapter
 ADAPTER_MODULES = (
     "custify",
     "kustomer",
+    "customerio",
     "customfit",
     "webhook",
     "console",
 )
 
 
-class AwaitingAdapter(Adapter):
-    """A type the gateway accepts and routes to, whose adapter has not landed yet: events are
-    stored and their deliveries wait as `pending` (the worker does not claim them) until it
-    does."""
-
-    def __init__(self, name: str, display_names: tuple[str, ...]) -> None:
-        self.name = name
-        self.display_names = display_names
-
-
-AWAITING = (
-    AwaitingAdapter("customerio", ("Customer.io", "Customer IO", "CustomerIO")),
-)
-
-
 def _load() -> dict[str, Adapter]:
-    registry: dict[str, Adapter] = {a.name: a for a in AWAITING}
+    registry: dict[str, Adapter] = {}
     for module_name in ADAPTER_MODULES:
         adapter = import_module(f"adapters.{module_name}").ADAPTER
         if adapter.name != module_name:
@@ -46,8 +32,3 @@ def _load() -> dict[str, Adapter]:
 
 
 DESTINATION_TYPES: dict[str, Adapter] = _load()
-
-
-def deliverable(type_name: str) -> bool:
-    """Has this type an adapter the worker can run?"""
-    return not isinstance(DESTINATION_TYPES.get(type_name), AwaitingAdapter)

@@ -57,6 +57,8 @@ class Field:
     fmt: str | None = None  # a key of FORMATTERS
     default: Any = MISSING
     exclude: tuple[str, ...] = ()  # keys dropped from an object value
+    label: str | None = None  # the source a "Missing required value" error names, when the
+    #                            reference names a path list by its name rather than its paths
 
 
 def get_path(obj: Any, path: str) -> Any:
@@ -122,7 +124,8 @@ def construct(event: Any, fields: Iterable[Field]) -> dict[str, Any]:
         value = resolve(event, row.sources)
         if value is MISSING:
             if row.required:
-                raise InvalidEvent(f"Missing required value from {describe_paths(row.sources)}")
+                named = json.dumps(row.label) if row.label else describe_paths(row.sources)
+                raise InvalidEvent(f"Missing required value from {named}")
             if row.default is MISSING:
                 continue
             value = row.default

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, exists, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
-from adapters import DESTINATION_TYPES, deliverable
+from adapters import DESTINATION_TYPES
 from adapters.base import (
     AdapterError,
     BatchItem,
@@ -75,10 +75,6 @@ class Worker:
         self.client = client or HttpClient(pool_size=max(8, config.worker.concurrency * 2))
         self.policy = policy_from(config)
         self.destinations = {d.name: d for d in config.destinations}
-        # not claimed until their adapter lands (a removed destination's rows are claimed and
-        # end `dead` with the reason)
-        configured_awaiting = {d.name for d in config.destinations if not deliverable(d.type)}
-        self._awaiting_adapter = configured_awaiting
         self.pool = ThreadPoolExecutor(config.worker.concurrency, "delivery")
 
     def run(self, stop: threading.Event) -> None:
@@ -118,8 +114,7 @@ class Worker:
         now = datetime.now(UTC)
         lease = now + timedelta(seconds=self.config.worker.lease_seconds)
         with write_transaction(self.engine) as connection:
-            rows = connection.execute(_due_query(now, self.config.worker.batch_size,
-                                                 self._awaiting_adapter)).all()
+            rows = connection.execute(_due_query(now, self.config.worker.batch_size)).all()
             if not rows:
                 return []
             connection.execute(
@@ -228,9 +223,8 @@ class Worker:
         self.client.close()
 
 
-def _due_query(now: datetime, limit: int, waiting_for_adapter: set[str]):
-    """The oldest unfinished delivery of each (destination, user key), if it is due (and its
-    destination's adapter exists)."""
+def _due_query(now: datetime, limit: int):
+    """The oldest unfinished delivery of each (destination, user key), if it is due."""
     earlier = aliased(deliveries)
     blocked = exists().where(
         earlier.c.destination == deliveries.c.destination,
@@ -244,7 +238,7 @@ def _due_query(now: datetime, limit: int, waiting_for_adapter: set[str]):
     return (select(deliveries.c.id, deliveries.c.destination, deliveries.c.state,
                    deliveries.c.attempts, deliveries.c.first_attempt_at, events.c.payload)
             .join(events, events.c.id == deliveries.c.event_id)
-            .where(due, ~blocked, deliveries.c.destination.not_in(waiting_for_adapter))
+            .where(due, ~blocked)
             .order_by(deliveries.c.id).limit(limit)
             .with_for_update(of=deliveries, skip_locked=True))
 

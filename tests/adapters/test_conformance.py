@@ -42,6 +42,9 @@ def case_roots() -> list[Path]:
 def load_cases() -> Iterator[Any]:
     assert SHARED_FIXTURES.is_dir(), f"shared fixtures missing at {SHARED_FIXTURES}"
     for root in case_roots():
+        unknown = {p.name for p in root.iterdir() if p.is_dir()} - set(DESTINATIONS)
+        assert not unknown, f"cases for unregistered destinations in {root}: {unknown}"
+    for root in case_roots():
         for destination in DESTINATIONS:
             folder = root / destination
             if not folder.is_dir():

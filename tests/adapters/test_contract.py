@@ -79,8 +79,8 @@ def test_display_names_are_unique() -> None:
 def test_destinations_listing_marks_secrets() -> None:
     entries = {e["type"]: e for e in describe()}
     assert set(entries) == set(USABLE_SETTINGS)
-    customfit = {s["name"]: s for s in entries["customfit"]["settings"]}
-    assert customfit["apiKey"]["secret"] and customfit["apiKey"]["required"]
-    assert not customfit["mode"]["secret"] and not customfit["mode"]["required"]
+    cio = {s["name"]: s for s in entries["customerio"]["settings"]}
+    assert cio["apiKey"]["secret"] and cio["apiKey"]["required"]
+    assert not cio["siteID"]["secret"] and cio["siteID"]["required"]
     text = render(as_json=False)
-    assert "customfit" in text and "[required, secret]" in text
+    assert "customerio" in text and "[required, secret]" in text

@@ -1,0 +1,243 @@
+"""Customer.io processor mode (customerio-behaviour.md): one event → one request."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from adapters.base import ConfigError, HttpRequest, InvalidEvent
+from adapters.customerio import mappings as m
+from adapters.mapping import (
+    CREATED_AT_ONLY,
+    EMAIL,
+    MISSING,
+    USER_ID_ONLY,
+    construct,
+    encode_uri_component,
+    first_present,
+    get_path,
+    js_string,
+    truthy,
+    unix_seconds,
+)
+
+EMAIL_PATTERN = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@]+$")
+
+
+def credentials(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Checked before anything in the event, siteID first (as the reference does)."""
+    site_id, api_key = settings.get("siteID"), settings.get("apiKey")
+    if not site_id:
+        raise ConfigError("siteID not found in Configs")
+    if not api_key:
+        raise ConfigError("apiKey not found in Configs")
+    token = base64.b64encode(f"{site_id}:{api_key}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def host(settings: Mapping[str, Any]) -> str:
+    return m.EU_HOST if settings.get("datacenter") == "EU" else m.US_HOST
+
+
+def transform(event: Mapping[str, Any], settings: Mapping[str, Any]) -> HttpRequest:
+    headers = credentials(settings)
+    kind = event.get("type")
+    kind = kind.lower() if isinstance(kind, str) else "undefined"
+    if kind == "track" and (not isinstance(event.get("event"), str) or not event["event"]):
+        raise InvalidEvent("Event is a required field and should be a string")
+    event = with_retl_identity(event)
+    user_id = first_present(event, USER_ID_ONLY)
+    base = host(settings)
+    if kind == "identify":
+        return _identify(event, user_id, base, headers)
+    if kind in ("track", "page", "screen"):
+        return _event(event, kind, user_id, settings, base, headers)
+    if kind == "alias":
+        return _alias(event, user_id, base, headers)
+    if kind == "group":
+        return HttpRequest("POST", base + m.BATCH, headers, json=group_object(event))
+    raise InvalidEvent(f"could not determine type {kind}")
+
+
+def with_retl_identity(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Reverse ETL: the first externalId goes into the traits under its identifierType and,
+    when truthy, replaces userId."""
+    if not truthy(get_path(event, "context.mappedToDestination")):
+        return event
+    event = copy.deepcopy(dict(event))
+    identifier_type = get_path(event, "context.externalId.0.identifierType")
+    external_id = get_path(event, "context.externalId.0.id")
+    traits = event.get("traits") if event.get("traits") is not None else get_path(
+        event, "context.traits")
+    if isinstance(traits, dict) and isinstance(identifier_type, str):
+        traits[identifier_type] = None if external_id is MISSING else external_id
+    if truthy(external_id):
+        event["userId"] = external_id
+    return event
+
+
+def customer_id(event: Mapping[str, Any], user_id: Any) -> Any:
+    return user_id if user_id is not MISSING else first_present(event, EMAIL)
+
+
+def _identify(event: Mapping[str, Any], user_id: Any, base: str,
+              headers: dict[str, str]) -> HttpRequest:
+    target = customer_id(event, user_id)
+    if target is MISSING:
+        raise InvalidEvent("userId or email is not present")
+    url = f"{base}{m.CUSTOMERS}/{encode_uri_component(target)}"
+    return HttpRequest("PUT", url, headers, json=identify_attributes(event))
+
+
+def identify_attributes(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The person's attributes, each step overwriting the one before (behaviour §identify)."""
+    body: dict[str, Any] = {}
+    root = event.get("traits") if truthy(event.get("traits")) else get_path(event,
+                                                                            "context.traits")
+    address = root.get("address") if isinstance(root, Mapping) else None
+    if isinstance(address, Mapping):
+        body.update({k: address[k] for k in m.ADDRESS_KEYS if address.get(k) is not None})
+    traits = event.get("traits") if event.get("traits") is not None else get_path(
+        event, "context.traits")
+    if isinstance(traits, Mapping):
+        body.update({k: v for k, v in traits.items() if k not in m.NOT_COPIED_TRAITS})
+    if isinstance(event.get("user_properties"), Mapping):
+        body.update(event["user_properties"])
+    created_at = first_present(event, CREATED_AT_ONLY)
+    if created_at is not MISSING:
+        body["created_at"] = unix_seconds(created_at)
+    when = event_time(event)
+    if when is not MISSING:
+        body["_timestamp"] = when
+    if truthy(event.get("anonymousId")):
+        body["anonymous_id"] = event["anonymousId"]
+    return body
+
+
+def event_time(event: Mapping[str, Any]) -> Any:
+    """Unix seconds of `timestamp || originalTimestamp`; MISSING with neither; None (JSON
+    null, the reference's NaN) when the value is no date."""
+    value = event.get("timestamp") if truthy(event.get("timestamp")) else event.get(
+        "originalTimestamp")
+    if not truthy(value):
+        return MISSING
+    return unix_seconds(value)
+
+
+def event_name(event: Mapping[str, Any], kind: str) -> Any:
+    if kind == "track":
+        name = event.get("event")
+    elif kind == "page":
+        name = event.get("name") if truthy(event.get("name")) else get_path(event,
+                                                                            "properties.url")
+    else:
+        screen = event.get("event") if truthy(event.get("event")) else get_path(
+            event, "properties.name")
+        name = f"Viewed {'undefined' if screen in (None, MISSING) else js_string(screen)} Screen"
+    return js_string(name) if truthy(name) else (None if name is MISSING else name)
+
+
+def device_platform(event: Mapping[str, Any]) -> str | None:
+    kind = get_path(event, "context.device.type")
+    if not isinstance(kind, str) or not kind:
+        return None
+    return "ios" if kind.lower() in m.APPLE_PLATFORMS else kind.lower()
+
+
+def _event(event: Mapping[str, Any], kind: str, user_id: Any, settings: Mapping[str, Any],
+           base: str, headers: dict[str, str]) -> HttpRequest:
+    name = event_name(event, kind)
+    token = get_path(event, "context.device.token")
+    target = customer_id(event, user_id)
+    path_id = None if target is MISSING else encode_uri_component(target)
+    if name == m.DEVICE_DELETE:
+        if path_id is None or not truthy(token):
+            raise InvalidEvent("userId/email or device_token not present")
+        url = f"{base}{m.CUSTOMERS}/{path_id}/devices/{encode_uri_component(token)}"
+        return HttpRequest("DELETE", url, headers)
+    device_events = (*m.DEVICE_EVENTS, settings.get("deviceTokenEventName"))
+    if name in device_events and name and path_id is not None and truthy(token):
+        device = {**(event.get("properties") or {}), "id": token,
+                  "last_used": _or_null(event_time(event))}
+        platform = device_platform(event)
+        if platform:
+            device["platform"] = platform
+        return HttpRequest("PUT", f"{base}{m.CUSTOMERS}/{path_id}/devices", headers,
+                           json={"device": device})
+    body = _event_body(event, kind, name)
+    if path_id is not None:
+        return HttpRequest("POST", f"{base}{m.CUSTOMERS}/{path_id}/events", headers, json=body)
+    return HttpRequest("POST", base + m.ANONYMOUS_EVENTS, headers,
+                       json=_anonymous(event, kind, body))
+
+
+def _event_body(event: Mapping[str, Any], kind: str, name: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if event.get("properties") is not None:
+        body["data"] = event["properties"]
+    if name is not None:
+        body["name"] = name
+    body["type"] = "page" if kind == "page" else "event"
+    when = event_time(event)
+    if when is not MISSING:
+        body["timestamp"] = when
+    return body
+
+
+def _anonymous(event: Mapping[str, Any], kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    if kind == "screen":
+        screen = event.get("event") if truthy(event.get("event")) else get_path(
+            event, "properties.name")
+        text = js_string(screen) if truthy(screen) else ""
+        body["name"] = f"Viewed {cut_utf8(text, m.ANONYMOUS_SCREEN_BYTES)} Screen"
+    else:
+        if not isinstance(body.get("name"), str):
+            raise InvalidEvent("Event Name type should be a string")
+        body["name"] = cut_utf8(body["name"], m.ANONYMOUS_NAME_BYTES)
+    if not truthy(event.get("anonymousId")):
+        raise InvalidEvent("Anonymous id/ user id is required")
+    body["anonymous_id"] = event["anonymousId"]
+    return body
+
+
+def cut_utf8(text: str, limit: int) -> str:
+    """At most `limit` UTF-8 bytes, never splitting a character."""
+    return text.encode()[:limit].decode("utf-8", errors="ignore")
+
+
+def _alias(event: Mapping[str, Any], user_id: Any, base: str,
+           headers: dict[str, str]) -> HttpRequest:
+    previous = event.get("previousId")
+    if not truthy(user_id) or not truthy(previous):
+        raise InvalidEvent("Both userId and previousId are mandatory for merge operation")
+    body = {"primary": {identifier_key(user_id): user_id},
+            "secondary": {identifier_key(previous): previous}}
+    return HttpRequest("POST", base + m.MERGE, headers, json=body)
+
+
+def identifier_key(value: Any) -> str:
+    return "email" if isinstance(value, str) and EMAIL_PATTERN.match(value) else "id"
+
+
+def group_object(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A v2 object: the group, its attributes and the person's relationship to it."""
+    mapped = construct(event, m.GROUP)
+    action = mapped.get("action")
+    traits = event.get("traits")
+    attributes = {k: v for k, v in traits.items() if k != "action"} \
+        if isinstance(traits, Mapping) else {}
+    member = mapped.get("user_id") if truthy(mapped.get("user_id")) else mapped.get("email")
+    relationships = [{"identifiers": {identifier_key(member): member}}] if truthy(member) else []
+    return {"identifiers": {"object_id": mapped["object_id"],
+                            "object_type_id": mapped["object_type_id"]},
+            "type": "object",
+            "action": action if action in m.GROUP_ACTIONS else "identify",
+            "attributes": attributes, "cio_relationships": relationships}
+
+
+def _or_null(value: Any) -> Any:
+    return None if value is MISSING else value
+
