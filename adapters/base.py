@@ -147,6 +147,11 @@ class Adapter:
                 outputs.append(BatchOutput([item.key], error=error))
         return outputs
 
+    def rejected_items(self, status: int, body: Any) -> dict[int, str]:
+        """After a batch request succeeded: the items the destination refused anyway, by their
+        index in the batch, with the reason (Customer.io answers 207 with errors[])."""
+        return {}
+
     def batches(self, settings: Mapping[str, Any]) -> bool:
         """Does the worker hand this destination's deliveries to `transform_batch`?"""
         return False

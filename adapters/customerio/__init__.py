@@ -43,6 +43,9 @@ class CustomerIoAdapter(Adapter):
                   lookup: Lookup) -> list[HttpRequest]:
         return [customerio.transform(event, settings)]
 
+    def rejected_items(self, status: int, body: Any) -> dict[int, str]:
+        return batching.rejected_items(status, body)
+
     def batches(self, settings: Mapping[str, Any]) -> bool:
         return bool(settings.get("v2Batching"))
 

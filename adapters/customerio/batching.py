@@ -79,6 +79,19 @@ def batch_v2(items: Sequence[BatchItem]) -> list[BatchOutput]:
     return outputs + invalid + failed
 
 
+def rejected_items(status: int, body: Any) -> dict[int, str]:
+    """A 207 names the items that failed by `batch_index`; they fail, the others succeed."""
+    if status != 207 or not isinstance(body, Mapping):
+        return {}
+    failures: dict[int, str] = {}
+    for error in body.get("errors") or []:
+        if isinstance(error, Mapping) and isinstance(error.get("batch_index"), int):
+            failures[error["batch_index"]] = (f"reason: {error.get('reason')}, field: "
+                                              f"{error.get('field')}, message: "
+                                              f"{error.get('message')}")
+    return failures
+
+
 def validate_v2(item: BatchItem) -> str | None:
     event = item.event
     kind = str(event.get("type") or "").lower()

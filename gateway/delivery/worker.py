@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, and_, exists, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from adapters import DESTINATION_TYPES
 from adapters.base import (
+    Adapter,
     AdapterError,
     BatchItem,
     BatchOutput,
@@ -149,8 +151,11 @@ class Worker:
         for output in outputs:
             result = (_result_of_error(output.error) if output.error is not None
                       else self._send_all(output.requests, destination))
-            for key in output.keys:
-                self._finish(by_id.pop(key), destination, started, result)
+            refused = _refused(adapter, result) if result.verdict is Verdict.DELIVERED else {}
+            for index, key in enumerate(output.keys):
+                outcome = result if index not in refused else Result(
+                    Verdict.DEAD, 400, "ItemRejected", refused[index], result.duration_ms)
+                self._finish(by_id.pop(key), destination, started, outcome)
         for left in by_id.values():  # an adapter that forgot an item must not lose it
             self._finish(left, destination, started,
                          Result(Verdict.RETRY, None, "NotBatched", "left out of every batch"))
@@ -241,6 +246,14 @@ def _due_query(now: datetime, limit: int):
             .where(due, ~blocked)
             .order_by(deliveries.c.id).limit(limit)
             .with_for_update(of=deliveries, skip_locked=True))
+
+
+def _refused(adapter: Adapter, result: Result) -> dict[int, str]:
+    try:
+        body = orjson.loads(result.text) if result.text else None
+    except orjson.JSONDecodeError:
+        return {}
+    return adapter.rejected_items(result.status or 0, body)
 
 
 def _result_of_error(error: AdapterError) -> Result:
