@@ -9,15 +9,16 @@ A worker killed mid-send leaves leases that expire, and the rows are claimed aga
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, and_, exists, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from adapters import DESTINATION_TYPES
@@ -53,6 +54,16 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Finished:
+    """One attempt done, waiting to be recorded."""
+
+    claimed: Claimed
+    destination: Destination | None
+    started: datetime
+    result: Result
+
+
+@dataclass(frozen=True)
 class Result:
     """How one attempt ended: the next state and what the attempt row records."""
 
@@ -78,25 +89,45 @@ class Worker:
         self.policy = policy_from(config)
         self.destinations = {d.name: d for d in config.destinations}
         self.pool = ThreadPoolExecutor(config.worker.concurrency, "delivery")
+        self.finished: queue.Queue[list[Finished]] = queue.Queue()
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver until `stop` is set; what is in flight then is finished, not abandoned."""
+        """Deliver until `stop` is set, then finish what is in flight.
+
+        Claiming is continuous: whenever sending slots free up, more due deliveries are
+        claimed, so one slow destination holds only its own slots, never a whole round.
+        Results are recorded in batches, one transaction for all that finished meanwhile."""
         pause = self.config.worker.poll_interval_ms / 1000
-        while not stop.is_set():
-            try:
-                done = self.run_once()
-            except Exception:  # a database outage must not kill the worker
-                log.exception("delivery round failed; retrying")
-                done = 0
-            if not done:
-                stop.wait(pause)
-        self.pool.shutdown(wait=True)
+        capacity = self.config.worker.batch_size
+        in_flight = 0
+        while not stop.is_set() or in_flight:
+            claimed: list[Claimed] = []
+            if not stop.is_set() and in_flight < capacity:
+                try:
+                    claimed = self.claim(capacity - in_flight)
+                except Exception:  # a database outage must not kill the worker
+                    log.exception("claiming failed; retrying")
+                in_flight += len(claimed)
+                for task, items in self._tasks(claimed):
+                    task.add_done_callback(
+                        lambda done, items=items: self.finished.put(_outcome(done, items)))
+            finished = self._drain(wait=pause if not claimed else 0.0)
+            in_flight -= len(finished)
+            self._record_safely(finished)
 
     def run_once(self) -> int:
-        """Claim one round of due deliveries and process them concurrently: one task per
-        delivery, or one per destination whose adapter batches (Customer.io's v2 API). A round
-        holds at most one delivery per (destination, user), so batching keeps per-user order."""
-        claimed = self.claim()
+        """Claim one round, send it, record it (tests and benchmarks step with this)."""
+        claimed = self.claim(self.config.worker.batch_size)
+        finished: list[Finished] = []
+        for task, items in self._tasks(claimed):
+            finished.extend(_outcome(task, items))
+        self._record_safely(finished)
+        return len(claimed)
+
+    def _tasks(self, claimed: list[Claimed]) -> list[tuple[Future, list[Claimed]]]:
+        """One task per delivery, or one per destination whose adapter batches (Customer.io's
+        v2 API). A claim holds at most one delivery per (destination, user), so batching
+        keeps per-user order."""
         singles: list[Claimed] = []
         batched: dict[str, list[Claimed]] = {}
         for item in claimed:
@@ -106,17 +137,35 @@ class Worker:
                 batched.setdefault(item.destination, []).append(item)
             else:
                 singles.append(item)
-        tasks = [self.pool.submit(self.process, item) for item in singles]
-        tasks += [self.pool.submit(self.process_batch, items) for items in batched.values()]
-        for task in tasks:
-            task.result()
-        return len(claimed)
+        tasks = [(self.pool.submit(self.process, item), [item]) for item in singles]
+        tasks += [(self.pool.submit(self.process_batch, items), items)
+                  for items in batched.values()]
+        return tasks
 
-    def claim(self) -> list[Claimed]:
+    def _drain(self, wait: float) -> list[Finished]:
+        """Whatever finished, waiting up to `wait` seconds for the first result."""
+        finished: list[Finished] = []
+        try:
+            finished.extend(self.finished.get(timeout=wait) if wait else self.finished.get_nowait())
+            while True:
+                finished.extend(self.finished.get_nowait())
+        except queue.Empty:
+            pass
+        return finished
+
+    def _record_safely(self, finished: list[Finished]) -> None:
+        if not finished:
+            return
+        try:
+            self._record(finished)
+        except Exception:  # unrecorded results: the leases expire and the sends are redone
+            log.exception("recording %d results failed", len(finished))
+
+    def claim(self, limit: int) -> list[Claimed]:
         now = datetime.now(UTC)
         lease = now + timedelta(seconds=self.config.worker.lease_seconds)
         with write_transaction(self.engine) as connection:
-            rows = connection.execute(_due_query(now, self.config.worker.batch_size)).all()
+            rows = connection.execute(_due_query(now, limit)).all()
             if not rows:
                 return []
             connection.execute(
@@ -125,7 +174,7 @@ class Worker:
         return [Claimed(r.id, r.destination, r.state, r.attempts, r.first_attempt_at, lease,
                         r.payload) for r in rows]
 
-    def process(self, claimed: Claimed) -> None:
+    def process(self, claimed: Claimed) -> list[Finished]:
         started = datetime.now(UTC)
         destination = self.destinations.get(claimed.destination)
         try:
@@ -133,9 +182,9 @@ class Worker:
         except Exception as exc:  # a bug in an adapter must not lose the delivery
             log.exception("delivery %s: unexpected error", claimed.id)
             result = Result(Verdict.RETRY, None, exc.__class__.__name__, "internal error")
-        self._finish(claimed, destination, started, result)
+        return [Finished(claimed, destination, started, result)]
 
-    def process_batch(self, claimed: list[Claimed]) -> None:
+    def process_batch(self, claimed: list[Claimed]) -> list[Finished]:
         """Router mode: the adapter groups the events into requests; each output's fate is
         the fate of every delivery it covers."""
         started = datetime.now(UTC)
@@ -148,6 +197,7 @@ class Worker:
         except Exception as exc:
             log.exception("batch for %s: unexpected error", destination.name)
             outputs = [BatchOutput(list(by_id), error=Retryable(exc.__class__.__name__, 500))]
+        finished: list[Finished] = []
         for output in outputs:
             result = (_result_of_error(output.error) if output.error is not None
                       else self._send_all(output.requests, destination))
@@ -155,10 +205,11 @@ class Worker:
             for index, key in enumerate(output.keys):
                 outcome = result if index not in refused else Result(
                     Verdict.DEAD, 400, "ItemRejected", refused[index], result.duration_ms)
-                self._finish(by_id.pop(key), destination, started, outcome)
+                finished.append(Finished(by_id.pop(key), destination, started, outcome))
         for left in by_id.values():  # an adapter that forgot an item must not lose it
-            self._finish(left, destination, started,
-                         Result(Verdict.RETRY, None, "NotBatched", "left out of every batch"))
+            finished.append(Finished(left, destination, started, Result(
+                Verdict.RETRY, None, "NotBatched", "left out of every batch")))
+        return finished
 
     def _attempt(self, claimed: Claimed, destination: Destination | None) -> Result:
         if destination is None or not destination.enabled:
@@ -183,34 +234,51 @@ class Worker:
                 break
         return last
 
-    def _finish(self, claimed: Claimed, destination: Destination | None, started: datetime,
-                result: Result) -> None:
+    def _record(self, finished: list[Finished]) -> None:
+        """Write every attempt and next state in one transaction, but only for deliveries
+        whose lease we still hold (an expired lease means another worker took over)."""
         now = datetime.now(UTC)
-        attempts = claimed.attempts + 1
-        first = claimed.first_attempt_at or started
-        target, next_at = self._next_state(result, attempts, first, now)
-        secrets = _secret_values(destination)
-        text = excerpt(result.text, secrets)
         with write_transaction(self.engine) as connection:
-            moved = connection.execute(
-                update(deliveries).where(deliveries.c.id == claimed.id,
-                                         deliveries.c.state == states.DELIVERING,
-                                         deliveries.c.lease_expires_at == claimed.lease)
-                .values(state=states.check_transition(states.DELIVERING, target),
-                        attempts=attempts, first_attempt_at=first, next_attempt_at=next_at,
-                        lease_expires_at=None, last_status=result.status,
-                        last_error=None if target == states.DELIVERED else
-                        redact(f"{result.error_class or 'HTTP'}: {result.text[:500]}", secrets),
-                        updated_at=now)).rowcount
-            if not moved:  # our lease expired and another worker took the delivery over
-                log.warning("delivery %s: lease lost; its result is dropped", claimed.id)
+            held = {row.id: row.lease_expires_at for row in connection.execute(
+                select(deliveries.c.id, deliveries.c.lease_expires_at)
+                .where(deliveries.c.id.in_([f.claimed.id for f in finished]),
+                       deliveries.c.state == states.DELIVERING).with_for_update())}
+            mine = [f for f in finished if held.get(f.claimed.id) == f.claimed.lease]
+            for lost in (f for f in finished if f not in mine):
+                log.warning("delivery %s: lease lost; its result is dropped", lost.claimed.id)
+            if not mine:
                 return
-            connection.execute(insert(delivery_attempts).values(
-                delivery_id=claimed.id, number=attempts, started_at=started,
-                duration_ms=result.duration_ms, status=result.status,
-                error_class=result.error_class, excerpt=text))
-        metrics.DELIVERIES.labels(claimed.destination, target).inc()
-        metrics.ATTEMPT_SECONDS.labels(claimed.destination).observe(result.duration_ms / 1000)
+            rows = [self._row(f, now) for f in mine]
+            connection.execute(
+                update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(
+                    state=bindparam("b_state"), attempts=bindparam("b_attempts"),
+                    first_attempt_at=bindparam("b_first"), next_attempt_at=bindparam("b_next"),
+                    lease_expires_at=None, last_status=bindparam("b_status"),
+                    last_error=bindparam("b_error"), updated_at=now),
+                [row["delivery"] for row in rows])
+            connection.execute(insert(delivery_attempts), [row["attempt"] for row in rows])
+        for f, row in zip(mine, rows, strict=True):
+            metrics.DELIVERIES.labels(f.claimed.destination, row["delivery"]["b_state"]).inc()
+            metrics.ATTEMPT_SECONDS.labels(f.claimed.destination).observe(
+                f.result.duration_ms / 1000)
+
+    def _row(self, f: Finished, now: datetime) -> dict[str, dict[str, Any]]:
+        attempts = f.claimed.attempts + 1
+        first = f.claimed.first_attempt_at or f.started
+        target, next_at = self._next_state(f.result, attempts, first, now)
+        secrets = _secret_values(f.destination)
+        error = None if target == states.DELIVERED else redact(
+            f"{f.result.error_class or 'HTTP'}: {f.result.text[:500]}", secrets)
+        return {
+            "delivery": {"b_id": f.claimed.id,
+                         "b_state": states.check_transition(states.DELIVERING, target),
+                         "b_attempts": attempts, "b_first": first, "b_next": next_at,
+                         "b_status": f.result.status, "b_error": error},
+            "attempt": {"delivery_id": f.claimed.id, "number": attempts,
+                        "started_at": f.started, "duration_ms": f.result.duration_ms,
+                        "status": f.result.status, "error_class": f.result.error_class,
+                        "excerpt": excerpt(f.result.text, secrets)},
+        }
 
     def _next_state(self, result: Result, attempts: int, first: datetime,
                     now: datetime) -> tuple[str, datetime]:
@@ -246,6 +314,17 @@ def _due_query(now: datetime, limit: int):
             .where(due, ~blocked)
             .order_by(deliveries.c.id).limit(limit)
             .with_for_update(of=deliveries, skip_locked=True))
+
+
+def _outcome(task: Future, items: list[Claimed]) -> list[Finished]:
+    """A task's results; a task that crashed retries its deliveries instead of losing them."""
+    try:
+        return task.result()
+    except Exception as exc:
+        log.exception("delivery task crashed")
+        now = datetime.now(UTC)
+        return [Finished(c, None, now, Result(Verdict.RETRY, None, exc.__class__.__name__,
+                                              "internal error")) for c in items]
 
 
 def _refused(adapter: Adapter, result: Result) -> dict[int, str]:

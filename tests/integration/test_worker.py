@@ -171,7 +171,7 @@ def test_an_expired_lease_is_claimed_again(database_url: str, standin: StandIn) 
     app = create_app(config)
     crashed, rescuer = (Worker(app.extensions["gateway.engine"], config) for _ in range(2))
     send(app, track("u1", 0))
-    assert len(crashed.claim()) == 1  # claimed, then the process "dies" before sending
+    assert len(crashed.claim(10)) == 1  # claimed, then the process "dies" before sending
     time.sleep(0.01)
     drain(rescuer)
     assert received_events(standin) == ["u1-0"]

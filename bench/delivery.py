@@ -1,0 +1,329 @@
+"""Delivery benchmark: the worker's deliveries/s beside a bare `requests.Session` ceiling to
+the same stand-in, and end-to-end events/s (SDK-style batches in, all delivered out).
+
+    .venv/bin/python bench/delivery.py [--events 20000] [--postgres URL]
+
+Everything runs on 127.0.0.1; loops are bounded by counts and deadlines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import multiprocessing
+import os
+import platform
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+import requests
+from sqlalchemy import func, select, text
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway.config import WorkerSettings  # noqa: E402
+from gateway.db import make_engine, migrate, normalise_url  # noqa: E402
+from gateway.models import deliveries, delivery_attempts  # noqa: E402
+
+WRITE_KEY = "wk_bench_delivery"
+USERS = 2000
+THREADS = WorkerSettings().concurrency
+TARGET_RATIO = 0.5
+TARGET_E2E = 5000.0
+
+
+# -- a fast stand-in: asyncio HTTP/1.1 keep-alive, answers 200 at once --------------------------
+
+def _standin_main(port: int) -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:].strip())
+                if length:
+                    await reader.readexactly(length)
+                writer.write(response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+@contextmanager
+def standin() -> Iterator[str]:
+    port = free_port()
+    process = multiprocessing.Process(target=_standin_main, args=(port,), daemon=True)
+    process.start()
+    wait_for_port(port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.join(5)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# -- configuration and data ---------------------------------------------------------------------
+
+DESTINATIONS = {
+    "webhook": 'type = "webhook"\n[destinations.settings]\n'
+               'webhookUrl = "https://hooks.example/in"\napiKey = "bench-hook-key"\n',
+    "customerio-v2": 'type = "customerio"\n[destinations.settings]\nsiteID = "bench"\n'
+                     'apiKey = "bench-key"\nv2Batching = true\n',
+}
+
+
+def write_config(path: Path, database_url: str, endpoint: str,
+                 destination: str = "webhook") -> None:
+    path.write_text(
+        f'database_url = "{database_url}"\nadmin_token = "bench"\n\n'
+        f'[[sources]]\nname = "web"\nwrite_key = "{WRITE_KEY}"\n\n'
+        f'[[destinations]]\nname = "dest"\nendpoint = "{endpoint}"\n'
+        f'{DESTINATIONS[destination]}\n[worker]\npoll_interval_ms = 20\n')
+
+
+def batches(events: int, size: int = 100) -> Iterator[bytes]:
+    sent = 0
+    while sent < events:
+        count = min(size, events - sent)
+        batch = [{"type": "track", "event": "Order Completed",
+                  "userId": f"user-{(sent + i) % USERS}",
+                  "messageId": str(uuid.uuid4()), "timestamp": "2026-11-24T12:00:00.000Z",
+                  "properties": {"revenue": 9.99, "sku": "sku-1"},
+                  "context": {"library": {"name": "analytics-python", "version": "2.4.0"}}}
+                 for i in range(count)]
+        sent += count
+        yield orjson.dumps({"batch": batch, "sentAt": "2026-11-24T12:00:00.100Z"})
+
+
+def ingest_in_process(config_path: Path, events: int) -> None:
+    os.environ["GATEWAY_CONFIG"] = str(config_path)
+    from gateway import create_app
+
+    app = create_app()
+    client = app.test_client()
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+    for body in batches(events):
+        assert client.post("/v1/batch", data=body, headers=headers).status_code == 200
+    app.extensions["gateway.engine"].dispose()
+
+
+def delivered(database_url: str) -> tuple[int, int]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            done = connection.execute(select(func.count()).select_from(deliveries).where(
+                deliveries.c.state == "delivered")).scalar_one()
+            total = connection.execute(select(func.count()).select_from(deliveries)).scalar_one()
+        return done, total
+    finally:
+        engine.dispose()
+
+
+def wait_all_delivered(database_url: str, expected: int, seconds: float) -> float:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, _ = delivered(database_url)
+        if done >= expected:
+            return time.monotonic()
+        time.sleep(0.1)
+    raise RuntimeError(f"only {delivered(database_url)[0]} of {expected} delivered in time")
+
+
+def attempt_window(database_url: str) -> tuple[float, int]:
+    """Seconds from the first attempt's start to the last attempt's end, and attempts made."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(delivery_attempts.c.started_at,
+                                             delivery_attempts.c.duration_ms)).all()
+    finally:
+        engine.dispose()
+    first = min(r.started_at for r in rows)
+    last = max(r.started_at.timestamp() + r.duration_ms / 1000 for r in rows)
+    return last - first.timestamp(), len(rows)
+
+
+# -- the three measurements ---------------------------------------------------------------------
+
+def ceiling(url: str, events: int) -> float:
+    """A bare requests.Session loop per thread, same thread count, same bodies, same server."""
+    body = orjson.dumps({"type": "track", "event": "Order Completed", "userId": "user-1",
+                         "properties": {"revenue": 9.99}, "messageId": str(uuid.uuid4())})
+    per_thread = events // THREADS
+    errors: list[int] = []
+
+    def loop() -> None:
+        session = requests.Session()
+        for _ in range(per_thread):
+            response = session.post(url + "/in", data=body,
+                                    headers={"Content-Type": "application/json"}, timeout=10)
+            if response.status_code != 200:
+                errors.append(response.status_code)
+
+    threads = [threading.Thread(target=loop) for _ in range(THREADS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    assert not errors, f"ceiling saw {len(errors)} non-200 answers"
+    return per_thread * THREADS / elapsed
+
+
+def worker_rate(workdir: Path, database_url: str, url: str, events: int) -> tuple[float, int]:
+    config = workdir / "worker.toml"
+    write_config(config, database_url, url)
+    ingest_in_process(config, events)
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config),
+                                "worker"], cwd=workdir, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_all_delivered(database_url, events, seconds=300)
+    finally:
+        process.terminate()
+        process.wait(30)
+    seconds, attempts = attempt_window(database_url)
+    return events / seconds, attempts
+
+
+def end_to_end(workdir: Path, database_url: str, url: str, events: int,
+               destination: str) -> float:
+    config = workdir / f"e2e-{destination}.toml"
+    write_config(config, database_url, url, destination)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--config", str(config), "serve", "--bind",
+         f"127.0.0.1:{port}", "--workers", str(os.cpu_count() or 1)],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        session = requests.Session()
+        session.auth = (WRITE_KEY, "")
+        started = time.monotonic()
+        for body in batches(events):
+            response = session.post(f"http://127.0.0.1:{port}/v1/batch", data=body,
+                                    headers={"Content-Type": "application/json"}, timeout=30)
+            assert response.status_code == 200, response.text
+        finished = wait_all_delivered(database_url, events, seconds=300)
+        return events / (finished - started)
+    finally:
+        server.terminate()
+        server.wait(40)
+
+
+# -- databases ----------------------------------------------------------------------------------
+
+@contextmanager
+def database(kind: str, workdir: Path, postgres: str | None, name: str) -> Iterator[str]:
+    if kind == "sqlite":
+        url = f"sqlite:///{workdir / (name + '.db')}"
+        migrate(url)
+        yield url
+        return
+    assert postgres
+    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(postgres)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres else "?"
+    url = f"{normalise_url(postgres)}{separator}options=-csearch_path%3D{schema}"
+    migrate(url)
+    try:
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def machine() -> str:
+    model = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"cpu: {model} | cores: {os.cpu_count()} | python {platform.python_version()} | "
+            f"sqlite {sqlite3.sqlite_version}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--postgres", help="also measure on PostgreSQL (a temporary schema)")
+    args = parser.parse_args()
+    print(machine())
+    print(f"worker threads: {THREADS}; {args.events} events over {USERS} users; webhook "
+          "destination; stand-in: asyncio keep-alive server answering 200 at once")
+    kinds = ["sqlite"] + (["postgresql"] if args.postgres else [])
+    with tempfile.TemporaryDirectory() as tmp, standin() as url:
+        workdir = Path(tmp)
+        bare = ceiling(url, args.events)
+        print(f"\nceiling (bare requests.Session, {THREADS} threads): {bare:,.0f} requests/s")
+        for kind in kinds:
+            with database(kind, workdir, args.postgres, "worker") as db_url:
+                rate, attempts = worker_rate(workdir, db_url, url, args.events)
+            e2e = {}
+            for destination in DESTINATIONS:
+                with database(kind, workdir, args.postgres, "e2e") as db_url:
+                    e2e[destination] = end_to_end(workdir, db_url, url, args.events, destination)
+            ratio = rate / bare
+            print(f"\n{kind}")
+            print(f"  delivery      {rate:>9,.0f} deliveries/s   ceiling {bare:,.0f}   "
+                  f"ratio {ratio:.0%}  ({'PASS' if ratio >= TARGET_RATIO else 'MISS'} "
+                  f"target >= {TARGET_RATIO:.0%}); attempts {attempts} for {args.events}")
+            for destination, rate_e2e in e2e.items():
+                verdict = "PASS" if rate_e2e >= TARGET_E2E else "MISS"
+                print(f"  end to end    {rate_e2e:>9,.0f} events/s to {destination:<14} "
+                      "(batches in, all delivered out)"
+                      + (f"   {verdict} target >= {TARGET_E2E:,.0f}" if kind == "sqlite"
+                         else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
