@@ -13,9 +13,7 @@ import asyncio
 import base64
 import multiprocessing
 import os
-import platform
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from sqlalchemy import func, select, text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.ingest import machine_info  # noqa: E402
 from gateway.config import WorkerSettings  # noqa: E402
 from gateway.db import make_engine, migrate, normalise_url  # noqa: E402
 from gateway.models import deliveries, delivery_attempts  # noqa: E402
@@ -278,25 +277,12 @@ def database(kind: str, workdir: Path, postgres: str | None, name: str) -> Itera
         admin.dispose()
 
 
-def machine() -> str:
-    model = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"cpu: {model} | cores: {os.cpu_count()} | python {platform.python_version()} | "
-            f"sqlite {sqlite3.sqlite_version}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--postgres", help="also measure on PostgreSQL (a temporary schema)")
     args = parser.parse_args()
-    print(machine())
+    print(machine_info())
     print(f"worker threads: {THREADS}; {args.events} events over {USERS} users; webhook "
           "destination; stand-in: asyncio keep-alive server answering 200 at once")
     kinds = ["sqlite"] + (["postgresql"] if args.postgres else [])
