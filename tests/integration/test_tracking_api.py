@@ -523,3 +523,18 @@ def test_storage_failure_is_a_retryable_503_not_a_500(tmp_path) -> None:
     assert_error(response, 503, "storage_unavailable")
     assert response.headers["Retry-After"] == "1"
     app.extensions["gateway.engine"].dispose()
+
+
+def test_oversized_chunked_body_is_413_through_the_real_server(live_gateway) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", live_gateway.port, timeout=10)
+    connection.putrequest("POST", "/v1/batch")
+    for name, value in {**basic(WRITE_KEY), "Transfer-Encoding": "chunked"}.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    piece = b" " * 65_536
+    for _ in range(10):  # 640 KiB, no Content-Length to check up front
+        connection.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+    connection.send(b"0\r\n\r\n")
+    response = connection.getresponse()
+    assert response.status == 413
+    assert orjson.loads(response.read())["code"] == "request_too_large"
