@@ -1,4 +1,4 @@
-"""CustomFit.ai (reference/destinations/customfit.md §4): two delivery modes.
+"""CustomFit.ai (docs/destinations/customfit.md §4): two delivery modes.
 
 Mode A (`webhook`, the default): Segment's partner-webhook format to the user-given
 `endpointUrl` — CustomFit maps the raw events itself. Mode B (`native`): CustomFit's events API

@@ -1,4 +1,4 @@
-"""The tracking API as Segment's and RudderStack's SDKs speak it (reference/tracking-api.md).
+"""The tracking API as Segment's and RudderStack's SDKs speak it (docs/tracking-api.md).
 
 Request-level problems (auth, body, JSON, size) reject the whole request with a JSON error;
 message-level problems drop only that message (§8). 200 is answered only after `ingest.store`

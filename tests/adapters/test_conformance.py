@@ -1,6 +1,7 @@
-"""Conformance: every case file under ../shared/fixtures/destinations/<dest>/, under
-$GATEWAY_EXTRA_FIXTURES/<dest>/ and under tests/adapters/cases/<dest>/ (our own cases, same
-format), compared as ../shared/fixtures/README.md says. Sockets are blocked throughout: the
+"""Conformance: every case file under tests/fixtures/destinations/<dest>/ (the shared cases,
+copied into the repository), under $GATEWAY_EXTRA_FIXTURES/<dest>/ and under
+tests/adapters/cases/<dest>/ (our own cases, same format), compared as tests/fixtures/README.md
+says. Sockets are blocked throughout: the
 adapters must do no network I/O of their own (DESIGN.md §2.4)."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from adapters import ADAPTER_MODULES
 from adapters.base import AdapterError, BatchItem, HttpRequest, LookupResponse
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "destinations"
+SHARED_FIXTURES = REPO / "tests" / "fixtures" / "destinations"
 OWN_CASES = Path(__file__).resolve().parent / "cases"
 DESTINATIONS = ADAPTER_MODULES
 V2_FLAG = "CUSTOMERIO_BATCHING_FRAMEWORK_ENABLED_WORKSPACE_IDS"

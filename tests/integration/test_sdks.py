@@ -1,4 +1,4 @@
-"""End to end with the real SDKs (reference/sdk/README.md): each one sends the same six calls to a
+"""End to end with the real SDKs (docs/sdk/README.md): each one sends the same six calls to a
 live `gateway serve`, and every message it put on the wire must be stored with the right fields.
 
 Python: segment-analytics-python (plain and gzip), rudder-sdk-python (gzip by default).

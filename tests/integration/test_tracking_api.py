@@ -1,4 +1,4 @@
-"""The tracking API's wire contract (reference/tracking-api.md), one test per MUST line.
+"""The tracking API's wire contract (docs/tracking-api.md), one test per MUST line.
 
 These run the real app in-process on a real, migrated database (SQLite and PostgreSQL).
 """
