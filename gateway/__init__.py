@@ -9,6 +9,7 @@ from flask import Flask
 from gateway import config as config_module
 from gateway.config import Config
 from gateway.db import make_engine
+from gateway.storage_state import StorageState
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -22,10 +23,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_request_bytes + 1
     app.extensions["gateway.config"] = config
     app.extensions["gateway.engine"] = make_engine(config.database_url)
+    app.extensions["gateway.storage"] = StorageState("storage")
 
-    from gateway.http import admin, errors, tracking
+    from gateway.http import admin, deadline, errors, tracking
 
     errors.init_app(app)
+    deadline.init_app(app, config.server.body_timeout_seconds)
     app.register_blueprint(tracking.bp)
     admin.init_app(app)
     return app

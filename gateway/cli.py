@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 
-from gateway import admin_cli
+from gateway import admin_cli, supervisor
 from gateway import config as config_module
 from gateway.config import Config, ConfigError
 from gateway.db import is_sqlite, migrate, schema_is_current
@@ -76,21 +75,14 @@ def _serve(args: argparse.Namespace) -> int:
         print("gateway: the database schema is not up to date: run `gateway migrate` first",
               file=sys.stderr)
         return 2
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # before anything imports the client
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
-    bind = args.bind or config.server.bind
+    host, _, port = (args.bind or config.server.bind).rpartition(":")
     workers = args.workers or config.server.workers or os.cpu_count() or 1
-    os.environ["GATEWAY_CONFIG"] = str(path.resolve())  # each worker loads the same file
-    delivery = None if args.no_worker else subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "--config", str(path.resolve()), "worker"])
-    print(f"Serving on http://{bind} with {workers} worker(s); tracking API at /v1/batch"
-          + ("" if delivery is None else f"; delivery worker pid {delivery.pid}"))
     try:
-        run_gunicorn(config, bind, workers)
-    finally:
-        if delivery is not None:
-            _stop(delivery)
-    return 0
+        return supervisor.serve(path.resolve(), host.strip("[]") or "127.0.0.1", int(port),
+                                workers, with_worker=not args.no_worker)
+    except supervisor.ServeError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
 
 
 def _worker(config: Config) -> int:
@@ -98,59 +90,31 @@ def _worker(config: Config) -> int:
     finishing, never abandoned)."""
     from gateway.db import make_engine
     from gateway.delivery.worker import Worker
+    from gateway.heartbeat import WORKER, Heartbeat
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     engine = make_engine(config.database_url)
-    worker = Worker(engine, config)
+    beat = Heartbeat(engine, WORKER, config.worker.heartbeat_seconds)
+    worker = Worker(engine, config, tick=lambda: _beat_safely(beat))
     logging.getLogger(__name__).info("delivery worker started (%d threads)",
                                      config.worker.concurrency)
     try:
+        _beat_safely(beat)
         worker.run(stop)
     finally:
         worker.close()
+        with contextlib.suppress(Exception):  # the database may be the reason we stop
+            beat.remove()
         engine.dispose()
     return 0
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def run_gunicorn(config: Config, bind: str, workers: int) -> None:
-    """Run gunicorn in this process; each worker builds its own app (engine) after fork."""
-    from gunicorn.app.base import BaseApplication
-
-    class GatewayApplication(BaseApplication):
-        def load_config(self) -> None:
-            self.cfg.set("bind", bind)
-            self.cfg.set("workers", workers)
-            self.cfg.set("accesslog", None)
-            self.cfg.set("control_socket_disable", True)  # several gateways may share a host
-            self.cfg.set("timeout", 60)
-            self.cfg.set("graceful_timeout", 30)
-            # bodies are bounded by [limits]; headers as rudder-server allows
-            self.cfg.set("limit_request_field_size", 65536)
-            self.cfg.set("child_exit", _metrics_child_exit)
-
-        def load(self):
-            from gateway import create_app
-
-            return create_app(config_module.load(os.environ["GATEWAY_CONFIG"]))
-
-    GatewayApplication().run()
-
-
-def _metrics_child_exit(_server, worker) -> None:
-    """A gunicorn worker ended: fold its live gauges away (its counters stay summed)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+def _beat_safely(beat) -> None:
+    """A heartbeat that cannot be written is a fact /health reports, not a reason to stop."""
+    with contextlib.suppress(Exception):
+        beat.beat()
 
 
 if __name__ == "__main__":

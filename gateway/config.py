@@ -43,6 +43,8 @@ class ServerSettings:
     bind: str = "127.0.0.1:8080"
     workers: int = 0  # 0 = one per CPU core
     trusted_proxies: tuple[str, ...] = ()
+    threads: int = 64  # per worker process: a slow client holds one thread, not the process
+    body_timeout_seconds: int = 10  # a request body not fully read by then is answered 408
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class WorkerSettings:
     batch_size: int = 200  # deliveries claimed per round
     lease_seconds: int = 60  # a claim not finished by then is taken over by another worker
     poll_interval_ms: int = 250  # sleep when nothing is due
+    heartbeat_seconds: int = 5  # liveness row for /health; 3 missed beats = worker gone
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,16 @@ identity_keys = Table(
     UniqueConstraint("kind", "value"),
     Index(None, "identity_id"),
 )
+
+# One row per live delivery worker (role "worker") and per HTTP process (role "http", written by
+# /health's write probe): liveness any process on any machine can read.
+heartbeats = Table(
+    "heartbeats", metadata,
+    Column("id", String(200), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("beat_at", UTCDateTime(), nullable=False),
+    Index(None, "role", "beat_at"),
+)

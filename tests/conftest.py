@@ -163,10 +163,10 @@ class LiveGateway:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log_text()}")
-            try:
+            try:  # serve binds the port first: early requests wait in the backlog
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"gateway did not start: {self.log_text()}")

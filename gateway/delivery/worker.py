@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,8 +82,10 @@ def policy_from(config: Config) -> RetryPolicy:
 
 
 class Worker:
-    def __init__(self, engine: Engine, config: Config, client: HttpClient | None = None) -> None:
+    def __init__(self, engine: Engine, config: Config, client: HttpClient | None = None,
+                 tick: Callable[[], None] | None = None) -> None:
         self.engine = engine
+        self.tick = tick  # called once per loop turn (the liveness heartbeat)
         self.config = config
         self.client = client or HttpClient(pool_size=max(8, config.worker.concurrency * 2))
         self.policy = policy_from(config)
@@ -101,6 +103,8 @@ class Worker:
         capacity = self.config.worker.batch_size
         in_flight = 0
         while not stop.is_set() or in_flight:
+            if self.tick is not None:
+                self.tick()
             claimed: list[Claimed] = []
             if not stop.is_set() and in_flight < capacity:
                 try:

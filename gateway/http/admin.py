@@ -4,16 +4,22 @@
 from __future__ import annotations
 
 import hmac
+import os
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import metrics, queries
+from gateway import heartbeat, metrics, queries
 from gateway.config import Config
 from gateway.http.errors import ApiError, error_response
 from gateway.replay import Conflict, NotFound, replay, retry_dead
+from gateway.storage_state import short_reason
+
+# Set by `gateway serve` for its HTTP processes when it runs a delivery worker beside them:
+# then no worker heartbeat at all is a failure, not "no worker configured".
+EXPECT_WORKER_ENV = "GATEWAY_INTERNAL_EXPECT_WORKER"
 
 ops = Blueprint("ops", __name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
@@ -43,13 +49,39 @@ bp.before_request(require_token)
 @ops.get("/health")
 @ops.get("/")
 def health() -> Response | tuple[Response, int]:
-    """Liveness plus database reachability, for load balancers and rudder-server-style probes."""
+    """The truth for load balancers and operators: can we write, and is a delivery worker alive?
+
+    Storage is checked with a real write (this process's heartbeat row), so a read-only file
+    or a full disk shows here; worker liveness comes from the workers' heartbeat rows, so the
+    answer is the same from every process and machine. 503 with the reasons when either is
+    wrong; it recovers by itself when they are right again."""
+    config, engine = _config(), _engine()
+    storage = current_app.extensions["gateway.storage"]
+    body: dict[str, Any] = {"status": "ok", "database": "ok"}
     try:
-        with _engine().connect() as connection:
-            connection.execute(text("SELECT 1"))
+        probe = current_app.extensions.get("gateway.http_heartbeat")
+        if probe is None:
+            probe = current_app.extensions["gateway.http_heartbeat"] = heartbeat.Heartbeat(
+                engine, heartbeat.HTTP, every=0)
+        probe.beat(force=True)
+        storage.succeeded()
+        with engine.connect() as connection:
+            workers = heartbeat.liveness(connection, heartbeat.WORKER,
+                                         config.worker.heartbeat_seconds)
     except SQLAlchemyError as exc:
-        return jsonify({"status": "unavailable", "database": exc.__class__.__name__}), 503
-    return jsonify({"status": "ok", "database": "ok"})
+        storage.failed(exc, engine)
+        body.update(status="unavailable", database=f"cannot write: {short_reason(exc)}")
+        return jsonify(body), 503
+    if not storage.healthy:  # the probe passed, but this process's writes failed just now
+        body.update(status="unavailable", database=f"writes failing: {storage.last_reason}")
+        return jsonify(body), 503
+    expected = os.environ.get(EXPECT_WORKER_ENV) == "1"
+    if workers.alive or workers.gone or expected:
+        body["delivery_worker"] = workers.describe(datetime.now(UTC))
+        if not workers.alive:
+            body["status"] = "unavailable"
+            return jsonify(body), 503
+    return jsonify(body)
 
 
 @ops.get("/metrics")

@@ -6,14 +6,11 @@ absence as a network error (retrying a permanent 4xx), so both keys are always p
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
-
-log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -53,8 +50,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(SQLAlchemyError)
     def _storage_error(exc: SQLAlchemyError) -> Response:
-        # Not stored: answer with a retryable status so the SDK sends the batch again.
-        log.error("storage unavailable: %s", exc.__class__.__name__, exc_info=exc)
+        # Not stored: answer with a retryable status so the SDK sends the batch again. One log
+        # line per outage, not a traceback per request (gateway/storage_state.py).
+        app.extensions["gateway.storage"].failed(exc, app.extensions["gateway.engine"])
         response = error_response(503, "storage_unavailable",
                                   "the event store is unavailable; retry later")
         response.headers["Retry-After"] = "1"

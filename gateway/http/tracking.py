@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, request
 
 from gateway import ingest, metrics
 from gateway.config import Config, Limits, Source
+from gateway.http.deadline import body_expired
 from gateway.http.errors import ApiError
 from gateway.messages import RequestInfo, normalise_batch
 
@@ -116,6 +117,7 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
     engine = current_app.extensions["gateway.engine"]
     ingest.store(engine, config, source.name, messages, received_at)
+    current_app.extensions["gateway.storage"].succeeded()
     for message in messages:
         metrics.EVENTS_ACCEPTED.labels(source.name, message.type).inc()
     if not rejected:
@@ -189,7 +191,16 @@ def _read_bounded(limit: int) -> bytes:
                          f"the request body may hold at most {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    raw = request.stream.read(limit + 1)
+    try:
+        raw = request.stream.read(limit + 1)
+    except OSError:  # the connection ended inside a chunked body (or the deadline cut it)
+        raw = None
+    if body_expired():
+        raise ApiError(408, "request_timeout",
+                       "the request body did not arrive in time; send it again")
+    if raw is None or (request.content_length is not None
+                       and len(raw) < request.content_length):
+        raise ApiError(400, "incomplete_body", "the request body ended before its end")
     if len(raw) > limit:
         raise too_large
     return raw

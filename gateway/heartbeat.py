@@ -1,0 +1,91 @@
+"""Liveness through the database: delivery workers beat, `/health` reads the beats.
+
+The database is the only shared state (DESIGN.md §2.8), so a heartbeat row is what lets any HTTP
+process on any machine tell whether a delivery worker is alive. A worker writes its row at most
+every `[worker] heartbeat_seconds`, removes it on a clean stop, and a row older than three
+intervals means that worker is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+
+from gateway.db import write_transaction
+from gateway.models import heartbeats
+
+WORKER = "worker"
+HTTP = "http"
+STALE_INTERVALS = 3  # a worker that missed this many beats is considered gone
+FORGET_AFTER = timedelta(days=1)  # rows this old are removed when a new process starts
+
+
+class Heartbeat:
+    """One process's row. `beat()` is cheap to call often: it writes at most every `every` s."""
+
+    def __init__(self, engine: Engine, role: str, every: float) -> None:
+        self.engine = engine
+        self.role = role
+        self.every = every
+        self.host = socket.gethostname()[:200]
+        self.pid = os.getpid()
+        self.id = f"{role}:{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"[:200]
+        self.started_at = datetime.now(UTC)
+        self._last = float("-inf")
+
+    def beat(self, force: bool = False) -> bool:
+        """Write the row if the interval passed; True when a write happened."""
+        if not force and time.monotonic() - self._last < self.every:
+            return False
+        now = datetime.now(UTC)
+        with write_transaction(self.engine) as connection:
+            changed = connection.execute(
+                update(heartbeats).where(heartbeats.c.id == self.id).values(beat_at=now)).rowcount
+            if not changed:
+                connection.execute(delete(heartbeats).where(
+                    heartbeats.c.role == self.role, heartbeats.c.beat_at < now - FORGET_AFTER))
+                connection.execute(insert(heartbeats).values(
+                    id=self.id, role=self.role, host=self.host, pid=self.pid,
+                    started_at=self.started_at, beat_at=now))
+        self._last = time.monotonic()
+        return True
+
+    def remove(self) -> None:
+        """A clean stop: this process is no longer expected to beat."""
+        with write_transaction(self.engine) as connection:
+            connection.execute(delete(heartbeats).where(heartbeats.c.id == self.id))
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """What the heartbeats of one role say right now."""
+
+    alive: int
+    gone: int
+    last_beat: datetime | None
+
+    def describe(self, now: datetime) -> str:
+        if self.alive:
+            return "ok"
+        if self.last_beat is None:
+            return "no delivery worker has started"
+        seconds = int((now - self.last_beat).total_seconds())
+        return f"no delivery worker heartbeat for {seconds} s"
+
+
+def liveness(connection: Connection, role: str, every: float,
+             now: datetime | None = None) -> Liveness:
+    now = now or datetime.now(UTC)
+    threshold = now - timedelta(seconds=every * STALE_INTERVALS)
+    alive, total, last = connection.execute(
+        select(func.count().filter(heartbeats.c.beat_at >= threshold), func.count(),
+               func.max(heartbeats.c.beat_at)).where(heartbeats.c.role == role)).one()
+    if last is not None and last.tzinfo is None:  # SQLite: max() bypasses the column type
+        last = datetime.fromisoformat(str(last)).replace(tzinfo=UTC)
+    return Liveness(alive or 0, (total or 0) - (alive or 0), last)

@@ -1,0 +1,62 @@
+"""The HTTP server child of `gateway serve`: gunicorn on the socket serve bound for it.
+
+Threaded workers (gthread): a request that waits — on a slow client's body, on the database —
+holds one thread, never a whole process, so one connection cannot block everyone else. Each
+worker process builds its own app (engine, pool) after the fork.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from gateway import config as config_module
+
+
+def run_gunicorn(fd: int, workers: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    config = config_module.load(os.environ["GATEWAY_CONFIG"])
+
+    class GatewayApplication(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", [f"fd://{fd}"])
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", config.server.threads)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("control_socket_disable", True)  # several gateways may share a host
+            self.cfg.set("timeout", 60)
+            self.cfg.set("graceful_timeout", 30)
+            self.cfg.set("keepalive", 5)
+            # bodies are bounded by [limits]; headers as rudder-server allows
+            self.cfg.set("limit_request_field_size", 65536)
+            self.cfg.set("child_exit", _metrics_child_exit)
+
+        def load(self):
+            from gateway import create_app
+
+            return create_app(config_module.load(os.environ["GATEWAY_CONFIG"]))
+
+    GatewayApplication().run()
+
+
+def _metrics_child_exit(_server, worker) -> None:
+    """A gunicorn worker ended: fold its live gauges away (its counters stay summed)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway-http", description=__doc__)
+    parser.add_argument("--fd", type=int, required=True, help="the listening socket")
+    parser.add_argument("--workers", type=int, required=True)
+    args = parser.parse_args(argv)
+    run_gunicorn(args.fd, args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Storage outages, told once: one log line when writes start failing, one when they work again.
+
+A database outage makes every request fail the same way; a traceback per request buries the one
+fact an operator needs (15 MB of log for a 20-second outage, measured). This per-process state
+logs the first failure with its cause, counts the rest, and logs the recovery with the count.
+It also drops the engine's pooled connections on a failure, so connections opened while the
+database was unusable (a SQLite file opened read-only, a PostgreSQL server that restarted) are
+not reused once it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import Engine
+
+log = logging.getLogger("gateway.storage")
+RESET_POOL_EVERY = 1.0  # seconds: at most one pool reset per second during an outage
+SETTLE = 2.0  # seconds without a failure before storage is declared back
+
+
+def short_reason(exc: BaseException) -> str:
+    """`OperationalError: attempt to write a readonly database`, first line of the driver's
+    text only (never the SQL or its parameters)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{exc.__class__.__name__}: {text[:200]}" if text else exc.__class__.__name__
+
+
+class StorageState:
+    """Thread-safe: gunicorn threads of one process share it."""
+
+    def __init__(self, what: str = "storage") -> None:
+        self.what = what
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self.failures = 0
+        self.last_reason = ""
+        self._last_reset = float("-inf")
+        self._last_failure = float("-inf")
+
+    @property
+    def healthy(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, exc: BaseException, engine: Engine | None = None) -> None:
+        reason = short_reason(exc)
+        with self._lock:
+            self.failures += 1
+            self.last_reason = reason
+            self._last_failure = time.monotonic()
+            first = self.down_since is None
+            if first:
+                self.down_since = time.monotonic()
+            reset = engine is not None and time.monotonic() - self._last_reset >= RESET_POOL_EVERY
+            if reset:
+                self._last_reset = time.monotonic()
+        if first:
+            log.error("%s unavailable: %s (further failures are counted, not logged)",
+                      self.what, reason)
+        if reset and engine is not None:
+            engine.dispose()  # checked-out connections are dropped when they come back
+
+    def succeeded(self) -> None:
+        if self.down_since is None:  # the common case: no lock, no work
+            return
+        with self._lock:
+            if self.down_since is None or time.monotonic() - self._last_failure < SETTLE:
+                return  # flapping is still the same outage: one line each way, not a pair
+            seconds = time.monotonic() - self.down_since
+            failures, self.failures, self.down_since = self.failures, 0, None
+        log.warning("%s is back after %.1f s; %d operation(s) failed meanwhile",
+                    self.what, seconds, failures)
