@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/ingest.py [--postgres URL] [--seconds N]
 
-Every server runs under gunicorn through `gateway.cli.run_gunicorn` itself (sync workers, one
-per core, access log off, control socket off), so the three differ only in the WSGI app:
+Every server runs under gunicorn through `gateway.httpserver.run_gunicorn` itself (threaded
+workers, one per core, access log off, control socket off), so the three differ only in the WSGI
+app:
 
 * raw: reads the body, answers 200 {"success":true};
 * bare-store: reads + orjson-parses the body and executemany-inserts one `events` row per message
@@ -121,17 +122,17 @@ def serve_ceiling(kind: str, config_path: str, bind: str, workers: int) -> None:
     """`bench/ingest.py _serve KIND …`: gunicorn exactly as `gateway serve` sets it up, with the
     gateway's app factory swapped for a ceiling app (workers call it after fork)."""
     import gateway
-    from gateway import cli
-    from gateway import config as config_module
+    from gateway import httpserver, supervisor
 
     os.environ["GATEWAY_CONFIG"] = config_path
-    config = config_module.load(config_path)
 
     def factory(loaded: Any) -> Callable[..., list[bytes]]:
         return raw_app() if kind == "raw" else bare_store_app(loaded.database_url)
 
     gateway.create_app = factory  # type: ignore[assignment]  # run_gunicorn imports it late
-    cli.run_gunicorn(config, bind, workers)
+    host, _, port = bind.rpartition(":")
+    listener = supervisor.listen(host, int(port))
+    httpserver.run_gunicorn(listener.fileno(), workers)
 
 
 # --------------------------------------------------------------------------------------------
