@@ -21,8 +21,8 @@ DEADLINE = 2
 def slow_request(port: int, trickle: bool, stop: threading.Event) -> socket.socket:
     """Announce a 1,000-byte body, send 10 bytes, then nothing (or one byte now and then)."""
     sock = socket.create_connection(("127.0.0.1", port))
-    head = (f"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: 1000\r\n\r\n").encode()
+    head = (b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
     sock.sendall(head + b'{"userId":')
     if trickle:
         def drip() -> None:
