@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import requests
 from gateway import create_app
 from gateway.config import from_mapping
 from tests.conftest import WRITE_KEY, LiveGateway, free_port, write_toml
-from tests.helpers import basic, stored_deliveries
+from tests.helpers import basic, stored_deliveries, stored_events
 from tests.standin import StandIn
 
 
@@ -136,12 +137,19 @@ def test_children_never_outlive_a_killed_serve_and_it_starts_again(
         wait_for(lambda: delivery_workers(gateway.process.pid), 20, "a delivery worker")
         descendants = children_of(gateway.process.pid)
         assert len(descendants) >= 4  # gunicorn arbiter, 2 gunicorn workers, delivery worker
+        acknowledged: list[str] = []
+        sending = threading.Thread(target=_send_until_refused, args=(gateway, acknowledged))
+        sending.start()
+        wait_for(lambda: len(acknowledged) >= 20, 20, "traffic before the kill")
         gateway.process.kill()
         gateway.process.wait()
         wait_for(lambda: not any(alive(p) for p in descendants), 15,
                  "every child of the killed serve to exit")
+        sending.join(timeout=30)
     finally:
         gateway.stop()
+    stored = _stored_message_ids(database_url)
+    assert set(acknowledged) <= stored  # 200 meant stored, even for the last answers
     # the port is free again and a new serve comes up with one delivery worker, not two
     again = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "--config", str(gateway.config_path), "serve",
@@ -153,6 +161,28 @@ def test_children_never_outlive_a_killed_serve_and_it_starts_again(
     finally:
         again.terminate()
         again.wait(timeout=60)
+
+
+def _send_until_refused(gateway: LiveGateway, acknowledged: list[str]) -> None:
+    session = requests.Session()
+    for n in range(100_000):
+        message_id = f"kill-{n}"
+        try:
+            response = session.post(gateway.url + "/v1/track", headers=basic(WRITE_KEY),
+                                    timeout=10, json={"userId": "u", "event": "e",
+                                                      "messageId": message_id})
+        except requests.RequestException:
+            return
+        if response.status_code == 200:
+            acknowledged.append(message_id)
+
+
+def _stored_message_ids(database_url: str) -> set[str]:
+    app = create_app(from_mapping({"database_url": database_url, "admin_token": "t"}))
+    try:
+        return {e["message_id"] for e in stored_events(app.extensions["gateway.engine"])}
+    finally:
+        app.extensions["gateway.engine"].dispose()
 
 
 def _health(url: str) -> int | None:
