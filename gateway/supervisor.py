@@ -184,15 +184,16 @@ class Supervisor:
 def metrics_folder() -> Path:
     """A private Prometheus multi-process folder, named after this pid; stale ones swept."""
     sweep_metrics_folders()
-    return Path(tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-"))
+    return Path(tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}pid{os.getpid()}-"))
 
 
 def sweep_metrics_folders() -> int:
-    """Remove folders of serves that are no longer running (killed without cleaning up)."""
+    """Remove folders of serves that are no longer running (killed without cleaning up).
+    Only folders named after their owner's pid are touched: nobody else's are guessed at."""
     removed = 0
-    for folder in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*"):
-        owner = folder.name[len(METRICS_PREFIX):].split("-")[0]
-        if owner.isdigit() and _alive(int(owner)):
+    for folder in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}pid*-*"):
+        owner = folder.name[len(METRICS_PREFIX) + 3:].split("-")[0]
+        if not owner.isdigit() or _alive(int(owner)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed += 1

@@ -247,14 +247,17 @@ def _health_body(gateway: LiveGateway, status: int) -> dict[str, Any] | None:
 def test_serve_removes_its_metrics_folder_and_sweeps_stale_ones(tmp_path: Path) -> None:
     import tempfile
 
-    stale = Path(tempfile.mkdtemp(prefix="gateway-metrics-999999999-"))
+    stale = Path(tempfile.mkdtemp(prefix="gateway-metrics-pid999999999-"))
+    foreign = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))  # not ours to judge
     raw = {"database_url": f"sqlite:///{tmp_path / 'g.db'}", "admin_token": "t",
            "sources": [{"name": "web", "write_key": WRITE_KEY}]}
     gateway = LiveGateway(tmp_path, raw)
     pid = gateway.process.pid
-    mine = list(Path(tempfile.gettempdir()).glob(f"gateway-metrics-{pid}-*"))
+    mine = list(Path(tempfile.gettempdir()).glob(f"gateway-metrics-pid{pid}-*"))
     assert len(mine) == 1
     assert not stale.exists()
+    assert foreign.exists()
+    foreign.rmdir()
     gateway.stop()
     assert not mine[0].exists()
 
