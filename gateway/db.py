@@ -125,7 +125,7 @@ def normalise_url(url: str) -> str:
 
 
 def is_sqlite(url: str) -> bool:
-    return make_url(normalise_url(url)).get_backend_name() == "sqlite"
+    return parse_url(url).get_backend_name() == "sqlite"
 
 
 def make_engine(url: str, create_folder: bool = False) -> Engine:
