@@ -348,3 +348,15 @@ def test_replay_says_what_it_did(setup, capsys) -> None:
     assert code == 0
     assert re.fullmatch(r"queued 1 delivery to hook \(replay [0-9a-f]{32}\)", out.strip())
 
+
+def test_admin_replay_reads_json_whatever_the_content_type(database_url: str) -> None:
+    app = create_app(from_mapping({"database_url": database_url, "admin_token": "t",
+                                   "destinations": [{"name": "hook", "type": "console"}]}))
+    client = app.test_client()
+    auth = {"Authorization": "Bearer t"}
+    answer = client.post("/admin/v1/replay", data='{"destination": "hook", "dry_run": true}',
+                         headers={**auth, "Content-Type": "text/plain"})
+    assert answer.status_code == 200 and answer.get_json()["matched"] == 0
+    answer = client.post("/admin/v1/replay", data="destination=hook", headers=auth)
+    assert answer.status_code == 400
+    app.extensions["gateway.engine"].dispose()
