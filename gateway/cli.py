@@ -123,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `gateway events | head -1`: the reader has gone, stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:  # Ctrl-C during a long replay or a slow connection attempt
+        print(file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
@@ -84,7 +84,10 @@ def describe_database_error(exc: BaseException, url: str) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     if _is_missing_table(text) or "Can't locate revision" in text:
         return schema_problem("not migrated" if _is_missing_table(text) else "unknown")
-    return f"cannot connect to the database at {mask_url(url)}: {_short_reason(text)}"
+    if isinstance(exc, OperationalError | InterfaceError):
+        return f"cannot connect to the database at {mask_url(url)}: {_short_reason(text)}"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"database error at {mask_url(url)}: {first}"
 
 
 def _is_missing_table(text: str) -> bool:

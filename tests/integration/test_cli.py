@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from gateway import create_app
 from gateway.cli import build_parser, main
@@ -234,6 +235,26 @@ def test_missing_database_or_role_is_named(tmp_path: Path, capsys, change, reaso
     assert main(["--config", str(path), "events"]) == 1
     line = one_line(capsys.readouterr().err)
     assert line.startswith("gateway: cannot connect to the database at ") and reason in line
+
+
+def test_other_database_errors_and_ctrl_c_are_one_line_too(tmp_path: Path, capsys,
+                                                           monkeypatch) -> None:
+    path = write_config(tmp_path, "sqlite:///x.db")
+
+    def fail(_args: Any) -> int:
+        raise IntegrityError("INSERT …", {}, Exception("UNIQUE constraint failed: x.id\nmore"))
+
+    monkeypatch.setattr("gateway.cli._run", fail)
+    assert main(["--config", str(path), "events"]) == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"gateway: database error at sqlite:///{tmp_path}/x.db: UNIQUE constraint failed: x.id")
+
+    def interrupted(_args: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gateway.cli._run", interrupted)
+    assert main(["--config", str(path), "events"]) == 130
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_a_database_problem_as_a_subprocess_has_no_traceback(tmp_path: Path) -> None:
