@@ -8,6 +8,7 @@ upsert), which production wires to the real HTTP client and tests replay from fi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,17 @@ class BatchOutput:
     error: AdapterError | None = None
 
 
+# Keys RudderStack puts in every destination's config and each destination ignores (event
+# filtering, consent, SDK connection mode). A config copied from RudderStack may carry them, so
+# config load lets them through; any other key a destination does not know is refused.
+GENERIC_SETTINGS = frozenset({
+    "blacklistedEvents", "whitelistedEvents", "blackListedEvents", "whiteListedEvents",
+    "eventFilteringOption", "oneTrustCookieCategories", "ketchConsentPurposes",
+    "consentManagement", "eventDelivery", "eventDeliveryTS", "connectionMode", "connectionModes",
+    "useNativeSDK", "useNativeSDKToSend",
+})
+
+
 class SettingsSchema(marshmallow.Schema):
     """Settings are named as in RudderStack's destination config, which carries generic keys
     (event filters, consent categories) every destination ignores: unknown keys are let through."""
@@ -157,13 +169,28 @@ class Adapter:
         return False
 
     def check_settings(self, settings: Mapping[str, Any]) -> str | None:
-        """A message naming the first bad setting, or None (used when the config loads)."""
+        """A message naming the first bad setting, or None (used when the config loads). An
+        unknown key is refused here, though `transform` ignores it: a misspelt optional setting
+        would otherwise silently do nothing."""
+        unknown = self.unknown_setting(settings)
+        if unknown:
+            return unknown
         errors = self.settings_schema().validate(dict(settings))
         if not errors:
             return None
         field_name, messages = sorted(errors.items())[0]
         text = messages[0] if isinstance(messages, list) else str(messages)
         return f"field {field_name!r}: {text}"
+
+    def unknown_setting(self, settings: Mapping[str, Any]) -> str | None:
+        """The first key neither this destination nor RudderStack's generic config knows, with
+        the closest known name."""
+        known = sorted(f.data_key or name for name, f in self.settings_schema().fields.items())
+        for key in sorted(set(settings) - set(known) - GENERIC_SETTINGS):
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            return f"unknown setting {key!r} ({hint})"
+        return None
 
     def secret_settings(self) -> frozenset[str]:
         """Setting names whose values must never be logged or shown (metadata secret=True)."""

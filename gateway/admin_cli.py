@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
 from gateway import queries
 from gateway.config import Config
-from gateway.db import make_engine
+from gateway.db import make_engine, require_current_schema, require_existing
 from gateway.replay import Conflict, NotFound, replay, retry_dead
 
 EVENT_COLUMNS = ("id", "received_at", "source", "type", "event", "user_id", "anonymous_id",
@@ -21,21 +21,27 @@ DELIVERY_COLUMNS = ("id", "event_id", "destination", "state", "attempts", "last_
                     "next_attempt_at", "last_error")
 
 
-def add_commands(commands: Any) -> None:
-    events = commands.add_parser("events", help="list stored events, or show one")
+AddCommand = Callable[[str, str], argparse.ArgumentParser]
+
+
+def add_commands(add: AddCommand) -> None:
+    """The admin subcommands; `add(name, help)` makes a subparser (with the common options)."""
+    events = add("events", "list stored events, or show one with its deliveries")
     events.add_argument("id", nargs="?", type=int, help="one event with its deliveries")
     _filters(events, queries.EVENT_FILTERS)
-    deliveries = commands.add_parser("deliveries", help="list deliveries")
+    deliveries = add("deliveries", "list deliveries, or show one with its attempts")
+    deliveries.add_argument("id", nargs="?", type=int, help="one delivery with its attempts")
     _filters(deliveries, queries.DELIVERY_FILTERS)
-    identities = commands.add_parser("identities", help="the merged profile owning a key")
+    identities = add("identities", "the merged profile owning a key")
     for name in ("user_id", "anonymous_id", "email"):
         identities.add_argument(f"--{name.replace('_', '-')}", dest=name)
     identities.add_argument("--json", action="store_true")
-    replaying = commands.add_parser("replay", help="send matching events to a destination")
+    replaying = add("replay", "send matching events to a destination")
     replaying.add_argument("destination")
-    replaying.add_argument("--dry-run", action="store_true")
+    replaying.add_argument("--dry-run", action="store_true",
+                           help="count what would be queued, queue nothing")
     _filters(replaying, queries.EVENT_FILTERS, paging=False)
-    retrying = commands.add_parser("retry", help="move a dead delivery back to pending")
+    retrying = add("retry", "move a dead delivery back to pending")
     retrying.add_argument("delivery_id", type=int)
     retrying.add_argument("--json", action="store_true")
 
@@ -50,8 +56,11 @@ def _filters(parser: argparse.ArgumentParser, names: Sequence[str], paging: bool
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    """Run one admin command. These never create a database, and need a migrated one."""
+    require_existing(config.database_url)
     engine = make_engine(config.database_url)
     try:
+        require_current_schema(engine)
         return _dispatch(args, config, engine)
     except (queries.QueryError, NotFound, Conflict) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
@@ -71,7 +80,10 @@ def _dispatch(args: argparse.Namespace, config: Config, engine: Any) -> int:
         filters = _given(args, queries.EVENT_FILTERS)
         bar = None if args.json or args.dry_run else _progress
         result = replay(engine, config, args.destination, filters, args.dry_run, bar)
-        _print(result, args.json)
+        if args.json:
+            _print(result, True)
+        else:
+            print(replay_summary(result, args.destination, args.dry_run))
         return 0
     with engine.connect() as connection:
         if command == "identities":
@@ -84,7 +96,12 @@ def _dispatch(args: argparse.Namespace, config: Config, engine: Any) -> int:
             found = queries.get_event(connection, args.id)
             if found is None:
                 raise NotFound(f"no event {args.id}")
-            _print(found, args.json)
+            _print_tree(found, event_tree, args.json)
+        elif command == "deliveries" and args.id is not None:
+            found = queries.get_delivery(connection, args.id)
+            if found is None:
+                raise NotFound(f"no delivery {args.id}")
+            _print_tree(found, delivery_tree, args.json)
         elif command == "events":
             page = queries.list_events(connection, _given(args, queries.EVENT_FILTERS),
                                        args.limit, args.cursor)
@@ -108,6 +125,66 @@ def _print(value: Any, as_json: bool) -> None:
         if isinstance(item, dict | list):
             item = orjson.dumps(item).decode()
         print(f"{key:<16} {item}")
+
+
+def _print_tree(value: dict[str, Any], render: Callable[[dict[str, Any]], list[str]],
+                as_json: bool) -> None:
+    if as_json:
+        _print(value, True)
+    else:
+        print("\n".join(render(value)))
+
+
+def replay_summary(result: dict[str, Any], destination: str, dry_run: bool) -> str:
+    if dry_run:
+        return (f"would queue {_count(result['matched'])} to {destination} "
+                "(dry run; nothing queued)")
+    return (f"queued {_count(result['queued'])} to {destination} "
+            f"(replay {result['replay_id']})")
+
+
+def _count(n: int) -> str:
+    return f"{n} delivery" if n == 1 else f"{n} deliveries"
+
+
+def event_tree(event: dict[str, Any]) -> list[str]:
+    """One event for people: its fields, its payload as indented JSON, then each delivery with
+    its attempts, indented under it."""
+    name = f" {event['event']!r}" if event.get("event") else ""
+    lines = [f"event {event['id']}: {event['type']}{name} from source {event['source']}"]
+    lines += _fields(event, ("message_id", "user_id", "anonymous_id", "timestamp",
+                             "received_at"))
+    lines.append("  payload:")
+    payload = orjson.dumps(event["payload"], option=orjson.OPT_INDENT_2).decode()
+    lines += ["    " + line for line in payload.splitlines()]
+    lines.append(f"  deliveries: {len(event['deliveries']) or 'none'}")
+    for delivery in event["deliveries"]:
+        lines += ["    " + line for line in delivery_tree(delivery, with_event=False)]
+    return lines
+
+
+def delivery_tree(delivery: dict[str, Any], with_event: bool = True) -> list[str]:
+    """One delivery and its attempts, one line each, the response excerpt under its attempt."""
+    lines = [f"delivery {delivery['id']} to {delivery['destination']}: {delivery['state']}"]
+    names = ("user_key", "last_status", "last_error", "next_attempt_at", "replay_id",
+             "created_at", "updated_at")
+    lines += _fields(delivery, ("event_id", *names) if with_event else names)
+    attempts = delivery["attempts"]
+    lines.append(f"  attempts: {len(attempts) or 'none'}")
+    for attempt in attempts:
+        status = attempt["status"] if attempt["status"] is not None else "no response"
+        error = f"  {attempt['error_class']}" if attempt.get("error_class") else ""
+        lines.append(f"    #{attempt['number']}  {attempt['started_at']}  {status}  "
+                     f"{attempt['duration_ms']} ms{error}")
+        if attempt.get("excerpt"):
+            excerpt = " ".join(attempt["excerpt"].split())
+            lines.append(f"        response: {_cell(excerpt, 96)}")
+    return lines
+
+
+def _fields(value: dict[str, Any], names: Sequence[str]) -> list[str]:
+    width = max(len(n) for n in names) + 2
+    return [f"  {n:<{width}}{value[n]}" for n in names if value.get(n) not in (None, "")]
 
 
 def _print_page(page: queries.Page, columns: Sequence[str], as_json: bool) -> None:

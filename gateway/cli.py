@@ -5,81 +5,190 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
+
+from alembic.util.exc import CommandError
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import admin_cli, supervisor
 from gateway import config as config_module
 from gateway.config import Config, ConfigError
-from gateway.db import is_sqlite, migrate, schema_is_current
+from gateway.db import (
+    DatabaseProblem,
+    describe_database_error,
+    is_sqlite,
+    migrate,
+    require_current_schema,
+    require_existing,
+    schema_is_current,
+)
 
 ADMIN_COMMANDS = ("events", "deliveries", "identities", "replay", "retry")
+QUIET_ENVIRONMENT = "GATEWAY_INTERNAL_ENVIRONMENT_CHECKED"  # children do not warn again
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the problem and where help is, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> Parser:
+    """`--config` is accepted before or after the subcommand: each subcommand has its own with
+    a SUPPRESS default, so leaving it out there keeps the top-level value."""
+    common = Parser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+    parser = Parser(prog="gateway", description=__doc__)
+    parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument("--version", action="version", version=f"gateway {version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text,
+                                   parents=[common])
+
+    serve = add("serve", "run the HTTP gateway under gunicorn")
+    serve.add_argument("--bind", type=bind_argument,
+                       help="host:port, host or :port (default from [server] bind, "
+                            "127.0.0.1:8080)")
+    serve.add_argument("--workers", type=positive_int,
+                       help="gunicorn worker processes (default: one per core)")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="do not start the delivery worker (run `gateway worker` elsewhere)")
+    add("worker", "run the delivery worker alone")
+    add("migrate", "bring the database schema up to date")
+    add("check", "check the config, the database, the schema and each destination's settings")
+    admin_cli.add_commands(add)
+    listing = add("destinations", "list destination types and settings")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    return parser
+
+
+CONFIG_HELP = "config file (default: $GATEWAY_CONFIG or ./gateway.toml)"
+
+
+def bind_argument(text: str) -> str:
+    """`--bind` checked while parsing, so a bad one is a usage error before anything starts."""
+    try:
+        return config_module.format_bind(*config_module.parse_bind(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, at least 1")
+    return value
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("event-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    parser.add_argument("--config", help="config file (default: $GATEWAY_CONFIG or ./gateway.toml)")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the HTTP gateway under gunicorn")
-    serve.add_argument("--bind", help="host:port (default from [server] bind, 127.0.0.1:8080)")
-    serve.add_argument("--workers", type=int, help="gunicorn worker processes (default: cores)")
-    serve.add_argument("--no-worker", action="store_true",
-                       help="do not start the delivery worker (run `gateway worker` elsewhere)")
-    commands.add_parser("worker", help="run the delivery worker alone")
-    commands.add_parser("migrate", help="bring the database schema up to date")
-    admin_cli.add_commands(commands)
-    listing = commands.add_parser("destinations", help="list destination types and settings")
-    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
-
-    args = parser.parse_args(argv)
+    """Run one command. Every expected failure ends as one line on stderr and an exit code
+    (2: usage or config, 1: at run time), never a traceback."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if args.command not in ("serve", "migrate"):  # the schema check is not news
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    _warn_about_environment()
     try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "worker":
-            return _worker(config_module.load(args.config))
-        if args.command in ADMIN_COMMANDS:
-            return admin_cli.run(args, config_module.load(args.config))
-        if args.command == "destinations":
-            from gateway.destinations_cli import render
-
-            print(render(args.json))
-            return 0
-        config = config_module.load(args.config)
-        migrate(config.database_url)
-        print("database schema is up to date")
-        return 0
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except ConfigError as exc:
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: {exc}", 2)
+    except (DatabaseProblem, SQLAlchemyError, CommandError) as exc:
+        return _fail(describe_database_error(exc, _database_url(args)),
+                     getattr(exc, "exit_code", 1))
+    except BrokenPipeError:  # `gateway events | head -1`: the reader has gone, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C during a long replay or a slow connection attempt
+        print(file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "destinations":
+        from gateway.destinations_cli import render
+
+        print(render(args.json))
+        return 0
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "check":
+        from gateway.check_cli import check
+
+        return check(config_module.resolve_path(args.config))
+    config = config_module.load(args.config)
+    if args.command == "worker":
+        return _worker(config)
+    if args.command in ADMIN_COMMANDS:
+        return admin_cli.run(args, config)
+    migrate(config.database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def _warn_about_environment() -> None:
+    """Once per run: a misspelt GATEWAY_* override would otherwise be silently ignored."""
+    if os.environ.get(QUIET_ENVIRONMENT):
+        return
+    for warning in config_module.unknown_environment(os.environ):
+        print(warning, file=sys.stderr)
+    os.environ[QUIET_ENVIRONMENT] = "1"
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    """The URL a failure is about, for the message (the config loaded fine to get this far)."""
+    try:
+        return config_module.load(args.config, check_settings=False).database_url
+    except ConfigError:
+        return "the configured database"
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"gateway: {message}", file=sys.stderr)
+    return code
 
 
 def _serve(args: argparse.Namespace) -> int:
     path = config_module.resolve_path(args.config)
     if not path.exists():
         write_key, admin_token = config_module.write_default(path)
-        print(f"Wrote {path} for the embedded default (SQLite at ./gateway.db).")
+        print(f"Wrote {path} for the embedded default (SQLite at "
+              f"{path.parent / 'gateway.db'}).")
         print(f"  write key:   {write_key}")
         print(f"  admin token: {admin_token}")
     config = config_module.load(path)
     if is_sqlite(config.database_url):
         migrate(config.database_url)
     elif not schema_is_current(config.database_url):
-        print("gateway: the database schema is not up to date: run `gateway migrate` first",
-              file=sys.stderr)
-        return 2
-    host, _, port = (args.bind or config.server.bind).rpartition(":")
+        raise DatabaseProblem("the schema is not up to date: run gateway migrate first")
+    host, port = config_module.parse_bind(args.bind or config.server.bind)
     workers = args.workers or config.server.workers or os.cpu_count() or 1
     try:
-        return supervisor.serve(path.resolve(), host.strip("[]") or "127.0.0.1", int(port),
-                                workers, with_worker=not args.no_worker)
+        return supervisor.serve(path.resolve(), host, port, workers,
+                                with_worker=not args.no_worker)
     except supervisor.ServeError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -95,8 +204,10 @@ def _worker(config: Config) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    require_existing(config.database_url)
     engine = make_engine(config.database_url)
     beat = Heartbeat(engine, WORKER, config.worker.heartbeat_seconds)
+    require_current_schema(engine)
     worker = Worker(engine, config, tick=lambda: _beat_safely(beat))
     logging.getLogger(__name__).info("delivery worker started (%d threads)",
                                      config.worker.concurrency)

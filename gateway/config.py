@@ -7,6 +7,7 @@ stop start-up with one message that names the file, the table and the field.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import secrets
 import tomllib
@@ -16,23 +17,31 @@ from pathlib import Path
 from typing import Any
 
 from adapters import DESTINATION_TYPES
+from gateway.db import DatabaseProblem, sqlite_file
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
 
+def at_least(minimum: int, default: int) -> Any:
+    """A whole-number field that is meaningless below `minimum` (checked at load)."""
+    return field(default=default, metadata={"min": minimum})
+
+
 @dataclass(frozen=True)
 class Limits:
     """Input bounds (tracking-api.md §9, DESIGN.md §7). Sizes are decompressed bytes."""
 
-    max_request_bytes: int = 512_000
+    max_request_bytes: int = at_least(1, 512_000)
     max_message_bytes: int = 32_768  # 0 = no per-message cap (RudderStack mode)
-    max_batch_messages: int = 2_500
-    max_json_depth: int = 64
-    max_message_id_length: int = 100
+    max_batch_messages: int = at_least(1, 2_500)
+    max_json_depth: int = at_least(1, 64)
+    max_message_id_length: int = at_least(1, 100)
     strict_batches: bool = False  # True: one bad message rejects the whole request
 
 
@@ -43,8 +52,8 @@ class ServerSettings:
     bind: str = "127.0.0.1:8080"
     workers: int = 0  # 0 = one per CPU core
     trusted_proxies: tuple[str, ...] = ()
-    threads: int = 64  # per worker process: a slow client holds one thread, not the process
-    body_timeout_seconds: int = 10  # a request body not fully read by then is answered 408
+    threads: int = at_least(1, 64)  # per process: a slow client holds a thread, not a process
+    body_timeout_seconds: int = at_least(1, 10)  # a body not fully read by then is a 408
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class RetrySettings:
 
     base_delay_seconds: int = 10  # doubled after each failure…
     max_delay_seconds: int = 300  # …up to this cap, ±20 % jitter
-    min_attempts: int = 3  # give up only after this many attempts…
+    min_attempts: int = at_least(1, 3)  # give up only after this many attempts…
     retry_window_seconds: int = 3 * 3600  # …and once the first attempt is this old
 
 
@@ -61,11 +70,13 @@ class RetrySettings:
 class WorkerSettings:
     """The delivery worker: how much it claims and how many sends run at once."""
 
-    concurrency: int = 8  # threads sending at once, so one slow destination does not starve
-    batch_size: int = 200  # deliveries claimed per round
-    lease_seconds: int = 60  # a claim not finished by then is taken over by another worker
-    poll_interval_ms: int = 250  # sleep when nothing is due
-    heartbeat_seconds: int = 5  # liveness row for /health; 3 missed beats = worker gone
+    # threads sending at once, so one slow destination does not starve the others
+    concurrency: int = at_least(1, 8)
+    batch_size: int = at_least(1, 200)  # deliveries claimed per round
+    # a claim not finished by then is taken over by another worker (0: at once; tests only)
+    lease_seconds: int = 60
+    poll_interval_ms: int = at_least(1, 250)  # sleep when nothing is due
+    heartbeat_seconds: int = at_least(1, 5)  # liveness row for /health; 3 missed = gone
 
 
 @dataclass(frozen=True)
@@ -131,37 +142,131 @@ def resolve_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment, and validate the config file."""
+def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+         check_settings: bool = True) -> Config:
+    """Read, override from the environment, and validate the config file. A relative SQLite
+    path in the file is relative to the file's folder, so any working directory finds it."""
     config_path = resolve_path(path)
+    raw = read_config(config_path)
+    return from_mapping(raw, str(config_path), os.environ if env is None else env,
+                        base_dir=config_path.parent.resolve(), check_settings=check_settings)
+
+
+def read_config(config_path: Path) -> dict[str, Any]:
+    """The parsed file, or a ConfigError saying in one line why it cannot be read."""
     try:
-        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        return tomllib.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{config_path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{config_path}: is a folder; --config names a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read it: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
-    return from_mapping(raw, str(config_path), os.environ if env is None else env)
 
 
 def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
-                 env: Mapping[str, str] | None = None) -> Config:
-    """Build a Config from parsed TOML (tests use this directly)."""
-    raw = _apply_env(dict(raw), env or {})
+                 env: Mapping[str, str] | None = None, base_dir: Path | None = None,
+                 check_settings: bool = True) -> Config:
+    """Build a Config from parsed TOML (tests use this directly). `base_dir` anchors a relative
+    SQLite path in `raw`; `$GATEWAY_DATABASE_URL` stays relative to the working directory,
+    as a shell user expects. `check_settings=False` leaves destination settings to the caller
+    (`gateway check` reports each destination's on its own line)."""
+    raw = dict(raw)
+    if base_dir is not None and isinstance(raw.get("database_url"), str):
+        raw["database_url"] = anchor_sqlite_path(raw["database_url"], base_dir)
+    raw = _apply_env(raw, env or {})
     known = {"database_url", "admin_token", "sources", "destinations", *TABLES}
     _reject_unknown(raw, known, where, "top level")
     database_url = _required_str(raw, "database_url", where, "top level")
     admin_token = _required_str(raw, "admin_token", where, "top level")
     sources = _load_sources(raw.get("sources", []), where)
-    destinations = _load_destinations(raw.get("destinations", []), sources, where)
-    return Config(
-        database_url=database_url,
-        admin_token=admin_token,
-        sources=sources,
-        destinations=destinations,
-        **{name: _load_table(cls, raw.get(name, {}), where, f"[{name}]")
-           for name, cls in TABLES.items()},
-        path=where,
-    )
+    destinations = _load_destinations(raw.get("destinations", []), sources, where,
+                                      check_settings)
+    tables = {name: _load_table(cls, raw.get(name, {}), where, f"[{name}]")
+              for name, cls in TABLES.items()}
+    tables["server"] = dataclasses.replace(
+        tables["server"], bind=_normal_bind(tables["server"].bind, where))
+    return Config(database_url=database_url, admin_token=admin_token, sources=sources,
+                  destinations=destinations, **tables, path=where)
+
+
+def anchor_sqlite_path(url: str, base_dir: Path) -> str:
+    """`sqlite:///gateway.db` read from /etc/gw/gateway.toml → `sqlite:////etc/gw/gateway.db`;
+    absolute paths, `:memory:` and URLs we cannot parse (reported later) are left alone."""
+    try:
+        path = sqlite_file(url)
+    except DatabaseProblem:
+        return url
+    if path is None or path.is_absolute():
+        return url
+    return "sqlite:///" + str(base_dir / path) + url.partition("?")[1] + url.partition("?")[2]
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """`host:port`, `host` (port 8080), `:port` (host 127.0.0.1) or `[v6]:port` → (host, port).
+    Raises ValueError with a message fit for the user."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [address]:port")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        raise ValueError(f"{text!r}: write an IPv6 address as [address]:port")
+    else:
+        host, colon, port_text = text.partition(":")
+        port_text = port_text if colon else None
+    port = DEFAULT_PORT if port_text is None else _port(port_text, text)
+    return host or DEFAULT_HOST, port
+
+
+def _port(port_text: str, text: str) -> int:
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return int(port_text)
+
+
+def format_bind(host: str, port: int) -> str:
+    """The `host:port` gunicorn takes (IPv6 in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _normal_bind(bind: str, where: str) -> str:
+    """[server] bind as gunicorn takes it (`localhost` → `localhost:8080`), or a ConfigError."""
+    try:
+        return format_bind(*parse_bind(bind))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [server]: field 'bind': {exc}") from None
+
+
+# Names the program and its test suite read, besides GATEWAY_DATABASE_URL, GATEWAY_ADMIN_TOKEN
+# and GATEWAY_<TABLE>_<FIELD>; GATEWAY_INTERNAL_* is what the program sets for its children.
+OTHER_ENVIRONMENT = ("GATEWAY_CONFIG", "GATEWAY_TEST_POSTGRES_URL", "GATEWAY_EXTRA_FIXTURES")
+
+
+def known_environment() -> set[str]:
+    names = {"GATEWAY_DATABASE_URL", "GATEWAY_ADMIN_TOKEN", *OTHER_ENVIRONMENT}
+    for table, cls in TABLES.items():
+        names.update(f"GATEWAY_{table.upper()}_{f.name.upper()}" for f in dataclasses.fields(cls))
+    return names
+
+
+def unknown_environment(env: Mapping[str, str]) -> list[str]:
+    """A warning for each GATEWAY_* variable we do not read: a misspelt override is otherwise
+    silently ignored."""
+    known = known_environment()
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith("GATEWAY_") or name in known \
+                or name.startswith("GATEWAY_INTERNAL_"):
+            continue
+        # compared without the shared prefix, which would make every name look close
+        close = difflib.get_close_matches(name[8:], [k[8:] for k in known], n=1)
+        hint = f" (did you mean GATEWAY_{close[0]}?)" if close else ""
+        warnings.append(f"gateway: warning: ignoring unknown environment variable {name}{hint}")
+    return warnings
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -219,8 +324,8 @@ def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
     return tuple(sources)
 
 
-def _load_destinations(items: Any, sources: tuple[Source, ...],
-                       where: str) -> tuple[Destination, ...]:
+def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
+                       check_settings: bool = True) -> tuple[Destination, ...]:
     if not isinstance(items, list):
         raise ConfigError(f"{where}: [[destinations]] must be an array of tables")
     source_names = tuple(s.name for s in sources)
@@ -257,7 +362,7 @@ def _load_destinations(items: Any, sources: tuple[Source, ...],
         settings = item.get("settings", {})
         if not isinstance(settings, dict):
             raise ConfigError(f"{where}: {table}: field 'settings': must be a table")
-        problem = DESTINATION_TYPES[kind].check_settings(settings)
+        problem = check_settings and DESTINATION_TYPES[kind].check_settings(settings)
         if problem:
             raise ConfigError(f"{where}: {table}.settings: {problem}")
         destinations.append(Destination(
@@ -275,8 +380,11 @@ def _load_table(cls: type, values: Any, where: str, table: str) -> Any:
     converted: dict[str, Any] = {}
     for name, value in values.items():
         kind = str(fields[name].type)
-        if kind == "int" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise ConfigError(f"{where}: {table}: field {name!r}: must be a whole number >= 0")
+        minimum = fields[name].metadata.get("min", 0)
+        if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{where}: {table}: field {name!r}: must be a whole number")
+        if kind == "int" and value < minimum:
+            raise ConfigError(f"{where}: {table}: field {name!r}: must be at least {minimum}")
         if kind == "bool" and not isinstance(value, bool):
             raise ConfigError(f"{where}: {table}: field {name!r}: must be true or false")
         if kind == "str" and not isinstance(value, str):
@@ -314,9 +422,15 @@ def write_default(path: Path) -> tuple[str, str]:
     """Write a starter config for the embedded default; return (write_key, admin_token)."""
     write_key = "wk_" + secrets.token_urlsafe(24)
     admin_token = secrets.token_urlsafe(32)
-    path.write_text(STARTER_TEMPLATE.format(write_key=write_key, admin_token=admin_token),
-                    encoding="utf-8")
-    os.chmod(path, 0o600)  # it holds secrets
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:
+        # created 0600 from the start: it holds secrets
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(STARTER_TEMPLATE.format(write_key=write_key, admin_token=admin_token))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     return write_key, admin_token
 
 

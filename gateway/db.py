@@ -9,6 +9,8 @@ ever being consulted.
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import threading
 import weakref
 from collections.abc import Iterator
@@ -16,9 +18,106 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+class DatabaseProblem(Exception):
+    """The database cannot be used as configured; the message says what to do. `exit_code` is 2
+    when the URL itself is wrong (a usage/config mistake), 1 when the database is."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def parse_url(url: str) -> URL:
+    """The URL, checked for what we can drive: sqlite, or postgresql with psycopg installed."""
+    try:
+        parsed = make_url(normalise_url(url))
+        backend = parsed.get_backend_name()
+        parsed.port  # noqa: B018 - a bad port only shows when read
+    except (ArgumentError, ValueError):
+        raise DatabaseProblem(
+            f"cannot parse database_url {mask_url(url)!r}: expected sqlite:///path/to/file.db "
+            "or postgresql://user@host/database", 2) from None
+    if backend not in SUPPORTED_BACKENDS:
+        raise DatabaseProblem(
+            f"database_url {mask_url(url)!r}: {backend} is not supported; "
+            "only sqlite and postgresql are", 2)
+    if backend == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        raise DatabaseProblem("postgresql URLs need: pip install 'event-gateway[postgres]'", 2)
+    return parsed
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, fit to print."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, or None (not SQLite, in memory, or a `file:` URI)."""
+    parsed = parse_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def require_existing(url: str) -> None:
+    """Read-only commands never create a database: refuse a SQLite file that is not there."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise DatabaseProblem(f"no database at {path}: run gateway serve or gateway migrate first")
+
+
+def describe_database_error(exc: BaseException, url: str) -> str:
+    """One line for a failure to reach or use the database, naming the URL (password masked)
+    and, where the driver says it, the short reason."""
+    if isinstance(exc, DatabaseProblem):
+        return str(exc)
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    if _is_missing_table(text) or "Can't locate revision" in text:
+        return schema_problem("not migrated" if _is_missing_table(text) else "unknown")
+    if isinstance(exc, OperationalError | InterfaceError):
+        return f"cannot connect to the database at {mask_url(url)}: {_short_reason(text)}"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"database error at {mask_url(url)}: {first}"
+
+
+def _is_missing_table(text: str) -> bool:
+    return "no such table" in text or bool(re.search(r'relation "[^"]+" does not exist', text))
+
+
+def _short_reason(text: str) -> str:
+    first = text.splitlines()[0] if text else "unknown error"
+    for pattern, reason in ((r"Connection refused", "connection refused"),
+                            (r'(database "[^"]+" does not exist)', None),
+                            (r'(role "[^"]+" does not exist)', None),
+                            (r"(password authentication failed[^\n]*)", None),
+                            (r"failed to resolve host '([^']+)'", "unknown host {0}"),
+                            (r"(unable to open database file)", None),
+                            (r"(timeout expired)", None)):
+        found = re.search(pattern, text)
+        if found:
+            return reason.format(*found.groups()) if reason else found.group(1)
+    return first.rsplit("failed: ", 1)[-1].replace("FATAL:", "").strip()
+
+
+def schema_problem(state: str) -> str:
+    """What to do about a schema that is not `current`."""
+    if state == "not migrated":
+        return "the schema is not migrated: run gateway migrate"
+    if state == "behind":
+        return "the schema is behind this gateway: run gateway migrate"
+    return "the schema is newer than this gateway knows: upgrade the gateway"
 
 
 def normalise_url(url: str) -> str:
@@ -31,17 +130,19 @@ def normalise_url(url: str) -> str:
 
 
 def is_sqlite(url: str) -> bool:
-    return make_url(normalise_url(url)).get_backend_name() == "sqlite"
+    return parse_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str) -> Engine:
-    """One engine per process (create it after gunicorn forks)."""
+def make_engine(url: str, create_folder: bool = False) -> Engine:
+    """One engine per process (create it after gunicorn forks). Only writers that may start a
+    new SQLite database (serve, worker, migrate) pass `create_folder`."""
+    parse_url(url)
+    path = sqlite_file(url)
     url = normalise_url(url)
-    if not is_sqlite(url):
+    if path is None and not is_sqlite(url):
         return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if path is not None and create_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
@@ -86,6 +187,9 @@ def migrate(url: str) -> None:
     """Bring the schema to the newest Alembic revision (`gateway migrate`)."""
     from alembic import command
 
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")
 
 
@@ -102,13 +206,37 @@ def alembic_config(url: str):
 
 def schema_is_current(url: str) -> bool:
     """Is the database at the newest Alembic revision? (`serve` checks PostgreSQL with this.)"""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     engine = make_engine(url)
     try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision() == head
+        return schema_state(engine) == "current"
     finally:
         engine.dispose()
+
+
+def schema_state(engine: Engine) -> str:
+    """`current`, `not migrated` (no revision), `behind` (an older revision we know) or
+    `unknown` (a revision this gateway has never heard of: the database is newer)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    url = engine.url.render_as_string(hide_password=False)
+    scripts = ScriptDirectory.from_config(alembic_config(url))
+    with engine.connect() as connection:
+        revision = MigrationContext.configure(connection).get_current_revision()
+    if revision is None:
+        return "not migrated"
+    if revision == scripts.get_current_head():
+        return "current"
+    try:
+        scripts.get_revision(revision)
+    except CommandError:
+        return "unknown"
+    return "behind"
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Admin commands and the worker need every table: say `gateway migrate` if not."""
+    state = schema_state(engine)
+    if state != "current":
+        raise DatabaseProblem(schema_problem(state))

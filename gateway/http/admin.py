@@ -139,7 +139,7 @@ def identities() -> Response:
 
 @bp.post("/replay")
 def replay_events() -> Response:
-    body = request.get_json(silent=True)
+    body = request.get_json(force=True, silent=True)  # JSON whatever the Content-Type
     if not isinstance(body, dict) or not isinstance(body.get("destination"), str):
         raise ApiError(400, "invalid_body",
                        'expected {"destination": name, "filter": {...}, "dry_run": bool}')

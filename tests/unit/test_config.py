@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, Limits, from_mapping, load, write_default
+from gateway.config import (
+    ConfigError,
+    Limits,
+    anchor_sqlite_path,
+    from_mapping,
+    load,
+    parse_bind,
+    unknown_environment,
+    write_default,
+)
 
 
 def raw(**overrides: Any) -> dict[str, Any]:
@@ -104,6 +113,123 @@ def test_written_default_loads_and_holds_fresh_secrets(tmp_path: Path) -> None:
     write_key, admin_token = write_default(path)
     config = load(path, env={})
     assert config.sources[0].write_key == write_key and config.admin_token == admin_token
-    assert config.database_url == "sqlite:///gateway.db"
+    assert config.database_url == f"sqlite:///{tmp_path.resolve()}/gateway.db"  # by the file
     assert path.stat().st_mode & 0o777 == 0o600
     assert write_default(tmp_path / "other.toml")[0] != write_key
+
+
+@pytest.mark.parametrize("table,name", [
+    ("worker", "concurrency"), ("worker", "batch_size"), ("worker", "poll_interval_ms"),
+    ("limits", "max_request_bytes"), ("limits", "max_batch_messages"),
+    ("limits", "max_json_depth"), ("limits", "max_message_id_length"),
+    ("retry", "min_attempts"),
+])
+def test_a_zero_that_means_nothing_is_refused(table: str, name: str) -> None:
+    message = error_of(raw(**{table: {name: 0}}))
+    assert f"[{table}]: field '{name}': must be at least 1" in message
+
+
+def test_zeros_that_mean_something_are_kept() -> None:
+    config = from_mapping(raw(server={"workers": 0}, limits={"max_message_bytes": 0},
+                              retry={"base_delay_seconds": 0}))
+    assert config.server.workers == 0 and config.limits.max_message_bytes == 0
+
+
+def test_a_zero_from_the_environment_is_refused_too() -> None:
+    with pytest.raises(ConfigError, match=r"\[worker\]: field 'concurrency': must be at least 1"):
+        from_mapping(raw(), env={"GATEWAY_WORKER_CONCURRENCY": "0"})
+
+
+@pytest.mark.parametrize("settings,fragment", [
+    ({"siteID": "s", "apiKey": "k", "datacenterr": "EU"},
+     "unknown setting 'datacenterr' (did you mean 'datacenter'?)"),
+    ({"siteID": "s", "apiKey": "k", "zzz": 1}, "unknown setting 'zzz' (known: apiKey,"),
+])
+def test_unknown_destination_settings_are_refused(settings, fragment: str) -> None:
+    mapping = raw(destinations=[{"name": "cio", "type": "customerio", "settings": settings}])
+    message = error_of(mapping)
+    assert "[[destinations]] #1 ('cio').settings" in message and fragment in message
+
+
+def test_misspelt_webhook_secret_gets_a_suggestion() -> None:
+    mapping = raw(destinations=[{"name": "h", "type": "webhook", "settings": {
+        "webhookUrl": "https://h.example/in", "sharedSecre": "s"}}])
+    assert "unknown setting 'sharedSecre' (did you mean 'sharedSecret'?)" in error_of(mapping)
+
+
+def test_rudderstack_generic_settings_are_let_through() -> None:
+    generic = {"blacklistedEvents": [], "whitelistedEvents": [], "eventFilteringOption": "disable",
+               "oneTrustCookieCategories": [], "consentManagement": {}, "useNativeSDK": False,
+               "connectionMode": "cloud", "eventDelivery": False, "eventDeliveryTS": 1}
+    config = from_mapping(raw(destinations=[{"name": "cio", "type": "customerio",
+                                             "settings": {"siteID": "s", "apiKey": "k",
+                                                          **generic}}]))
+    assert config.destinations[0].settings["eventFilteringOption"] == "disable"
+
+
+def test_unknown_environment_variables_are_warned_about_with_a_suggestion() -> None:
+    env = {"GATEWAY_WORKER_CONCURENCY": "3", "GATEWAY_DATABASE_URL": "sqlite://",
+           "GATEWAY_LIMITS_STRICT_BATCHES": "1", "GATEWAY_INTERNAL_ANYTHING": "1",
+           "GATEWAY_TEST_POSTGRES_URL": "x", "GATEWAY_EXTRA_FIXTURES": "x", "HOME": "/root",
+           "GATEWAY_XYZZY": "1"}
+    assert unknown_environment(env) == [
+        "gateway: warning: ignoring unknown environment variable GATEWAY_WORKER_CONCURENCY "
+        "(did you mean GATEWAY_WORKER_CONCURRENCY?)",
+        "gateway: warning: ignoring unknown environment variable GATEWAY_XYZZY"]
+
+
+def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "gateway.toml").write_text(
+        'database_url = "sqlite:///data/gateway.db"\nadmin_token = "t"\n')
+    monkeypatch.chdir(tmp_path)
+    config = load(Path("etc/gateway.toml"), env={})
+    assert config.database_url == f"sqlite:///{folder.resolve()}/data/gateway.db"
+    from_env = load(Path("etc/gateway.toml"), env={"GATEWAY_DATABASE_URL": "sqlite:///x.db"})
+    assert from_env.database_url == "sqlite:///x.db"  # the shell's: the working directory
+
+
+@pytest.mark.parametrize("url", ["sqlite:////abs/gateway.db", "sqlite://", "sqlite:///:memory:",
+                                 "postgresql://u@h/db"])
+def test_absolute_memory_and_server_urls_are_left_alone(url: str) -> None:
+    assert anchor_sqlite_path(url, Path("/etc/gw")) == url
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("localhost", ("localhost", 8080)), (":9000", ("127.0.0.1", 9000)),
+    ("0.0.0.0:80", ("0.0.0.0", 80)), ("[::1]:9000", ("::1", 9000)), ("[::1]", ("::1", 8080)),
+])
+def test_parse_bind(text: str, expected: tuple[str, int]) -> None:
+    assert parse_bind(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:99999", ":80x", "host:", "a:b:c", "[::1]x",
+                                  "h:0"])
+def test_parse_bind_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"port|address"):
+        parse_bind(text)
+
+
+def test_server_bind_is_checked_and_completed_at_load() -> None:
+    assert from_mapping(raw(server={"bind": "0.0.0.0"})).server.bind == "0.0.0.0:8080"
+    assert "[server]: field 'bind'" in error_of(raw(server={"bind": "localhost:http"}))
+
+
+def test_a_folder_or_an_unreadable_file_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(ConfigError, match="is a folder"):
+        load(tmp_path, env={})
+    path = tmp_path / "gateway.toml"
+    path.write_text('database_url = "sqlite://"\nadmin_token = "t"\n')
+
+    def refuse(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(ConfigError, match=r"gateway\.toml: cannot read it: Permission denied"):
+        load(path, env={})
+
+
+def test_writing_a_starter_into_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot write .*x\.toml: folder .*sub does not exist"):
+        write_default(tmp_path / "sub" / "x.toml")
