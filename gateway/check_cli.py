@@ -3,6 +3,7 @@ the database, its schema, each destination's settings — and exit 1 if any is n
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic.util.exc import CommandError
@@ -10,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import DESTINATION_TYPES
 from gateway import config as config_module
+from gateway import heartbeat
 from gateway.config import Config, ConfigError
 from gateway.db import (
     DatabaseProblem,
@@ -32,6 +34,8 @@ def check(path: Path) -> int:
         return report([(False, "config", str(exc))])
     lines: list[Line] = [(True, "config", str(path.resolve()))]
     lines += check_database(config.database_url)
+    if all(ok for ok, _, _ in lines):
+        lines += check_workers(config)
     lines += check_destinations(config)
     return report(lines)
 
@@ -50,6 +54,25 @@ def check_database(url: str) -> list[Line]:
     schema = (True, "schema", "current") if state == "current" else \
         (False, "schema", schema_problem(state))
     return [(True, "database", mask_url(url)), schema]
+
+
+def check_workers(config: Config) -> list[Line]:
+    """Delivery workers' heartbeats (the same rows /health reads); none ever seen is not a
+    failure here: `gateway worker` or `gateway serve` may simply not be running yet."""
+    engine = make_engine(config.database_url)
+    try:
+        with engine.connect() as connection:
+            seen = heartbeat.liveness(connection, heartbeat.WORKER,
+                                      config.worker.heartbeat_seconds)
+    except SQLAlchemyError as exc:
+        return [(False, "delivery worker", describe_database_error(exc, config.database_url))]
+    finally:
+        engine.dispose()
+    if seen.alive:
+        return [(True, "delivery worker", f"{seen.alive} alive")]
+    if not seen.gone:
+        return [(True, "delivery worker", "none running (start gateway serve or gateway worker)")]
+    return [(False, "delivery worker", seen.describe(datetime.now(UTC)))]
 
 
 def check_destinations(config: Config) -> list[Line]:

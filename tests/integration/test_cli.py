@@ -8,18 +8,24 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from gateway import create_app
 from gateway.cli import build_parser, main
 from gateway.config import from_mapping
+from gateway.config import load as from_path
+from gateway.db import make_engine
 from gateway.delivery.worker import Worker
+from gateway.heartbeat import WORKER, Heartbeat
+from gateway.models import heartbeats
 from tests.conftest import POSTGRES_URL, WRITE_KEY, free_port, write_toml
 from tests.helpers import basic
 from tests.integration.test_worker import drain
@@ -323,8 +329,22 @@ def test_check_reports_each_part(setup, tmp_path: Path, capsys) -> None:
     assert main(["--config", str(path), "check"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        ["ok", "config"], ["ok", "database"], ["ok", "schema"], ["ok", "destination"]]
-    assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[3]
+        ["ok", "config"], ["ok", "database"], ["ok", "schema"], ["ok", "delivery"],
+        ["ok", "destination"]]
+    assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[4]
+    assert "none running" in lines[3]
+    engine = make_engine(from_path(path).database_url)
+    beat = Heartbeat(engine, WORKER, every=1)
+    beat.beat()
+    assert main(["--config", str(path), "check"]) == 0
+    assert "1 alive" in capsys.readouterr().out
+    with engine.begin() as connection:  # that worker's last beat was a minute ago
+        connection.execute(update(heartbeats).values(
+            beat_at=datetime.now(UTC) - timedelta(minutes=1)))
+    engine.dispose()
+    assert main(["--config", str(path), "check"]) == 1
+    assert re.search(r"FAIL delivery worker +no delivery worker heartbeat for 6\d s",
+                     capsys.readouterr().out)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "empty.db").touch()
     bad = write_config(tmp_path / "other", "sqlite:///empty.db", destinations=[
