@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -57,3 +58,39 @@ def test_give_up_needs_both_attempts_and_age() -> None:
 ])
 def test_parse_retry_after(value, seconds) -> None:
     assert parse_retry_after(value, NOW) == seconds
+
+
+@pytest.mark.parametrize("value,seconds", [
+    ("99999999999999", 99999999999999.0),
+    ("9" * 400, math.inf),  # past a float's range: inf, never an error
+    ("Fri, 31 Dec 9999 23:59:59 GMT", (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+                                       - NOW).total_seconds()),
+    ("Fri, 31 Dec 99999 23:59:59 GMT", math.inf),  # past datetime's range
+    ("²", None), ("-5", None), ("1e9", None), ("Tue, 99 Nov 2026 12:01:30 GMT", None),
+])
+def test_parse_retry_after_of_any_size(value, seconds) -> None:
+    assert parse_retry_after(value, NOW) == seconds
+
+
+@pytest.mark.parametrize("asked", [99999999999999.0, math.inf, 1e300, 10800.5])
+def test_retry_after_is_capped_to_the_give_up_window(asked: float) -> None:
+    policy = RetryPolicy(jitter=0)
+    assert policy.capped(asked) == 10800
+    assert policy.delay(1, retry_after=asked) == 10800
+    NOW + timedelta(seconds=policy.delay(1, retry_after=asked))  # a datetime can hold it
+
+
+def test_retry_after_within_the_window_is_not_capped() -> None:
+    policy = RetryPolicy(jitter=0)
+    assert policy.capped(3600) == 3600 and policy.cap_note(3600, "3600") is None
+    assert policy.capped(math.nan) == 0
+    assert policy.delay(1, retry_after=math.nan) == 10
+
+
+def test_the_cap_is_recorded_in_words() -> None:
+    policy = RetryPolicy()
+    assert policy.cap_note(99999999999999.0, "99999999999999") == (
+        "Retry-After 99999999999999 s capped to 10800 s")
+    assert policy.cap_note(math.inf, "Fri, 31 Dec 99999 23:59:59 GMT") == (
+        "Retry-After Fri, 31 Dec 99999 23:59:59 GMT (beyond any date) capped to 10800 s")
+    assert policy.cap_note(20000.0, None) == "Retry-After 20000 s capped to 10800 s"
