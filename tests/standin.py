@@ -3,8 +3,10 @@ answers from a script (status, headers, body, delay), then with 200 once the scr
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +53,9 @@ class StandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out as two writes: with Nagle on, each keep-alive answer
+            # would wait ~40 ms for the client's delayed ACK
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -81,3 +86,54 @@ class StandIn:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Hanging:
+    """A destination that accepts connections, takes the request and never answers, until
+    `release()` (or `close()`) drops every connection it holds. With `hang` False it drops
+    each connection as soon as it is accepted (a destination that fails fast)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.held: list[socket.socket] = []
+        self.accepted = 0
+        self.hang = True
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            with self.lock:
+                self.accepted += 1
+                if self.hang:
+                    self.held.append(connection)
+                    continue
+            connection.close()
+
+    def holding(self) -> int:
+        with self.lock:
+            return len(self.held)
+
+    def release(self) -> None:
+        """Drop every connection held so far: the clients waiting on them see it closed."""
+        with self.lock:
+            held, self.held = self.held, []
+        for connection in held:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(5)
+        self.sock.close()
+        self.release()
