@@ -240,9 +240,9 @@ def _finish(kind: str, data: dict[str, Any], info: RequestInfo, limits: Limits) 
     payload.pop("writeKey", None)
 
     message_id = payload.get("messageId") or str(uuid.uuid4())
-    if len(message_id) > limits.max_message_id_length:
-        raise MessageError("invalid_field",
-                           f"messageId: at most {limits.max_message_id_length} characters")
+    longest = min(limits.max_message_id_length, MESSAGE_ID_COLUMN)
+    if len(message_id) > longest:
+        raise MessageError("invalid_field", f"messageId: at most {longest} characters")
     payload["messageId"] = message_id
 
     context = dict(info.context or {})

@@ -102,3 +102,16 @@ def test_postgresql_west_of_utc_reads_back_the_earliest_times(tmp_path) -> None:
         finally:
             app.extensions["gateway.engine"].dispose()
 
+
+# Numbers -------------------------------------------------------------------------------------
+
+def test_numbers_past_64_bits(client, engine) -> None:
+    body = (b'{"type": "track", "userId": 18446744073709551616,'
+            b' "anonymousId": -9223372036854775809, "event": "E",'
+            b' "properties": {"a": 18446744073709551615, "b": -0.0, "c": 1e308}}')
+    assert post(client, "/v1/track", body).status_code == 200
+    [row] = stored_events(engine)
+    assert row["user_id"] == "18446744073709551616"
+    assert row["payload"]["properties"]["a"] == 18446744073709551615
+    response = post(client, "/v1/track", b'{"userId": "u", "event": "E", "properties": 1e400}')
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_json"
