@@ -103,6 +103,106 @@ def test_postgresql_west_of_utc_reads_back_the_earliest_times(tmp_path) -> None:
             app.extensions["gateway.engine"].dispose()
 
 
+# Admin API: ids, cursors, times --------------------------------------------------------------
+
+BIG = "99999999999999999999999"
+
+
+@pytest.mark.parametrize("path", [
+    f"/admin/v1/events/{BIG}", "/admin/v1/events/9223372036854775808", "/admin/v1/events/0",
+    "/admin/v1/events/" + "9" * 5000,
+])
+def test_event_ids_outside_bigint_are_400(client, path: str) -> None:
+    response = client.get(path, headers=ADMIN)
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_id"
+
+
+@pytest.mark.parametrize("ident", [BIG, "9223372036854775808", "0"])
+def test_delivery_ids_outside_bigint_are_400(client, ident: str) -> None:
+    response = client.post(f"/admin/v1/deliveries/{ident}/retry", headers=ADMIN)
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_id"
+
+
+def test_well_formed_ids_that_do_not_exist_are_404(client) -> None:
+    for path in ("/admin/v1/events/9223372036854775807", "/admin/v1/events/1"):
+        assert client.get(path, headers=ADMIN).status_code == 404
+    assert client.post("/admin/v1/deliveries/9223372036854775807/retry",
+                       headers=ADMIN).status_code == 404
+    assert client.get("/admin/v1/events/-1", headers=ADMIN).status_code == 404  # no such route
+
+
+@pytest.mark.parametrize("path,params", [
+    ("/admin/v1/events", {"cursor": cursor(f"id:{BIG}")}),
+    ("/admin/v1/events", {"cursor": cursor("id:9223372036854775808")}),
+    ("/admin/v1/events", {"cursor": cursor("id:0")}),
+    ("/admin/v1/events", {"cursor": cursor("id:-1")}),
+    ("/admin/v1/events", {"cursor": cursor("id:" + "9" * 5000)}),
+    ("/admin/v1/events", {"cursor": "é"}),
+    ("/admin/v1/deliveries", {"cursor": cursor(f"id:{BIG}")}),
+    ("/admin/v1/events", {"since": "0001-01-01T00:00:00+14:00"}),
+    ("/admin/v1/events", {"until": "9999-12-31T23:59:59-00:01"}),
+    ("/admin/v1/deliveries", {"since": "0001-01-01T00:00:00+14:00"}),
+    ("/admin/v1/deliveries", {"event_id": BIG}),
+    ("/admin/v1/deliveries", {"event_id": "-1"}),
+    ("/admin/v1/events", {"limit": BIG}),
+    ("/admin/v1/events", {"limit": "9" * 5000}),
+])
+def test_bad_admin_parameters_are_400(client, path: str, params: dict[str, str]) -> None:
+    response = admin(client, path, **params)
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_query"
+
+
+def test_edge_but_valid_admin_parameters_are_200(client) -> None:
+    assert post(client, "/v1/track", TRACK).status_code == 200
+    assert len(admin(client, "/admin/v1/events", since="0001-01-01T00:00:00Z",
+                     until="9999-12-31T23:59:59Z").get_json()["data"]) == 1
+    assert admin(client, "/admin/v1/events",
+                 cursor=cursor("id:9223372036854775807")).status_code == 200
+    assert admin(client, "/admin/v1/deliveries",
+                 event_id="9223372036854775807").get_json()["data"] == []
+
+
+def test_replay_filters_no_database_can_hold_are_400(client) -> None:
+    body = b'{"destination": "cio", "filter": {"user_id": "\\ud800"}, "dry_run": true}'
+    response = client.post("/admin/v1/replay", data=body,
+                           headers={**ADMIN, "Content-Type": "application/json"})
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_query"
+
+
+# Strings longer than the columns -------------------------------------------------------------
+
+def test_long_ids_and_emails_are_linked_on_every_database(client, engine) -> None:
+    user, anonymous, email = "u" * 600, "a" * 700, "e" * 990 + "@Example.com"
+    response = post(client, "/v1/identify", {"userId": user, "anonymousId": anonymous,
+                                             "traits": {"email": email}})
+    assert response.status_code == 200
+    # another id sharing the first 500 characters is another profile
+    assert post(client, "/v1/identify", {"userId": "u" * 599 + "v"}).status_code == 200
+    profile = admin(client, "/admin/v1/identities", user_id=user).get_json()
+    assert {k["kind"] for k in profile["keys"]} == {"userId", "anonymousId", "email"}
+    assert all(len(k["value"]) <= 500 for k in profile["keys"])
+    assert admin(client, "/admin/v1/identities", email=email.upper()).get_json()["id"] == \
+        profile["id"]
+    assert admin(client, "/admin/v1/identities", user_id="u" * 599 + "v").get_json()["id"] != \
+        profile["id"]
+    found = admin(client, "/admin/v1/events", user_id=user).get_json()["data"]
+    assert len(found) == 1 and stored_events(engine)[0]["payload"]["userId"] == user
+    assert post(client, "/v1/alias", {"userId": "u2", "previousId": anonymous}).status_code == 200
+    merged = admin(client, "/admin/v1/identities", user_id="u2").get_json()
+    assert merged["id"] == profile["id"]
+
+
+def test_message_ids_never_exceed_the_column(database_url: str) -> None:
+    config = from_mapping(base_config(database_url, limits={"max_message_id_length": 1000}))
+    app = create_app(config)
+    try:
+        response = post(app.test_client(), "/v1/track", {**TRACK, "messageId": "m" * 300})
+        assert response.status_code == 400
+        assert response.get_json()["message"] == "messageId: at most 255 characters"
+    finally:
+        app.extensions["gateway.engine"].dispose()
+
+
 # Numbers -------------------------------------------------------------------------------------
 
 def test_numbers_past_64_bits(client, engine) -> None:
