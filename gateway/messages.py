@@ -162,6 +162,31 @@ class RequestInfo:
     integrations: Mapping[str, Any] | None = None
 
 
+def strip_nul(value: Any) -> Any:
+    """Remove the NUL character from every string and key of a parsed JSON value, in place
+    where it can (rudder-server does the same): PostgreSQL text cannot hold it, and a value
+    one database stores and the other refuses would split their behaviour. Iterative, so
+    nesting depth costs no recursion."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    stack = [value] if isinstance(value, dict | list) else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            items = [(k.replace("\x00", ""), v.replace("\x00", "") if isinstance(v, str) else v)
+                     for k, v in node.items()]
+            node.clear()
+            node.update(items)  # keys that only differed by NUL: the last wins, as in JSON
+            stack.extend(v for _, v in items if isinstance(v, dict | list))
+        else:
+            for index, child in enumerate(node):
+                if isinstance(child, str):
+                    node[index] = child.replace("\x00", "")
+                elif isinstance(child, dict | list):
+                    stack.append(child)
+    return value
+
+
 def normalise_batch(elements: list[Any], info: RequestInfo, limits: Limits,
                     path_type: str | None = None) -> tuple[list[Message], list[Rejection]]:
     """Validate and normalise every element. A messageId repeated within the request is a

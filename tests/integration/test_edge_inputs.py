@@ -169,6 +169,56 @@ def test_replay_filters_no_database_can_hold_are_400(client) -> None:
     assert response.status_code == 400 and response.get_json()["code"] == "invalid_query"
 
 
+# NUL characters ------------------------------------------------------------------------------
+
+def test_nul_is_stripped_from_every_string_and_key(client, engine) -> None:
+    body = (b'{"type": "track", "userId": "u\\u00001", "event": "Order\\u0000 Completed",'
+            b' "properties": {"k\\u0000": ["v\\u0000", {"\\u0000n": "\\u0000"}]},'
+            b' "context": {"traits": {"email": "a\\u0000@example.com"}}}')
+    response = post(client, "/v1/track", body)
+    assert response.status_code == 200
+    [row] = stored_events(engine)
+    assert (row["user_id"], row["event"]) == ("u1", "Order Completed")
+    assert row["payload"]["properties"] == {"k": ["v", {"n": ""}]}
+    assert row["payload"]["context"]["traits"] == {"email": "a@example.com"}
+    found = admin(client, "/admin/v1/events", user_id="u\x001").get_json()["data"]
+    assert [e["user_id"] for e in found] == ["u1"]
+
+
+def test_a_nul_message_does_not_cost_its_batch(client, engine) -> None:
+    body = (b'{"batch": [{"type": "identify", "userId": "\\u0000a", "traits": {"x": "\\u0000"}},'
+            b' {"type": "track", "userId": "u2", "event": "Valid"},'
+            b' {"type": "track", "userId": "\\u0000", "event": "No id left"}]}')
+    response = post(client, "/v1/batch", body)
+    assert response.status_code == 200
+    assert [r["code"] for r in response.get_json()["rejected"]] == ["no_user_anon_id"]
+    assert [r["user_id"] for r in stored_events(engine)] == ["a", "u2"]
+
+
+def test_nul_in_the_pixel_query_is_stripped(client, engine) -> None:
+    response = client.get(f"/pixel/v1/track?writeKey={WRITE_KEY}&userId=u%001&event=E%00"
+                          "&properties.k%00=v%00")
+    assert response.status_code == 200 and response.mimetype == "image/gif"
+    [row] = stored_events(engine)
+    assert (row["user_id"], row["event"], row["payload"]["properties"]) == ("u1", "E",
+                                                                            {"k": "v"})
+
+
+def test_bodies_without_a_nul_escape_are_not_walked(client, monkeypatch) -> None:
+    def fail(value: Any) -> Any:
+        raise AssertionError("walked a body without \\u0000")
+
+    monkeypatch.setattr("gateway.http.tracking.strip_nul", fail)
+    assert post(client, "/v1/track", {**TRACK, "properties": {"a": "\\u0001"}}
+                ).status_code == 200
+
+
+def test_admin_filters_ignore_nul(client) -> None:
+    assert admin(client, "/admin/v1/events", source="\x00").status_code == 200
+    assert admin(client, "/admin/v1/deliveries", state="dead\x00").status_code == 200
+    assert admin(client, "/admin/v1/identities", email="\x00").status_code == 404
+
+
 # Strings longer than the columns -------------------------------------------------------------
 
 def test_long_ids_and_emails_are_linked_on_every_database(client, engine) -> None:
