@@ -103,14 +103,12 @@ def get_delivery(connection: Connection, delivery_id: int) -> dict[str, Any] | N
 
 def get_identity(connection: Connection, filters: Mapping[str, str]) -> dict[str, Any] | None:
     kinds = {"user_id": "userId", "anonymous_id": "anonymousId", "email": "email"}
-    given = [(kinds[k], v) for k, v in filters.items() if k in kinds and v]
-    if len(given) != 1 or set(filters) - set(kinds):
+    if set(filters) - set(kinds):
         raise QueryError("give exactly one of user_id, anonymous_id or email")
-    kind, value = given[0]
-    value = _checked({kind: value}, (kind,))[kind]
-    if not value:
-        return None
-    found = identity.lookup(connection, kind, value)
+    given = [(kinds[k], v) for k, v in _checked(filters, tuple(kinds)).items() if v]
+    if len(given) != 1:
+        raise QueryError("give exactly one of user_id, anonymous_id or email")
+    found = identity.lookup(connection, *given[0])
     if found is None:
         return None
     return {**found, "first_seen": _iso(found["first_seen"]),
