@@ -21,6 +21,17 @@ from gateway.models import identities, identity_keys
 
 KINDS = ("userId", "anonymousId", "email")
 Key = tuple[str, str]
+MAX_KEY_LENGTH = 500  # identity_keys.value
+
+
+def key_value(value: str) -> str:
+    """A key as stored: up to MAX_KEY_LENGTH characters as it is; a longer one (a 600-character
+    userId, a 1000-character email) as its prefix and a SHA-256 of the whole, so it still fits
+    the column on every database and two long ids sharing a prefix stay two keys."""
+    if len(value) <= MAX_KEY_LENGTH:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return value[:MAX_KEY_LENGTH - len(digest) - 1] + "#" + digest
 
 
 @dataclass
@@ -65,17 +76,17 @@ def links_of(message: Message) -> Links:
     payload = message.payload
     keys: list[Key] = []
     if message.user_id:
-        keys.append(("userId", message.user_id))
+        keys.append(("userId", key_value(message.user_id)))
     if message.anonymous_id:
-        keys.append(("anonymousId", message.anonymous_id))
+        keys.append(("anonymousId", key_value(message.anonymous_id)))
     traits: dict[str, Any] = {}
     if message.type == "identify":
         traits = user_traits(payload)
         email = traits.get("email")
         if isinstance(email, str) and email.strip():
-            keys.append(("email", email.strip().lower()))
+            keys.append(("email", key_value(email.strip().lower())))
     previous = payload.get("previousId") if message.type == "alias" else None
-    return Links(tuple(keys), traits, previous)
+    return Links(tuple(keys), traits, key_value(previous) if previous else None)
 
 
 def user_traits(payload: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +174,8 @@ class IdentityGraph:
         else:
             # alias: userId's stored profile absorbs previousId's. Otherwise the oldest stored
             # row survives (a row made in this transaction only when none is stored yet).
-            target = self._profile_of(("userId", message.user_id)) if absorbed else None
+            target = self._profile_of(("userId", key_value(message.user_id or ""))
+                                      ) if absorbed else None
             if target is None or target.id < 0:
                 target = owners[min(owners, key=_age_order)]
             profile = target
@@ -264,6 +276,7 @@ def lookup(connection: Connection, kind: str, value: str) -> dict[str, Any] | No
     """The merged profile that owns a key, with all its keys (for the admin API and tests)."""
     if kind == "email":
         value = value.strip().lower()
+    value = key_value(value)
     profile_id = connection.execute(
         select(identity_keys.c.identity_id)
         .where(identity_keys.c.kind == kind, identity_keys.c.value == value)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from gateway.config import Config
 from gateway.db import write_transaction
 from gateway.delivery.states import PENDING
-from gateway.identity import IdentityGraph
+from gateway.identity import IdentityGraph, key_value
 from gateway.messages import Message
 from gateway.models import deliveries, events
 from gateway.routing import destinations_for_source, route
@@ -61,9 +61,9 @@ def _store(connection: Connection, config: Config, source: str, messages: list[M
         "source": source,
         "message_id": m.message_id,
         "type": m.type,
-        "event": _clip(m.event),
-        "user_id": _clip(m.user_id),
-        "anonymous_id": _clip(m.anonymous_id),
+        "event": clip_indexed(m.event),
+        "user_id": clip_indexed(m.user_id),
+        "anonymous_id": clip_indexed(m.anonymous_id),
         "timestamp": m.timestamp,
         "received_at": received_at,
         "payload": orjson.dumps(m.payload),
@@ -105,9 +105,11 @@ def _insert_new_events(connection: Connection, rows: list[dict]) -> dict[str, in
     return {row.message_id: row.id for row in connection.execute(statement, rows)}
 
 
-def _clip(value: str | None, limit: int = 500) -> str | None:
-    """Index columns are bounded; the payload keeps the full value."""
-    return value if value is None or len(value) <= limit else value[:limit]
+def clip_indexed(value: str | None) -> str | None:
+    """Index columns hold 500 characters: a longer value is stored as its prefix and a hash of
+    the whole (identity.key_value), so it finds exactly its own events; the payload keeps the
+    full value. The admin API's filters go through this too."""
+    return None if value is None else key_value(value)
 
 
 def _is_transient(exc: DBAPIError) -> bool:

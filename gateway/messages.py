@@ -20,6 +20,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 from gateway.config import Limits
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+MESSAGE_ID_COLUMN = 255  # events.message_id: the cap whatever [limits] says
+# The earliest event time stored: PostgreSQL reads a timestamptz back in the session's time
+# zone, and year 1 seen from a zone west of UTC is 1 BC, which psycopg refuses to load.
+EARLIEST_EVENT_TIME = datetime(1, 1, 2, tzinfo=UTC)
 NO_ID = "a message needs a userId or an anonymousId"
 MISSING = "Missing data for required field."  # marshmallow's own text for required fields
 
@@ -158,6 +162,31 @@ class RequestInfo:
     integrations: Mapping[str, Any] | None = None
 
 
+def strip_nul(value: Any) -> Any:
+    """Remove the NUL character from every string and key of a parsed JSON value, in place
+    where it can (rudder-server does the same): PostgreSQL text cannot hold it, and a value
+    one database stores and the other refuses would split their behaviour. Iterative, so
+    nesting depth costs no recursion."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    stack = [value] if isinstance(value, dict | list) else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            items = [(k.replace("\x00", ""), v.replace("\x00", "") if isinstance(v, str) else v)
+                     for k, v in node.items()]
+            node.clear()
+            node.update(items)  # keys that only differed by NUL: the last wins, as in JSON
+            stack.extend(v for _, v in items if isinstance(v, dict | list))
+        else:
+            for index, child in enumerate(node):
+                if isinstance(child, str):
+                    node[index] = child.replace("\x00", "")
+                elif isinstance(child, dict | list):
+                    stack.append(child)
+    return value
+
+
 def normalise_batch(elements: list[Any], info: RequestInfo, limits: Limits,
                     path_type: str | None = None) -> tuple[list[Message], list[Rejection]]:
     """Validate and normalise every element. A messageId repeated within the request is a
@@ -236,9 +265,9 @@ def _finish(kind: str, data: dict[str, Any], info: RequestInfo, limits: Limits) 
     payload.pop("writeKey", None)
 
     message_id = payload.get("messageId") or str(uuid.uuid4())
-    if len(message_id) > limits.max_message_id_length:
-        raise MessageError("invalid_field",
-                           f"messageId: at most {limits.max_message_id_length} characters")
+    longest = min(limits.max_message_id_length, MESSAGE_ID_COLUMN)
+    if len(message_id) > longest:
+        raise MessageError("invalid_field", f"messageId: at most {longest} characters")
     payload["messageId"] = message_id
 
     context = dict(info.context or {})
@@ -264,8 +293,14 @@ def _event_time(payload: dict[str, Any], info: RequestInfo) -> datetime:
 
     A message carrying both `originalTimestamp` (the SDK's call time) and `timestamp` comes from
     a RudderStack SDK whose caller set the event time explicitly: rudder-server keeps that
-    `timestamp` as it is, and so do we.
+    `timestamp` as it is, and so do we. A result outside the calendar (or before
+    EARLIEST_EVENT_TIME) falls back to receivedAt; the raw values stay in the payload.
     """
+    when = _claimed_time(payload, info)
+    return when if when >= EARLIEST_EVENT_TIME else info.received_at
+
+
+def _claimed_time(payload: dict[str, Any], info: RequestInfo) -> datetime:
     raw_sent = payload.get("sentAt", info.sent_at)
     explicit = parse_time(payload.get("timestamp"))
     if explicit is not None and "originalTimestamp" in payload:
@@ -283,21 +318,27 @@ def _event_time(payload: dict[str, Any], info: RequestInfo) -> datetime:
         return info.received_at
     if sent is None:
         return original
-    return info.received_at - (sent - original)
+    try:
+        return info.received_at - (sent - original)
+    except OverflowError:  # the correction leaves the calendar (sentAt in year 1, …)
+        return info.received_at
 
 
 def parse_time(value: Any) -> datetime | None:
-    """ISO-8601 with `Z` or an offset and 0–9 fractional digits; anything else is absent."""
+    """ISO-8601 with `Z` or an offset and 0–9 fractional digits; anything else is absent, and
+    so is a time that has no UTC equivalent (`0001-01-01T00:00:00+14:00`)."""
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def format_time(value: datetime) -> str:
-    """RFC 3339 with milliseconds and `Z`, as both vendors emit it."""
+    """RFC 3339 with milliseconds and `Z`, as both vendors emit it (years below 1000 padded:
+    strftime's %Y does not pad them on every platform)."""
     value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+            f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z")

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, or_, select
 
 from gateway import identity
+from gateway.ingest import clip_indexed
 from gateway.messages import parse_time
 from gateway.models import deliveries, delivery_attempts, events
 
@@ -23,6 +24,7 @@ DEFAULT_LIMIT = 50
 EVENT_FILTERS = ("source", "type", "event", "user_id", "anonymous_id", "email", "since",
                  "until")
 DELIVERY_FILTERS = ("destination", "state", "event_id", "since", "until")
+MAX_ID = 2**63 - 1  # ids are BIGINTs (SQLite INTEGERs): 1 … 2**63-1
 
 
 class QueryError(ValueError):
@@ -46,11 +48,14 @@ def list_events(connection: Connection, filters: Mapping[str, str], limit: Any =
 
 def event_selection(connection: Connection, filters: Mapping[str, str]) -> Select:
     """The events a filter matches (also what a replay selects)."""
-    _reject_unknown(filters, EVENT_FILTERS)
+    filters = _checked(filters, EVENT_FILTERS)
     query = select(events)
-    for column in ("source", "type", "event", "user_id", "anonymous_id"):
+    for column in ("source", "type"):
         if filters.get(column):
             query = query.where(events.c[column] == filters[column])
+    for column in ("event", "user_id", "anonymous_id"):  # stored clipped: compare clipped
+        if filters.get(column):
+            query = query.where(events.c[column] == clip_indexed(filters[column]))
     if filters.get("email"):
         profile = identity.lookup(connection, "email", filters["email"])
         keys = profile["keys"] if profile else []
@@ -74,13 +79,16 @@ def get_event(connection: Connection, event_id: int) -> dict[str, Any] | None:
 
 def list_deliveries(connection: Connection, filters: Mapping[str, str], limit: Any = None,
                     cursor: str | None = None) -> Page:
-    _reject_unknown(filters, DELIVERY_FILTERS)
+    filters = _checked(filters, DELIVERY_FILTERS)
     query = select(deliveries)
     for column in ("destination", "state"):
         if filters.get(column):
             query = query.where(deliveries.c[column] == filters[column])
     if filters.get("event_id"):
-        query = query.where(deliveries.c.event_id == _integer(filters["event_id"], "event_id"))
+        event_id = parse_id(filters["event_id"])
+        if event_id is None:
+            raise QueryError(f"event_id: an id, a whole number from 1 to {MAX_ID}")
+        query = query.where(deliveries.c.event_id == event_id)
     query = _time_range(query, deliveries.c.created_at, filters)
     return _page(connection, query, deliveries.c.id, limit, cursor, delivery_summary)
 
@@ -95,8 +103,10 @@ def get_delivery(connection: Connection, delivery_id: int) -> dict[str, Any] | N
 
 def get_identity(connection: Connection, filters: Mapping[str, str]) -> dict[str, Any] | None:
     kinds = {"user_id": "userId", "anonymous_id": "anonymousId", "email": "email"}
-    given = [(kinds[k], v) for k, v in filters.items() if k in kinds and v]
-    if len(given) != 1 or set(filters) - set(kinds):
+    if set(filters) - set(kinds):
+        raise QueryError("give exactly one of user_id, anonymous_id or email")
+    given = [(kinds[k], v) for k, v in _checked(filters, tuple(kinds)).items() if v]
+    if len(given) != 1:
         raise QueryError("give exactly one of user_id, anonymous_id or email")
     found = identity.lookup(connection, *given[0])
     if found is None:
@@ -177,12 +187,39 @@ def _encode_cursor(last_id: int) -> str:
 def _decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "id":
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise QueryError("cursor: not a cursor this API returned") from None
+    except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII input
+        text = ""
+    kind, _, value = text.partition(":")
+    last_id = parse_id(value) if kind == "id" else None
+    if last_id is None:
+        raise QueryError("cursor: not a cursor this API returned")
+    return last_id
+
+
+def parse_id(value: Any) -> int | None:
+    """A row id as the API takes it (path, cursor, event_id): ASCII digits for 1 … MAX_ID;
+    anything else — a sign, a 5000-digit number, an Arabic-Indic digit — is None."""
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) \
+            or len(value) > len(str(MAX_ID)):
+        return None
+    number = int(value)
+    return number if 1 <= number <= MAX_ID else None
+
+
+def _checked(filters: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, str]:
+    """Filters as the tracking API stores values: strings, NUL removed (ingest strips it);
+    a string no database can hold (a lone surrogate, via a JSON replay body) is refused."""
+    _reject_unknown(filters, allowed)
+    out: dict[str, str] = {}
+    for name, value in filters.items():
+        if not isinstance(value, str):
+            raise QueryError(f"{name}: must be a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise QueryError(f"{name}: not valid Unicode") from None
+        out[name] = value.replace("\x00", "")
+    return out
 
 
 def _reject_unknown(filters: Mapping[str, str], allowed: tuple[str, ...]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.routing import BaseConverter
 
 from gateway import heartbeat, metrics, queries
 from gateway.config import Config
@@ -100,8 +101,26 @@ def events() -> Response:
     return jsonify(page.as_json())
 
 
-@bp.get("/events/<int:event_id>")
-def event(event_id: int) -> Response:
+class IdConverter(BaseConverter):
+    """`<id:name>`: a path segment of ASCII digits, given to the view as a row id, or None when
+    it is outside 1 … 2**63-1 (the view answers 400: no row can have it)."""
+
+    regex = "[0-9]+"
+
+    def to_python(self, value: str) -> int | None:  # type: ignore[override]
+        return queries.parse_id(value)
+
+
+def _row_id(value: int | None, what: str) -> int:
+    if value is None:
+        raise ApiError(400, "invalid_id", f"{what} ids are whole numbers from 1 to "
+                                          f"{queries.MAX_ID}")
+    return value
+
+
+@bp.get("/events/<id:event_id>")
+def event(event_id: int | None) -> Response:
+    event_id = _row_id(event_id, "event")
     with _engine().connect() as connection:
         found = queries.get_event(connection, event_id)
     if found is None:
@@ -116,8 +135,9 @@ def deliveries() -> Response:
     return jsonify(page.as_json())
 
 
-@bp.post("/deliveries/<int:delivery_id>/retry")
-def retry(delivery_id: int) -> Response:
+@bp.post("/deliveries/<id:delivery_id>/retry")
+def retry(delivery_id: int | None) -> Response:
+    delivery_id = _row_id(delivery_id, "delivery")
     try:
         retry_dead(_engine(), delivery_id)
     except NotFound as exc:
@@ -164,5 +184,6 @@ def init_app(app) -> None:
     def _bad_query(exc: queries.QueryError) -> Response:
         return error_response(400, "invalid_query", str(exc))
 
+    app.url_map.converters["id"] = IdConverter  # before the admin routes are bound
     app.register_blueprint(ops)
     app.register_blueprint(bp)

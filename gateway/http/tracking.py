@@ -20,7 +20,7 @@ from gateway import ingest, metrics
 from gateway.config import Config, Limits, Source
 from gateway.http.deadline import body_expired
 from gateway.http.errors import ApiError
-from gateway.messages import RequestInfo, normalise_batch
+from gateway.messages import RequestInfo, normalise_batch, strip_nul
 
 bp = Blueprint("tracking", __name__)
 
@@ -70,7 +70,7 @@ def pixel(path_name: str) -> Response:
     """RudderStack's pixel API: query parameters become the message; always a GIF."""
     if path_name in ("track", "page"):
         try:
-            key = request.args.get("writeKey", "")
+            key = strip_nul(request.args.get("writeKey", ""))
             source = _source_for(key)
             message = _message_from_query(request.args)
             _accept(source, [message], {}, path_type=path_name, single_call=True)
@@ -182,6 +182,8 @@ def _parse_body(limits: Limits) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     if _nesting_exceeds(body, limits.max_json_depth):
         raise ApiError(400, "too_deep", _too_deep_text(limits))
+    if b"\\u0000" in raw:  # JSON carries NUL only as this escape: most bodies skip the walk
+        strip_nul(body)
     return body
 
 
@@ -261,6 +263,7 @@ def _message_from_query(args: Any) -> dict[str, Any]:
     for key, value in args.items():
         if key == "writeKey":
             continue
+        key, value = strip_nul(key), strip_nul(value)
         *parents, leaf = key.split(".")
         node = message
         for part in parents:
