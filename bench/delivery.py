@@ -2,6 +2,10 @@
 the same stand-in, and end-to-end events/s (SDK-style batches in, all delivered out).
 
     .venv/bin/python bench/delivery.py [--events 20000] [--postgres URL]
+    .venv/bin/python bench/delivery.py --hanging [--events 5000] [--postgres URL]
+
+`--hanging`: only the isolation figure — a healthy webhook destination's deliveries/s alone,
+and beside a destination that accepts connections and never answers (same events to both).
 
 Everything runs on 127.0.0.1; loops are bounded by counts and deadlines.
 """
@@ -73,10 +77,27 @@ def _standin_main(port: int) -> None:
     asyncio.run(serve())
 
 
+def _hanging_main(port: int) -> None:
+    """Accept, read, never answer: a destination that hangs."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
 @contextmanager
-def standin() -> Iterator[str]:
+def standin(main=_standin_main) -> Iterator[str]:
     port = free_port()
-    process = multiprocessing.Process(target=_standin_main, args=(port,), daemon=True)
+    process = multiprocessing.Process(target=main, args=(port,), daemon=True)
     process.start()
     wait_for_port(port)
     try:
@@ -102,6 +123,19 @@ def wait_for_port(port: int, seconds: float = 20) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def wait_until_healthy(port: int, seconds: float = 30) -> None:
+    """Until /health says 200: the HTTP server answers and a delivery worker beats."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"the gateway on {port} did not become healthy")
+
+
 # -- configuration and data ---------------------------------------------------------------------
 
 DESTINATIONS = {
@@ -113,10 +147,14 @@ DESTINATIONS = {
 
 
 def write_config(path: Path, database_url: str, endpoint: str,
-                 destination: str = "webhook") -> None:
+                 destination: str = "webhook", stuck: str | None = None) -> None:
+    """One destination "dest"; with `stuck`, a second webhook "stuck" there (first in the
+    file, so its deliveries are the older rows of each event)."""
+    stuck_table = (f'[[destinations]]\nname = "stuck"\nendpoint = "{stuck}"\n'
+                   f'{DESTINATIONS["webhook"]}\n') if stuck else ""
     path.write_text(
         f'database_url = "{database_url}"\nadmin_token = "bench"\n\n'
-        f'[[sources]]\nname = "web"\nwrite_key = "{WRITE_KEY}"\n\n'
+        f'[[sources]]\nname = "web"\nwrite_key = "{WRITE_KEY}"\n\n{stuck_table}'
         f'[[destinations]]\nname = "dest"\nendpoint = "{endpoint}"\n'
         f'{DESTINATIONS[destination]}\n[worker]\npoll_interval_ms = 20\n')
 
@@ -147,12 +185,13 @@ def ingest_in_process(config_path: Path, events: int) -> None:
     app.extensions["gateway.engine"].dispose()
 
 
-def delivered(database_url: str) -> tuple[int, int]:
+def delivered(database_url: str, destination: str | None = None) -> tuple[int, int]:
     engine = make_engine(database_url)
+    mine = [] if destination is None else [deliveries.c.destination == destination]
     try:
         with engine.connect() as connection:
             done = connection.execute(select(func.count()).select_from(deliveries).where(
-                deliveries.c.state == "delivered")).scalar_one()
+                deliveries.c.state == "delivered", *mine)).scalar_one()
             total = connection.execute(select(func.count()).select_from(deliveries)).scalar_one()
         return done, total
     finally:
@@ -169,13 +208,16 @@ def wait_all_delivered(database_url: str, expected: int, seconds: float) -> floa
     raise RuntimeError(f"only {delivered(database_url)[0]} of {expected} delivered in time")
 
 
-def attempt_window(database_url: str) -> tuple[float, int]:
+def attempt_window(database_url: str, destination: str | None = None) -> tuple[float, int]:
     """Seconds from the first attempt's start to the last attempt's end, and attempts made."""
     engine = make_engine(database_url)
+    query = select(delivery_attempts.c.started_at, delivery_attempts.c.duration_ms)
+    if destination is not None:
+        query = query.join(deliveries, deliveries.c.id == delivery_attempts.c.delivery_id) \
+            .where(deliveries.c.destination == destination)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(select(delivery_attempts.c.started_at,
-                                             delivery_attempts.c.duration_ms)).all()
+            rows = connection.execute(query).all()
     finally:
         engine.dispose()
     first = min(r.started_at for r in rows)
@@ -227,6 +269,49 @@ def worker_rate(workdir: Path, database_url: str, url: str, events: int) -> tupl
     return events / seconds, attempts
 
 
+def healthy_rate(workdir: Path, database_url: str, url: str, events: int,
+                 stuck: str | None, seconds: float = 120) -> tuple[float, int]:
+    """The healthy destination's deliveries/s (its attempts' window), alone or beside a
+    hanging one; a run that does not finish in `seconds` counts what was delivered."""
+    config = workdir / ("beside.toml" if stuck else "alone.toml")
+    write_config(config, database_url, url, stuck=stuck)
+    ingest_in_process(config, events)
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config),
+                                "worker"], cwd=workdir, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            if delivered(database_url, "dest")[0] >= events:
+                break
+            time.sleep(0.1)
+    finally:
+        process.kill()  # in-flight sends to the hanging destination would take 30 s to end
+        process.wait(30)
+    done = delivered(database_url, "dest")[0]
+    if done < events:
+        return done / seconds, done
+    window, _ = attempt_window(database_url, "dest")
+    return events / window, done
+
+
+def hanging_figure(workdir: Path, kinds: list[str], postgres: str | None, events: int) -> None:
+    print(f"\nisolation: {events} events, each to a healthy webhook destination and (beside) "
+          "to one that accepts connections and never answers")
+    with standin() as url, standin(_hanging_main) as stuck:
+        for kind in kinds:
+            rates = {}
+            for mode in ("alone", "beside"):
+                with database(kind, workdir, postgres, mode) as db_url:
+                    rates[mode] = healthy_rate(workdir, db_url, url, events,
+                                               stuck if mode == "beside" else None)
+            (alone, _), (beside, done) = rates["alone"], rates["beside"]
+            ratio = beside / alone
+            print(f"  {kind:<10} healthy alone {alone:>7,.0f} deliveries/s   beside a hanging "
+                  f"destination {beside:>7,.0f} deliveries/s ({done} of {events})   ratio "
+                  f"{ratio:.0%} ({'PASS' if ratio >= 0.9 else 'MISS'} target >= 90%)")
+
+
 def end_to_end(workdir: Path, database_url: str, url: str, events: int,
                destination: str) -> float:
     config = workdir / f"e2e-{destination}.toml"
@@ -237,7 +322,7 @@ def end_to_end(workdir: Path, database_url: str, url: str, events: int,
          f"127.0.0.1:{port}", "--workers", str(os.cpu_count() or 1)],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port)
+        wait_until_healthy(port)  # serve binds the port before gunicorn and the worker start
         session = requests.Session()
         session.auth = (WRITE_KEY, "")
         started = time.monotonic()
@@ -281,8 +366,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--postgres", help="also measure on PostgreSQL (a temporary schema)")
+    parser.add_argument("--hanging", action="store_true",
+                        help="only the isolation figure: alone vs beside a hanging destination")
     args = parser.parse_args()
     print(machine_info())
+    if args.hanging:
+        with tempfile.TemporaryDirectory() as tmp:
+            hanging_figure(Path(tmp), ["sqlite"] + (["postgresql"] if args.postgres else []),
+                           args.postgres, args.events)
+        return 0
     print(f"worker threads: {THREADS}; {args.events} events over {USERS} users; webhook "
           "destination; stand-in: asyncio keep-alive server answering 200 at once")
     kinds = ["sqlite"] + (["postgresql"] if args.postgres else [])

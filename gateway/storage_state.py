@@ -32,8 +32,11 @@ def short_reason(exc: BaseException) -> str:
 class StorageState:
     """Thread-safe: gunicorn threads of one process share it."""
 
-    def __init__(self, what: str = "storage") -> None:
+    def __init__(self, what: str = "storage", logger: logging.Logger = log,
+                 settle: float = SETTLE) -> None:
         self.what = what
+        self.log = logger
+        self.settle = settle
         self._lock = threading.Lock()
         self.down_since: float | None = None
         self.failures = 0
@@ -58,8 +61,8 @@ class StorageState:
             if reset:
                 self._last_reset = time.monotonic()
         if first:
-            log.error("%s unavailable: %s (further failures are counted, not logged)",
-                      self.what, reason)
+            self.log.error("%s failing: %s (further failures are counted, not logged)",
+                           self.what, reason)
         if reset and engine is not None:
             engine.dispose()  # checked-out connections are dropped when they come back
 
@@ -67,9 +70,9 @@ class StorageState:
         if self.down_since is None:  # the common case: no lock, no work
             return
         with self._lock:
-            if self.down_since is None or time.monotonic() - self._last_failure < SETTLE:
+            if self.down_since is None or time.monotonic() - self._last_failure < self.settle:
                 return  # flapping is still the same outage: one line each way, not a pair
             seconds = time.monotonic() - self.down_since
             failures, self.failures, self.down_since = self.failures, 0, None
-        log.warning("%s is back after %.1f s; %d operation(s) failed meanwhile",
-                    self.what, seconds, failures)
+        self.log.warning("%s works again after %.1f s (%d failed meanwhile)", self.what,
+                         seconds, failures)

@@ -72,7 +72,7 @@ def test_a_full_disk_is_503_once_logged_and_recovers_without_a_restart(
         assert {f"during-{n}" for n, a in enumerate(answers) if a == 200} <= stored
         assert health.status_code == 503
         assert "full" in health.get_json()["database"]
-        down = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        down = [r for r in caplog.records if "storage failing" in r.getMessage()]
         assert len(down) == 1 and down[0].exc_info is None
         assert "full" in down[0].getMessage()
 
@@ -82,9 +82,9 @@ def test_a_full_disk_is_503_once_logged_and_recovers_without_a_restart(
         with caplog.at_level(logging.INFO):
             assert send(client, "after") == 200
             assert client.get("/health").status_code == 200
-        back = [r for r in caplog.records if "is back" in r.getMessage()]
+        back = [r for r in caplog.records if "storage works again" in r.getMessage()]
         assert len(back) == 1
-        failed = int(back[0].getMessage().split("; ")[1].split()[0])
+        failed = int(back[0].getMessage().split("(")[1].split()[0])
         assert failed in (answers.count(503), answers.count(503) + 1)  # + the health probe
     finally:
         app.extensions["gateway.engine"].dispose()
