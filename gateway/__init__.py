@@ -25,10 +25,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["gateway.engine"] = make_engine(config.database_url)
     app.extensions["gateway.storage"] = StorageState("storage")
 
-    from gateway.http import admin, deadline, errors, tracking
+    from gateway.http import admin, browser, cors, deadline, errors, tracking
 
     errors.init_app(app)
     deadline.init_app(app, config.server.body_timeout_seconds)
+    cors.init_app(app)  # app-level: errors outside any blueprint need it too
     app.register_blueprint(tracking.bp)
+    app.register_blueprint(browser.bp)
     admin.init_app(app)
     return app

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import secrets
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,8 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...] = ()
     threads: int = at_least(1, 64)  # per process: a slow client holds a thread, not a process
     body_timeout_seconds: int = at_least(1, 10)  # a body not fully read by then is a 408
+    # what browsers are told to send to (scheme://host[:port][/prefix]); "" = the request's host
+    public_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,8 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     tables = {name: _load_table(cls, raw.get(name, {}), where, f"[{name}]")
               for name, cls in TABLES.items()}
     tables["server"] = dataclasses.replace(
-        tables["server"], bind=_normal_bind(tables["server"].bind, where))
+        tables["server"], bind=_normal_bind(tables["server"].bind, where),
+        public_url=_normal_public_url(tables["server"].public_url, where))
     return Config(database_url=database_url, admin_token=admin_token, sources=sources,
                   destinations=destinations, **tables, path=where)
 
@@ -239,6 +244,50 @@ def _normal_bind(bind: str, where: str) -> str:
         return format_bind(*parse_bind(bind))
     except ValueError as exc:
         raise ConfigError(f"{where}: [server]: field 'bind': {exc}") from None
+
+
+_HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]*:[0-9a-f:.]*")  # a name, IPv4, or IPv6 (unbracketed)
+
+
+def parse_public_url(text: str) -> str:
+    """`https://GW.example.com:8443/t/` → `https://gw.example.com:8443/t`: the address browser
+    SDKs are told to send to, so it must be a plain http(s) base URL. Raises ValueError with a
+    message fit for the user."""
+    text = text.strip()
+    if any(ch.isspace() or ord(ch) < 32 for ch in text):
+        raise ValueError(f"{text!r}: must not contain spaces or control characters")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{text!r}: must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"{text!r}: names no host")
+    if not _HOST.fullmatch(parts.hostname):
+        raise ValueError(f"{text!r}: {parts.hostname!r} is not a host name or IP address")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{text!r}: must not hold credentials")
+    if parts.query or text.rstrip().endswith("?"):
+        raise ValueError(f"{text!r}: must not have a query (?…)")
+    if parts.fragment or "#" in text:
+        raise ValueError(f"{text!r}: must not have a fragment (#…)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"
+
+
+def _normal_public_url(text: str, where: str) -> str:
+    """[server] public_url normalised, "" left as "" (the request's own host), or a ConfigError."""
+    if not text.strip():
+        return ""
+    try:
+        return parse_public_url(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [server]: field 'public_url': {exc}") from None
 
 
 # Names the program and its test suite read, besides GATEWAY_DATABASE_URL, GATEWAY_ADMIN_TOKEN

@@ -80,23 +80,6 @@ def pixel(path_name: str) -> Response:
                     headers={"Cache-Control": "no-cache, no-store, must-revalidate"})
 
 
-@bp.after_request
-def _cors(response: Response) -> Response:
-    """Browsers: reflect the origin, allow credentials and any header (rudder-server's rules)."""
-    origin = request.headers.get("Origin")
-    if origin:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers.add("Vary", "Origin")
-    if request.method == "OPTIONS":
-        response.status_code = 200
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        asked = request.headers.get("Access-Control-Request-Headers")
-        response.headers["Access-Control-Allow-Headers"] = asked or "*"
-        response.headers["Access-Control-Max-Age"] = "900"
-    return response
-
-
 def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type: str | None = None,
             single_call: bool = False) -> Response:
     config = _config()

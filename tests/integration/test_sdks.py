@@ -8,11 +8,9 @@ once per session into tests/.node; a small script sends the calls and reports wh
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from sqlalchemy import Engine
 from gateway.db import make_engine
 from tests.conftest import OTHER_KEY, WRITE_KEY, LiveGateway
 from tests.helpers import stored_deliveries, stored_events
+from tests.node import node_packages
 
 USER = "user-42"
 ANON = "anon-7"
@@ -64,7 +63,6 @@ SERVER_KEYS = {"timestamp", "receivedAt", "request_ip", "originalTimestamp", "se
 TIME_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 MS = timedelta(milliseconds=1)
 LOCALHOST = "127.0.0.1"
-NODE_DIR = Path(__file__).resolve().parent.parent / ".node"
 NODE_PACKAGES = {"@segment/analytics-node": "3", "@rudderstack/rudder-sdk-node": "3"}
 
 
@@ -301,42 +299,10 @@ run().catch((e) => errors.push(`script: ${e.stack || e}`)).then(() => {
 """
 
 
-def _installed(directory: Path) -> bool:
-    for name, major in NODE_PACKAGES.items():
-        manifest = directory / "node_modules" / name / "package.json"
-        if not manifest.exists():
-            return False
-        if json.loads(manifest.read_text())["version"].split(".")[0] != major:
-            return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def node_sdks() -> Path:
     """tests/.node with both Node SDKs installed (npm, once; reused while it stays valid)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.skip("node and npm are needed for the Node SDK tests")
-    node_version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
-    if int(node_version.strip().lstrip("v").split(".")[0]) < 20:
-        pytest.skip(f"@segment/analytics-node needs Node >= 20, found {node_version.strip()}")
-    NODE_DIR.mkdir(exist_ok=True)
-    with open(NODE_DIR / ".lock", "w") as lock:  # parallel sessions install once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _installed(NODE_DIR):
-            # `npm init -y` rejects the directory name ".node", so write the manifest ourselves
-            manifest = NODE_DIR / "package.json"
-            if not manifest.exists():
-                manifest.write_text('{"name": "gateway-sdk-tests", "private": true}\n')
-            specs = [f"{name}@{major}" for name, major in NODE_PACKAGES.items()]
-            try:
-                result = subprocess.run([npm, "install", "--no-audit", "--no-fund", *specs],
-                                        cwd=NODE_DIR, capture_output=True, text=True, timeout=300)
-            except subprocess.TimeoutExpired:
-                pytest.skip("npm install of the Node SDKs timed out")
-            if result.returncode != 0 or not _installed(NODE_DIR):
-                pytest.skip(f"npm install of the Node SDKs failed: {result.stderr[-2000:]}")
-    return NODE_DIR
+    return node_packages(NODE_PACKAGES, "the Node SDK tests")
 
 
 def run_node_sdk(node_dir: Path, tmp_path: Path, sdk: str, url: str, write_key: str,

@@ -167,10 +167,13 @@ def test_a_hanging_destination_does_not_slow_the_others(database_url: str, stuck
                 send(app, KEY_A, tracks(f"stuck{round_}", 3 * CONCURRENCY))
                 wait_for(lambda: stuck.holding() == CONCURRENCY, 10, "the stuck requests")
                 beside.append(healthy_rate(app, engine, f"beside{round_}", events))
-                # it claimed only what its threads could send: nothing waits in a queue
+                # it claimed only what its lane can send in half a lease: before anything was
+                # measured, one per thread; later what its measured send time allows
                 assert stuck.holding() == CONCURRENCY
-                assert count(engine, deliveries.c.destination == "stuck",
-                             deliveries.c.state == "delivering") == CONCURRENCY
+                claimed = count(engine, deliveries.c.destination == "stuck",
+                                deliveries.c.state == "delivering")
+                assert claimed == CONCURRENCY if round_ == 0 else \
+                    CONCURRENCY <= claimed <= worker.lanes["stuck"].capacity()
                 # let it fail fast now, so the next "alone" round really is alone
                 stuck.hang = False
                 stuck.release()

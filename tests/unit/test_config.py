@@ -216,6 +216,41 @@ def test_server_bind_is_checked_and_completed_at_load() -> None:
     assert "[server]: field 'bind'" in error_of(raw(server={"bind": "localhost:http"}))
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("", ""),
+    ("https://gw.example.com", "https://gw.example.com"),
+    ("HTTPS://GW.Example.com:8443/", "https://gw.example.com:8443"),
+    ("http://shop.example/t/", "http://shop.example/t"),
+    ("http://[::1]:8080/first/party", "http://[::1]:8080/first/party"),
+])
+def test_public_url_is_normalised_at_load(text: str, expected: str) -> None:
+    assert from_mapping(raw(server={"public_url": text})).server.public_url == expected
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("gw.example.com", "must start with http:// or https://"),
+    ("ftp://gw.example.com", "must start with http:// or https://"),
+    ("https://", "names no host"),
+    ("https://gw.example.com/?a=1", "must not have a query"),
+    ("https://gw.example.com/#top", "must not have a fragment"),
+    ("https://user:pw@gw.example.com", "must not hold credentials"),
+    ("https://gw.example.com:99999", "the port must be a number from 1 to 65535"),
+    ("https://gw example.com", "must not contain spaces"),
+    ("https://gw!.example.com", "is not a host name or IP address"),
+])
+def test_a_bad_public_url_is_refused_naming_the_field(text: str, problem: str) -> None:
+    message = error_of(raw(server={"public_url": text}))
+    assert message.startswith("gateway.toml: [server]: field 'public_url': ")
+    assert problem in message
+
+
+def test_public_url_from_the_environment_is_checked_too() -> None:
+    env = {"GATEWAY_SERVER_PUBLIC_URL": "https://gw.example.com/e/"}
+    assert from_mapping(raw(), env=env).server.public_url == "https://gw.example.com/e"
+    with pytest.raises(ConfigError, match="field 'public_url'"):
+        from_mapping(raw(), env={"GATEWAY_SERVER_PUBLIC_URL": "gw.example.com"})
+
+
 def test_a_folder_or_an_unreadable_file_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="is a folder"):
         load(tmp_path, env={})
