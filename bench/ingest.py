@@ -149,16 +149,31 @@ def _uuid4s(count: int) -> list[str]:
     return out
 
 
-def _message(rng: random.Random, now: datetime, track_share: float = 0.8) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Users:
+    """Who the traffic is about: `count` users, the n-th is USER_FORMAT of n * step; with
+    `anonymous`, every message also carries that user's anonymousId (both identity keys)."""
+
+    count: int = USERS
+    step: int = 1
+    user_format: str = "user-{:04d}"
+    anonymous_format: str = ""  # e.g. "anon-{:08d}"; empty: no anonymousId
+
+
+def _message(rng: random.Random, now: datetime, track_share: float = 0.8,
+             users: Users = Users()) -> dict[str, Any]:
     """One message as analytics-python enqueues it (by default 80 % track, 20 % identify)."""
-    user = rng.randrange(USERS)
+    user = rng.randrange(users.count) * users.step
+    user_id = users.user_format.format(user)
     message: dict[str, Any] = {
         "messageId": ID_SLOT,
         "timestamp": (now - timedelta(milliseconds=rng.randrange(5000))).isoformat(),
-        "userId": f"user-{user:04d}",
+        "userId": user_id,
         "context": {"library": {"name": "analytics-python", "version": "2.3.3"}},
         "integrations": {},
     }
+    if users.anonymous_format:
+        message["anonymousId"] = users.anonymous_format.format(user)
     if rng.random() < track_share:
         message.update(type="track", event=rng.choice(
             ["Order Completed", "Product Viewed", "Signed In", "Checkout Started"]), properties={
@@ -169,7 +184,7 @@ def _message(rng: random.Random, now: datetime, track_share: float = 0.8) -> dic
                          for _ in range(rng.randrange(1, 4))]})
     else:
         message.update(type="identify", traits={
-            "email": f"user-{user:04d}@example.com", "name": f"User {user}",
+            "email": f"{user_id}@example.com", "name": f"User {user}",
             "plan": rng.choice(["free", "pro", "enterprise"]), "logins": rng.randrange(100)})
     return message
 
@@ -182,17 +197,18 @@ class Traffic:
     calls carry no `sentAt` and get the send time as their timestamp.
     """
 
-    def __init__(self, port: int, path: str, seed: int) -> None:
+    def __init__(self, port: int, path: str, seed: int,
+                 users: Users = Users()) -> None:
         rng = random.Random(seed)
         now = datetime.now(UTC)
         self.per_request = BATCH_SIZE if path == "/v1/batch" else 1
         self.templates: list[str] = []
         for _ in range(TEMPLATES):
             if self.per_request == 1:
-                body: dict[str, Any] = _message(rng, now, track_share=1.0)
+                body: dict[str, Any] = _message(rng, now, track_share=1.0, users=users)
                 body["timestamp"] = TIME_SLOT  # after messageId: the slots' order
             else:
-                body = {"batch": [_message(rng, now) for _ in range(BATCH_SIZE)],
+                body = {"batch": [_message(rng, now, users=users) for _ in range(BATCH_SIZE)],
                         "sentAt": now.isoformat()}
             raw = orjson.dumps(body).decode()
             length = (len(raw.encode()) + (36 - len(ID_SLOT)) * self.per_request
@@ -243,6 +259,7 @@ class Job:
     index: int  # this process among `processes`
     processes: int
     rate: float = 0.0  # total requests/s over all processes (open loop); 0 = closed loop
+    users: Users = Users()
 
 
 def drive(job: Job) -> dict[str, Any]:
@@ -272,7 +289,7 @@ def _client(job: Job, thread: int, begin: float, measure_from: float, stop: floa
     """Closed loop (next request when the last one answered) or paced open loop at job.rate,
     where latency counts from the scheduled send time (no coordinated omission)."""
     slot, slots = job.index * job.threads + thread, job.processes * job.threads
-    traffic = Traffic(job.port, job.path, seed=slot * 7919 + int(job.start_at))
+    traffic = Traffic(job.port, job.path, seed=slot * 7919 + int(job.start_at), users=job.users)
     k = 0
     while True:
         request = traffic.next()
@@ -314,14 +331,72 @@ class Measure:
     events_ok: int  # events in every 200 answer, warm-up included: what the DB must hold
     failures: dict[str, int] = field(default_factory=dict)
     sample: str = ""
+    cpu_s: float = float("nan")  # CPU seconds of the server's process tree in the window
+    window_s: float = 0.0  # the measured window's length
+
+    @property
+    def cpu_per_1000(self) -> float:
+        """Server CPU seconds per 1,000 events answered 200 in the measured window."""
+        events = self.events_per_s * self.window_s
+        return self.cpu_s / events * 1000 if events else float("nan")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of `pid` and every live descendant, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        todo += children.get(current, [])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWindow:
+    """Samples the server tree's CPU at the start and at the end of the measured window (wall
+    clock, the same instants the load processes measure between)."""
+
+    def __init__(self, pid: int | None, start: float, end: float) -> None:
+        self.pid, self.start, self.end = pid, start, end
+        self.samples: list[float] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        if pid is not None:
+            self.thread.start()
+
+    def _run(self) -> None:
+        assert self.pid is not None
+        for when in (self.start, self.end):
+            time.sleep(max(0.0, when - time.time()))
+            self.samples.append(tree_cpu_seconds(self.pid))
+
+    def seconds(self) -> float:
+        if self.pid is None:
+            return float("nan")
+        self.thread.join()
+        return self.samples[1] - self.samples[0]
 
 
 def run_scenario(pool: Pool, port: int, path: str, opts: argparse.Namespace,
-                 rate: float = 0.0) -> Measure:
+                 rate: float = 0.0, server_pid: int | None = None,
+                 users: Users = Users()) -> Measure:
     threads = opts.open_threads if rate else max(1, opts.clients // opts.processes)
     start_at = time.time() + 0.3
     jobs = [Job(port, path, start_at, opts.warmup, opts.seconds, threads, i, opts.processes,
-                rate) for i in range(opts.processes)]
+                rate, users) for i in range(opts.processes)]
+    cpu = CpuWindow(server_pid, start_at + opts.warmup, start_at + opts.warmup + opts.seconds)
     parts = pool.map(drive, jobs, chunksize=1)
     latencies = sorted(x for part in parts for x in part["lat"])
     ok = sum(part["ok"] for part in parts)
@@ -332,7 +407,8 @@ def run_scenario(pool: Pool, port: int, path: str, opts: argparse.Namespace,
     return Measure(ok / opts.seconds, ok * per_request / opts.seconds,
                    _percentile(latencies, 0.50), _percentile(latencies, 0.99),
                    sum(part["events_ok"] for part in parts), dict(failures),
-                   next((part["sample"] for part in parts if part["sample"]), ""))
+                   next((part["sample"] for part in parts if part["sample"]), ""),
+                   cpu.seconds(), opts.seconds)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -369,8 +445,9 @@ def write_config(path: Path, database_url: str) -> None:
 
 @contextmanager
 def running(kind: str, workdir: Path, config_path: Path, port: int,
-            workers: int) -> Iterator[None]:
-    """Start one server, wait for it to answer, stop it (SIGTERM, then SIGKILL) afterwards."""
+            workers: int) -> Iterator[int]:
+    """Start one server, wait for it to answer, stop it (SIGTERM, then SIGKILL) afterwards;
+    yields its pid (the root of the process tree whose CPU is measured)."""
     bind = f"127.0.0.1:{port}"
     if kind == "gateway":
         command = [sys.executable, "-m", "gateway.cli", "--config", str(config_path), "serve",
@@ -385,7 +462,7 @@ def running(kind: str, workdir: Path, config_path: Path, port: int,
                                    env=env)
         try:
             _wait_ready(process, port, log_path)
-            yield
+            yield process.pid
         finally:
             process.terminate()
             try:
@@ -461,14 +538,15 @@ def bench_server(kind: str, pool: Pool, opts: argparse.Namespace, tmp: Path,
         write_config(config_path, url)
         port = _free_port()
         scenarios: dict[str, Measure] = {}
-        with running(kind, workdir, config_path, port, workers):
+        with running(kind, workdir, config_path, port, workers) as pid:
             for name, path in (("batch", "/v1/batch"), ("track", "/v1/track")):
                 print(f"  {label}: {name} …", flush=True)
-                scenarios[name] = run_scenario(pool, port, path, opts)
+                scenarios[name] = run_scenario(pool, port, path, opts, server_pid=pid)
             if kind == "gateway":
                 rate = scenarios["track"].requests_per_s / 2
                 print(f"  {label}: track at half load ({rate:.0f} req/s) …", flush=True)
-                scenarios["half"] = run_scenario(pool, port, "/v1/track", opts, rate=rate)
+                scenarios["half"] = run_scenario(pool, port, "/v1/track", opts, rate=rate,
+                                                 server_pid=pid)
         stored = None if kind == "raw" else count_rows(url)
     log_tail = ""
     if any(m.failures for m in scenarios.values()):  # the temp dir goes: keep why
@@ -517,16 +595,19 @@ def report(runs: dict[str, ServerRun], title: str) -> list[str]:
     row("batch  requests/s", lambda m: m.requests_per_s, 1, bare, "batch", True)
     row("batch  p50 ms", lambda m: m.p50_ms, 1, bare, "batch", False)
     row("batch  p99 ms", lambda m: m.p99_ms, 1, bare, "batch", False)
+    row("batch  CPU s/1000 events", lambda m: m.cpu_per_1000, 3, bare, "batch", False)
     row("track  requests/s", lambda m: m.requests_per_s, 0, raw, "track", True)
     row("track  p50 ms", lambda m: m.p50_ms, 1, raw, "track", False)
     row("track  p99 ms", lambda m: m.p99_ms, 1, raw, "track", False)
+    row("track  CPU s/1000 events", lambda m: m.cpu_per_1000, 3, raw, "track", False)
     header = ("scenario", "raw ceiling", "bare-store ceiling", "gateway", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
     print(f"\n{title}")
     for r in [header, *rows]:
         print("  " + " | ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i])
                                 for i, c in enumerate(r)))
-    print("  (ratio: gateway/bare-store for batch rows, gateway/raw for track rows)")
+    print("  (ratio: gateway/bare-store for batch rows, gateway/raw for track rows; CPU: the "
+          "server's whole process tree, from /proc, in the measured window)")
 
     problems: list[str] = []
     batch_ratio = gw["batch"].events_per_s / bare["batch"].events_per_s

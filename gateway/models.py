@@ -88,6 +88,10 @@ events = Table(
     UniqueConstraint("source", "message_id"),
     Index(None, "user_id", "id"),
     Index(None, "anonymous_id", "id"),
+    # the admin lists (newest first under one filter; migration 0003)
+    Index(None, "type", "id"),
+    Index(None, "event", "id"),
+    Index(None, "received_at"),
 )
 
 deliveries = Table(
@@ -111,6 +115,9 @@ deliveries = Table(
     # the worker's "what is due" scan
     Index(None, "state", "next_attempt_at"),
     Index(None, "event_id"),
+    # the admin lists (newest first by state or by destination; migration 0003)
+    Index(None, "state", "id"),
+    Index(None, "destination", "id"),
 )
 
 delivery_attempts = Table(
