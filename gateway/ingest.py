@@ -1,20 +1,30 @@
 """Store accepted messages: events + identity changes + delivery rows in ONE transaction.
 
-This is the outbox of DESIGN.md §2.1: the tracking endpoint answers 200 only after `store`
+This is the outbox of DESIGN.md §2.1: the tracking endpoint answers 200 only after `submit`
 returns, so an accepted event and the work it causes are durable together or not at all.
+
+Group commit: a durable commit costs about a millisecond of wall time whatever it holds, so the
+concurrent requests of a process share one transaction and one commit (`submit`). Each request
+still gets its own result, and only after the commit that holds it; a failed group fails every
+request in it with the same error (or, when the database itself works, is written again request
+by request so only the culprit fails).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from dataclasses import dataclass
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Insert, func, insert, literal, select
+from sqlalchemy import Connection, Engine, Insert, String, bindparam, func, insert, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from gateway.config import Config
 from gateway.db import write_transaction
@@ -25,6 +35,8 @@ from gateway.models import deliveries, events
 from gateway.routing import destinations_for_source, route
 
 MAX_TRANSACTION_TRIES = 5
+MAX_GROUP_MESSAGES = 1000  # one group commit writes at most this many messages…
+MAX_QUEUED_MESSAGES = 10_000  # …and at most this many wait for it (per process)
 
 
 @dataclass(frozen=True)
@@ -34,15 +46,142 @@ class StoreResult:
     deliveries: int  # delivery rows queued
 
 
+@dataclass(eq=False)
+class _Request:
+    """One caller's messages, waiting for (or written by) a group's transaction."""
+
+    config: Config
+    source: str
+    messages: list[Message]
+    received_at: datetime
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+    result: StoreResult | None = None
+    error: BaseException | None = None
+
+
 def store(engine: Engine, config: Config, source: str, messages: list[Message],
           received_at: datetime) -> StoreResult:
-    """Write the messages of one request atomically, retrying on concurrent-write conflicts."""
+    """Write the messages of one request atomically in a transaction of their own, retrying on
+    concurrent-write conflicts. (The tracking API uses `submit`, which shares commits.)"""
     if not messages:
         return StoreResult(0, 0, 0)
+    return _store_with_retries(engine, [_Request(config, source, messages, received_at)])[0]
+
+
+def submit(engine: Engine, config: Config, source: str, messages: list[Message],
+           received_at: datetime) -> StoreResult:
+    """Store one request's messages by group commit: concurrent callers of this process share
+    one transaction and one commit. Returns only once that commit is done (200 means stored);
+    raises what the group's transaction raised if it failed."""
+    if not messages:
+        return StoreResult(0, 0, 0)
+    with _COMMITTERS_LOCK:
+        committer = _COMMITTERS.get(engine)
+        if committer is None:
+            committer = _COMMITTERS[engine] = _GroupCommitter()
+    request = _Request(config, source, messages, received_at)
+    committer.submit(engine, request)
+    if request.error is not None:
+        raise request.error
+    assert request.result is not None
+    return request.result
+
+
+class _GroupCommitter:
+    """Group commit for one engine in one process ("the first waiter leads").
+
+    A request queues itself; if no transaction is being written it becomes the leader at once
+    (a lone request never waits for company). The leader takes what is queued (at most
+    MAX_GROUP_MESSAGES), writes it in ONE transaction, wakes every request of the group with
+    its own result and hands the lead to the first request queued meanwhile: groups form by
+    themselves while a commit is in flight. The queue holds at most MAX_QUEUED_MESSAGES; more
+    callers wait for room (back-pressure on the request threads).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._queue: deque[_Request] = deque()
+        self._queued = 0  # messages in the queue
+        self._leading = False  # a request is writing a group (the queue may be empty then)
+
+    def submit(self, engine: Engine, request: _Request) -> None:
+        size = len(request.messages)
+        with self._lock:
+            while self._queue and self._queued + size > MAX_QUEUED_MESSAGES:
+                self._room.wait()
+            self._queue.append(request)
+            self._queued += size
+            lead = not self._leading  # then the queue was empty: this request is first
+            self._leading = True
+        if not lead:
+            request.wake.wait()  # set when its group is done, or when it is handed the lead
+            if request.finished:
+                return
+        self._lead(engine, request)
+
+    def _lead(self, engine: Engine, mine: _Request) -> None:
+        try:
+            while not mine.finished:  # `mine` is first in the queue: one group does it
+                with self._lock:
+                    group = [self._queue.popleft()]
+                    messages = len(group[0].messages)
+                    while self._queue and \
+                            messages + len(self._queue[0].messages) <= MAX_GROUP_MESSAGES:
+                        messages += len(self._queue[0].messages)
+                        group.append(self._queue.popleft())
+                    self._queued -= messages
+                    self._room.notify_all()
+                _write_group(engine, group)
+        finally:
+            with self._lock:
+                if self._queue:
+                    self._queue[0].wake.set()  # not finished: it wakes as the next leader
+                else:
+                    self._leading = False
+
+
+def _write_group(engine: Engine, group: list[_Request]) -> None:
+    """One transaction for the group. If it fails and the database is reachable (not an
+    outage), the requests are written one by one, so only a culprit's request fails."""
+    try:
+        try:
+            for request, result in zip(group, _store_with_retries(engine, group), strict=True):
+                request.result = result
+        except Exception as exc:
+            if len(group) == 1 or _is_outage(exc):
+                for request in group:
+                    request.error = exc
+            else:
+                for request in group:
+                    try:
+                        request.result = _store_with_retries(engine, [request])[0]
+                    except Exception as own:
+                        request.error = own
+    except BaseException as exc:  # interrupted: nobody may wait for ever, nobody hears 200
+        for request in group:
+            if request.result is None and request.error is None:
+                request.error = exc
+        raise
+    finally:
+        for request in group:
+            request.finished = True
+            request.wake.set()
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """The database itself failed (unreachable, disk full, read-only): every request of a group
+    would fail alone too, so they all get the error at once instead of N more attempts."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(
+        getattr(exc, "connection_invalidated", False))
+
+
+def _store_with_retries(engine: Engine, requests: list[_Request]) -> list[StoreResult]:
     for attempt in range(1, MAX_TRANSACTION_TRIES + 1):
         try:
             with write_transaction(engine) as connection:
-                return _store(connection, config, source, messages, received_at)
+                return _store(connection, requests)
         except IntegrityError as exc:  # a concurrent insert of the same identity key
             conflict = exc
         except DBAPIError as exc:
@@ -55,9 +194,52 @@ def store(engine: Engine, config: Config, source: str, messages: list[Message],
     raise AssertionError("unreachable")
 
 
-def _store(connection: Connection, config: Config, source: str, messages: list[Message],
-           received_at: datetime) -> StoreResult:
-    rows = [{
+def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult]:
+    """Events, identity and delivery rows of every request, in arrival order. A messageId sent
+    twice by one source (in two requests of the group, or already stored) is stored once: the
+    first arrival is the new one, later ones are duplicates."""
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for request in requests:
+        for m in request.messages:
+            key = (request.source, m.message_id)
+            if key not in seen:
+                seen.add(key)
+                rows.append(_event_row(request.source, m, request.received_at))
+    # arrival order: event ids (and so delivery order per user) follow it
+    inserted = _insert_new_events(connection, rows)
+    new: list[tuple[int, int, Message]] = []  # (request index, event id, message)
+    for index, request in enumerate(requests):
+        for m in request.messages:
+            event_id = inserted.pop((request.source, m.message_id), None)
+            if event_id is not None:
+                new.append((index, event_id, m))
+    if new:
+        IdentityGraph(connection).apply(m for _, _, m in new)
+    candidates: dict[tuple[int, str], list] = {}
+    routed: dict[str, list[int]] = {}
+    queued = [0] * len(requests)
+    for index, event_id, message in new:
+        request = requests[index]
+        wanted = candidates.get((id(request.config), request.source))
+        if wanted is None:
+            wanted = candidates[(id(request.config), request.source)] = destinations_for_source(
+                request.config, request.source)
+        for destination in route(wanted, message.payload.get("integrations")):
+            routed.setdefault(destination.name, []).append(event_id)
+            queued[index] += 1
+    for destination_name, event_ids in routed.items():
+        connection.execute(_QUEUE_DELIVERIES, {"destination": destination_name,
+                                               "event_ids": event_ids})
+    stored = [0] * len(requests)
+    for index, _, _ in new:
+        stored[index] += 1
+    return [StoreResult(stored[i], len(r.messages) - stored[i], queued[i])
+            for i, r in enumerate(requests)]
+
+
+def _event_row(source: str, m: Message, received_at: datetime) -> dict[str, Any]:
+    return {
         "source": source,
         "message_id": m.message_id,
         "type": m.type,
@@ -67,42 +249,42 @@ def _store(connection: Connection, config: Config, source: str, messages: list[M
         "timestamp": m.timestamp,
         "received_at": received_at,
         "payload": orjson.dumps(m.payload),
-    } for m in messages]
-    inserted = _insert_new_events(connection, rows)
-    new = [(inserted[m.message_id], m) for m in messages if m.message_id in inserted]
-    if new:
-        IdentityGraph(connection).apply(m for _, m in new)
-    candidates = destinations_for_source(config, source)
-    routed: dict[str, list[int]] = {}
-    for event_id, message in new:
-        for destination in route(candidates, message.payload.get("integrations")):
-            routed.setdefault(destination.name, []).append(event_id)
-    for destination_name, event_ids in routed.items():
-        connection.execute(_queue_deliveries(destination_name, event_ids))
-    return StoreResult(len(new), len(messages) - len(new),
-                       sum(len(ids) for ids in routed.values()))
+    }
 
 
-def _queue_deliveries(destination: str, event_ids: list[int]) -> Insert:
+def _queue_deliveries_statement() -> Insert:
     """One `pending` row per event for a destination, copied from the events rows in the
-    database (INSERT … SELECT): no per-row values cross from Python."""
+    database (INSERT … SELECT): no per-row values cross from Python. Built once; executed with
+    `destination` and the expanding `event_ids`."""
     user_key = func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
     rows = select(
-        events.c.id, literal(destination), user_key, literal(PENDING), literal(0),
-        events.c.received_at, events.c.received_at, events.c.received_at,
-    ).where(events.c.id.in_(event_ids))
+        events.c.id, bindparam("destination", type_=String), user_key, literal(PENDING),
+        literal(0), events.c.received_at, events.c.received_at, events.c.received_at,
+    ).where(events.c.id.in_(bindparam("event_ids", expanding=True)))
     return insert(deliveries).from_select(
         ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
          "created_at", "updated_at"], rows)
 
 
-def _insert_new_events(connection: Connection, rows: list[dict]) -> dict[str, int]:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING: messageId → id of the rows actually new."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = (dialect.insert(events)
-                 .on_conflict_do_nothing(index_elements=["source", "message_id"])
-                 .returning(events.c.id, events.c.message_id))
-    return {row.message_id: row.id for row in connection.execute(statement, rows)}
+def _insert_events_statement(dialect: Any) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: the rows actually new."""
+    return (dialect.insert(events)
+            .on_conflict_do_nothing(index_elements=["source", "message_id"])
+            .returning(events.c.id, events.c.source, events.c.message_id))
+
+
+# Built once per process, not per request (SQLAlchemy then finds their compiled form cached)
+_QUEUE_DELIVERIES = _queue_deliveries_statement()
+_INSERT_EVENTS = {"postgresql": _insert_events_statement(postgresql),
+                  "sqlite": _insert_events_statement(sqlite)}
+_COMMITTERS: weakref.WeakKeyDictionary[Engine, _GroupCommitter] = weakref.WeakKeyDictionary()
+_COMMITTERS_LOCK = threading.Lock()
+
+
+def _insert_new_events(connection: Connection, rows: list[dict]) -> dict[tuple[str, str], int]:
+    """(source, messageId) → id of the rows actually new."""
+    statement = _INSERT_EVENTS[connection.dialect.name]
+    return {(row.source, row.message_id): row.id for row in connection.execute(statement, rows)}
 
 
 def clip_indexed(value: str | None) -> str | None:
