@@ -24,6 +24,10 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.ingest import tree_cpu_seconds  # noqa: E402
+
 WRITE_KEY = "wk_bench"
 
 
@@ -129,15 +133,15 @@ def main() -> int:
                     if time.monotonic() > deadline:
                         raise
                 time.sleep(0.2)
-            cpu_before = _cpu_seconds(server.pid)
+            cpu_before = tree_cpu_seconds(server.pid)
             alone = latencies(url, args.seconds)
-            cpu_alone = _cpu_seconds(server.pid) - cpu_before
+            cpu_alone = tree_cpu_seconds(server.pid) - cpu_before
             crowd = SlowCrowd(port, args.slow)
             crowd.start()
             time.sleep(1.0)
-            cpu_before = _cpu_seconds(server.pid)
+            cpu_before = tree_cpu_seconds(server.pid)
             beside = latencies(url, args.seconds)
-            cpu_beside = _cpu_seconds(server.pid) - cpu_before
+            cpu_beside = tree_cpu_seconds(server.pid) - cpu_before
             time.sleep(args.deadline + 1)  # let every slow connection meet its deadline once
             crowd.stop.set()
         finally:
@@ -157,33 +161,6 @@ def main() -> int:
     verdict = "met" if pct(beside, 0.99) < 100 else "MISSED"
     print(f"  target p99 beside slow clients < 100 ms: {verdict}")
     return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of serve and all its descendants (gunicorn arbiter and workers), from /proc."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if _descends(int(entry.name), pid):
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def _descends(child: int, ancestor: int) -> bool:
-    while child > 1:
-        if child == ancestor:
-            return True
-        try:
-            child = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            return False
-    return False
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ from gateway.models import heartbeats
 
 WORKER = "worker"
 HTTP = "http"
+# Set by `gateway serve` for its HTTP processes when it runs a delivery worker beside them:
+# then no worker heartbeat at all is a failure, not "no worker configured".
+EXPECT_WORKER_ENV = "GATEWAY_INTERNAL_EXPECT_WORKER"
 STALE_INTERVALS = 3  # a worker that missed this many beats is considered gone
 FORGET_AFTER = timedelta(days=1)  # rows this old are removed when a new process starts
 
@@ -86,6 +89,4 @@ def liveness(connection: Connection, role: str, every: float,
     alive, total, last = connection.execute(
         select(func.count().filter(heartbeats.c.beat_at >= threshold), func.count(),
                func.max(heartbeats.c.beat_at)).where(heartbeats.c.role == role)).one()
-    if last is not None and last.tzinfo is None:  # SQLite: max() bypasses the column type
-        last = datetime.fromisoformat(str(last)).replace(tzinfo=UTC)
     return Liveness(alive or 0, (total or 0) - (alive or 0), last)

@@ -28,10 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.http.admin import EXPECT_WORKER_ENV
+from gateway.heartbeat import EXPECT_WORKER_ENV
 
 log = logging.getLogger("gateway.serve")
 
@@ -93,7 +93,6 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0
     restart_at: float | None = None
-    history: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, env=self.env, pass_fds=self.pass_fds,

@@ -18,10 +18,6 @@ from gateway.http.errors import ApiError, error_response
 from gateway.replay import Conflict, NotFound, replay, retry_dead
 from gateway.storage_state import short_reason
 
-# Set by `gateway serve` for its HTTP processes when it runs a delivery worker beside them:
-# then no worker heartbeat at all is a failure, not "no worker configured".
-EXPECT_WORKER_ENV = "GATEWAY_INTERNAL_EXPECT_WORKER"
-
 ops = Blueprint("ops", __name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
 
@@ -76,7 +72,7 @@ def health() -> Response | tuple[Response, int]:
     if not storage.healthy:  # the probe passed, but this process's writes failed just now
         body.update(status="unavailable", database=f"writes failing: {storage.last_reason}")
         return jsonify(body), 503
-    expected = os.environ.get(EXPECT_WORKER_ENV) == "1"
+    expected = os.environ.get(heartbeat.EXPECT_WORKER_ENV) == "1"
     if workers.alive or workers.gone or expected:
         body["delivery_worker"] = workers.describe(datetime.now(UTC))
         if not workers.alive:

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-OUTSIDE = ("../shared", "shared/fixtures", "shared/reference")
+SHARED = "sha" + "red"  # spelt in two so this file does not name the folder it looks for
+OUTSIDE = (f"../{SHARED}", f"{SHARED}/fixtures", f"{SHARED}/reference")
 
 
 def tracked_files() -> list[Path]:
@@ -23,7 +24,7 @@ def test_nothing_tracked_reads_outside_the_repository() -> None:
     offenders = []
     for path in tracked_files():
         if path.suffix not in (".py", ".md", ".cfg", ".toml", ".json", ".txt", "") \
-                or path.name == "test_repository.py" or not path.is_file():
+                or not path.is_file():
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         offenders += [f"{path.relative_to(REPO)}: {needle}" for needle in OUTSIDE
