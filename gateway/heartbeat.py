@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,22 +42,26 @@ class Heartbeat:
         self.id = f"{role}:{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"[:200]
         self.started_at = datetime.now(UTC)
         self._last = float("-inf")
+        # /health beats from many request threads at once: two first beats would both find no
+        # row and both insert it (a primary-key conflict on PostgreSQL, so a false 503)
+        self._lock = threading.Lock()
 
     def beat(self, force: bool = False) -> bool:
         """Write the row if the interval passed; True when a write happened."""
         if not force and time.monotonic() - self._last < self.every:
             return False
-        now = datetime.now(UTC)
-        with write_transaction(self.engine) as connection:
-            changed = connection.execute(
-                update(heartbeats).where(heartbeats.c.id == self.id).values(beat_at=now)).rowcount
-            if not changed:
-                connection.execute(delete(heartbeats).where(
-                    heartbeats.c.role == self.role, heartbeats.c.beat_at < now - FORGET_AFTER))
-                connection.execute(insert(heartbeats).values(
-                    id=self.id, role=self.role, host=self.host, pid=self.pid,
-                    started_at=self.started_at, beat_at=now))
-        self._last = time.monotonic()
+        with self._lock:
+            now = datetime.now(UTC)
+            with write_transaction(self.engine) as connection:
+                changed = connection.execute(update(heartbeats).where(
+                    heartbeats.c.id == self.id).values(beat_at=now)).rowcount
+                if not changed:
+                    connection.execute(delete(heartbeats).where(
+                        heartbeats.c.role == self.role, heartbeats.c.beat_at < now - FORGET_AFTER))
+                    connection.execute(insert(heartbeats).values(
+                        id=self.id, role=self.role, host=self.host, pid=self.pid,
+                        started_at=self.started_at, beat_at=now))
+            self._last = time.monotonic()
         return True
 
     def remove(self) -> None:
