@@ -42,8 +42,8 @@ PAGES = ("/console/", "/console/events/1", "/console/deliveries", "/console/dest
 class Browser:
     """One Chromium, one page; every call is a command to console_driver.js."""
 
-    def __init__(self, chromium: str, node_dir: Path, workdir: Path) -> None:
-        job = {"chromium": chromium, "userDataDir": str(workdir / "profile")}
+    def __init__(self, executable: str, node_dir: Path, workdir: Path) -> None:
+        job = {"chromium": executable, "userDataDir": str(workdir / "profile")}
         self.process = subprocess.Popen(
             ["node", str(BROWSER_DIR / "console_driver.js"), json.dumps(job)],
             cwd=node_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -85,7 +85,7 @@ def database(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
+def standin(database: str) -> Iterator[StandIn]:  # one per database run: its own requests
     server = StandIn()
     server.answer_for = lambda r: (Answer(400, {"error": f"unknown field, key {SECRET}"})
                                    if r.json and r.json.get("messageId") == REFUSED else None)
