@@ -266,7 +266,12 @@ def mask(key: str) -> str:
     return key[:4] + "•" * 8 if len(key) > 8 else "•" * 8
 
 
+def iso(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+
+
 bp.add_app_template_filter(mask, "mask")
+bp.add_app_template_filter(iso, "iso")
 
 
 def _age(seconds: float) -> str:
