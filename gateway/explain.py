@@ -38,15 +38,16 @@ STORED, REJECTED, UNKNOWN = "stored", "rejected", "unknown"
 
 def explain(connection: Connection, config: Config, message_id: str,
             source: str | None = None) -> dict[str, Any]:
-    """Everything the gateway knows about one messageId (optionally of one source)."""
+    """Everything the gateway knows about one messageId (optionally of one source; else of
+    every configured source — events of a source since removed from the config need it named)."""
     if not isinstance(message_id, str) or not message_id.strip():
         raise QueryError("message_id: required")
     if len(message_id) > MAX_MESSAGE_ID:
         raise QueryError(f"message_id: at most {MAX_MESSAGE_ID} characters")
     message_id = message_id.replace("\x00", "")
-    query = select(events).where(events.c.message_id == message_id)
-    if source:
-        query = query.where(events.c.source == source)
+    # (source, message_id) is the unique index: name the sources so it is used at any size
+    sources = [source] if source else [s.name for s in config.sources]
+    query = select(events).where(events.c.source.in_(sources), events.c.message_id == message_id)
     rows = connection.execute(query.order_by(events.c.id).limit(MAX_EVENTS)).all()
     refused = rejections.for_message(connection, message_id, source)
     found = [explain_event(connection, config, row, refused) for row in rows]

@@ -21,10 +21,12 @@ from gateway.ingest import clip_indexed
 from gateway.messages import parse_time
 from gateway.models import deliveries, delivery_attempts, events
 
-COUNT_CAP = 10_000  # counts above this show as "10,000+"
+COUNT_CAP = 10_000  # counts above this show as "10,000+"…
+BULK_CAP = 1_000  # …and for the states that pile up by the million (delivered, skipped) this
 FEED_BATCH = 200  # newest events sent per poll
 CHART_BUCKETS = 12  # 5-minute buckets over the last hour
-CHART_ROWS = 20_000  # newest attempts (and dead letters) read for the chart
+CHART_ROWS = 5_000  # newest attempts read for the chart (a busy hour shows its latest part)
+CHART_DEAD_ROWS = 2_000  # newest dead deliveries read for it
 RETRY_CAP = 10_000  # dead deliveries one "retry all matching" moves at most
 FEED_FILTERS = ("source", "type", "event", "user")
 
@@ -91,12 +93,20 @@ def _feed_query(filters: Mapping[str, str]) -> Select:
 # the deliveries desk ---------------------------------------------------------------------------
 
 def state_counts(connection: Connection, destinations: list[str]) -> dict[str, dict[str, Count]]:
-    """Per destination, per state, a count capped at COUNT_CAP."""
-    out: dict[str, dict[str, Count]] = {}
-    for name in destinations:
-        out[name] = {state: capped_count(connection, select(deliveries.c.id).where(
-            deliveries.c.destination == name, deliveries.c.state == state))
-            for state in states.STATES}
+    """Per destination, per state, a count. One query per state reads at most `cap` of its
+    newest rows down the (state, id) index and groups them; when a state has more rows than
+    that, every count of it is a lower bound ("1,000+"). BULK_CAP for the states that pile up
+    by the million (delivered, skipped), COUNT_CAP for the ones an operator acts on."""
+    out: dict[str, dict[str, Count]] = {name: {} for name in destinations}
+    for state in states.STATES:
+        cap = BULK_CAP if state in (states.DELIVERED, states.SKIPPED) else COUNT_CAP
+        newest = select(deliveries.c.destination).where(deliveries.c.state == state) \
+            .order_by(deliveries.c.id.desc()).limit(cap + 1).subquery()
+        found = dict(connection.execute(select(newest.c.destination, func.count())
+                                        .group_by(newest.c.destination)).all())
+        capped = sum(found.values()) > cap
+        for name in destinations:
+            out[name][state] = Count(found.get(name, 0), capped and name in found)
     return out
 
 
@@ -148,14 +158,21 @@ def queue_gauges(engine: Engine) -> dict[str, tuple[float, float]]:
     return {name: (depth[name], age.get(name, 0.0)) for name in depth}
 
 
-def last_hour(connection: Connection, now: datetime | None = None
-              ) -> dict[str, dict[str, list[int]]]:
+@dataclass
+class Chart:
+    series: dict[str, dict[str, list[int]]]  # destination → kind → 5-minute buckets
+    since: datetime  # what the buckets cover: the hour, or less when the row caps cut it
+
+
+def last_hour(connection: Connection, now: datetime | None = None) -> Chart:
     """Per destination, 5-minute buckets over the last hour of delivered and failed attempts
-    and of deliveries that went dead: from the newest CHART_ROWS rows of each (by id)."""
+    and of deliveries that went dead, from the newest CHART_ROWS attempts and CHART_DEAD_ROWS
+    dead deliveries (walked down the primary key and the state index: bounded at any size)."""
     now = now or datetime.now(UTC)
     start = now - timedelta(hours=1)
     width = 3600 / CHART_BUCKETS
     out: dict[str, dict[str, list[int]]] = {}
+    since = start
 
     def bucket(name: str, kind: str, when: datetime) -> None:
         series = out.setdefault(name, {k: [0] * CHART_BUCKETS
@@ -166,19 +183,22 @@ def last_hour(connection: Connection, now: datetime | None = None
     recent = select(delivery_attempts.c.delivery_id, delivery_attempts.c.started_at,
                     delivery_attempts.c.status).order_by(delivery_attempts.c.id.desc()) \
         .limit(CHART_ROWS).subquery()
-    for row in connection.execute(
-            select(deliveries.c.destination, recent.c.started_at, recent.c.status)
-            .join(deliveries, deliveries.c.id == recent.c.delivery_id)
-            .where(recent.c.started_at >= start)):
-        ok = row.status is not None and 200 <= row.status < 300
-        bucket(row.destination, "delivered" if ok else "failed", row.started_at)
+    rows = connection.execute(select(deliveries.c.destination, recent.c.started_at,
+                                     recent.c.status)
+                              .join(deliveries, deliveries.c.id == recent.c.delivery_id)).all()
+    if len(rows) >= CHART_ROWS:
+        since = max(since, min(r.started_at for r in rows))
+    for row in rows:
+        if row.started_at >= since:
+            ok = row.status is not None and 200 <= row.status < 300
+            bucket(row.destination, "delivered" if ok else "failed", row.started_at)
     for row in connection.execute(
             select(deliveries.c.destination, deliveries.c.updated_at)
             .where(deliveries.c.state == states.DEAD).order_by(deliveries.c.id.desc())
-            .limit(CHART_ROWS)):
-        if row.updated_at >= start:
+            .limit(CHART_DEAD_ROWS)):
+        if row.updated_at >= since:
             bucket(row.destination, "dead", row.updated_at)
-    return out
+    return Chart(out, since)
 
 
 def circuit_status() -> Callable[[Connection, str], Any] | None:

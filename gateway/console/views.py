@@ -237,13 +237,14 @@ def destinations() -> str:
     rows = []
     for d in config.destinations:
         depth, age = gauges.get(d.name, (0, 0.0))
-        series = chart.get(d.name, {k: [0] * data.CHART_BUCKETS
+        series = chart.series.get(d.name, {k: [0] * data.CHART_BUCKETS
                                     for k in ("delivered", "failed", "dead")})
         rows.append({"destination": d, "depth": int(depth), "age": _age(age),
                      "series": series, "totals": {k: sum(v) for k, v in series.items()},
                      "bars": _bars(series), "circuit": circuits.get(d.name)})
+    covered = (datetime.now(UTC) - chart.since).total_seconds()
     return render_template("console/destinations.html", rows=rows, circuits=status is not None,
-                           now=datetime.now(UTC))
+                           covered=None if covered >= 3590 else _age(covered))
 
 
 @bp.get("/sources")

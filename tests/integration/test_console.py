@@ -156,7 +156,14 @@ def test_replay_dry_run_then_real(client: FlaskClient, engine) -> None:
 def test_counts_are_capped(client: FlaskClient, engine, monkeypatch: pytest.MonkeyPatch) -> None:
     for n in range(4):
         track(client, f"c{n}")
-    monkeypatch.setattr(data, "COUNT_CAP", 2)
     with engine.connect() as connection:
         count = data.capped_count(connection, select(deliveries.c.id), 2)
-    assert (count.value, count.capped, str(count)) == (2, True, "2+")
+        assert (count.value, count.capped, str(count)) == (2, True, "2+")
+        exact = data.state_counts(connection, ["cio", "kustomer-main", "paused"])
+        assert {n: str(c["pending"]) for n, c in exact.items()} == {
+            "cio": "4", "kustomer-main": "4", "paused": "0"}
+        monkeypatch.setattr(data, "COUNT_CAP", 5)  # 8 pending rows: only lower bounds
+        capped = data.state_counts(connection, ["cio", "kustomer-main", "paused"])
+    assert all(capped[n]["pending"].capped for n in ("cio", "kustomer-main"))
+    assert sum(capped[n]["pending"].value for n in ("cio", "kustomer-main")) == 6
+    assert str(capped["paused"]["pending"]) == "0"
