@@ -132,7 +132,8 @@ def _delivery_words(d: Any) -> tuple[str, str]:
 
 
 def _last(d: Any) -> str | None:
-    if d.last_error and d.last_status is not None:
+    if d.last_error and d.last_status is not None \
+            and not d.last_error.startswith(f"HTTP {d.last_status}"):
         return f"HTTP {d.last_status} — {d.last_error}"
     return d.last_error or (f"HTTP {d.last_status}" if d.last_status is not None else None)
 

@@ -21,12 +21,12 @@ from gateway.ingest import clip_indexed
 from gateway.messages import parse_time
 from gateway.models import deliveries, delivery_attempts, events
 
-COUNT_CAP = 10_000  # counts above this show as "10,000+"…
+COUNT_CAP = 2_000  # counts above this show as "2,000+"…
 BULK_CAP = 1_000  # …and for the states that pile up by the million (delivered, skipped) this
 FEED_BATCH = 200  # newest events sent per poll
 CHART_BUCKETS = 12  # 5-minute buckets over the last hour
-CHART_ROWS = 5_000  # newest attempts read for the chart (a busy hour shows its latest part)
-CHART_DEAD_ROWS = 2_000  # newest dead deliveries read for it
+CHART_ROWS = 2_000  # newest attempts read for the chart (a busy hour shows its latest part)
+CHART_DEAD_ROWS = 1_000  # newest dead deliveries read for it
 RETRY_CAP = 10_000  # dead deliveries one "retry all matching" moves at most
 FEED_FILTERS = ("source", "type", "event", "user")
 
