@@ -31,6 +31,7 @@ MAX_ROWS = 10_000  # the table keeps about this many newest rows
 MAX_QUEUED = 2_000  # per process, waiting for the writer; beyond that the oldest are dropped
 MAX_BATCH = 500  # rows per write
 FLUSH_SECONDS = 0.2  # the writer's pace: a rejection is queryable within about this
+IDLE_SECONDS = 30.0  # a writer with nothing to do this long ends (started again when needed)
 MAX_DETAIL = 500
 MAX_LOOKUP = 500  # messageIds per duplicate lookup statement
 
@@ -64,19 +65,24 @@ class _Recorder:
         self.wake = threading.Condition()
         self.busy = False
         self.failing = False
+        self.stopped = False
         self.thread = threading.Thread(target=self._run, name="rejections", daemon=True)
         self.thread.start()
 
-    def add(self, items: Iterable[Entry | _Duplicates]) -> None:
+    def add(self, items: Iterable[Entry | _Duplicates]) -> bool:
+        """False when this writer has ended (idle): the caller starts a new one."""
         with self.wake:
+            if self.stopped:
+                return False
             self.queue.extend(items)
             self.wake.notify()
+            return True
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is written (tests, explain in-process)."""
         deadline = time.monotonic() + timeout
         with self.wake:
-            while self.queue or self.busy:
+            while (self.queue or self.busy) and not self.stopped:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -87,8 +93,12 @@ class _Recorder:
     def _run(self) -> None:
         while True:
             with self.wake:
-                while not self.queue:
-                    self.wake.wait()
+                if not self.queue:
+                    self.wake.wait(IDLE_SECONDS)
+                if not self.queue:
+                    self.stopped = True
+                    self.wake.notify_all()
+                    return
                 batch = [self.queue.popleft() for _ in range(min(MAX_BATCH, len(self.queue)))]
                 self.busy = True
             try:
@@ -124,21 +134,23 @@ _RECORDERS: dict[int, _Recorder] = {}
 _RECORDERS_LOCK = threading.Lock()
 
 
-def _recorder(engine: Engine) -> _Recorder:
+def _queue(engine: Engine, items: list[Entry | _Duplicates]) -> None:
+    """Hand items to this engine's writer, starting one when there is none (or it ended)."""
     recorder = _RECORDERS.get(id(engine))
-    if recorder is None or recorder.engine is not engine:
-        with _RECORDERS_LOCK:
-            recorder = _RECORDERS.get(id(engine))
-            if recorder is None or recorder.engine is not engine:
-                recorder = _RECORDERS[id(engine)] = _Recorder(engine)
-    return recorder
+    if recorder is not None and recorder.engine is engine and recorder.add(items):
+        return
+    with _RECORDERS_LOCK:
+        recorder = _RECORDERS.get(id(engine))
+        if recorder is None or recorder.engine is not engine or not recorder.add(items):
+            recorder = _RECORDERS[id(engine)] = _Recorder(engine)
+            recorder.add(items)
 
 
 def record(engine: Engine, entries: Sequence[Entry]) -> None:
     """Queue refused messages (or a refused request); returns at once and never raises."""
     try:
         if entries:
-            _recorder(engine).add(entries)
+            _queue(engine, list(entries))
     except Exception:  # pragma: no cover - e.g. no thread can be started
         log.exception("cannot queue rejections")
 
@@ -148,7 +160,7 @@ def record_duplicates(engine: Engine, source: str, message_ids: Sequence[str],
     """Queue the lookup of which of these messageIds were resends of stored events."""
     try:
         if message_ids:
-            _recorder(engine).add([_Duplicates(source, tuple(message_ids), received_at)])
+            _queue(engine, [_Duplicates(source, tuple(message_ids), received_at)])
     except Exception:  # pragma: no cover
         log.exception("cannot queue duplicate lookups")
 

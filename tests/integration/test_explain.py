@@ -17,7 +17,7 @@ from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from gateway.models import rejections as rejections_table
 from tests.conftest import WRITE_KEY, write_toml
-from tests.helpers import basic
+from tests.helpers import basic, stored_events
 from tests.integration.test_worker import drain
 from tests.standin import Answer, StandIn
 
@@ -212,3 +212,18 @@ def test_cli_table_and_json(setup, capsys: pytest.CaptureFixture) -> None:
     assert main(["--config", str(path), "explain", "c2", "--json"]) == 0
     found = orjson.loads(capsys.readouterr().out)
     assert found["outcome"] == "rejected" and found["rejections"][0]["reason"] == "missing_field"
+
+
+def test_a_broken_record_never_fails_a_request(setup) -> None:
+    """With the rejections table gone the trace logs and drops; the SDK's answers are the same."""
+    app, *_ = setup
+    engine = app.extensions["gateway.engine"]
+    with engine.begin() as connection:
+        rejections_table.drop(connection)
+    bad = send(app, track("ok-2"), {"type": "track", "messageId": "bad-2"})
+    assert bad.get_json()["rejected"][0]["code"] == "missing_field"
+    send(app, track("ok-2"))  # a duplicate: its lookup is queued too
+    assert send(app, track("x"), key="wk_nobody", status=401).get_json()["code"] == \
+        "invalid_write_key"
+    assert rejections.flush(engine)  # the writer failed, logged, and carried on
+    assert [e["message_id"] for e in stored_events(engine)] == ["ok-2"]
