@@ -173,6 +173,11 @@ def flush(engine: Engine, timeout: float = 5.0) -> bool:
     return recorder.flush(timeout)
 
 
+def flush_all(timeout: float = 5.0) -> bool:
+    """Flush every writer of this process (tests: before a database is dropped under them)."""
+    return all([recorder.flush(timeout) for recorder in list(_RECORDERS.values())])
+
+
 def for_message(connection: Connection, message_id: str, source: str | None = None,
                 limit: int = 50) -> list[dict[str, Any]]:
     """The newest rejections of one messageId (any source unless one is given)."""
