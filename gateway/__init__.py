@@ -33,4 +33,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(tracking.bp)
     app.register_blueprint(browser.bp)
     admin.init_app(app)
+    from gateway import console
+
+    console.init_app(app)
     return app

@@ -44,6 +44,10 @@ def add_commands(add: AddCommand) -> None:
     retrying = add("retry", "move a dead delivery back to pending")
     retrying.add_argument("delivery_id", type=int)
     retrying.add_argument("--json", action="store_true")
+    explaining = add("explain", "why a messageId did or did not reach each destination")
+    explaining.add_argument("message_id")
+    explaining.add_argument("--source", help="only this source's message")
+    explaining.add_argument("--json", action="store_true", help="JSON instead of a table")
 
 
 def _filters(parser: argparse.ArgumentParser, names: Sequence[str], paging: bool = True) -> None:
@@ -86,6 +90,15 @@ def _dispatch(args: argparse.Namespace, config: Config, engine: Any) -> int:
             print(replay_summary(result, args.destination, args.dry_run))
         return 0
     with engine.connect() as connection:
+        if command == "explain":
+            from gateway.explain import explain
+
+            found = explain(connection, config, args.message_id, args.source)
+            if args.json:
+                _print(found, True)
+            else:
+                print("\n".join(explain_lines(found)))
+            return 0
         if command == "identities":
             found = queries.get_identity(connection, _given(args, ("user_id", "anonymous_id",
                                                                    "email")))
@@ -179,6 +192,26 @@ def delivery_tree(delivery: dict[str, Any], with_event: bool = True) -> list[str
         if attempt.get("excerpt"):
             excerpt = " ".join(attempt["excerpt"].split())
             lines.append(f"        response: {_cell(excerpt, 96)}")
+    return lines
+
+
+def explain_lines(found: dict[str, Any]) -> list[str]:
+    """`gateway explain` for people: the summary, refusals, then per event a table of
+    destinations with the verdict and its reason."""
+    lines = [f"message {found['message_id']}: {found['summary']}"]
+    for r in found["rejections"]:
+        source = r["source"] or "unknown source"
+        lines.append(f"  refused {r['received_at']} ({source}): {r['reason']} — {r['detail']}")
+    for event in found["events"]:
+        name = f" {event['event']!r}" if event.get("event") else ""
+        lines.append(f"\nevent {event['id']}: {event['type']}{name} from source "
+                     f"{event['source']}, received {event['received_at']}")
+        for dup in event["duplicates"]:
+            lines.append(f"  resend {dup['received_at']}: {dup['words']}")
+        rows = [{"destination": d["destination"], "verdict": d["verdict"],
+                 "delivery": (d["delivery"] or {}).get("id"), "why": d["words"]}
+                for d in event["destinations"]]
+        lines.append(table(rows, ("destination", "verdict", "delivery", "why"), width=120))
     return lines
 
 

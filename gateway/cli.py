@@ -30,7 +30,7 @@ from gateway.db import (
     schema_is_current,
 )
 
-ADMIN_COMMANDS = ("events", "deliveries", "identities", "replay", "retry")
+ADMIN_COMMANDS = ("events", "deliveries", "identities", "replay", "retry", "explain")
 QUIET_ENVIRONMENT = "GATEWAY_INTERNAL_ENVIRONMENT_CHECKED"  # children do not warn again
 
 

@@ -164,3 +164,18 @@ heartbeats = Table(
     Column("beat_at", UTCDateTime(), nullable=False),
     Index(None, "role", "beat_at"),
 )
+
+# Recent messages the tracking API refused, and resent messageIds it dropped as duplicates:
+# the trace `gateway explain` reads. Bounded by count (gateway/rejections.py); migration 0005.
+rejections = Table(
+    "rejections", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("source", String(200)),  # None: refused before the write key was known
+    Column("message_id", String(255)),
+    Column("message_type", String(20)),
+    Column("reason", String(100), nullable=False),  # the error code the caller got
+    Column("detail", String(500), nullable=False),
+    Column("duplicate_of", Id),  # the stored event a dropped duplicate repeated (no FK: retention)
+    Index(None, "message_id", "id"),
+)

@@ -7,6 +7,7 @@ the configured destination name, case-sensitive) wins; otherwise `All`, which de
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,3 +43,33 @@ def _switch(value: Any) -> bool:
 
 def route(candidates: tuple[Destination, ...], integrations: Any) -> list[Destination]:
     return [d for d in candidates if wants(d, integrations)]
+
+
+def decision(destination: Destination, integrations: Any) -> tuple[bool, str]:
+    """`wants` with the rule that decided, in words (for `gateway explain`). Same branches in
+    the same order; tests/unit/test_routing.py checks the two always agree."""
+    if integrations is None:
+        return True, "the message has no integrations object (everything is sent)"
+    if not isinstance(integrations, Mapping):
+        return False, "the message's integrations value is not an object: it routes nowhere"
+    everything = integrations.get("All", True)
+    if not isinstance(everything, bool):
+        return False, f"integrations.All is {_shown(everything)}, not true or false: routes nowhere"
+    for name in destination.display_names:
+        if name in integrations:
+            verdict = _switch(integrations[name])
+            return verdict, f"integrations[{name!r}] is {_shown(integrations[name])}"
+    if "All" in integrations:
+        return everything, (f"integrations.All is {_shown(everything)} and no key names this "
+                            f"destination ({', '.join(destination.display_names)})")
+    return True, "integrations names neither this destination nor All (All defaults to true)"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "an options object"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -79,6 +79,9 @@ class pg_schema:
         return url
 
     def __exit__(self, *exc: Any) -> None:
+        from gateway import rejections
+
+        rejections.flush_all()  # no background write may hold a lock the DROP needs
         with self.admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
         self.admin.dispose()

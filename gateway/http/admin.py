@@ -167,6 +167,17 @@ def replay_events() -> Response:
     return jsonify(result)
 
 
+@bp.get("/explain")
+def explain_message() -> Response:
+    """Why a messageId did or did not reach each destination (gateway/explain.py)."""
+    from gateway import explain, rejections
+
+    rejections.flush(_engine(), timeout=1.0)  # this process's queued refusals count too
+    with _engine().connect() as connection:
+        return jsonify(explain.explain(connection, _config(), request.args.get("message_id", ""),
+                                       request.args.get("source") or None))
+
+
 def _filters() -> dict[str, Any]:
     return {k: v for k, v in request.args.items() if k not in ("limit", "cursor")}
 

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from gateway import ingest, metrics
+from gateway import ingest, metrics, rejections
 from gateway.config import Config, Limits, Source
 from gateway.http.deadline import body_expired
-from gateway.http.errors import ApiError
+from gateway.http.errors import ApiError, error_response
 from gateway.messages import RequestInfo, normalise_batch, strip_nul
 
 bp = Blueprint("tracking", __name__)
@@ -78,6 +78,7 @@ def pixel(path_name: str) -> Response:
             _accept(source, [message], {}, path_type=path_name, single_call=True)
         except ApiError as exc:
             current_app.logger.info("pixel request not stored: %s", exc.code)
+            _trace_refusal(exc)
     return Response(PIXEL_GIF, mimetype="image/gif",
                     headers={"Cache-Control": "no-cache, no-store, must-revalidate"})
 
@@ -96,17 +97,54 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
     messages, rejected = normalise_batch(elements, info, config.limits, path_type)
     if rejected:
         _count(metrics.EVENTS_REJECTED, source.name, (r.message_type for r in rejected))
+        _trace_rejected(source.name, rejected, received_at)
     if rejected and (single_call or not messages or config.limits.strict_batches):
         first = rejected[0]
         raise ApiError(400, first.code, first.message,
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
     engine = current_app.extensions["gateway.engine"]
-    ingest.submit(engine, config, source.name, messages, received_at)  # group commit
+    result = ingest.submit(engine, config, source.name, messages, received_at)  # group commit
+    if result.duplicates:  # resolved off the request path (gateway/rejections.py)
+        rejections.record_duplicates(engine, source.name, [m.message_id for m in messages],
+                                     received_at)
     current_app.extensions["gateway.storage"].succeeded()
     _count(metrics.EVENTS_ACCEPTED, source.name, (m.type for m in messages))
     if not rejected:
         return _json(SUCCESS)
     return _json(orjson.dumps({"success": True, "rejected": [r.as_json() for r in rejected]}))
+
+
+def _trace_rejected(source: str, rejected: list[Any], received_at: datetime) -> None:
+    """Leave refused messages in the bounded rejections record (queued, never raises)."""
+    request.environ["gateway.rejections_traced"] = True
+    rejections.record(current_app.extensions["gateway.engine"], [
+        rejections.Entry(received_at, source, r.message_id, r.message_type, r.code, r.message)
+        for r in rejected])
+
+
+@bp.errorhandler(ApiError)
+def _refused(exc: ApiError) -> Response:
+    """A refused tracking request: traced, then answered as every API error is."""
+    _trace_refusal(exc)
+    response = error_response(exc.status, exc.code, exc.message, **exc.extra)
+    response.headers.update(exc.headers)
+    return response
+
+
+def _trace_refusal(exc: ApiError) -> None:
+    """A request-level refusal in the rejections record: the source when its write key was
+    valid, never the key itself. 5xx are not refusals (the SDK sends them again)."""
+    if exc.status >= 500 or request.environ.get("gateway.rejections_traced"):
+        return
+    try:
+        key = _basic_username() if exc.code != "invalid_authorization" else None
+        key = key or request.args.get("writeKey")
+        found = _config().source_by_write_key(key) if key else None
+        rejections.record(current_app.extensions["gateway.engine"], [rejections.Entry(
+            datetime.now(UTC), found.name if found else None, None, None, exc.code,
+            exc.message)])
+    except Exception:  # the trace must never change the answer
+        current_app.logger.exception("cannot trace a refused request")
 
 
 def _count(counter: Any, source: str, types: Iterable[str]) -> None:

@@ -47,3 +47,18 @@ def test_enabled_and_linked_destinations_only() -> None:
 ])
 def test_integrations_object(integrations, expected: list[str]) -> None:
     assert names(integrations) == expected
+
+
+def test_decision_always_agrees_with_wants() -> None:
+    """`decision` (explain's words) takes the same branches as `wants` (what ingest does)."""
+    from gateway.routing import decision, wants
+
+    destination = CONFIG.destinations[0]
+    cases = [None, [], "x", {}, {"All": False}, {"All": True}, {"All": "yes"},
+             {"All": False, "Customer.io": True}, {"All": True, "Customer.io": False},
+             {"Customer.io": {"opt": 1}}, {"Customer.io": "true"}, {"cio": False},
+             {"All": False, "cio": {}}, {"Other": False}]
+    for integrations in cases:
+        verdict, words = decision(destination, integrations)
+        assert verdict == wants(destination, integrations), integrations
+        assert words
