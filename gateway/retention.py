@@ -1,0 +1,253 @@
+"""Retention: the delivery worker's pruning loop (`[retention]`, issue 14).
+
+Each rule deletes its oldest expired rows in small batches, one short transaction each, so
+ingest is never held up: on PostgreSQL a batch is `id IN (SELECT … LIMIT n FOR UPDATE SKIP
+LOCKED)` (row locks on old rows only; ingest only inserts new ones), on SQLite each batch is one
+brief turn of the single writer lock. An event is deleted only when none of its deliveries is
+pending, delivering or retrying; its deliveries and their attempts go with it. On SQLite the
+pages a pass frees go back by `PRAGMA incremental_vacuum` (auto_vacuum = INCREMENTAL, migration
+0006), so the file stops growing once retention holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, delete, exists, inspect, select
+from sqlalchemy.schema import MetaData
+
+from gateway.config import Config, RetentionSettings
+from gateway.db import write_transaction
+from gateway.delivery import states
+from gateway.models import deliveries, delivery_attempts, events
+from gateway.storage_state import StorageState
+
+log = logging.getLogger(__name__)
+
+FINISHED_DELIVERED = (states.DELIVERED, states.SKIPPED)
+VACUUM_PAGES = 2000  # pages handed back per incremental_vacuum (8 MB at 4 KiB pages)
+# the time column of the rejections table (issue 13 adds it), the first of these it has
+REJECTION_TIME_COLUMNS = ("received_at", "rejected_at", "created_at", "at", "time")
+REJECTIONS_LOOK_SECONDS = 600  # how often a database without that table is looked at again
+
+
+@dataclass
+class Pruned:
+    """Rows deleted, per table, over one or more passes."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, table: str, n: int) -> None:
+        if n:
+            self.counts[table] = self.counts.get(table, 0) + n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class Pruner:
+    """Applies `[retention]` to one database. `prune_once` does one batch per rule and says
+    how many rows it deleted; `prune_all` repeats until nothing expired is left."""
+
+    def __init__(self, engine: Engine, settings: RetentionSettings,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.now = now
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.rejections: tuple[Table, Any] | None = None
+        self._looked_for_rejections = float("-inf")  # monotonic time of the last look
+
+    def rules(self) -> list[tuple[str, int, Callable[[Connection, datetime, int], Pruned]]]:
+        s = self.settings
+        rules = [("events", s.events_days, self._events),
+                 ("delivered", s.delivered_days, self._deliveries(FINISHED_DELIVERED)),
+                 ("dead", s.dead_days, self._deliveries((states.DEAD,))),
+                 ("attempts", s.attempts_days, self._attempts)]
+        if s.rejections_days:
+            if self.rejections is None and \
+                    time.monotonic() - self._looked_for_rejections > REJECTIONS_LOOK_SECONDS:
+                self._looked_for_rejections = time.monotonic()
+                self.rejections = self._find_rejections()
+            if self.rejections is not None:
+                rules.append(("rejections", s.rejections_days, self._rejections))
+        return [(name, days, rule) for name, days, rule in rules if days > 0]
+
+    def prune_once(self) -> Pruned:
+        """One batch of every rule with expired rows, each in its own transaction."""
+        done = Pruned()
+        now = self.now()
+        for _name, days, rule in self.rules():
+            cutoff = now - timedelta(days=days)
+            with write_transaction(self.engine) as connection:
+                pruned = rule(connection, cutoff, self.settings.batch_size)
+            for table, n in pruned.counts.items():
+                done.add(table, n)
+        if done.total and self.sqlite:
+            self.vacuum()
+        return done
+
+    def prune_all(self, stop: threading.Event | None = None) -> Pruned:
+        """Batches until a round deletes nothing (or `stop` is set)."""
+        done = Pruned()
+        while stop is None or not stop.is_set():
+            pruned = self.prune_once()
+            if not pruned.total:
+                break
+            for table, n in pruned.counts.items():
+                done.add(table, n)
+        return done
+
+    def vacuum(self) -> None:
+        """SQLite: hand the pages pruning freed back to the file system (a no-op unless the
+        file is in auto_vacuum = INCREMENTAL, which migration 0006 sets)."""
+        with write_transaction(self.engine) as connection:  # this process's writer turn
+            # sqlite3's execute() steps the pragma once, which frees ONE page; executescript
+            # runs it to the end (after committing the empty transaction begun for the lock)
+            connection.connection.dbapi_connection.executescript(
+                f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
+
+    # --- the rules: each deletes at most `limit` of the oldest expired rows ------------------
+
+    def _events(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
+        """Events older than the cutoff with no unfinished delivery, with their deliveries and
+        attempts. On PostgreSQL the events and their deliveries are locked before the check
+        is repeated, so a retry or replay committing meanwhile is seen (and the event kept)."""
+        unfinished = exists().where(deliveries.c.event_id == events.c.id,
+                                    deliveries.c.state.in_(states.UNFINISHED))
+        query = (select(events.c.id).where(events.c.received_at < cutoff, ~unfinished)
+                 .order_by(events.c.received_at).limit(limit))
+        if not self.sqlite:
+            query = query.with_for_update(skip_locked=True)
+        ids = [row.id for row in connection.execute(query)]
+        if not ids:
+            return Pruned()
+        if not self.sqlite:
+            busy = {row.event_id for row in connection.execute(
+                select(deliveries.c.event_id, deliveries.c.state)
+                .where(deliveries.c.event_id.in_(ids)).with_for_update())
+                if row.state in states.UNFINISHED}
+            ids = [i for i in ids if i not in busy]
+        of_events = select(deliveries.c.id).where(deliveries.c.event_id.in_(ids))
+        done = Pruned()
+        done.add("delivery_attempts", connection.execute(delete(delivery_attempts).where(
+            delivery_attempts.c.delivery_id.in_(of_events))).rowcount)
+        done.add("deliveries", connection.execute(delete(deliveries).where(
+            deliveries.c.event_id.in_(ids))).rowcount)
+        done.add("events", connection.execute(delete(events).where(
+            events.c.id.in_(ids))).rowcount)
+        return done
+
+    def _deliveries(self, wanted: tuple[str, ...]) -> Callable[[Connection, datetime, int],
+                                                               Pruned]:
+        """Finished deliveries in `wanted` states, last changed before the cutoff, with their
+        attempts; the state is checked again by the delete (a dead row retried meanwhile
+        stays)."""
+        def prune(connection: Connection, cutoff: datetime, limit: int) -> Pruned:
+            query = (select(deliveries.c.id)
+                     .where(deliveries.c.state.in_(wanted), deliveries.c.updated_at < cutoff)
+                     .order_by(deliveries.c.updated_at).limit(limit))
+            if not self.sqlite:
+                query = query.with_for_update(skip_locked=True)
+            ids = [row.id for row in connection.execute(query)]
+            if not ids:
+                return Pruned()
+            done = Pruned()
+            done.add("delivery_attempts", connection.execute(delete(delivery_attempts).where(
+                delivery_attempts.c.delivery_id.in_(ids))).rowcount)
+            done.add("deliveries", connection.execute(delete(deliveries).where(
+                deliveries.c.id.in_(ids), deliveries.c.state.in_(wanted))).rowcount)
+            return done
+        return prune
+
+    def _attempts(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
+        """Attempt rows older than the cutoff, of deliveries that are finished (an unfinished
+        delivery's history stays while it may still be needed)."""
+        unfinished = exists().where(deliveries.c.id == delivery_attempts.c.delivery_id,
+                                    deliveries.c.state.in_(states.UNFINISHED))
+        query = (select(delivery_attempts.c.id)
+                 .where(delivery_attempts.c.started_at < cutoff, ~unfinished)
+                 .order_by(delivery_attempts.c.started_at).limit(limit))
+        if not self.sqlite:
+            query = query.with_for_update(skip_locked=True)
+        ids = [row.id for row in connection.execute(query)]
+        done = Pruned()
+        if ids:
+            done.add("delivery_attempts", connection.execute(delete(delivery_attempts).where(
+                delivery_attempts.c.id.in_(ids))).rowcount)
+        return done
+
+    def _rejections(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
+        assert self.rejections is not None
+        table, column = self.rejections
+        key = next(iter(table.primary_key.columns))
+        query = select(key).where(column < _naive_if_sqlite(cutoff, self.sqlite)) \
+            .order_by(column).limit(limit)
+        if not self.sqlite:
+            query = query.with_for_update(skip_locked=True)
+        ids = [row[0] for row in connection.execute(query)]
+        done = Pruned()
+        if ids:
+            done.add(table.name, connection.execute(
+                delete(table).where(key.in_(ids))).rowcount)
+        return done
+
+    def _find_rejections(self) -> tuple[Table, Any] | None:
+        """The rejections table (another part of the gateway adds it) if this database has
+        one with a single-column key and a time column; else None (nothing to prune)."""
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table("rejections"):
+                return None
+            table = Table("rejections", MetaData(), autoload_with=connection)
+        if len(table.primary_key.columns) != 1:
+            return None
+        for name in REJECTION_TIME_COLUMNS:
+            if name in table.c:
+                return table, table.c[name]
+        return None
+
+
+def _naive_if_sqlite(moment: datetime, sqlite: bool) -> datetime:
+    """A reflected SQLite DATETIME column compares as text written without a zone (as
+    models.UTCDateTime stores it)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if sqlite else moment
+
+
+def run(engine: Engine, config: Config, stop: threading.Event) -> None:
+    """The loop: prune while there is something to prune (a batch per rule, then again),
+    then sleep `interval_seconds`. A database outage is logged once and waited out."""
+    settings = config.retention
+    pruner = Pruner(engine, settings)
+    state = StorageState("pruning old rows", log, settle=0)
+    while not stop.is_set():
+        try:
+            pruned = pruner.prune_once()
+        except Exception as exc:  # never take the worker down with it
+            state.failed(exc, engine)
+            stop.wait(settings.interval_seconds)
+            continue
+        state.succeeded()
+        if pruned.total:
+            log.debug("retention: deleted %s", pruned.counts)
+            stop.wait(0.05)  # a breath between batches: ingest and delivery write too
+        else:
+            stop.wait(settings.interval_seconds)
+
+
+def start(engine: Engine, config: Config, stop: threading.Event) -> threading.Thread | None:
+    """Start the pruning loop beside the delivery worker (None when every rule is 0)."""
+    r = config.retention
+    if not any((r.events_days, r.delivered_days, r.dead_days, r.attempts_days,
+                r.rejections_days)):
+        return None
+    thread = threading.Thread(target=run, args=(engine, config, stop), name="retention",
+                              daemon=True)
+    thread.start()
+    return thread
