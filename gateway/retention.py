@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, exists, inspect, select
+from sqlalchemy import Connection, Engine, Table, delete, inspect, select
 from sqlalchemy.schema import MetaData
 
 from gateway.config import Config, RetentionSettings
@@ -34,6 +34,7 @@ FINISHED_DELIVERED = (states.DELIVERED, states.SKIPPED)
 VACUUM_PAGES = 2000  # pages handed back per incremental_vacuum (8 MB at 4 KiB pages)
 # the time column of the rejections table (issue 13 adds it), the first of these it has
 REJECTION_TIME_COLUMNS = ("received_at", "rejected_at", "created_at", "at", "time")
+MAX_PAGES = 20  # candidate pages one batch reads past rows that must stay
 REJECTIONS_LOOK_SECONDS = 600  # how often a database without that table is looked at again
 
 
@@ -118,23 +119,20 @@ class Pruner:
 
     def _events(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
         """Events older than the cutoff with no unfinished delivery, with their deliveries and
-        attempts. On PostgreSQL the events and their deliveries are locked before the check
-        is repeated, so a retry or replay committing meanwhile is seen (and the event kept)."""
-        unfinished = exists().where(deliveries.c.event_id == events.c.id,
-                                    deliveries.c.state.in_(states.UNFINISHED))
-        query = (select(events.c.id).where(events.c.received_at < cutoff, ~unfinished)
-                 .order_by(events.c.received_at).limit(limit))
-        if not self.sqlite:
-            query = query.with_for_update(skip_locked=True)
-        ids = [row.id for row in connection.execute(query)]
+        attempts. On PostgreSQL the events and their deliveries are locked before the states
+        are read, so a retry or replay committing meanwhile is seen (and the event kept)."""
+
+        def busy(connection: Connection, ids: list[int]) -> set[int]:
+            query = select(deliveries.c.event_id, deliveries.c.state).where(
+                deliveries.c.event_id.in_(ids))
+            if not self.sqlite:
+                query = query.with_for_update()
+            return {row.event_id for row in connection.execute(query)
+                    if row.state in states.UNFINISHED}
+
+        ids = self._oldest_free(connection, events, events.c.received_at, cutoff, limit, busy)
         if not ids:
             return Pruned()
-        if not self.sqlite:
-            busy = {row.event_id for row in connection.execute(
-                select(deliveries.c.event_id, deliveries.c.state)
-                .where(deliveries.c.event_id.in_(ids)).with_for_update())
-                if row.state in states.UNFINISHED}
-            ids = [i for i in ids if i not in busy]
         of_events = select(deliveries.c.id).where(deliveries.c.event_id.in_(ids))
         done = Pruned()
         done.add("delivery_attempts", connection.execute(delete(delivery_attempts).where(
@@ -151,12 +149,16 @@ class Pruner:
         attempts; the state is checked again by the delete (a dead row retried meanwhile
         stays)."""
         def prune(connection: Connection, cutoff: datetime, limit: int) -> Pruned:
-            query = (select(deliveries.c.id)
-                     .where(deliveries.c.state.in_(wanted), deliveries.c.updated_at < cutoff)
-                     .order_by(deliveries.c.updated_at).limit(limit))
-            if not self.sqlite:
-                query = query.with_for_update(skip_locked=True)
-            ids = [row.id for row in connection.execute(query)]
+            ids: list[int] = []
+            for state in wanted:  # one (state, updated_at) index range each: no sort
+                query = (select(deliveries.c.id)
+                         .where(deliveries.c.state == state, deliveries.c.updated_at < cutoff)
+                         .order_by(deliveries.c.updated_at).limit(limit - len(ids)))
+                if not self.sqlite:
+                    query = query.with_for_update(skip_locked=True)
+                ids += [row.id for row in connection.execute(query)]
+                if len(ids) >= limit:
+                    break
             if not ids:
                 return Pruned()
             done = Pruned()
@@ -170,19 +172,48 @@ class Pruner:
     def _attempts(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
         """Attempt rows older than the cutoff, of deliveries that are finished (an unfinished
         delivery's history stays while it may still be needed)."""
-        unfinished = exists().where(deliveries.c.id == delivery_attempts.c.delivery_id,
-                                    deliveries.c.state.in_(states.UNFINISHED))
-        query = (select(delivery_attempts.c.id)
-                 .where(delivery_attempts.c.started_at < cutoff, ~unfinished)
-                 .order_by(delivery_attempts.c.started_at).limit(limit))
-        if not self.sqlite:
-            query = query.with_for_update(skip_locked=True)
-        ids = [row.id for row in connection.execute(query)]
+
+        def busy(connection: Connection, ids: list[int]) -> set[int]:
+            unfinished = select(deliveries.c.id).where(
+                deliveries.c.id == delivery_attempts.c.delivery_id,
+                deliveries.c.state.in_(states.UNFINISHED)).exists()
+            return {row.id for row in connection.execute(select(delivery_attempts.c.id).where(
+                delivery_attempts.c.id.in_(ids), unfinished))}
+
+        ids = self._oldest_free(connection, delivery_attempts, delivery_attempts.c.started_at,
+                                cutoff, limit, busy)
         done = Pruned()
         if ids:
             done.add("delivery_attempts", connection.execute(delete(delivery_attempts).where(
                 delivery_attempts.c.id.in_(ids))).rowcount)
         return done
+
+    def _oldest_free(self, connection: Connection, table: Table, time_column: Any,
+                     cutoff: datetime, limit: int,
+                     busy: Callable[[Connection, list[int]], set[int]]) -> list[int]:
+        """Up to `limit` ids of the oldest rows before the cutoff that `busy` does not hold
+        back. Candidates come from the time index a page at a time and are checked by id:
+        one anti-join over all unfinished deliveries, planned on young statistics, was
+        measured at 6 s a batch on PostgreSQL. A page held back whole leads to the next one
+        (at most MAX_PAGES a batch)."""
+        chosen: list[int] = []
+        after = None
+        for _ in range(MAX_PAGES):
+            query = select(table.c.id, time_column.label("at")).where(time_column < cutoff)
+            if after is not None:
+                query = query.where(time_column > after)
+            query = query.order_by(time_column).limit(limit)
+            if not self.sqlite:
+                query = query.with_for_update(skip_locked=True)
+            rows = connection.execute(query).all()
+            if not rows:
+                break
+            held = busy(connection, [row.id for row in rows])
+            chosen += [row.id for row in rows if row.id not in held]
+            if len(chosen) >= limit or len(rows) < limit:
+                break
+            after = rows[-1].at
+        return chosen[:limit]
 
     def _rejections(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
         assert self.rejections is not None

@@ -105,6 +105,19 @@ def test_each_rule_removes_exactly_its_expired_rows(engine: Engine) -> None:
     assert not pruner.prune_once().total  # nothing left: the next round deletes nothing
 
 
+def test_old_events_held_back_do_not_block_the_ones_behind_them(engine: Engine) -> None:
+    rows = Rows(engine)
+    held = []
+    for k in range(5):  # the oldest five wait for a delivery: pages of two are read past them
+        held.append(rows.event(50 - k))
+        rows.delivery(held[-1], "retrying", 1)
+    free = rows.event(40)
+    rows.delivery(free, "delivered", 1)
+    pruned = Pruner(engine, RetentionSettings(batch_size=2)).prune_once()
+    assert pruned.counts["events"] == 1
+    assert ids(engine, events) == set(held)
+
+
 def test_zero_keeps_forever(engine: Engine) -> None:
     rows = Rows(engine)
     event = rows.event(4000)
