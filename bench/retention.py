@@ -106,7 +106,6 @@ def prune_forever(database_url: str) -> None:
     from gateway import retention
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("gateway.retention").setLevel(logging.DEBUG)
     from gateway.config import from_mapping
 
     config = from_mapping({"database_url": database_url, "admin_token": "bench"})
