@@ -99,7 +99,8 @@ class RetentionSettings:
     dead_days: int = 30  # …dead deliveries (kept longer: someone may retry them)…
     attempts_days: int = 7  # …attempt rows of finished deliveries by started_at…
     rejections_days: int = 7  # …and the record of rejected messages (when the table exists)
-    batch_size: int = at_least(1, 500)  # rows per delete: short transactions, ingest goes on
+    batch_size: int = at_least(1, 100)  # rows per delete: short transactions, ingest goes on
+    max_busy_percent: int = at_least(1, 10)  # share of the time a backlog is pruned (≤ 100)
     interval_seconds: int = at_least(1, 60)  # pause once nothing is left to prune
 
 

@@ -1,12 +1,13 @@
 """Retention: the delivery worker's pruning loop (`[retention]`, issue 14).
 
-Each rule deletes its oldest expired rows in small batches, one short transaction each, so
-ingest is never held up: on PostgreSQL a batch is `id IN (SELECT … LIMIT n FOR UPDATE SKIP
-LOCKED)` (row locks on old rows only; ingest only inserts new ones), on SQLite each batch is one
-brief turn of the single writer lock. An event is deleted only when none of its deliveries is
-pending, delivering or retrying; its deliveries and their attempts go with it. On SQLite the
-pages a pass frees go back by `PRAGMA incremental_vacuum` (auto_vacuum = INCREMENTAL, migration
-0006), so the file stops growing once retention holds.
+Each rule deletes its oldest expired rows in small batches, one short transaction each, paced
+so that pruning takes at most `max_busy_percent` of the time and ingest is not held up: on
+PostgreSQL a batch is `id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` (row locks on old rows
+only; ingest only inserts new ones), on SQLite each batch is one brief turn of the single writer
+lock. An event is deleted only when none of its deliveries is pending, delivering or retrying;
+its deliveries and their attempts go with it. On SQLite the pages a pass frees go back by
+`PRAGMA incremental_vacuum` (auto_vacuum = INCREMENTAL, migration 0006), so the file stops
+growing once retention holds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ FINISHED_DELIVERED = (states.DELIVERED, states.SKIPPED)
 VACUUM_PAGES = 2000  # pages handed back per incremental_vacuum (8 MB at 4 KiB pages)
 # the time column of the rejections table (issue 13 adds it), the first of these it has
 REJECTION_TIME_COLUMNS = ("received_at", "rejected_at", "created_at", "at", "time")
+MIN_PAUSE = 0.01  # seconds between rounds while a backlog lasts
 MAX_PAGES = 20  # candidate pages one batch reads past rows that must stay
 REJECTIONS_LOOK_SECONDS = 600  # how often a database without that table is looked at again
 
@@ -258,6 +260,7 @@ def run(engine: Engine, config: Config, stop: threading.Event) -> None:
     pruner = Pruner(engine, settings)
     state = StorageState("pruning old rows", log, settle=0)
     while not stop.is_set():
+        started = time.monotonic()
         try:
             pruned = pruner.prune_once()
         except Exception as exc:  # never take the worker down with it
@@ -267,9 +270,17 @@ def run(engine: Engine, config: Config, stop: threading.Event) -> None:
         state.succeeded()
         if pruned.total:
             log.debug("retention: deleted %s", pruned.counts)
-            stop.wait(0.05)  # a breath between batches: ingest and delivery write too
+            stop.wait(pause_after(time.monotonic() - started, settings.max_busy_percent))
         else:
             stop.wait(settings.interval_seconds)
+
+
+def pause_after(took: float, busy_percent: int) -> float:
+    """The pause after a round that took `took` seconds, so that pruning (its locks, its CPU)
+    takes at most `busy_percent` of the time: ingest shares the writer lock on SQLite and the
+    cores everywhere. A backlog is worked off slower rather than ingest slowed down."""
+    share = min(max(busy_percent, 1), 100) / 100
+    return max(MIN_PAUSE, took * (1 - share) / share)
 
 
 def start(engine: Engine, config: Config, stop: threading.Event) -> threading.Thread | None:

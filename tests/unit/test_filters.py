@@ -261,3 +261,4 @@ def test_retention_table_is_checked() -> None:
         from_mapping({**base, "retention": {"attempts_days": -1}})
     env = {"GATEWAY_RETENTION_EVENTS_DAYS": "3"}
     assert from_mapping(base, env=env).retention.events_days == 3
+
