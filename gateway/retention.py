@@ -32,7 +32,8 @@ from gateway.storage_state import StorageState
 log = logging.getLogger(__name__)
 
 FINISHED_DELIVERED = (states.DELIVERED, states.SKIPPED)
-VACUUM_PAGES = 2000  # pages handed back per incremental_vacuum (8 MB at 4 KiB pages)
+VACUUM_KEEP = 1024  # free pages kept for ingest to reuse (4 MB at 4 KiB pages)…
+VACUUM_PAGES = 512  # …the rest handed back, at most this many per round
 # the time column of the rejections table (issue 13 adds it), the first of these it has
 REJECTION_TIME_COLUMNS = ("received_at", "rejected_at", "created_at", "at", "time")
 MIN_PAUSE = 0.01  # seconds between rounds while a backlog lasts
@@ -49,6 +50,10 @@ class Pruned:
     def add(self, table: str, n: int) -> None:
         if n:
             self.counts[table] = self.counts.get(table, 0) + n
+
+    def merge(self, other: Pruned) -> None:
+        for table, n in other.counts.items():
+            self.add(table, n)
 
     @property
     def total(self) -> int:
@@ -84,17 +89,22 @@ class Pruner:
         return [(name, days, rule) for name, days, rule in rules if days > 0]
 
     def prune_once(self) -> Pruned:
-        """One batch of every rule with expired rows, each in its own transaction."""
+        """One batch of every rule with expired rows. SQLite: all in ONE transaction (one
+        durable commit, one turn of the writer lock, the freed pages handed back inside it);
+        PostgreSQL: a transaction per rule (row locks held as briefly as possible)."""
         done = Pruned()
         now = self.now()
-        for _name, days, rule in self.rules():
-            cutoff = now - timedelta(days=days)
+        rules = [(now - timedelta(days=days), rule) for _, days, rule in self.rules()]
+        if self.sqlite:
             with write_transaction(self.engine) as connection:
-                pruned = rule(connection, cutoff, self.settings.batch_size)
-            for table, n in pruned.counts.items():
-                done.add(table, n)
-        if done.total and self.sqlite:
-            self.vacuum()
+                for cutoff, rule in rules:
+                    done.merge(rule(connection, cutoff, self.settings.batch_size))
+                if done.total:
+                    self.vacuum(connection)
+            return done
+        for cutoff, rule in rules:
+            with write_transaction(self.engine) as connection:
+                done.merge(rule(connection, cutoff, self.settings.batch_size))
         return done
 
     def prune_all(self, stop: threading.Event | None = None) -> Pruned:
@@ -104,18 +114,22 @@ class Pruner:
             pruned = self.prune_once()
             if not pruned.total:
                 break
-            for table, n in pruned.counts.items():
-                done.add(table, n)
+            done.merge(pruned)
         return done
 
-    def vacuum(self) -> None:
-        """SQLite: hand the pages pruning freed back to the file system (a no-op unless the
-        file is in auto_vacuum = INCREMENTAL, which migration 0006 sets)."""
-        with write_transaction(self.engine) as connection:  # this process's writer turn
-            # sqlite3's execute() steps the pragma once, which frees ONE page; executescript
-            # runs it to the end (after committing the empty transaction begun for the lock)
-            connection.connection.dbapi_connection.executescript(
-                f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
+    def vacuum(self, connection: Connection) -> int:
+        """SQLite: hand free pages above VACUUM_KEEP back to the file system, at most
+        VACUUM_PAGES a round (a no-op unless the file is in auto_vacuum = INCREMENTAL, which
+        migration 0006 sets). The pages kept are what ingest fills next, so the file neither
+        grows nor shrinks and regrows. Returns the pages handed back."""
+        raw = connection.connection.dbapi_connection
+        free = raw.execute("PRAGMA freelist_count").fetchone()[0]
+        excess = min(free - VACUUM_KEEP, VACUUM_PAGES)
+        # sqlite3 steps the pragma once per execute(), and each step frees one page; inside
+        # our transaction that is what we want (executescript would commit it)
+        for _ in range(max(0, excess)):
+            raw.execute("PRAGMA incremental_vacuum")
+        return max(0, excess)
 
     # --- the rules: each deletes at most `limit` of the oldest expired rows ------------------
 

@@ -188,10 +188,10 @@ def test_sqlite_file_stays_flat_across_fill_and_prune(tmp_path: Path) -> None:
         pruner = Pruner(engine, RetentionSettings(batch_size=500))
         sizes = []
         for cycle in range(5):
-            fill(engine, 3000, cycle)
+            fill(engine, 10_000, cycle)
             filled = file_size(path, engine)
             pruned = pruner.prune_all()
-            assert pruned.counts["events"] == 3000
+            assert pruned.counts["events"] == 10_000
             sizes.append((filled, file_size(path, engine)))
         grown = [filled for filled, _ in sizes]
         assert max(grown) <= grown[0] * 1.1, sizes  # filled file: same size every cycle
