@@ -197,6 +197,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(config: Config) -> int:
     """Deliver until SIGTERM/SIGINT, then finish what is in flight (leases are released by
     finishing, never abandoned)."""
+    from gateway import retention
     from gateway.db import make_engine
     from gateway.delivery.worker import Worker
     from gateway.heartbeat import WORKER, Heartbeat
@@ -211,6 +212,7 @@ def _worker(config: Config) -> int:
     worker = Worker(engine, config, tick=lambda: _beat_safely(beat))
     logging.getLogger(__name__).info("delivery worker started (%d threads)",
                                      config.worker.concurrency)
+    retention.start(engine, config, stop)  # [retention]: prunes in small batches
     try:
         _beat_safely(beat)
         worker.run(stop)

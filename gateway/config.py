@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters import DESTINATION_TYPES
+from gateway import filters as filters_module
 from gateway.db import DatabaseProblem, sqlite_file
+from gateway.filters import NO_FILTERS, Filters
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -89,10 +91,25 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long rows are kept, in days (0 = forever); the worker prunes in small batches."""
+
+    events_days: int = 30  # events (with their deliveries and attempts) by received_at…
+    delivered_days: int = 7  # …delivered and skipped deliveries by their last update…
+    dead_days: int = 30  # …dead deliveries (kept longer: someone may retry them)…
+    attempts_days: int = 7  # …attempt rows of finished deliveries by started_at…
+    rejections_days: int = 7  # …and the record of rejected messages (when the table exists)
+    batch_size: int = at_least(1, 100)  # rows per delete: short transactions, ingest goes on
+    max_busy_percent: int = at_least(1, 10)  # share of the time a backlog is pruned (≤ 100)
+    interval_seconds: int = at_least(1, 60)  # pause once nothing is left to prune
+
+
+@dataclass(frozen=True)
 class Source:
     name: str
     write_key: str
     enabled: bool = True
+    filters: Filters = NO_FILTERS  # what is never stored (applied before ingest writes)
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,7 @@ class Destination:
     enabled: bool = True
     endpoint: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    filters: Filters = NO_FILTERS  # what this destination never receives (gateway/filters.py)
 
     @property
     def display_names(self) -> tuple[str, ...]:
@@ -122,6 +140,7 @@ class Config:
     retry: RetrySettings = field(default_factory=RetrySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     path: str | None = None
 
     def source_by_write_key(self, write_key: str) -> Source | None:
@@ -138,7 +157,8 @@ class Config:
 
 # Optional tables of scalars, each overridable as GATEWAY_<TABLE>_<FIELD>.
 TABLES: dict[str, type] = {"limits": Limits, "server": ServerSettings, "retry": RetrySettings,
-                           "worker": WorkerSettings, "admin": AdminSettings}
+                           "worker": WorkerSettings, "admin": AdminSettings,
+                           "retention": RetentionSettings}
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
@@ -359,7 +379,7 @@ def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
         table = f"[[sources]] #{index}"
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: {table} must be a table")
-        _reject_unknown(item, {"name", "write_key", "enabled"}, where, table)
+        _reject_unknown(item, {"name", "write_key", "enabled", "filters"}, where, table)
         name = _required_str(item, "name", where, table)
         table = f"[[sources]] #{index} ({name!r})"
         key = _required_str(item, "write_key", where, table)
@@ -369,7 +389,8 @@ def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
             raise ConfigError(f"{where}: {table}: field 'write_key': duplicate write key")
         seen_names.add(name)
         seen_keys.add(key)
-        sources.append(Source(name, key, _bool(item, "enabled", True, where, table)))
+        sources.append(Source(name, key, _bool(item, "enabled", True, where, table),
+                              _filters(item, where, table)))
     return tuple(sources)
 
 
@@ -380,7 +401,7 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
     source_names = tuple(s.name for s in sources)
     destinations: list[Destination] = []
     seen: set[str] = set()
-    allowed = {"name", "type", "sources", "enabled", "endpoint", "settings"}
+    allowed = {"name", "type", "sources", "enabled", "endpoint", "settings", "filters"}
     for index, item in enumerate(items, 1):
         table = f"[[destinations]] #{index}"
         if not isinstance(item, dict):
@@ -417,8 +438,19 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
         destinations.append(Destination(
             name=name, type=kind, sources=tuple(linked),
             enabled=_bool(item, "enabled", True, where, table),
-            endpoint=endpoint.rstrip("/") if endpoint else None, settings=settings))
+            endpoint=endpoint.rstrip("/") if endpoint else None, settings=settings,
+            filters=_filters(item, where, table)))
     return tuple(destinations)
+
+
+def _filters(item: Mapping[str, Any], where: str, table: str) -> Filters:
+    """The entry's `filters` table (beside `settings`, DESIGN.md §8), checked."""
+    if "filters" not in item:
+        return NO_FILTERS
+    try:
+        return filters_module.parse(item["filters"])
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {table}.filters: {exc}") from None
 
 
 def _load_table(cls: type, values: Any, where: str, table: str) -> Any:

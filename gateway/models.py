@@ -118,6 +118,8 @@ deliveries = Table(
     # the admin lists (newest first by state or by destination; migration 0003)
     Index(None, "state", "id"),
     Index(None, "destination", "id"),
+    # retention: the oldest delivered / dead rows first (migration 0006)
+    Index(None, "state", "updated_at"),
 )
 
 delivery_attempts = Table(
@@ -131,6 +133,7 @@ delivery_attempts = Table(
     Column("error_class", String(100)),
     Column("excerpt", Text),
     Index(None, "delivery_id", "number"),
+    Index(None, "started_at"),  # retention (migration 0006)
 )
 
 identities = Table(

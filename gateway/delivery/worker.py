@@ -34,7 +34,7 @@ from adapters.base import (
     Retryable,
     Unsupported,
 )
-from gateway import metrics
+from gateway import filters, metrics
 from gateway.config import Config, Destination
 from gateway.db import write_transaction
 from gateway.delivery import states
@@ -346,8 +346,10 @@ class Worker:
         by_id = {c.id: c for c in claimed}
         adapter = DESTINATION_TYPES[destination.type]
         items = [BatchItem(c.event, destination.settings, key=c.id) for c in claimed]
+        items, skipped = filters.split_batch(destination, items)  # destination filters
         try:
-            outputs = adapter.transform_batch(items, self.client.lookup(destination.endpoint))
+            outputs = skipped + (adapter.transform_batch(
+                items, self.client.lookup(destination.endpoint)) if items else [])
         except Exception as exc:
             log.exception("batch for %s: unexpected error", destination.name)
             outputs = [BatchOutput(list(by_id), error=Retryable(exc.__class__.__name__, 500))]
@@ -380,7 +382,8 @@ class Worker:
         adapter = DESTINATION_TYPES[destination.type]
         lookup = self.client.lookup(destination.endpoint)
         try:
-            requests = adapter.transform(claimed.event, destination.settings, lookup)
+            requests = adapter.transform(filters.for_destination(destination, claimed.event),
+                                         destination.settings, lookup)
         except AdapterError as error:
             return _result_of_error(error)
         return self._send_all(requests, destination)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from gateway import ingest, metrics, rejections
+from gateway import filters, ingest, metrics, rejections
 from gateway.config import Config, Limits, Source
 from gateway.http.deadline import body_expired
 from gateway.http.errors import ApiError, error_response
@@ -103,9 +103,10 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
         raise ApiError(400, first.code, first.message,
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
     engine = current_app.extensions["gateway.engine"]
-    result = ingest.submit(engine, config, source.name, messages, received_at)  # group commit
+    stored = filters.apply_to_messages(source.filters, messages)  # never stored if dropped
+    result = ingest.submit(engine, config, source.name, stored, received_at)  # group commit
     if result.duplicates:  # resolved off the request path (gateway/rejections.py)
-        rejections.record_duplicates(engine, source.name, [m.message_id for m in messages],
+        rejections.record_duplicates(engine, source.name, [m.message_id for m in stored],
                                      received_at)
     current_app.extensions["gateway.storage"].succeeded()
     _count(metrics.EVENTS_ACCEPTED, source.name, (m.type for m in messages))
