@@ -142,6 +142,13 @@ def _attempts_of(connection: Connection, ids: list[int]) -> dict[int, list[dict[
     return out
 
 
+def paginate(connection: Connection, query: Select, id_column: Any, limit: Any,
+             cursor: str | None, render: Any) -> Page:
+    """The admin lists' paging (newest first, `limit` + opaque cursor) for another module's
+    table (gateway.regulations)."""
+    return _page(connection, query, id_column, limit, cursor, render)
+
+
 def _page(connection: Connection, query: Select, id_column: Any, limit: Any,
           cursor: str | None, render: Any) -> Page:
     size = _limit(limit)
