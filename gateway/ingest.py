@@ -210,7 +210,7 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
                 seen.add(key)
                 rows.append(_event_row(request.source, m, request.received_at))
     # arrival order: event ids (and so delivery order per user) follow it
-    inserted = _insert_new_events(connection, rows)
+    inserted = _insert_new_events(connection, rows) if rows else {}  # none: all suppressed
     new: list[tuple[int, int, Message]] = []  # (request index, event id, message)
     for index, request in enumerate(requests):
         for m in request.messages:
