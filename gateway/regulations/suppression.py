@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway import metrics
@@ -30,6 +30,10 @@ class _Request(Protocol):
 
 _FIND = select(suppressed_keys.c.key_hash, suppressed_keys.c.regulation_id).where(
     suppressed_keys.c.key_hash.in_(bindparam("hashes", expanding=True)))
+# PostgreSQL: one array parameter instead of one per key (an expanding IN is rendered anew for
+# every list length: 0.97 → 0.63 ms of CPU for a 100-message check, README "Regulations")
+_FIND_PG = select(suppressed_keys.c.key_hash, suppressed_keys.c.regulation_id).where(
+    suppressed_keys.c.key_hash == any_(bindparam("hashes", type_=ARRAY(String))))
 _ADD = {name: dialect.insert(suppressed_keys).on_conflict_do_nothing(index_elements=["key_hash"])
         for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 
@@ -46,8 +50,9 @@ def suppressed_messages(connection: Connection, requests: Sequence[_Request]) ->
             wanted.update(keys)
     if not wanted:
         return set()
+    find = _FIND_PG if connection.dialect.name == "postgresql" else _FIND
     found = {row.key_hash: row.regulation_id
-             for row in connection.execute(_FIND, {"hashes": sorted(wanted)})}
+             for row in connection.execute(find, {"hashes": sorted(wanted)})}
     if not found:
         return set()
     dropped: set[int] = set()
