@@ -126,6 +126,7 @@ def delivery_summary(row: Any) -> dict[str, Any]:
             "user_key": row.user_key, "state": row.state, "attempts": row.attempts,
             "next_attempt_at": _iso(row.next_attempt_at), "last_status": row.last_status,
             "last_error": row.last_error, "replay_id": row.replay_id,
+            "regulation_id": row.regulation_id,
             "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at)}
 
 

@@ -27,9 +27,15 @@ ANN = {"userId": "ann-42", "anonymousId": "anon-ann-1", "email": "Ann@Example.co
 ANN_VALUES = ("ann-42", "anon-ann-1", "ann@example.com", "anon-ann-2")
 
 
-def raw_config(database_url: str, standin: StandIn | None = None) -> dict[str, Any]:
+def raw_config(database_url: str, standin: StandIn | None = None,
+               batching: bool = False) -> dict[str, Any]:
+    """Custify and Customer.io delete; the webhook cannot. `batching` adds a Customer.io
+    destination on the v2 batch API (its events go through router mode, its deletion not)."""
     endpoint = {"endpoint": standin.url} if standin else {}
-    return base_config(database_url, destinations=[
+    extra = [{"name": "cio-v2", "type": "customerio", **endpoint,
+              "settings": {"siteID": "site-2", "apiKey": "cio-key-2", "v2Batching": True}}
+             ] if batching else []
+    return base_config(database_url, destinations=[*extra,
         {"name": "custify", "type": "custify", **endpoint, "settings": {"apiKey": "cus-key"}},
         {"name": "cio", "type": "customerio", **endpoint,
          "settings": {"siteID": "site-1", "apiKey": "cio-key"}},
@@ -41,9 +47,9 @@ def raw_config(database_url: str, standin: StandIn | None = None) -> dict[str, A
 class Env:
     """The app on one database, a worker, and a stand-in for every destination."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, batching: bool = False) -> None:
         self.standin = StandIn()
-        self.app = create_app(from_mapping(raw_config(database_url, self.standin)))
+        self.app = create_app(from_mapping(raw_config(database_url, self.standin, batching)))
         self.client = self.app.test_client()
         self.engine: Engine = self.app.extensions["gateway.engine"]
         self.worker = Worker(self.engine, self.app.extensions["gateway.config"])
@@ -260,7 +266,15 @@ def test_suppression_holds_in_every_gunicorn_worker(database_url: str, tmp_path:
 
 # --- deletion --------------------------------------------------------------------------------
 
-def test_delete_removes_every_row_and_reaches_custify_and_customerio(env: Env) -> None:
+def test_delete_removes_every_row_and_reaches_custify_and_customerio(database_url: str) -> None:
+    env = Env(database_url, batching=True)
+    try:
+        _delete_everything(env)
+    finally:
+        env.close()
+
+
+def _delete_everything(env: Env) -> None:
     env.send(*ann_history(), bob("bob-1"))
     env.deliver()  # some attempts exist…
     env.send({"type": "track", "messageId": "ann-4", "userId": ANN["userId"], "event": "Late"})
@@ -270,9 +284,9 @@ def test_delete_removes_every_row_and_reaches_custify_and_customerio(env: Env) -
     assert regulation["status"] == "running"
     counts = regulation["counts"]
     assert counts["events"] == 4 and counts["identities"] == 1 and counts["identity_keys"] == 3
-    assert counts["deliveries"] == 12 and counts["deliveries_cancelled"] == 3
-    assert counts["delivery_attempts"] >= 9
-    assert set(regulation["destinations"]) == {"custify", "cio", "hook"}
+    assert counts["deliveries"] == 16 and counts["deliveries_cancelled"] == 4
+    assert counts["delivery_attempts"] >= 12
+    assert set(regulation["destinations"]) == {"custify", "cio", "cio-v2", "hook"}
     assert all(d["status"] == "running" for d in regulation["destinations"].values())
     # the gateway holds nothing of the person but the pending deletion requests
     assert env.client.get("/admin/v1/events?user_id=ann-42", headers=AUTH).get_json()[
@@ -286,7 +300,7 @@ def test_delete_removes_every_row_and_reaches_custify_and_customerio(env: Env) -
     env.deliver()
     sent = [(r.method, r.path) for r in env.standin.requests]
     assert ("DELETE", "/people?user_id=ann-42") in sent  # Custify's user deletion
-    assert ("DELETE", "/api/v1/customers/ann-42") in sent  # Customer.io
+    assert sent.count(("DELETE", "/api/v1/customers/ann-42")) == 2  # both Customer.io's
     assert not any(r.method != "DELETE" for r in env.standin.requests)  # nothing else sent
     custify = next(r for r in env.standin.requests if r.path.startswith("/people"))
     assert custify.headers["Authorization"] == "Bearer cus-key"
@@ -295,7 +309,7 @@ def test_delete_removes_every_row_and_reaches_custify_and_customerio(env: Env) -
     assert done["status"] == "finished" and done["finished_at"]
     assert done["counts"] == counts
     assert {n: d["status"] for n, d in done["destinations"].items()} == {
-        "custify": "finished", "cio": "finished", "hook": "unsupported"}
+        "custify": "finished", "cio": "finished", "cio-v2": "finished", "hook": "unsupported"}
     assert "no user deletion" in done["destinations"]["hook"]["last_error"]
     # no row of the profile in any table: its keys appear nowhere, Bob's data stays
     dump = everything(env.engine)
@@ -357,3 +371,30 @@ def test_plain_delete_keeps_collecting(env: Env) -> None:
     assert event_count(env.engine) == 0
     env.send({"type": "track", "messageId": "again", "userId": ANN["userId"], "event": "Back"})
     assert event_count(env.engine) == 1
+
+
+def test_ids_are_percent_encoded_in_deletion_urls(env: Env) -> None:
+    env.regulate("delete", user_id="a&b c/d")
+    env.deliver()
+    assert sorted(r.path for r in env.standin.requests) == [
+        "/api/v1/customers/a%26b%20c%2Fd", "/people?user_id=a%26b%20c%2Fd"]
+
+
+def test_a_dead_deletion_retried_after_its_regulation_closed_says_why(env: Env) -> None:
+    """A closed regulation has erased its keys: retrying its dead delivery cannot send them
+    again, and says so (a new delete regulation sends the deletion again)."""
+    env.standin.answer_for = lambda r: Answer(400, {"meta": {"error": "nope"}}) \
+        if r.path.startswith("/api/") else None
+    regulation = env.regulate("delete", user_id="erin-5")
+    env.deliver()
+    done = env.regulation(regulation["id"])
+    assert done["status"] == "failed" and done["destinations"]["cio"]["status"] == "failed"
+    delivery_id = done["destinations"]["cio"]["delivery_id"]
+    retried = env.client.post(f"/admin/v1/deliveries/{delivery_id}/retry", headers=AUTH)
+    assert retried.status_code == 200 and retried.get_json()["regulation_id"] == done["id"]
+    env.deliver()
+    row = env.client.get("/admin/v1/deliveries?destination=cio", headers=AUTH).get_json()[
+        "data"][0]
+    assert row["id"] == delivery_id and row["state"] == "skipped"
+    assert "erased when its regulation finished" in row["last_error"]
+    assert "erin" not in everything(env.engine)
