@@ -218,9 +218,9 @@ class Worker:
         batched: dict[str, list[Claimed]] = {}
         for item in claimed:
             destination = self.destinations.get(item.destination)
+            # a regulation's deletion (issue 14) is never batched: the adapter sends it alone
             if item.regulation_id is None and destination is not None and destination.enabled \
-                    and DESTINATION_TYPES[
-                    destination.type].batches(destination.settings):
+                    and DESTINATION_TYPES[destination.type].batches(destination.settings):
                 batched.setdefault(item.destination, []).append(item)
             else:
                 singles.append(item)
