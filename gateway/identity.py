@@ -8,6 +8,7 @@ merging re-points every key of the absorbed profile, and no key is ever deleted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Select,
     and_,
     bindparam,
     delete,
@@ -156,13 +158,11 @@ class IdentityGraph:
             {"hashes": hashes})
 
     def _load(self, keys: set[Key]) -> None:
-        rows = self.connection.execute(
-            select(identity_keys.c.kind, identity_keys.c.value, identities)
-            .join(identities, identities.c.id == identity_keys.c.identity_id)
-            .where(keys_condition(keys))
-            .order_by(identity_keys.c.identity_id).with_for_update(of=identities)
-        ).all()
-        for row in rows:
+        by_kind: dict[str, list[str]] = {}
+        for kind, value in keys:
+            by_kind.setdefault(kind, []).append(value)
+        statement = _load_statement(tuple(kind for kind in KINDS if kind in by_kind))
+        for row in self.connection.execute(statement, by_kind):
             self.owner[(row.kind, row.value)] = row.id
             if row.id not in self.profiles:
                 self.profiles[row.id] = Profile(row.id, row.traits, row.traits_updated_at,
@@ -229,14 +229,11 @@ class IdentityGraph:
         real_id = self._insert_new_profiles()
         if self.merged:
             self.connection.execute(
-                update(identity_keys).where(identity_keys.c.identity_id == bindparam("b_loser"))
-                .values(identity_id=bindparam("b_into")),
-                [{"b_loser": loser, "b_into": into} for loser, into in self.merged])
+                _MOVE_KEYS, [{"b_loser": loser, "b_into": into} for loser, into in self.merged])
             self.connection.execute(
-                delete(identities).where(identities.c.id == bindparam("b_loser")),
-                [{"b_loser": loser} for loser, _ in self.merged])
+                _DELETE_PROFILE, [{"b_loser": loser} for loser, _ in self.merged])
         if self.new_keys:
-            self.connection.execute(insert(identity_keys), [
+            self.connection.execute(_INSERT_KEYS, [
                 {"kind": kind, "value": value, "identity_id": real_id(self.owner[(kind, value)])}
                 for kind, value in self.new_keys])
         stored = [p for p in self.profiles.values() if p.id > 0]
@@ -244,15 +241,11 @@ class IdentityGraph:
         seen_only = [p for p in stored if p.seen_changed and not p.dirty]
         if seen_only:
             self.connection.execute(
-                update(identities).where(identities.c.id == bindparam("b_id")).values(
-                    first_seen=bindparam("b_first"), last_seen=bindparam("b_last")),
-                [{"b_id": p.id, "b_first": p.first_seen, "b_last": p.last_seen}
+                _UPDATE_SEEN, [{"b_id": p.id, "b_first": p.first_seen, "b_last": p.last_seen}
                  for p in seen_only])
         if changed:
             self.connection.execute(
-                update(identities).where(identities.c.id == bindparam("b_id")).values(
-                    traits=bindparam("b_traits"), traits_updated_at=bindparam("b_updated"),
-                    first_seen=bindparam("b_first"), last_seen=bindparam("b_last")),
+                _UPDATE_PROFILE,
                 [{"b_id": p.id, "b_traits": p.traits, "b_updated": p.traits_updated_at,
                   "b_first": p.first_seen, "b_last": p.last_seen} for p in changed])
 
@@ -262,25 +255,45 @@ class IdentityGraph:
         assigned: dict[int, int] = {}
         if new:
             rows = self.connection.execute(
-                insert(identities).returning(identities.c.id, sort_by_parameter_order=True),
-                [{"traits": p.traits, "traits_updated_at": p.traits_updated_at,
+                _INSERT_PROFILES, [{"traits": p.traits, "traits_updated_at": p.traits_updated_at,
                   "first_seen": p.first_seen, "last_seen": p.last_seen} for p in new]).all()
             assigned = {p.id: row.id for p, row in zip(new, rows, strict=True)}
         return lambda profile_id: assigned.get(profile_id, profile_id)
 
 
-def keys_condition(keys: Iterable[Key]) -> ColumnElement[bool]:
-    """`(kind = ? AND value IN (…)) OR …`, one term per kind: both databases answer it from the
-    (kind, value) unique index (SQLite: MULTI-INDEX OR; PostgreSQL: a BitmapOr of index scans),
-    so a lookup costs the same at a hundred profiles and at millions. A row-value
-    `(kind, value) IN (VALUES …)` does not: SQLite reads the whole table for it."""
-    by_kind: dict[str, list[str]] = {}
-    for kind, value in sorted(set(keys)):
-        by_kind.setdefault(kind, []).append(value)
+def keys_condition(kinds: Iterable[str]) -> ColumnElement[bool]:
+    """`(kind = 'userId' AND value IN (…)) OR …`, one term per kind, the values an expanding
+    parameter named after the kind: both databases answer it from the (kind, value) unique index
+    (SQLite: MULTI-INDEX OR; PostgreSQL: a BitmapOr of index scans), so a lookup costs the same at
+    a hundred profiles and at millions. A row-value `(kind, value) IN (VALUES …)` does not: SQLite
+    reads the whole table for it."""
     return or_(*(and_(identity_keys.c.kind == kind,
-                      identity_keys.c.value.in_(values) if len(values) > 1
-                      else identity_keys.c.value == values[0])
-                 for kind, values in by_kind.items()))
+                      identity_keys.c.value.in_(bindparam(kind, expanding=True)))
+                 for kind in kinds))
+
+
+@functools.cache
+def _load_statement(kinds: tuple[str, ...]) -> Select:
+    """The profiles owning any of the keys, locked (PostgreSQL) for this transaction. One
+    statement per combination of kinds (seven at most), built once: building SQL per request
+    cost more CPU than running it."""
+    return (select(identity_keys.c.kind, identity_keys.c.value, identities)
+            .join(identities, identities.c.id == identity_keys.c.identity_id)
+            .where(keys_condition(kinds))
+            .order_by(identity_keys.c.identity_id).with_for_update(of=identities))
+
+
+# The graph's writes, built once per process (SQLAlchemy then reuses their compiled form).
+_MOVE_KEYS = (update(identity_keys).where(identity_keys.c.identity_id == bindparam("b_loser"))
+              .values(identity_id=bindparam("b_into")))
+_DELETE_PROFILE = delete(identities).where(identities.c.id == bindparam("b_loser"))
+_INSERT_KEYS = insert(identity_keys)
+_UPDATE_SEEN = (update(identities).where(identities.c.id == bindparam("b_id"))
+                .values(first_seen=bindparam("b_first"), last_seen=bindparam("b_last")))
+_UPDATE_PROFILE = (update(identities).where(identities.c.id == bindparam("b_id")).values(
+    traits=bindparam("b_traits"), traits_updated_at=bindparam("b_updated"),
+    first_seen=bindparam("b_first"), last_seen=bindparam("b_last")))
+_INSERT_PROFILES = insert(identities).returning(identities.c.id, sort_by_parameter_order=True)
 
 
 def _age_order(profile_id: int) -> tuple[bool, int]:

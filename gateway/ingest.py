@@ -12,6 +12,7 @@ by request so only the culprit fails).
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -22,7 +23,19 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Insert, String, bindparam, func, insert, literal, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    String,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
@@ -220,7 +233,7 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
     if new:
         IdentityGraph(connection).apply(m for _, _, m in new)
     candidates: dict[tuple[int, str], list] = {}
-    routed: dict[str, list[int]] = {}
+    routed: dict[tuple[str, ...], list[int]] = {}  # destinations → the events they receive
     queued = [0] * len(requests)
     for index, event_id, message in new:
         request = requests[index]
@@ -228,12 +241,12 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
         if wanted is None:
             wanted = candidates[(id(request.config), request.source)] = destinations_for_source(
                 request.config, request.source)
-        for destination in route(wanted, message.payload.get("integrations")):
-            routed.setdefault(destination.name, []).append(event_id)
-            queued[index] += 1
-    for destination_name, event_ids in routed.items():
-        connection.execute(_QUEUE_DELIVERIES, {"destination": destination_name,
-                                               "event_ids": event_ids})
+        names = tuple(d.name for d in route(wanted, message.payload.get("integrations")))
+        if names:
+            routed.setdefault(names, []).append(event_id)
+            queued[index] += len(names)
+    for names, event_ids in routed.items():
+        connection.execute(_queue_deliveries_statement(names), {"event_ids": event_ids})
     stored = [0] * len(requests)
     for index, _, _ in new:
         stored[index] += 1
@@ -255,15 +268,22 @@ def _event_row(source: str, m: Message, received_at: datetime) -> dict[str, Any]
     }
 
 
-def _queue_deliveries_statement() -> Insert:
-    """One `pending` row per event for a destination, copied from the events rows in the
-    database (INSERT … SELECT): no per-row values cross from Python. Built once; executed with
-    `destination` and the expanding `event_ids`."""
+@functools.lru_cache(maxsize=256)
+def _queue_deliveries_statement(destinations: tuple[str, ...]) -> Insert:
+    """One `pending` row per event and destination, copied from the events rows in the database
+    (INSERT … SELECT): no per-row values cross from Python, and a group's events cost one
+    statement however many destinations receive them (events routed alike share it; a message's
+    `integrations` object can make other sets). Built once per set of destinations; executed
+    with the expanding `event_ids`. Rows are made event by event, in id order, so delivery ids
+    follow arrival order for every destination (per-user order, DESIGN.md §2.3)."""
+    names = union_all(*(select(literal(name, String).label("name"), literal(n).label("ord"))
+                        for n, name in enumerate(destinations))).subquery("routed")
     user_key = func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
     rows = select(
-        events.c.id, bindparam("destination", type_=String), user_key, literal(PENDING),
+        events.c.id, names.c.name, user_key, literal(PENDING),
         literal(0), events.c.received_at, events.c.received_at, events.c.received_at,
-    ).where(events.c.id.in_(bindparam("event_ids", expanding=True)))
+    ).select_from(events.join(names, true())).where(
+        events.c.id.in_(bindparam("event_ids", expanding=True))).order_by(events.c.id, names.c.ord)
     return insert(deliveries).from_select(
         ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
          "created_at", "updated_at"], rows)
@@ -277,7 +297,6 @@ def _insert_events_statement(dialect: Any) -> Insert:
 
 
 # Built once per process, not per request (SQLAlchemy then finds their compiled form cached)
-_QUEUE_DELIVERIES = _queue_deliveries_statement()
 _INSERT_EVENTS = {"postgresql": _insert_events_statement(postgresql),
                   "sqlite": _insert_events_statement(sqlite)}
 _COMMITTERS: weakref.WeakKeyDictionary[Engine, _GroupCommitter] = weakref.WeakKeyDictionary()
