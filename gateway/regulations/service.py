@@ -100,6 +100,8 @@ def list_page(connection: Connection, filters: Mapping[str, str], limit: Any = N
             raise queries.QueryError(f"type: one of {', '.join(TYPES)}")
         query = query.where(regulations.c.type == filters["type"])
     if filters.get("status"):
+        if filters["status"] not in (RUNNING, FINISHED, FAILED):
+            raise queries.QueryError("status: one of running, finished, failed")
         query = query.where(regulations.c.status == filters["status"])
     return queries.paginate(connection, query, regulations.c.id, limit, cursor,
                             lambda row: _render(connection, row))

@@ -156,6 +156,9 @@ def test_routes_need_the_token_and_known_ids(env: Env) -> None:
     bad = env.client.get("/admin/v1/regulations?colour=red", headers=AUTH)
     assert bad.status_code == 400 and "unknown filter 'colour'" in bad.get_json()["message"]
     assert env.client.get("/admin/v1/regulations?cursor=zz", headers=AUTH).status_code == 400
+    status = env.client.get("/admin/v1/regulations?status=done", headers=AUTH)
+    assert status.status_code == 400 and "running, finished, failed" in status.get_json()[
+        "message"]
 
 
 def test_list_pages_newest_first(env: Env) -> None:
