@@ -164,6 +164,13 @@ class Adapter:
         index in the batch, with the reason (Customer.io answers 207 with errors[])."""
         return {}
 
+    def delete_users(self, settings: Mapping[str, Any] | None,
+                     users: Sequence[Mapping[str, Any]], send: Lookup) -> None:
+        """A regulation's user deletion (`users`: `{"userId"}` or `{"email"}` mappings), sent
+        through `send`; raise AdapterError as `transform` does. Default: the destination has no
+        deletion API, so the regulation reports it `unsupported`."""
+        raise Unsupported(f"{self.name} has no user deletion API")
+
     def batches(self, settings: Mapping[str, Any]) -> bool:
         """Does the worker hand this destination's deliveries to `transform_batch`?"""
         return False

@@ -180,7 +180,7 @@ def delivery_tree(delivery: dict[str, Any], with_event: bool = True) -> list[str
     """One delivery and its attempts, one line each, the response excerpt under its attempt."""
     lines = [f"delivery {delivery['id']} to {delivery['destination']}: {delivery['state']}"]
     names = ("user_key", "last_status", "last_error", "next_attempt_at", "replay_id",
-             "created_at", "updated_at")
+             "regulation_id", "created_at", "updated_at")
     lines += _fields(delivery, ("event_id", *names) if with_event else names)
     attempts = delivery["attempts"]
     lines.append(f"  attempts: {len(attempts) or 'none'}")

@@ -17,7 +17,7 @@ from typing import NoReturn
 from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import admin_cli, supervisor
+from gateway import admin_cli, regulations_cli, supervisor
 from gateway import config as config_module
 from gateway.config import Config, ConfigError
 from gateway.db import (
@@ -67,6 +67,7 @@ def build_parser() -> Parser:
     add("migrate", "bring the database schema up to date")
     add("check", "check the config, the database, the schema and each destination's settings")
     admin_cli.add_commands(add)
+    regulations_cli.add_commands(add)
     listing = add("destinations", "list destination types and settings")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     return parser
@@ -144,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
         return _worker(config)
     if args.command in ADMIN_COMMANDS:
         return admin_cli.run(args, config)
+    if args.command in regulations_cli.COMMANDS:
+        return regulations_cli.run(args, config)
     migrate(config.database_url)
     print("database schema is up to date")
     return 0
@@ -201,6 +204,7 @@ def _worker(config: Config) -> int:
     from gateway.db import make_engine
     from gateway.delivery.worker import Worker
     from gateway.heartbeat import WORKER, Heartbeat
+    from gateway.regulations.service import finisher
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -210,6 +214,7 @@ def _worker(config: Config) -> int:
     beat = Heartbeat(engine, WORKER, config.worker.heartbeat_seconds)
     require_current_schema(engine)
     worker = Worker(engine, config, tick=lambda: _beat_safely(beat))
+    worker.on_tick(finisher(engine))  # closes finished regulations, erasing their keys
     logging.getLogger(__name__).info("delivery worker started (%d threads)",
                                      config.worker.concurrency)
     retention.start(engine, config, stop)  # [retention]: prunes in small batches

@@ -45,6 +45,7 @@ from gateway.delivery.states import PENDING
 from gateway.identity import IdentityGraph, key_value
 from gateway.messages import Message
 from gateway.models import deliveries, events
+from gateway.regulations.suppression import suppressed_messages
 from gateway.routing import destinations_for_source, route
 
 MAX_TRANSACTION_TRIES = 5
@@ -213,14 +214,16 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
     first arrival is the new one, later ones are duplicates."""
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
+    # issue 14: a suppressed person's messages are answered 200 but neither stored nor routed
+    suppressed = suppressed_messages(connection, requests)
     for request in requests:
         for m in request.messages:
             key = (request.source, m.message_id)
-            if key not in seen:
+            if key not in seen and id(m) not in suppressed:
                 seen.add(key)
                 rows.append(_event_row(request.source, m, request.received_at))
     # arrival order: event ids (and so delivery order per user) follow it
-    inserted = _insert_new_events(connection, rows)
+    inserted = _insert_new_events(connection, rows) if rows else {}  # none: all suppressed
     new: list[tuple[int, int, Message]] = []  # (request index, event id, message)
     for index, request in enumerate(requests):
         for m in request.messages:

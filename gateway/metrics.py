@@ -31,6 +31,9 @@ EVENTS_ACCEPTED = Counter("gateway_events_accepted_total", "Events stored",
                           ["source", "type"])
 EVENTS_REJECTED = Counter("gateway_events_rejected_total", "Messages or requests refused",
                           ["source", "type"])
+EVENTS_SUPPRESSED = Counter("gateway_events_suppressed_total",
+                            "Messages answered 200 but dropped: their person is suppressed",
+                            ["source", "type"])
 DELIVERIES = Counter("gateway_deliveries_total", "Finished delivery attempts by outcome",
                      ["destination", "outcome"])
 ATTEMPT_SECONDS = Histogram("gateway_delivery_attempt_seconds", "Time to send one delivery",

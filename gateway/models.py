@@ -97,7 +97,8 @@ events = Table(
 deliveries = Table(
     "deliveries", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("event_id", Id, ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    # NULL for a regulation's deletion request (regulation_id says which; migration 0007)
+    Column("event_id", Id, ForeignKey("events.id", ondelete="CASCADE")),
     Column("destination", String(200), nullable=False),
     Column("user_key", String(500), nullable=False),
     Column("state", String(20), nullable=False),
@@ -108,6 +109,7 @@ deliveries = Table(
     Column("last_status", Integer),
     Column("last_error", Text),
     Column("replay_id", String(64)),
+    Column("regulation_id", Id),  # a user deletion sent to the destination (gateway.regulations)
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     # the per-user barrier: oldest unfinished delivery of one (destination, user key)
@@ -120,6 +122,7 @@ deliveries = Table(
     Index(None, "destination", "id"),
     # retention: the oldest delivered / dead rows first (migration 0006)
     Index(None, "state", "updated_at"),
+    Index(None, "regulation_id"),
 )
 
 delivery_attempts = Table(
@@ -181,4 +184,36 @@ rejections = Table(
     Column("detail", String(500), nullable=False),
     Column("duplicate_of", Id),  # the stored event a dropped duplicate repeated (no FK: retention)
     Index(None, "message_id", "id"),
+)
+
+# Regulations (issue 14, gateway/regulations): what was asked and what came of it. Never the
+# subject's keys: `subject_kind` says which kind of key was given, not its value.
+regulations = Table(
+    "regulations", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("type", String(30), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("subject_kind", String(20), nullable=False),
+    Column("counts", JSONText(), nullable=False),  # rows removed / keys (un)suppressed per table
+    Column("destinations", JSONText()),  # per destination, written once the deletion is finished
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+)
+
+# The keys a deletion request needs at the destinations, kept only until every destination has
+# answered (then erased: the regulation row alone remains).
+regulation_subjects = Table(
+    "regulation_subjects", metadata,
+    Column("regulation_id", Id, primary_key=True),
+    Column("payload", JSONText(), nullable=False),
+)
+
+# Suppressed identity keys as SHA-256 of "kind\0value": ingest hashes a message's keys and asks
+# for them in one indexed lookup; the keys themselves are not kept.
+suppressed_keys = Table(
+    "suppressed_keys", metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("regulation_id", Id, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "regulation_id"),
 )

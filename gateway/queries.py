@@ -126,6 +126,7 @@ def delivery_summary(row: Any) -> dict[str, Any]:
             "user_key": row.user_key, "state": row.state, "attempts": row.attempts,
             "next_attempt_at": _iso(row.next_attempt_at), "last_status": row.last_status,
             "last_error": row.last_error, "replay_id": row.replay_id,
+            "regulation_id": row.regulation_id,
             "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at)}
 
 
@@ -140,6 +141,13 @@ def _attempts_of(connection: Connection, ids: list[int]) -> dict[int, list[dict[
             "number": a.number, "started_at": _iso(a.started_at), "duration_ms": a.duration_ms,
             "status": a.status, "error_class": a.error_class, "excerpt": a.excerpt})
     return out
+
+
+def paginate(connection: Connection, query: Select, id_column: Any, limit: Any,
+             cursor: str | None, render: Any) -> Page:
+    """The admin lists' paging (newest first, `limit` + opaque cursor) for another module's
+    table (gateway.regulations)."""
+    return _page(connection, query, id_column, limit, cursor, render)
 
 
 def _page(connection: Connection, query: Select, id_column: Any, limit: Any,

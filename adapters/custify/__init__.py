@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import fields
 
-from adapters.base import Adapter, HttpRequest, Lookup, SettingsSchema, secret
+from adapters.base import Adapter, HttpRequest, Lookup, SettingsSchema, Unsupported, secret
 from adapters.custify import transform as custify
 
 
@@ -31,6 +31,9 @@ class CustifyAdapter(Adapter):
 
     def delete_users(self, settings: Mapping[str, Any] | None,
                      users: Sequence[Mapping[str, Any]], send: Lookup) -> None:
+        if users and all(u.get("email") and not u.get("userId") for u in users):
+            # a regulation for a person known by email alone: Custify deletes by user_id only
+            raise Unsupported("Custify deletes people by user_id; the profile has none")
         custify.delete_users(settings, users, send)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from adapters.base import (
     ConfigError,
@@ -180,7 +181,9 @@ def delete_users(settings: Mapping[str, Any] | None, users: Sequence[Mapping[str
         user_id = user.get("userId")
         if not user_id:
             raise InvalidEvent("User id for deletion not present")
-        response = send(HttpRequest("DELETE", f"{m.BASE_URL}/people?user_id={user_id}",
+        # percent-encoded: an id with "&", "#" or a space must not change the query
+        response = send(HttpRequest("DELETE", f"{m.BASE_URL}/people?user_id="
+                                              f"{quote(str(user_id), safe='')}",
                                     {"Authorization": f"Bearer {api_key}"}))
         if response.status not in (200, 404):
             detail = json.dumps(response.body, separators=(",", ":")) \

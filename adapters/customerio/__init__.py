@@ -43,6 +43,10 @@ class CustomerIoAdapter(Adapter):
                   lookup: Lookup) -> list[HttpRequest]:
         return [customerio.transform(event, settings)]
 
+    def delete_users(self, settings: Mapping[str, Any] | None,
+                     users: Sequence[Mapping[str, Any]], send: Lookup) -> None:
+        customerio.delete_users(settings or {}, users, send)
+
     def rejected_items(self, status: int, body: Any) -> dict[int, str]:
         return batching.rejected_items(status, body)
 

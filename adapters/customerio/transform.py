@@ -5,10 +5,18 @@ from __future__ import annotations
 import base64
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
-from adapters.base import ConfigError, HttpRequest, InvalidEvent
+from adapters.base import (
+    ConfigError,
+    HttpRequest,
+    InvalidEvent,
+    Lookup,
+    Unsupported,
+    error_for_status,
+)
 from adapters.customerio import mappings as m
 from adapters.mapping import (
     CREATED_AT_ONLY,
@@ -241,3 +249,21 @@ def group_object(event: Mapping[str, Any]) -> dict[str, Any]:
 def _or_null(value: Any) -> Any:
     return None if value is MISSING else value
 
+
+
+def delete_users(settings: Mapping[str, Any], users: Sequence[Mapping[str, Any]],
+                 send: Lookup) -> None:
+    """A regulation's deletion: `DELETE /api/v1/customers/{identifier}` (Track API v1, as
+    RudderStack's deletion does) for each userId — or each email when the person has no userId
+    (workspaces that identify people by email). 200 and 404 both mean gone."""
+    headers = credentials(settings)
+    identifiers = [u["userId"] for u in users if u.get("userId")] or [
+        u["email"] for u in users if u.get("email")]
+    if not identifiers:
+        raise Unsupported("Customer.io deletes people by id or email; the profile has neither")
+    for identifier in identifiers:
+        url = f"{host(settings)}/api/v1/customers/{quote(str(identifier), safe='')}"
+        response = send(HttpRequest("DELETE", url, dict(headers)))
+        if response.status not in (200, 404):
+            detail = response.text[:500] or f"HTTP {response.status}"
+            raise error_for_status(response.status, detail)

@@ -49,7 +49,8 @@ from gateway.delivery.client import (
 )
 from gateway.delivery.lanes import Lane
 from gateway.delivery.retry import RetryPolicy, Verdict, classify_status
-from gateway.models import deliveries, delivery_attempts, events
+from gateway.models import deliveries, delivery_attempts, events, regulation_subjects
+from gateway.regulations.deletion import send_deletion
 from gateway.storage_state import StorageState, short_reason
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class Claimed:
     attempts: int
     first_attempt_at: datetime | None
     lease: datetime
-    event: Mapping[str, Any]
+    event: Mapping[str, Any] | None  # a regulation's deletion: the subject's keys (or None)
+    regulation_id: int | None = None  # set: a user deletion, not an event (gateway.regulations)
 
 
 @dataclass(frozen=True)
@@ -216,8 +218,9 @@ class Worker:
         batched: dict[str, list[Claimed]] = {}
         for item in claimed:
             destination = self.destinations.get(item.destination)
-            if destination is not None and destination.enabled and DESTINATION_TYPES[
-                    destination.type].batches(destination.settings):
+            # a regulation's deletion (issue 14) is never batched: the adapter sends it alone
+            if item.regulation_id is None and destination is not None and destination.enabled \
+                    and DESTINATION_TYPES[destination.type].batches(destination.settings):
                 batched.setdefault(item.destination, []).append(item)
             else:
                 singles.append(item)
@@ -322,7 +325,8 @@ class Worker:
                 update(deliveries).where(deliveries.c.id.in_([r.id for r in rows]))
                 .values(state=states.DELIVERING, lease_expires_at=lease, updated_at=now))
         return [Claimed(r.id, r.destination, r.state, r.attempts, r.first_attempt_at, lease,
-                        r.payload) for r in rows]
+                        r.payload if r.regulation_id is None else r.subject, r.regulation_id)
+                for r in rows]
 
     def process(self, claimed: Claimed) -> list[Finished]:
         started = datetime.now(UTC)
@@ -381,6 +385,8 @@ class Worker:
                           "the destination is no longer configured or enabled")
         adapter = DESTINATION_TYPES[destination.type]
         lookup = self.client.lookup(destination.endpoint)
+        if claimed.regulation_id is not None:  # issue 14: a user deletion, not an event
+            return _deletion_result(adapter, claimed, destination, lookup)
         try:
             requests = adapter.transform(filters.for_destination(destination, claimed.event),
                                          destination.settings, lookup)
@@ -494,8 +500,12 @@ def _due_query(now: datetime, limit: int, only: Any = None):
              deliveries.c.next_attempt_at <= now),
         and_(deliveries.c.state == states.DELIVERING, deliveries.c.lease_expires_at < now))
     return (select(deliveries.c.id, deliveries.c.destination, deliveries.c.state,
-                   deliveries.c.attempts, deliveries.c.first_attempt_at, events.c.payload)
-            .join(events, events.c.id == deliveries.c.event_id)
+                   deliveries.c.attempts, deliveries.c.first_attempt_at, events.c.payload,
+                   deliveries.c.regulation_id, regulation_subjects.c.payload.label("subject"))
+            # outer joins: a regulation's deletion delivery has no event (issue 14)
+            .outerjoin(events, events.c.id == deliveries.c.event_id)
+            .outerjoin(regulation_subjects,
+                       regulation_subjects.c.regulation_id == deliveries.c.regulation_id)
             .where(true() if only is None else only, due, ~blocked)
             .order_by(deliveries.c.id).limit(limit)
             .with_for_update(of=deliveries, skip_locked=True))
@@ -524,6 +534,20 @@ def _refused(adapter: Adapter, result: Result) -> dict[int, str]:
     except orjson.JSONDecodeError:
         return {}
     return adapter.rejected_items(result.status or 0, body)
+
+
+def _deletion_result(adapter: Adapter, claimed: Claimed, destination: Destination,
+                     lookup: Any) -> Result:
+    """Issue 14: a regulation's deletion request. The adapter sends it through `lookup` (its
+    `delete_users`, which knows the destination's "already gone" answers); its errors are
+    classified as a transform's are, so retries, dead letters and attempts work as usual."""
+    started = time.monotonic()
+    try:
+        answer = send_deletion(adapter, claimed.event, destination.settings, lookup)
+    except AdapterError as error:
+        return _result_of_error(error)
+    return Result(Verdict.DELIVERED, answer.status, None, answer.text or "",
+                  int((time.monotonic() - started) * 1000))
 
 
 def _result_of_error(error: AdapterError) -> Result:

@@ -15,6 +15,8 @@ from werkzeug.routing import BaseConverter
 from gateway import heartbeat, metrics, queries
 from gateway.config import Config
 from gateway.http.errors import ApiError, error_response
+from gateway.regulations import keys as regulation_keys
+from gateway.regulations import service as regulation_service
 from gateway.replay import Conflict, NotFound, replay, retry_dead
 from gateway.storage_state import short_reason
 
@@ -176,6 +178,34 @@ def explain_message() -> Response:
     with _engine().connect() as connection:
         return jsonify(explain.explain(connection, _config(), request.args.get("message_id", ""),
                                        request.args.get("source") or None))
+
+
+@bp.post("/regulations")
+def create_regulation() -> tuple[Response, int]:
+    """Issue 14: suppress / unsuppress / delete / suppress_with_delete a person. 202: the
+    gateway's part is done; a deletion's destination part is `running` until they answer."""
+    body = request.get_json(force=True, silent=True)  # JSON whatever the Content-Type
+    try:
+        kind, subject = regulation_keys.parse_request(body)
+    except regulation_keys.InvalidRequest as exc:
+        raise ApiError(400, "invalid_regulation", str(exc)) from None
+    return jsonify(regulation_service.create(_engine(), _config(), kind, subject)), 202
+
+
+@bp.get("/regulations")
+def list_regulations() -> Response:
+    with _engine().connect() as connection:
+        page = regulation_service.list_page(connection, _filters(), *_paging())
+    return jsonify(page.as_json())
+
+
+@bp.get("/regulations/<id:regulation_id>")
+def regulation(regulation_id: int | None) -> Response:
+    regulation_id = _row_id(regulation_id, "regulation")
+    found = regulation_service.get(_engine(), regulation_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no regulation {regulation_id}")
+    return jsonify(found)
 
 
 def _filters() -> dict[str, Any]:

@@ -1,0 +1,111 @@
+"""Deletion: remove every stored row of a profile, and ask each destination to delete the person.
+
+The rows go in the regulation's transaction (events, deliveries — pending ones are cancelled by
+going — their attempts, identity keys and the profile), so replay can no longer send them. The
+request to each destination is an ordinary delivery row carrying `regulation_id` instead of an
+`event_id`: the worker claims, retries, records attempts and dead-letters it like any other,
+and asks the adapter for the deletion (`Adapter.delete_users`) instead of a transform. The keys
+it needs wait in `regulation_subjects` and are erased once every destination has answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, or_, select
+
+from adapters.base import Adapter, HttpRequest, Lookup, LookupResponse, Unsupported
+from gateway.config import Config
+from gateway.delivery import states
+from gateway.models import (
+    deliveries,
+    delivery_attempts,
+    events,
+    identities,
+    identity_keys,
+    regulation_subjects,
+)
+from gateway.regulations.keys import Profile
+
+
+def delete_profile(connection: Connection, profile: Profile) -> dict[str, int]:
+    """Delete every row of the profile; returns the count per table (and how many of the
+    deliveries were still unfinished: cancelled)."""
+    users, anonymous = profile.values("userId"), profile.values("anonymousId")
+    conditions = []
+    if users:
+        conditions.append(events.c.user_id.in_(users))
+    if anonymous:
+        conditions.append(events.c.anonymous_id.in_(anonymous))
+    counts = dict.fromkeys(("events", "deliveries", "deliveries_cancelled", "delivery_attempts",
+                            "identity_keys", "identities"), 0)
+    if conditions:
+        event_ids = select(events.c.id).where(or_(*conditions)).scalar_subquery()
+        delivery_ids = select(deliveries.c.id).where(
+            deliveries.c.event_id.in_(event_ids)).scalar_subquery()
+        counts["deliveries_cancelled"] = len(connection.execute(
+            select(deliveries.c.id).where(deliveries.c.event_id.in_(event_ids),
+                                          deliveries.c.state.in_(states.UNFINISHED))).all())
+        counts["delivery_attempts"] = _deleted(connection, delete(delivery_attempts).where(
+            delivery_attempts.c.delivery_id.in_(delivery_ids)))
+        counts["deliveries"] = _deleted(connection, delete(deliveries).where(
+            deliveries.c.event_id.in_(event_ids)))
+        counts["events"] = _deleted(connection, delete(events).where(or_(*conditions)))
+    if profile.id is not None:
+        counts["identity_keys"] = _deleted(connection, delete(identity_keys).where(
+            identity_keys.c.identity_id == profile.id))
+        counts["identities"] = _deleted(connection, delete(identities).where(
+            identities.c.id == profile.id))
+    return counts
+
+
+def queue_requests(connection: Connection, config: Config, regulation_id: int,
+                   profile: Profile) -> list[str]:
+    """One deletion delivery per enabled destination (each adapter decides whether it can
+    delete: those that cannot end `skipped`, reported `unsupported`). Returns their names."""
+    names = [d.name for d in config.destinations if d.enabled]
+    if not names:
+        return []
+    connection.execute(insert(regulation_subjects).values(
+        regulation_id=regulation_id, payload=subject_payload(profile)))
+    now = datetime.now(UTC)
+    connection.execute(insert(deliveries), [
+        {"event_id": None, "regulation_id": regulation_id, "destination": name,
+         "user_key": profile.user_key, "state": states.PENDING, "attempts": 0,
+         "next_attempt_at": now, "created_at": now, "updated_at": now} for name in names])
+    return names
+
+
+def subject_payload(profile: Profile) -> dict[str, list[str]]:
+    return {"userIds": profile.values("userId"), "anonymousIds": profile.values("anonymousId"),
+            "emails": profile.values("email")}
+
+
+def send_deletion(adapter: Adapter, subject: Mapping[str, Any] | None,
+                  settings: Mapping[str, Any], lookup: Lookup) -> LookupResponse:
+    """Ask the adapter to delete the person at its destination (the worker's deletion branch).
+    Returns the last answer; raises the adapter's errors (Unsupported: nothing to do there)."""
+    if subject is None:
+        raise Unsupported("the deletion's keys were erased when its regulation finished: "
+                          "create a new delete regulation to send it again")
+    # by userId; by email only for a person known by no userId (Customer.io takes either)
+    users = [{"userId": user} for user in subject.get("userIds", [])] or [
+        {"email": email} for email in subject.get("emails", [])]
+    if not users:
+        raise Unsupported("the profile has no userId or email a destination can delete by")
+    answers: list[LookupResponse] = []
+
+    def send(request: HttpRequest) -> LookupResponse:
+        answers.append(lookup(request))
+        return answers[-1]
+
+    adapter.delete_users(settings, users, send)
+    if not answers:
+        raise Unsupported(f"{adapter.name}: nothing to delete by for this profile")
+    return answers[-1]
+
+
+def _deleted(connection: Connection, statement: Any) -> int:
+    return connection.execute(statement).rowcount or 0
