@@ -15,7 +15,7 @@ from typing import Any
 
 import marshmallow
 
-from gateway.delivery.retry import is_retryable_status
+from adapters.status import is_retryable_status
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,8 @@ class Adapter:
     name: str = ""
     display_names: tuple[str, ...] = ()
     settings_schema: type[marshmallow.Schema] = SettingsSchema
+    # requests per second the destination documents (its default rate limit; 0: none known)
+    default_rate: float = 0.0
 
     def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
                   lookup: Lookup) -> list[HttpRequest]:

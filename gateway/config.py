@@ -20,6 +20,8 @@ from typing import Any
 
 from adapters import DESTINATION_TYPES
 from gateway.db import DatabaseProblem, sqlite_file
+from gateway.delivery.limits import Limits as DestinationLimits
+from gateway.delivery.limits import LimitsError, parse_limits
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -103,6 +105,8 @@ class Destination:
     enabled: bool = True
     endpoint: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # [destinations.limits], beside settings (gateway/delivery/limits.py)
+    limits: DestinationLimits = field(default_factory=DestinationLimits)
 
     @property
     def display_names(self) -> tuple[str, ...]:
@@ -380,7 +384,7 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
     source_names = tuple(s.name for s in sources)
     destinations: list[Destination] = []
     seen: set[str] = set()
-    allowed = {"name", "type", "sources", "enabled", "endpoint", "settings"}
+    allowed = {"name", "type", "sources", "enabled", "endpoint", "settings", "limits"}
     for index, item in enumerate(items, 1):
         table = f"[[destinations]] #{index}"
         if not isinstance(item, dict):
@@ -414,10 +418,15 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
         problem = check_settings and DESTINATION_TYPES[kind].check_settings(settings)
         if problem:
             raise ConfigError(f"{where}: {table}.settings: {problem}")
+        try:
+            limits = parse_limits(item.get("limits"), DESTINATION_TYPES[kind].default_rate)
+        except LimitsError as exc:
+            raise ConfigError(f"{where}: {table}.limits: {exc}") from None
         destinations.append(Destination(
             name=name, type=kind, sources=tuple(linked),
             enabled=_bool(item, "enabled", True, where, table),
-            endpoint=endpoint.rstrip("/") if endpoint else None, settings=settings))
+            endpoint=endpoint.rstrip("/") if endpoint else None, settings=settings,
+            limits=limits))
     return tuple(destinations)
 
 

@@ -22,16 +22,16 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Insert, String, bindparam, func, insert, literal, select
+from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
+from gateway import outbox
 from gateway.config import Config
 from gateway.db import write_transaction
-from gateway.delivery.states import PENDING
 from gateway.identity import IdentityGraph, key_value
 from gateway.messages import Message
-from gateway.models import deliveries, events
+from gateway.models import events
 from gateway.routing import destinations_for_source, route
 
 MAX_TRANSACTION_TRIES = 5
@@ -229,8 +229,7 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
             routed.setdefault(destination.name, []).append(event_id)
             queued[index] += 1
     for destination_name, event_ids in routed.items():
-        connection.execute(_QUEUE_DELIVERIES, {"destination": destination_name,
-                                               "event_ids": event_ids})
+        outbox.queue(connection, destination_name, event_ids)
     stored = [0] * len(requests)
     for index, _, _ in new:
         stored[index] += 1
@@ -252,20 +251,6 @@ def _event_row(source: str, m: Message, received_at: datetime) -> dict[str, Any]
     }
 
 
-def _queue_deliveries_statement() -> Insert:
-    """One `pending` row per event for a destination, copied from the events rows in the
-    database (INSERT … SELECT): no per-row values cross from Python. Built once; executed with
-    `destination` and the expanding `event_ids`."""
-    user_key = func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
-    rows = select(
-        events.c.id, bindparam("destination", type_=String), user_key, literal(PENDING),
-        literal(0), events.c.received_at, events.c.received_at, events.c.received_at,
-    ).where(events.c.id.in_(bindparam("event_ids", expanding=True)))
-    return insert(deliveries).from_select(
-        ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
-         "created_at", "updated_at"], rows)
-
-
 def _insert_events_statement(dialect: Any) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING RETURNING: the rows actually new."""
     return (dialect.insert(events)
@@ -274,7 +259,6 @@ def _insert_events_statement(dialect: Any) -> Insert:
 
 
 # Built once per process, not per request (SQLAlchemy then finds their compiled form cached)
-_QUEUE_DELIVERIES = _queue_deliveries_statement()
 _INSERT_EVENTS = {"postgresql": _insert_events_statement(postgresql),
                   "sqlite": _insert_events_statement(sqlite)}
 _COMMITTERS: weakref.WeakKeyDictionary[Engine, _GroupCommitter] = weakref.WeakKeyDictionary()

@@ -38,6 +38,7 @@ class CustomerIoAdapter(Adapter):
     name = "customerio"
     display_names = ("Customer.io", "Customer IO", "CustomerIO")
     settings_schema = CustomerIoSettings
+    default_rate = 100.0  # Customer.io: ~100 requests/s per workspace (docs, section 4)
 
     def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
                   lookup: Lookup) -> list[HttpRequest]:

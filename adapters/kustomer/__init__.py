@@ -36,6 +36,7 @@ class KustomerAdapter(Adapter):
     name = "kustomer"
     display_names = ("Kustomer",)
     settings_schema = KustomerSettings
+    default_rate = 4.0  # Kustomer: 300/min on the smallest plan; stay under it (docs, section 4)
 
     def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
                   lookup: Lookup) -> list[HttpRequest]:

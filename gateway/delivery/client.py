@@ -3,6 +3,7 @@ and redaction, so no destination secret reaches a log line or an attempt record.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class Sent:
     duration_ms: int
     retry_after: str | None = None
     error_class: str | None = None
+    rate_remaining: int | None = None  # x-ratelimit-remaining, when the destination sends it
+    rate_reset: float | None = None  # seconds until its window resets (x-ratelimit-reset)
 
 
 class HttpClient:
@@ -54,8 +57,11 @@ class HttpClient:
                 else request.form, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), allow_redirects=False)
         except requests.RequestException as exc:
             return Sent(None, str(exc), _ms(started), error_class=exc.__class__.__name__)
+        headers = response.headers
+        remaining, reset = rate_headers(headers.get("x-ratelimit-remaining"),
+                                        headers.get("x-ratelimit-reset"))
         return Sent(response.status_code, response.text, _ms(started),
-                    response.headers.get("Retry-After"))
+                    headers.get("Retry-After"), None, remaining, reset)
 
     def lookup(self, endpoint: str | None = None) -> Lookup:
         """The `lookup` adapters get in production: the same client, the same override."""
@@ -72,6 +78,23 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def rate_headers(remaining: str | None, reset: str | None) -> tuple[int | None, float | None]:
+    """`x-ratelimit-remaining` and `x-ratelimit-reset` (delta seconds, or a Unix time when it is
+    that large) → (requests left, seconds until the window resets); None where unusable."""
+    left = int(remaining) if remaining and remaining.strip().isascii() and \
+        remaining.strip().isdigit() else None
+    seconds = None
+    if reset:
+        try:
+            value = float(reset.strip())
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            seconds = value - time.time() if value > 1e9 else value
+            seconds = max(0.0, seconds)
+    return left, seconds
 
 
 def _ms(started: float) -> int:
