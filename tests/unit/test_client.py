@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from adapters.base import HttpRequest, Retryable
-from gateway.delivery.client import HttpClient, excerpt, redact
+from gateway.delivery.client import MAX_RESPONSE_BYTES, HttpClient, excerpt, redact
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -26,6 +26,12 @@ class Recorder(BaseHTTPRequestHandler):
         self.wfile.write(b'{"ok": true, "echo": "secret-value"}')
 
     def do_GET(self) -> None:
+        if self.path == "/huge":  # an answer past the client's bound
+            self.send_response(200)
+            self.send_header("Content-Length", str(3 << 20))
+            self.end_headers()
+            self.wfile.write(b"x" * (3 << 20))
+            return
         self.send_response(404)
         self.end_headers()
 
@@ -81,3 +87,18 @@ def test_lookup_parses_json_and_maps_network_failure(server: str) -> None:
 def test_redaction() -> None:
     assert redact('{"echo": "secret-value"}', ["secret-value", ""]) == '{"echo": "***"}'
     assert len(excerpt("x" * 5000, [])) == 1024
+
+
+def test_an_answer_is_read_up_to_its_bound(server: str) -> None:
+    client = HttpClient()
+    sent = client.send(HttpRequest("GET", server + "/huge"))
+    assert sent.status == 200 and len(sent.text) == MAX_RESPONSE_BYTES
+    # the oversized answer's connection was dropped, not reused half-read
+    assert client.send(HttpRequest("POST", server + "/ok", json={})).status == 200
+
+
+def test_form_bodies_are_encoded(server: str) -> None:
+    HttpClient().send(HttpRequest("POST", server + "/form", form={"a": "1 2", "b": "&"}))
+    [seen] = Recorder.seen
+    assert seen["body"] == b"a=1+2&b=%26"
+    assert seen["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
