@@ -10,9 +10,9 @@ from marshmallow import fields, validate
 
 from adapters.base import (
     Adapter,
+    AdapterError,
     BatchItem,
     BatchOutput,
-    HttpRequest,
     Lookup,
     SettingsSchema,
     secret,
@@ -40,9 +40,13 @@ class CustomerIoAdapter(Adapter):
     settings_schema = CustomerIoSettings
     default_rate = 100.0  # Customer.io: ~100 requests/s per workspace (docs, section 4)
 
-    def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
-                  lookup: Lookup) -> list[HttpRequest]:
-        return [customerio.transform(event, settings)]
+    handlers = customerio.HANDLERS
+
+    def check(self, event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+        return customerio.check(event, settings)
+
+    def unsupported(self, event: Mapping[str, Any], kind: str) -> AdapterError:
+        return customerio.unsupported(event, kind)
 
     def rejected_items(self, status: int, body: Any) -> dict[int, str]:
         return batching.rejected_items(status, body)
