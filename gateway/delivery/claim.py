@@ -55,8 +55,12 @@ def claim(engine: Engine, room: Mapping[str, int], configured: Sequence[str],
         moved = outbox.transition(connection, outbox.CLAIMABLE, outbox.DELIVERING,
                                   [r.id for r in rows], lease_expires_at=lease, updated_at=now)
         assert moved == len(rows), "claimed rows are locked: each must move"
+        # the events' payloads only for the rows claimed (not for every candidate scanned)
+        payloads = dict(connection.execute(
+            select(events.c.id, events.c.payload)
+            .where(events.c.id.in_({r.event_id for r in rows}))).all())
     return [Claimed(r.id, r.destination, r.state, r.attempts, r.first_attempt_at, lease,
-                    r.payload) for r in rows]
+                    payloads[r.event_id]) for r in rows]
 
 
 def renew(engine: Engine, claimed: Sequence[Claimed], lease_seconds: float) -> int:
@@ -93,15 +97,18 @@ def _due_query(now: datetime, limit: int, only: Any = None) -> Any:
     blocked = exists().where(
         earlier.c.destination == deliveries.c.destination,
         earlier.c.user_key == deliveries.c.user_key,
-        earlier.c.id < deliveries.c.id,
+        # `+ 0`: no index serves `id <` alone, so the barrier index (destination, user_key,
+        # state, id) is the one PostgreSQL uses, even on young statistics; with a bare
+        # `id <` it took (destination, id) and read every earlier row of the destination
+        # for each candidate (measured: 1.6 s per claim at 6,000 due rows, now a few ms)
+        earlier.c.id + 0 < deliveries.c.id,
         earlier.c.state.in_(outbox.UNFINISHED))
     due = or_(
         and_(deliveries.c.state.in_((outbox.PENDING, outbox.RETRYING)),
              deliveries.c.next_attempt_at <= now),
         and_(deliveries.c.state == outbox.DELIVERING, deliveries.c.lease_expires_at < now))
     return (select(deliveries.c.id, deliveries.c.destination, deliveries.c.state,
-                   deliveries.c.attempts, deliveries.c.first_attempt_at, events.c.payload)
-            .join(events, events.c.id == deliveries.c.event_id)
+                   deliveries.c.attempts, deliveries.c.first_attempt_at, deliveries.c.event_id)
             .where(true() if only is None else only, due, ~blocked)
             .order_by(deliveries.c.id).limit(limit)
-            .with_for_update(of=deliveries, skip_locked=True))
+            .with_for_update(skip_locked=True))
