@@ -115,13 +115,13 @@ def transition(connection: Connection, sources: str | Iterable[str], target: str
 def transition_each(connection: Connection, source: str, target: str,
                     rows: Sequence[Mapping[str, Any]]) -> None:
     """`transition` for many rows with values of their own (one executemany): each row maps
-    `id`, `lease` (the guard) and the columns to set, the same columns in every row."""
+    `b_id`, `b_lease` (the guard) and `b_<column>` for each column to set, the same columns in
+    every row (bind names cannot be the columns' own)."""
     _checked(source, target)
     if not rows:
         return
-    columns = [key for key in rows[0] if key not in ("id", "lease")]
-    statement = _each_statement(source, target, tuple(columns))
-    connection.execute(statement, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+    columns = [key[2:] for key in rows[0] if key not in ("b_id", "b_lease")]
+    connection.execute(_each_statement(source, target, tuple(columns)), rows)
 
 
 _EACH: dict[tuple[str, str, tuple[str, ...]], Any] = {}

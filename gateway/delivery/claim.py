@@ -72,7 +72,7 @@ def renew(engine: Engine, claimed: Sequence[Claimed], lease_seconds: float) -> i
     lease = now + timedelta(seconds=lease_seconds)
     with write_transaction(engine) as connection:
         outbox.transition_each(connection, outbox.DELIVERING, outbox.DELIVERING, [
-            {"id": c.id, "lease": c.lease, "lease_expires_at": lease, "updated_at": now}
+            {"b_id": c.id, "b_lease": c.lease, "b_lease_expires_at": lease, "b_updated_at": now}
             for c in claimed])
         held = {row.id for row in connection.execute(
             select(deliveries.c.id).where(deliveries.c.id.in_([c.id for c in claimed]),

@@ -34,6 +34,7 @@ class Recorder:
         self.engine = engine
         self.policy = policy
         self.state = StorageState("recording delivery results", log, settle=0)
+        self._histograms: dict[str, Any] = {}
 
     def record_safely(self, finished: Sequence[Finished]) -> list[Finished]:
         """Record all results in one transaction; if that fails, each in its own, so one
@@ -92,11 +93,21 @@ class Recorder:
                 outbox.transition_each(connection, outbox.DELIVERING, target, rows)
             if attempts:
                 connection.execute(_INSERT_ATTEMPTS, attempts)
+        counted: dict[tuple[str, str], int] = {}
         for f, verdict in mine:
             if verdict.counts:
-                metrics.DELIVERIES.labels(f.claimed.destination, verdict.state).inc()
-                metrics.ATTEMPT_SECONDS.labels(f.claimed.destination).observe(
-                    f.outcome.duration_ms / 1000)
+                key = (f.claimed.destination, verdict.state)
+                counted[key] = counted.get(key, 0) + 1
+                self._seconds(f.claimed.destination).observe(f.outcome.duration_ms / 1000)
+        for (destination, state), count in counted.items():  # one labels() per outcome
+            metrics.DELIVERIES.labels(destination, state).inc(count)
+
+    def _seconds(self, destination: str) -> Any:
+        """The destination's attempt-time histogram, looked up once."""
+        child = self._histograms.get(destination)
+        if child is None:
+            child = self._histograms[destination] = metrics.ATTEMPT_SECONDS.labels(destination)
+        return child
 
     def not_recorded(self, finished: Finished, exc: Exception) -> None:
         """A result whose row the database refuses (or that cannot be built): the delivery
@@ -122,16 +133,16 @@ class Recorder:
 
     def _row(self, f: Finished, verdict: Verdict, now: datetime) -> dict[str, Any]:
         """The delivery row's new values (guarded by the lease we hold)."""
-        row: dict[str, Any] = {"id": f.claimed.id, "lease": f.claimed.lease,
-                               "next_attempt_at": verdict.at, "lease_expires_at": None,
-                               "updated_at": now}
+        row: dict[str, Any] = {"b_id": f.claimed.id, "b_lease": f.claimed.lease,
+                               "b_next_attempt_at": verdict.at, "b_lease_expires_at": None,
+                               "b_updated_at": now}
         if verdict.counts:
             secrets = f.target.secrets if f.target else ()
-            row.update(attempts=f.claimed.attempts + 1,
-                       first_attempt_at=f.claimed.first_attempt_at or f.started,
-                       last_status=f.outcome.status,
-                       last_error=None if verdict.reason is None
-                       else redact(verdict.reason, secrets))
+            row["b_attempts"] = f.claimed.attempts + 1
+            row["b_first_attempt_at"] = f.claimed.first_attempt_at or f.started
+            row["b_last_status"] = f.outcome.status
+            row["b_last_error"] = None if verdict.reason is None else redact(verdict.reason,
+                                                                               secrets)
         return row
 
     @staticmethod
