@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from adapters.base import HttpRequest, Retryable
-from gateway.delivery.client import MAX_RESPONSE_BYTES, HttpClient, excerpt, redact
+from gateway.delivery.client import (
+    MAX_RESPONSE_BYTES,
+    HttpClient,
+    excerpt,
+    rate_headers,
+    redact,
+)
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -102,3 +109,11 @@ def test_form_bodies_are_encoded(server: str) -> None:
     [seen] = Recorder.seen
     assert seen["body"] == b"a=1+2&b=%26"
     assert seen["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_rate_limit_headers() -> None:
+    assert rate_headers("0", "2") == (0, 2.0)
+    left, reset = rate_headers("17", str(int(time.time()) + 30))  # a Unix time
+    assert left == 17 and reset is not None and 28 <= reset <= 31
+    assert rate_headers("many", "soon") == (None, None)
+    assert rate_headers(None, "-5") == (None, None)
