@@ -58,6 +58,30 @@ def publish_lane(destination: str, status: dict) -> None:
     RATE_TOKENS.labels(destination).set(status["tokens"])
 
 
+_LANE_GAUGES = {"gateway_destination_circuit_open": "circuit_open",
+                "gateway_destination_in_flight": "in_flight",
+                "gateway_destination_rate_tokens": "rate_tokens"}
+
+
+def destination_status() -> dict[str, dict[str, float]]:
+    """The delivery worker's per-destination sending state as the gauges above hold it,
+    readable from any process of `gateway serve` (the console's view; the worker itself has
+    `Worker.status()`): {destination: {"circuit_open": 0|0.5|1, "in_flight", "rate_tokens"}}."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    status: dict[str, dict[str, float]] = {}
+    for metric in registry.collect():
+        short = _LANE_GAUGES.get(metric.name)
+        if short is None:
+            continue
+        for sample in metric.samples:
+            status.setdefault(sample.labels["destination"], {})[short] = sample.value
+    return status
+
+
 class QueueCollector:
     """Pending work per destination, read from the database at scrape time."""
 

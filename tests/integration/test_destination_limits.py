@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from gateway import create_app
 from gateway.config import Config, ConfigError, from_mapping
 from gateway.delivery.worker import Worker
+from gateway.metrics import destination_status
 from gateway.models import delivery_attempts
 from tests.helpers import stored_deliveries
 from tests.integration.test_worker_isolation import (
@@ -224,6 +225,7 @@ def test_the_circuit_opens_probes_and_closes(database_url: str) -> None:
             assert attempts(engine) == opened + 1
             text = generate_latest(REGISTRY).decode()
             assert 'gateway_destination_circuit_open{destination="hook"} 1.0' in text
+            assert destination_status()["hook"]["circuit_open"] == 1.0
             recovered = StandIn(port)  # the destination is back: the next probe closes it
             wait_for(lambda: delivered(engine) == 10, 15, "everything delivered")
             assert worker.status()["hook"]["circuit"] == "closed"
