@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, literal, or_, select, true
+from sqlalchemy import Engine, and_, exists, literal, or_, select, text, true
 from sqlalchemy.orm import aliased
 
 from gateway import outbox
@@ -81,6 +81,20 @@ def renew(engine: Engine, claimed: Sequence[Claimed], lease_seconds: float) -> i
         if c.id in held:
             c.lease = lease
     return len(held)
+
+
+def refresh_statistics(engine: Engine) -> bool:
+    """PostgreSQL only: ANALYZE the deliveries table. Until autovacuum first analyzes a young
+    table (up to a minute after it starts filling) the planner has no statistics and may read
+    the per-user barrier through the (destination, id) index, every earlier row of the
+    destination for each candidate (measured: 0.8-1.3 s per claim at 2,000 rows instead of
+    40 ms). The worker calls this when a claim was slow, at most once a minute."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as connection:
+        connection.execute(text("ANALYZE deliveries"))
+        connection.commit()
+    return True
 
 
 def _destination_is(name: str) -> Any:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from gateway import metrics
 from gateway.config import Config
-from gateway.delivery.claim import OTHER, Claimed, claim, renew
+from gateway.delivery.claim import OTHER, Claimed, claim, refresh_statistics, renew
 from gateway.delivery.client import HttpClient
 from gateway.delivery.lanes import Lane
 from gateway.delivery.record import Recorder
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF, MAX_BACKOFF = 0.25, 30.0  # seconds between claims while the database fails
 RENEW_AT = 0.5  # renew a lease once less than this fraction of it is left
+SLOW_CLAIM = 0.2  # seconds: a claim this slow on PostgreSQL refreshes the statistics…
+ANALYZE_EVERY = 60.0  # …at most this often
 
 __all__ = ["OTHER", "Claimed", "Finished", "Worker", "policy_from"]
 
@@ -73,7 +75,7 @@ class Worker:
         self.recording = self.recorder.state
         self.unrecorded: list[Finished] = []  # sent, waiting for the database to come back
         self._claim_backoff = self._record_backoff = 0.0
-        self._next_claim = self._next_record = 0.0
+        self._next_claim = self._next_record = self._next_analyze = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -180,6 +182,7 @@ class Worker:
         room[OTHER] = self.other_lane.free()
         if not any(room.values()):
             return 0
+        started = time.monotonic()
         try:
             claimed = self.claim(room)
         except Exception as exc:  # a database outage must not kill the worker
@@ -189,10 +192,24 @@ class Worker:
             return 0
         self._claim_backoff = 0.0
         self.claiming.succeeded()
+        self._after_claim(time.monotonic() - started)
         for task, lane, items in self._submit(claimed):
             task.add_done_callback(lambda done, lane=lane, items=items: self.finished.put(
                 (lane, items, _outcome(done, items))))
         return len(claimed)
+
+    def _after_claim(self, seconds: float) -> None:
+        """A slow claim on PostgreSQL: refresh the planner's statistics (claim.py says why),
+        at most once a minute."""
+        if seconds < SLOW_CLAIM or time.monotonic() < self._next_analyze:
+            return
+        self._next_analyze = time.monotonic() + ANALYZE_EVERY
+        try:
+            if refresh_statistics(self.engine):
+                log.info("a claim took %.2f s: refreshed the deliveries table's statistics",
+                         seconds)
+        except Exception as exc:  # no privilege, or the database went away: claims go on
+            log.warning("could not refresh the deliveries table's statistics: %s", exc)
 
     def _submit(self, claimed: list[Claimed]) -> list[tuple[Future, Lane, list[Claimed]]]:
         """One task per delivery, or one per chunk for a destination whose adapter batches
