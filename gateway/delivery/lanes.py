@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from adapters.base import HttpRequest, Lookup, LookupResponse, Retryable
 from gateway.delivery.client import Sent
 from gateway.delivery.limits import Limits
 from gateway.delivery.verdict import Outcome, released
@@ -203,6 +204,19 @@ class Lane:
         self.breaker.observe(sent)
         if sent.rate_remaining is not None and sent.rate_remaining <= 0:
             self.bucket.pause(sent.rate_reset if sent.rate_reset is not None else 1.0)
+
+    def throttled(self, lookup: Lookup) -> Lookup:
+        """`lookup` taking a token first: a lookup-then-write event spends the destination's
+        rate limit per request, as the destination counts it. No token in time: the lookup
+        fails as retryable and the delivery is tried again later."""
+        if self.limits.rate_per_second <= 0:
+            return lookup
+
+        def run(request: HttpRequest) -> LookupResponse:
+            if not self.bucket.take(self.stopping, most=self.lease_seconds / 4 or 1.0):
+                raise Retryable("lookup not sent: rate limit")
+            return lookup(request)
+        return run
 
     def submit(self, work: Callable[..., Any], argument: Any, count: int) -> Future:
         """Run `work(argument)` (`count` deliveries) on this lane's threads;

@@ -261,3 +261,37 @@ def test_a_send_longer_than_the_lease_renews_it_and_is_sent_once(database_url: s
     [row] = stored_deliveries(engine)
     assert len(standin.requests) == 1, "sent twice: the lease was not renewed"
     assert row["attempts"] == 1 and row["state"] == "delivered"
+
+
+def test_kustomer_lookups_spend_its_default_rate_limit(database_url: str,
+                                                       standin: StandIn) -> None:
+    """Kustomer's default 4 requests/s (burst 4) covers its customer searches too: 5
+    identifies are 5 searches and 5 creates, so 10 requests take at least (10 - 4) / 4 s."""
+    times: list[float] = []
+
+    def answer(received: Any) -> Answer:
+        times.append(time.monotonic())
+        return Answer(404, {}) if received.method == "GET" else Answer(201, {"data": {}})
+
+    standin.answer_for = answer
+    config = from_mapping({
+        "database_url": database_url, "admin_token": "t",
+        "sources": [{"name": "b", "write_key": KEY_B}],
+        "destinations": [{"name": "kus", "type": "kustomer", "endpoint": standin.url,
+                          "settings": {"apiKey": "kus-key"}}],
+        "worker": {"concurrency": 4, "poll_interval_ms": 20, "lease_seconds": 60},
+    })
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    worker = Worker(engine, config)
+    send(app, KEY_B, [{"type": "identify", "userId": f"k-{n}", "messageId": f"k-{n}"}
+                      for n in range(5)])
+    try:
+        with Running(worker):
+            wait_for(lambda: delivered(engine) == 5, 20, "all delivered")
+    finally:
+        worker.close()
+        engine.dispose()
+    assert len(times) == 10 and [r.method for r in standin.requests].count("GET") == 5
+    span = times[-1] - times[0]
+    assert span >= 1.3, f"10 requests at 4/s (burst 4) took only {span:.2f} s"
