@@ -38,6 +38,7 @@ MIN_BACKOFF, MAX_BACKOFF = 0.25, 30.0  # seconds between claims while the databa
 RENEW_AT = 0.5  # renew a lease once less than this fraction of it is left
 SLOW_CLAIM = 0.2  # seconds: a claim this slow on PostgreSQL refreshes the statistics…
 ANALYZE_EVERY = 60.0  # …at most this often
+PUBLISH_EVERY = 1.0  # seconds between updates of the per-destination gauges
 
 __all__ = ["OTHER", "Claimed", "Finished", "Worker", "policy_from"]
 
@@ -80,6 +81,7 @@ class Worker:
         self.unrecorded: list[Finished] = []  # sent, waiting for the database to come back
         self._claim_backoff = self._record_backoff = 0.0
         self._next_claim = self._next_record = self._next_analyze = 0.0
+        self._next_publish = 0.0
 
     @property
     def engine(self) -> Engine:
@@ -137,6 +139,11 @@ class Worker:
         return {name: lane.status() for name, lane in self.lanes.items()}
 
     def _publish(self) -> None:
+        """The lanes' state into the gauges, once a second (not every loop turn)."""
+        now = time.monotonic()
+        if now < self._next_publish:
+            return
+        self._next_publish = now + PUBLISH_EVERY
         for name, lane in self.lanes.items():
             metrics.publish_lane(name, lane.status())
 

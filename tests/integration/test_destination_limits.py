@@ -223,9 +223,11 @@ def test_the_circuit_opens_probes_and_closes(database_url: str) -> None:
             assert worker.status()["hook"]["circuit"] == "open"
             time.sleep(0.3)
             assert attempts(engine) == opened + 1
+            # the gauges follow within a second (they are published once a second)
+            wait_for(lambda: destination_status().get("hook", {}).get("circuit_open") == 1.0,
+                     3, "the circuit gauge")
             text = generate_latest(REGISTRY).decode()
             assert 'gateway_destination_circuit_open{destination="hook"} 1.0' in text
-            assert destination_status()["hook"]["circuit_open"] == 1.0
             recovered = StandIn(port)  # the destination is back: the next probe closes it
             wait_for(lambda: delivered(engine) == 10, 15, "everything delivered")
             assert worker.status()["hook"]["circuit"] == "closed"
