@@ -231,7 +231,8 @@ def test_the_circuit_opens_probes_and_closes(database_url: str) -> None:
             recovered = StandIn(port)  # the destination is back: the next probe closes it
             wait_for(lambda: delivered(engine) == 10, 15, "everything delivered")
             assert worker.status()["hook"]["circuit"] == "closed"
-            assert worker.status()["hook"]["circuit_opened"] == 2
+            # opened at least twice: by the failures, and again by the failed probe
+            assert worker.status()["hook"]["circuit_opened"] >= 2
     finally:
         worker.close()
         engine.dispose()
