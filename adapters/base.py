@@ -15,7 +15,7 @@ from typing import Any
 
 import marshmallow
 
-from gateway.delivery.retry import is_retryable_status
+from adapters.status import is_retryable_status
 
 
 @dataclass(frozen=True)
@@ -136,17 +136,48 @@ class SettingsSchema(marshmallow.Schema):
         unknown = marshmallow.EXCLUDE
 
 
+Handler = Callable[[Mapping[str, Any], Mapping[str, Any], Lookup], list[HttpRequest]]
+
+
+def message_type(event: Mapping[str, Any]) -> str | None:
+    """The event's type in lower case, or None when it has none (or not a string)."""
+    kind = event.get("type")
+    return kind.lower() if isinstance(kind, str) and kind else None
+
+
 class Adapter:
     """Base of every destination: a name, its `integrations` names, a settings schema, and a
-    pure `transform`. Each folder exports an instance as `ADAPTER`."""
+    pure `transform`. Each folder exports an instance as `ADAPTER`.
+
+    The uniform shape: `handlers` maps each event type the destination takes to its handler;
+    `transform` runs the destination's own preconditions (`check`, in its reference's order),
+    then the type's handler, or refuses the type (`unsupported`). Destinations that take every
+    type the same way (webhook, console) override `transform` instead."""
 
     name: str = ""
     display_names: tuple[str, ...] = ()
     settings_schema: type[marshmallow.Schema] = SettingsSchema
+    # requests per second the destination documents (its default rate limit; 0: none known)
+    default_rate: float = 0.0
+
+    handlers: Mapping[str, Handler] = {}
 
     def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
                   lookup: Lookup) -> list[HttpRequest]:
-        raise NotImplementedError
+        if not self.handlers:
+            raise NotImplementedError(f"{type(self).__name__}: no handlers and no transform")
+        return dispatch(self.handlers, self.check, self.unsupported, event, settings, lookup)
+
+    def check(self, event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+        """The preconditions before any handler; returns the event type (lower case)."""
+        kind = message_type(event)
+        if kind is None:
+            raise InvalidEvent("message type is required")
+        return kind
+
+    def unsupported(self, event: Mapping[str, Any], kind: str) -> AdapterError:
+        """The error for a type with no handler (default: skipped, never retried)."""
+        return Unsupported(f"{event.get('type')} is unsupported for destination {self.name}")
 
     def transform_batch(self, items: Sequence[BatchItem], lookup: Lookup) -> list[BatchOutput]:
         """Router mode. Default: each event on its own, one output per item, in order."""
@@ -207,6 +238,19 @@ class Adapter:
     def redact(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         secret = self.secret_settings()
         return {k: ("***" if k in secret and v else v) for k, v in settings.items()}
+
+
+def dispatch(handlers: Mapping[str, Handler],
+             check: Callable[[Mapping[str, Any], Mapping[str, Any]], str],
+             unsupported: Callable[[Mapping[str, Any], str], AdapterError],
+             event: Mapping[str, Any], settings: Mapping[str, Any],
+             lookup: Lookup) -> list[HttpRequest]:
+    """`check`, then the type's handler (module-level, so router mode can call it too)."""
+    kind = check(event, settings)
+    handler = handlers.get(kind)
+    if handler is None:
+        raise unsupported(event, kind)
+    return handler(event, settings, lookup)
 
 
 def secret(**kwargs: Any) -> dict[str, Any]:

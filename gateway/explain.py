@@ -16,16 +16,14 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from gateway import rejections, routing
-from gateway.config import Config, Destination
-
 # The one place the console and explain take delivery state names from (re-point it when the
 # state machine moves, e.g. to gateway/outbox.py).
-from gateway.delivery import states
+from gateway import outbox, rejections, routing
+from gateway.config import Config, Destination
 from gateway.models import deliveries, events
 from gateway.queries import QueryError, delivery_summary, event_summary
 
-__all__ = ["MAX_EVENTS", "explain", "explain_event", "states"]
+__all__ = ["MAX_EVENTS", "explain", "explain_event"]
 
 MAX_EVENTS = 20  # one messageId is stored once per source: a handful at most
 MAX_MESSAGE_ID = 255
@@ -112,20 +110,20 @@ def _delivery_words(d: Any) -> tuple[str, str]:
     """(state, a sentence) for one delivery row."""
     attempts = f"{d.attempts} attempt" + ("" if d.attempts == 1 else "s")
     last = _last(d)
-    if d.state == states.DELIVERED:
+    if d.state == outbox.DELIVERED:
         status = f"HTTP {d.last_status}" if d.last_status is not None else "no status"
         return d.state, f"delivered at {_iso(d.updated_at)} ({status}, {attempts})"
-    if d.state == states.SKIPPED:
+    if d.state == outbox.SKIPPED:
         reason = d.last_error or "no reason recorded"
         return d.state, f"skipped by the destination's adapter: {reason}"
-    if d.state == states.DEAD:
+    if d.state == outbox.DEAD:
         return d.state, f"dead after {attempts}: {last or 'no error recorded'}"
-    if d.state == states.RETRYING:
+    if d.state == outbox.RETRYING:
         return d.state, (f"retrying after {attempts}; next attempt at {_iso(d.next_attempt_at)}"
                          f"; last error: {last or 'none recorded'}")
-    if d.state == states.DELIVERING:
+    if d.state == outbox.DELIVERING:
         return d.state, f"being sent now (attempt {d.attempts + 1})"
-    if d.state == states.PENDING:
+    if d.state == outbox.PENDING:
         again = f" (again, after {attempts}; last error: {last})" if d.attempts else ""
         return d.state, f"queued: first attempt due at {_iso(d.next_attempt_at)}{again}"
     return d.state, f"state {d.state}"

@@ -12,7 +12,6 @@ by request so only the culprit fails).
 
 from __future__ import annotations
 
-import functools
 import random
 import threading
 import time
@@ -23,28 +22,16 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Insert,
-    String,
-    bindparam,
-    func,
-    insert,
-    literal,
-    select,
-    true,
-    union_all,
-)
+from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
+from gateway import outbox
 from gateway.config import Config
 from gateway.db import write_transaction
-from gateway.delivery.states import PENDING
 from gateway.identity import IdentityGraph, key_value
 from gateway.messages import Message
-from gateway.models import deliveries, events
+from gateway.models import events
 from gateway.regulations.suppression import suppressed_messages
 from gateway.routing import destinations_for_source, route
 
@@ -246,7 +233,7 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
             routed.setdefault(names, []).append(event_id)
             queued[index] += len(names)
     for names, event_ids in routed.items():
-        connection.execute(_queue_deliveries_statement(names), {"event_ids": event_ids})
+        outbox.queue_routed(connection, names, event_ids)
     stored = [0] * len(requests)
     for index, _, _ in new:
         stored[index] += 1
@@ -266,27 +253,6 @@ def _event_row(source: str, m: Message, received_at: datetime) -> dict[str, Any]
         "received_at": received_at,
         "payload": orjson.dumps(m.payload),
     }
-
-
-@functools.lru_cache(maxsize=256)
-def _queue_deliveries_statement(destinations: tuple[str, ...]) -> Insert:
-    """One `pending` row per event and destination, copied from the events rows in the database
-    (INSERT … SELECT): no per-row values cross from Python, and a group's events cost one
-    statement however many destinations receive them (events routed alike share it; a message's
-    `integrations` object can make other sets). Built once per set of destinations; executed
-    with the expanding `event_ids`. Rows are made event by event, in id order, so delivery ids
-    follow arrival order for every destination (per-user order, DESIGN.md §2.3)."""
-    names = union_all(*(select(literal(name, String).label("name"), literal(n).label("ord"))
-                        for n, name in enumerate(destinations))).subquery("routed")
-    user_key = func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
-    rows = select(
-        events.c.id, names.c.name, user_key, literal(PENDING),
-        literal(0), events.c.received_at, events.c.received_at, events.c.received_at,
-    ).select_from(events.join(names, true())).where(
-        events.c.id.in_(bindparam("event_ids", expanding=True))).order_by(events.c.id, names.c.ord)
-    return insert(deliveries).from_select(
-        ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
-         "created_at", "updated_at"], rows)
 
 
 def _insert_events_statement(dialect: Any) -> Insert:

@@ -17,6 +17,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -24,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, func, select
 
-from gateway.delivery import states
+from gateway import outbox
 from gateway.models import deliveries
 
 EVENTS_ACCEPTED = Counter("gateway_events_accepted_total", "Events stored",
@@ -40,6 +41,49 @@ ATTEMPT_SECONDS = Histogram("gateway_delivery_attempt_seconds", "Time to send on
                             ["destination"],
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
+# The delivery worker's per-destination sending state (lanes.py), set once per loop turn. Under
+# `gateway serve` the worker is one process: the most recent value is the current one.
+CIRCUIT_OPEN = Gauge("gateway_destination_circuit_open",
+                     "1 while the destination's circuit is open, 0.5 half-open, 0 closed",
+                     ["destination"], multiprocess_mode="mostrecent")
+IN_FLIGHT = Gauge("gateway_destination_in_flight", "Deliveries being sent",
+                  ["destination"], multiprocess_mode="mostrecent")
+RATE_TOKENS = Gauge("gateway_destination_rate_tokens",
+                    "Requests the destination's rate limit lets out now",
+                    ["destination"], multiprocess_mode="mostrecent")
+_CIRCUIT_VALUE = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
+
+
+def publish_lane(destination: str, status: dict) -> None:
+    """Mirror one lane's `status()` into the gauges above."""
+    CIRCUIT_OPEN.labels(destination).set(_CIRCUIT_VALUE.get(status["circuit"], 1.0))
+    IN_FLIGHT.labels(destination).set(status["in_flight"])
+    RATE_TOKENS.labels(destination).set(status["tokens"])
+
+
+_LANE_GAUGES = {"gateway_destination_circuit_open": "circuit_open",
+                "gateway_destination_in_flight": "in_flight",
+                "gateway_destination_rate_tokens": "rate_tokens"}
+
+
+def destination_status() -> dict[str, dict[str, float]]:
+    """The delivery worker's per-destination sending state as the gauges above hold it,
+    readable from any process of `gateway serve` (the console's view; the worker itself has
+    `Worker.status()`): {destination: {"circuit_open": 0|0.5|1, "in_flight", "rate_tokens"}}."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    status: dict[str, dict[str, float]] = {}
+    for metric in registry.collect():
+        short = _LANE_GAUGES.get(metric.name)
+        if short is None:
+            continue
+        for sample in metric.samples:
+            status.setdefault(sample.labels["destination"], {})[short] = sample.value
+    return status
+
 
 class QueueCollector:
     """Pending work per destination, read from the database at scrape time."""
@@ -54,7 +98,7 @@ class QueueCollector:
         age = GaugeMetricFamily("gateway_delivery_oldest_pending_seconds",
                                 "Age of the oldest unfinished delivery", labels=["destination"])
         query = (select(deliveries.c.destination, func.count(), func.min(deliveries.c.created_at))
-                 .where(deliveries.c.state.in_(states.UNFINISHED))
+                 .where(deliveries.c.state.in_(outbox.UNFINISHED))
                  .group_by(deliveries.c.destination))
         now = datetime.now(UTC)
         with self.engine.connect() as connection:

@@ -7,11 +7,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, func, insert, literal, select, update
+from sqlalchemy import Engine, select
 
+from gateway import outbox
 from gateway.config import Config
 from gateway.db import write_transaction
-from gateway.delivery import states
 from gateway.models import deliveries, events
 from gateway.queries import QueryError, event_selection
 
@@ -46,23 +46,11 @@ def replay(engine: Engine, config: Config, destination: str, filters: Mapping[st
     for start in range(0, len(matched_ids), CHUNK):
         chunk = matched_ids[start:start + CHUNK]
         with write_transaction(engine) as connection:
-            queued += len(connection.execute(_replay_rows(destination, chunk, replay_id)).all())
+            queued += outbox.queue(connection, destination, chunk, at=datetime.now(UTC),
+                                   replay_id=replay_id)
         if progress:
             progress(min(start + CHUNK, len(matched_ids)), len(matched_ids))
     return {"replay_id": replay_id, "matched": len(matched_ids), "queued": queued}
-
-
-def _replay_rows(destination: str, event_ids: list[int], replay_id: str):
-    now = datetime.now(UTC)
-    user_key = func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
-    rows = select(events.c.id, literal(destination), user_key, literal(states.PENDING),
-                  literal(0), literal(now, deliveries.c.next_attempt_at.type),
-                  literal(now, deliveries.c.created_at.type),
-                  literal(now, deliveries.c.updated_at.type), literal(replay_id)
-                  ).where(events.c.id.in_(event_ids)).order_by(events.c.id)
-    return insert(deliveries).from_select(
-        ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
-         "created_at", "updated_at", "replay_id"], rows).returning(deliveries.c.id)
 
 
 def retry_dead(engine: Engine, delivery_id: int) -> None:
@@ -73,8 +61,8 @@ def retry_dead(engine: Engine, delivery_id: int) -> None:
                                    .where(deliveries.c.id == delivery_id)).scalar_one_or_none()
         if state is None:
             raise NotFound(f"no delivery {delivery_id}")
-        if state != states.DEAD:
+        if state != outbox.DEAD:
             raise Conflict(f"delivery {delivery_id} is {state}; only a dead delivery is retried")
-        connection.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
-            state=states.check_transition(state, states.PENDING), next_attempt_at=now,
-            first_attempt_at=None, lease_expires_at=None, updated_at=now))
+        outbox.transition(connection, outbox.DEAD, outbox.PENDING, [delivery_id],
+                          next_attempt_at=now, first_attempt_at=None, lease_expires_at=None,
+                          updated_at=now)

@@ -22,15 +22,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, select
 
+from gateway import outbox
 from gateway.config import Config, RetentionSettings
 from gateway.db import write_transaction
-from gateway.delivery import states
 from gateway.models import deliveries, delivery_attempts, events, rejections
 from gateway.storage_state import StorageState
 
 log = logging.getLogger(__name__)
 
-FINISHED_DELIVERED = (states.DELIVERED, states.SKIPPED)
+FINISHED_DELIVERED = (outbox.DELIVERED, outbox.SKIPPED)
 VACUUM_KEEP = 1024  # free pages kept for ingest to reuse (4 MB at 4 KiB pages)…
 VACUUM_PAGES = 512  # …the rest handed back, at most this many per round
 MIN_PAUSE = 0.01  # seconds between rounds while a backlog lasts
@@ -71,7 +71,7 @@ class Pruner:
         s = self.settings
         rules = [("events", s.events_days, self._events),
                  ("delivered", s.delivered_days, self._deliveries(FINISHED_DELIVERED)),
-                 ("dead", s.dead_days, self._deliveries((states.DEAD,))),
+                 ("dead", s.dead_days, self._deliveries((outbox.DEAD,))),
                  ("attempts", s.attempts_days, self._attempts),
                  ("rejections", s.rejections_days, self._rejections)]
         return [(name, days, rule) for name, days, rule in rules if days > 0]
@@ -132,7 +132,7 @@ class Pruner:
             if not self.sqlite:
                 query = query.with_for_update()
             return {row.event_id for row in connection.execute(query)
-                    if row.state in states.UNFINISHED}
+                    if row.state in outbox.UNFINISHED}
 
         ids = self._oldest_free(connection, events, events.c.received_at, cutoff, limit, busy)
         if not ids:
@@ -180,7 +180,7 @@ class Pruner:
         def busy(connection: Connection, ids: list[int]) -> set[int]:
             unfinished = select(deliveries.c.id).where(
                 deliveries.c.id == delivery_attempts.c.delivery_id,
-                deliveries.c.state.in_(states.UNFINISHED)).exists()
+                deliveries.c.state.in_(outbox.UNFINISHED)).exists()
             return {row.id for row in connection.execute(select(delivery_attempts.c.id).where(
                 delivery_attempts.c.id.in_(ids), unfinished))}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import fields
 
-from adapters.base import Adapter, HttpRequest, Lookup, SettingsSchema, Unsupported, secret
+from adapters.base import Adapter, Lookup, SettingsSchema, Unsupported, secret
 from adapters.custify import transform as custify
 
 
@@ -24,10 +24,10 @@ class CustifyAdapter(Adapter):
     name = "custify"
     display_names = ("Custify",)
     settings_schema = CustifySettings
+    handlers = custify.HANDLERS
 
-    def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
-                  lookup: Lookup) -> list[HttpRequest]:
-        return custify.transform(event, settings, lookup)
+    def check(self, event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+        return custify.check(event, settings)
 
     def delete_users(self, settings: Mapping[str, Any] | None,
                      users: Sequence[Mapping[str, Any]], send: Lookup) -> None:

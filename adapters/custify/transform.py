@@ -4,17 +4,19 @@ metadata, the company upsert before a group's person, Reverse-ETL bodies and use
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from adapters.base import (
     ConfigError,
+    Handler,
     HttpRequest,
     InvalidEvent,
     Lookup,
     Unsupported,
     error_for_status,
+    message_type,
 )
 from adapters.custify import mappings as m
 from adapters.mapping import (
@@ -32,18 +34,25 @@ from adapters.mapping import (
 NO_ID = "Email or userId is mandatory"
 
 
-def transform(event: Mapping[str, Any], settings: Mapping[str, Any],
-              lookup: Lookup) -> list[HttpRequest]:
-    kind = event.get("type")
-    if not isinstance(kind, str) or not kind:
+def check(event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """The reference's order: the type, whether it is handled, then the API key."""
+    kind = message_type(event)
+    if kind is None:
         raise InvalidEvent("Message Type is not present. Ignoring message.")
-    handler = HANDLERS.get(kind.lower())
-    if handler is None:
+    if kind not in HANDLERS:
         raise Unsupported("Message type not supported")
-    api_key = settings.get("apiKey")
-    if not api_key:
+    if not settings.get("apiKey"):
         raise ConfigError("apiKey is required (Custify's Bearer token)")
-    return [handler(event, settings, api_key, lookup)]
+    return kind
+
+
+def _one(handler: Callable[[Mapping[str, Any], Mapping[str, Any], str, Lookup], HttpRequest]
+         ) -> Handler:
+    """A handler that sends one request with the API key `check` made sure of."""
+    def run(event: Mapping[str, Any], settings: Mapping[str, Any],
+            lookup: Lookup) -> list[HttpRequest]:
+        return [handler(event, settings, settings["apiKey"], lookup)]
+    return run
 
 
 def _identify(event: Mapping[str, Any], settings: Mapping[str, Any], api_key: str,
@@ -191,4 +200,5 @@ def delete_users(settings: Mapping[str, Any] | None, users: Sequence[Mapping[str
             raise error_for_status(response.status, detail)
 
 
-HANDLERS = {"identify": _identify, "track": _track, "group": _group}
+HANDLERS: dict[str, Handler] = {"identify": _one(_identify), "track": _one(_track),
+                                 "group": _one(_group)}

@@ -8,11 +8,10 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from adapters.base import AdapterError, BatchItem, BatchOutput, HttpRequest, InvalidEvent
+from adapters.base import AdapterError, BatchItem, BatchOutput, HttpRequest
 from adapters.customerio import mappings as m
-from adapters.customerio import records
 from adapters.customerio import transform as t
-from adapters.mapping import EMAIL, MISSING, USER_ID_ONLY, first_present, get_path, truthy
+from adapters.customerio import v2
 
 MAX_OBJECTS = 1000
 MAX_BATCH_BYTES = 500_000
@@ -50,33 +49,8 @@ def _group_chunks(groups: list[tuple[BatchItem, HttpRequest]]) -> list[BatchOutp
 
 
 def batch_v2(items: Sequence[BatchItem]) -> list[BatchOutput]:
-    """Every event one item of POST …/api/v2/batch; validation errors before the others."""
-    grouped: dict[tuple[str, str], list[tuple[BatchItem, dict[str, Any]]]] = {}
-    invalid: list[BatchOutput] = []
-    failed: list[BatchOutput] = []
-    for item in items:
-        try:
-            headers = t.credentials(item.settings)
-            problem = validate_v2(item)
-            if problem:
-                invalid.append(BatchOutput([item.key], error=InvalidEvent(problem)))
-                continue
-            entry = item_v2(item)
-            if len(json.dumps(entry)) > MAX_ITEM_BYTES:
-                raise InvalidEvent(f"an item may hold at most {MAX_ITEM_BYTES} bytes")
-        except AdapterError as error:
-            failed.append(BatchOutput([item.key], error=error))
-            continue
-        url = t.host(item.settings) + m.BATCH
-        grouped.setdefault((url, headers["Authorization"]), []).append((item, entry))
-    outputs: list[BatchOutput] = []
-    for (url, auth), entries in grouped.items():
-        for chunk in _chunks(entries, lambda pair: len(json.dumps(pair[1])), None):
-            request = HttpRequest("POST", url, {"Authorization": auth,
-                                                "Content-Type": "application/json"},
-                                  json={"batch": [entry for _, entry in chunk]})
-            outputs.append(BatchOutput([item.key for item, _ in chunk], [request], batched=True))
-    return outputs + invalid + failed
+    """Every event one item of POST …/api/v2/batch (v2.py)."""
+    return v2.batch(items)
 
 
 def rejected_items(status: int, body: Any) -> dict[int, str]:
@@ -90,94 +64,6 @@ def rejected_items(status: int, body: Any) -> dict[int, str]:
                                               f"{error.get('field')}, message: "
                                               f"{error.get('message')}")
     return failures
-
-
-def validate_v2(item: BatchItem) -> str | None:
-    event = item.event
-    kind = str(event.get("type") or "").lower()
-    if kind == "record":
-        return records.validate(event)
-    if kind == "alias":
-        if truthy(event.get("userId")) and truthy(event.get("previousId")):
-            return None
-        return "message: userId and previousId are required"
-    if kind == "group" or truthy(get_path(event, "context.mappedToDestination")):
-        return None
-    keys = ("userId", "anonymousId", "traits.email", "context.traits.email")
-    return None if any(truthy(get_path(event, k)) for k in keys) else NO_ID
-
-
-def item_v2(item: BatchItem) -> dict[str, Any]:
-    event = item.event
-    kind = str(event.get("type") or "").lower()
-    if kind == "record":
-        return records.item(event, item.extra)
-    if kind == "group":
-        return t.group_object(event)
-    event = t.with_retl_identity(event)
-    if kind == "alias":
-        return {"type": "person", "action": "merge",
-                "primary": {t.identifier_key(event["userId"]): event["userId"]},
-                "secondary": {t.identifier_key(event["previousId"]): event["previousId"]}}
-    identifiers = _identifiers(event)
-    if kind == "identify":
-        attributes = t.identify_attributes({k: v for k, v in event.items()
-                                            if k != "user_properties"})
-        return {"type": "person", "action": "identify", "identifiers": identifiers,
-                "attributes": attributes}
-    if kind in ("track", "page", "screen"):
-        return _event_item(event, kind, identifiers, item.settings)
-    raise InvalidEvent(f"could not determine type {kind or 'undefined'}")
-
-
-def _identifiers(event: Mapping[str, Any]) -> dict[str, Any]:
-    user_id = first_present(event, USER_ID_ONLY)
-    if user_id is not MISSING:
-        return {"id": user_id}
-    email = first_present(event, EMAIL)
-    if email is not MISSING:
-        return {"email": email}
-    return {"anonymous_id": event.get("anonymousId")}
-
-
-def _event_item(event: Mapping[str, Any], kind: str, identifiers: dict[str, Any],
-                settings: Mapping[str, Any]) -> dict[str, Any]:
-    name = t.event_name(event, kind)
-    token = get_path(event, "context.device.token")
-    if name == m.DEVICE_DELETE:
-        if not truthy(token):
-            raise InvalidEvent("userId/email or device_token not present")
-        return {"type": "person", "action": "delete_device", "identifiers": identifiers,
-                "device": {"token": token}}
-    if name in (*m.DEVICE_EVENTS, settings.get("deviceTokenEventName")) and truthy(token):
-        return {"type": "person", "action": "add_device", "identifiers": identifiers,
-                "device": _device(event, token)}
-    if not isinstance(name, str):
-        raise InvalidEvent("Event Name type should be a string")
-    entry: dict[str, Any] = {"type": "person", "action": "event" if kind == "track" else kind,
-                             "identifiers": identifiers, "name": name}
-    if event.get("properties") is not None:
-        entry["attributes"] = event["properties"]
-    when = t.event_time(event)
-    if when is not MISSING:
-        entry["timestamp"] = when
-    return entry
-
-
-def _device(event: Mapping[str, Any], token: Any) -> dict[str, Any]:
-    context = {"device_os": "context.os.name", "device_model": "context.device.model",
-               "app_version": "context.app.version", "device_locale": "context.locale"}
-    attributes = {k: get_path(event, p) for k, p in context.items()
-                  if get_path(event, p) not in (MISSING, None)}
-    attributes.update(event.get("properties") or {})
-    device: dict[str, Any] = {"token": token}
-    when = t.event_time(event)
-    device["last_used"] = None if when is MISSING else when
-    device["attributes"] = attributes
-    platform = t.device_platform(event)
-    if platform:
-        device["platform"] = platform
-    return device
 
 
 def _size(request: HttpRequest) -> int:

@@ -10,12 +10,17 @@ from typing import Any
 from urllib.parse import quote
 
 from adapters.base import (
+    AdapterError,
     ConfigError,
+    Handler,
     HttpRequest,
     InvalidEvent,
     Lookup,
     Unsupported,
+    dispatch,
     error_for_status,
+    message_type,
+    no_lookups,
 )
 from adapters.customerio import mappings as m
 from adapters.mapping import (
@@ -50,24 +55,58 @@ def host(settings: Mapping[str, Any]) -> str:
     return m.EU_HOST if settings.get("datacenter") == "EU" else m.US_HOST
 
 
-def transform(event: Mapping[str, Any], settings: Mapping[str, Any]) -> HttpRequest:
-    headers = credentials(settings)
-    kind = event.get("type")
-    kind = kind.lower() if isinstance(kind, str) else "undefined"
+def check(event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """Credentials first (siteID, then apiKey), then a track's name: the reference's order."""
+    credentials(settings)
+    kind = message_type(event) or "undefined"
     if kind == "track" and (not isinstance(event.get("event"), str) or not event["event"]):
         raise InvalidEvent("Event is a required field and should be a string")
+    return kind
+
+
+def unsupported(event: Mapping[str, Any], kind: str) -> AdapterError:
+    return InvalidEvent(f"could not determine type {kind}")
+
+
+def transform(event: Mapping[str, Any], settings: Mapping[str, Any]) -> HttpRequest:
+    """Processor mode: one event → one request (router v1 batches the group objects)."""
+    [request] = dispatch(HANDLERS, check, unsupported, event, settings, no_lookups)
+    return request
+
+
+def _prepared(event: Mapping[str, Any], settings: Mapping[str, Any]
+              ) -> tuple[Mapping[str, Any], Any, str, dict[str, str]]:
+    """What every handler starts from: the event with its Reverse-ETL identity, the userId,
+    the data centre's host and the credentials."""
     event = with_retl_identity(event)
-    user_id = first_present(event, USER_ID_ONLY)
-    base = host(settings)
-    if kind == "identify":
-        return _identify(event, user_id, base, headers)
-    if kind in ("track", "page", "screen"):
-        return _event(event, kind, user_id, settings, base, headers)
-    if kind == "alias":
-        return _alias(event, user_id, base, headers)
-    if kind == "group":
-        return HttpRequest("POST", base + m.BATCH, headers, json=group_object(event))
-    raise InvalidEvent(f"could not determine type {kind}")
+    return event, first_present(event, USER_ID_ONLY), host(settings), credentials(settings)
+
+
+def identify(event: Mapping[str, Any], settings: Mapping[str, Any],
+             lookup: Lookup) -> list[HttpRequest]:
+    event, user_id, base, headers = _prepared(event, settings)
+    return [_identify(event, user_id, base, headers)]
+
+
+def activity(kind: str) -> Handler:
+    """track, page and screen: an event (or a device) of the person, or an anonymous event."""
+    def run(event: Mapping[str, Any], settings: Mapping[str, Any],
+            lookup: Lookup) -> list[HttpRequest]:
+        event, user_id, base, headers = _prepared(event, settings)
+        return [_event(event, kind, user_id, settings, base, headers)]
+    return run
+
+
+def alias(event: Mapping[str, Any], settings: Mapping[str, Any],
+          lookup: Lookup) -> list[HttpRequest]:
+    event, user_id, base, headers = _prepared(event, settings)
+    return [_alias(event, user_id, base, headers)]
+
+
+def group(event: Mapping[str, Any], settings: Mapping[str, Any],
+          lookup: Lookup) -> list[HttpRequest]:
+    event, _, base, headers = _prepared(event, settings)
+    return [HttpRequest("POST", base + m.BATCH, headers, json=group_object(event))]
 
 
 def with_retl_identity(event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -249,6 +288,11 @@ def group_object(event: Mapping[str, Any]) -> dict[str, Any]:
 def _or_null(value: Any) -> Any:
     return None if value is MISSING else value
 
+
+HANDLERS: dict[str, Handler] = {
+    "identify": identify, "track": activity("track"), "page": activity("page"),
+    "screen": activity("screen"), "alias": alias, "group": group,
+}
 
 
 def delete_users(settings: Mapping[str, Any], users: Sequence[Mapping[str, Any]],

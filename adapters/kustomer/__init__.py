@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validates
 
-from adapters.base import Adapter, ConfigError, HttpRequest, Lookup, SettingsSchema, secret
+from adapters.base import Adapter, AdapterError, ConfigError, SettingsSchema, secret
 from adapters.kustomer import transform as kustomer
 
 
@@ -36,10 +36,15 @@ class KustomerAdapter(Adapter):
     name = "kustomer"
     display_names = ("Kustomer",)
     settings_schema = KustomerSettings
+    default_rate = 4.0  # Kustomer: 300/min on the smallest plan; stay under it (docs, section 4)
 
-    def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
-                  lookup: Lookup) -> list[HttpRequest]:
-        return kustomer.transform(event, settings, lookup)
+    handlers = kustomer.HANDLERS
+
+    def check(self, event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+        return kustomer.check(event, settings)
+
+    def unsupported(self, event: Mapping[str, Any], kind: str) -> AdapterError:
+        return kustomer.unsupported(event, kind)
 
 
 ADAPTER = KustomerAdapter()

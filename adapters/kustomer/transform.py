@@ -10,12 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.base import (
+    AdapterError,
     ConfigError,
+    Handler,
     HttpRequest,
     InvalidEvent,
     Lookup,
     Unsupported,
     error_for_status,
+    message_type,
 )
 from adapters.kustomer import mappings as m
 from adapters.mapping import (
@@ -57,20 +60,34 @@ def base_url(settings: Mapping[str, Any]) -> str:
     return f"https://api.prod{match.group(1)}.kustomerapp.com"
 
 
-def transform(event: Mapping[str, Any], settings: Mapping[str, Any],
-              lookup: Lookup) -> list[HttpRequest]:
-    kind = event.get("type")
-    if not isinstance(kind, str) or not kind:
+def check(event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """The type first, then the API key (the reference's order)."""
+    kind = message_type(event)
+    if kind is None:
         raise InvalidEvent("Event type is required")
-    api_key = settings.get("apiKey")
-    if not api_key:
+    if not settings.get("apiKey"):
         raise ConfigError("apiKey is required (Kustomer's Bearer token)")
-    base = base_url(settings)
-    auth = {"Authorization": f"Bearer {api_key}"}
-    kind = kind.lower()
-    if kind == "identify":
-        return [_identify(event, base, auth, lookup)]
-    if kind in ("track", "page", "screen"):
+    return kind
+
+
+def unsupported(event: Mapping[str, Any], kind: str) -> AdapterError:
+    return Unsupported(f"Event type {event.get('type')} is not supported")
+
+
+def _auth(settings: Mapping[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings['apiKey']}"}
+
+
+def identify(event: Mapping[str, Any], settings: Mapping[str, Any],
+             lookup: Lookup) -> list[HttpRequest]:
+    return [_identify(event, base_url(settings), _auth(settings), lookup)]
+
+
+def tracking(kind: str) -> Handler:
+    """track, page and screen: one tracking event for the customer's identity."""
+    def run(event: Mapping[str, Any], settings: Mapping[str, Any],
+            lookup: Lookup) -> list[HttpRequest]:
+        base = base_url(settings)
         body = {"identity": _identity(event, settings), "event": _tracking_event(event, kind,
                                                                                  settings)}
         if truthy(settings.get("setIdentityEmail")) and truthy(
@@ -78,8 +95,9 @@ def transform(event: Mapping[str, Any], settings: Mapping[str, Any],
             meta = body["event"].get("meta")
             if isinstance(meta, dict):
                 meta.pop("email", None)
-        return [_json_request("POST", f"{base}/v1/tracking/identityEvent", auth, body)]
-    raise Unsupported(f"Event type {event.get('type')} is not supported")
+        return [_json_request("POST", f"{base}/v1/tracking/identityEvent", _auth(settings),
+                              body)]
+    return run
 
 
 def _identify(event: Mapping[str, Any], base: str, auth: dict[str, str],
@@ -238,3 +256,7 @@ def _json(value: Any) -> str:
 
 def _json_request(method: str, url: str, auth: dict[str, str], body: Any) -> HttpRequest:
     return HttpRequest(method, url, {"Content-Type": "application/json", **auth}, json=body)
+
+
+HANDLERS: dict[str, Handler] = {"identify": identify, "track": tracking("track"),
+                                 "page": tracking("page"), "screen": tracking("screen")}

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, func, or_, select, update
+from sqlalchemy import Connection, Engine, Select, func, or_, select
 
-from gateway import metrics, queries
+from gateway import metrics, outbox, queries
 from gateway.db import write_transaction
-from gateway.explain import states
 from gateway.ingest import clip_indexed
 from gateway.messages import parse_time
 from gateway.models import deliveries, delivery_attempts, events
@@ -98,8 +97,8 @@ def state_counts(connection: Connection, destinations: list[str]) -> dict[str, d
     that, every count of it is a lower bound ("1,000+"). BULK_CAP for the states that pile up
     by the million (delivered, skipped), COUNT_CAP for the ones an operator acts on."""
     out: dict[str, dict[str, Count]] = {name: {} for name in destinations}
-    for state in states.STATES:
-        cap = BULK_CAP if state in (states.DELIVERED, states.SKIPPED) else COUNT_CAP
+    for state in outbox.STATES:
+        cap = BULK_CAP if state in (outbox.DELIVERED, outbox.SKIPPED) else COUNT_CAP
         newest = select(deliveries.c.destination).where(deliveries.c.state == state) \
             .order_by(deliveries.c.id.desc()).limit(cap + 1).subquery()
         found = dict(connection.execute(select(newest.c.destination, func.count())
@@ -112,7 +111,7 @@ def state_counts(connection: Connection, destinations: list[str]) -> dict[str, d
 
 def dead_selection(filters: Mapping[str, str]) -> Select:
     """Dead deliveries matching the desk's filter (destination, since, until)."""
-    query = select(deliveries.c.id).where(deliveries.c.state == states.DEAD)
+    query = select(deliveries.c.id).where(deliveries.c.state == outbox.DEAD)
     if filters.get("destination"):
         query = query.where(deliveries.c.destination == filters["destination"])
     for name, compare in (("since", deliveries.c.updated_at.__ge__),
@@ -132,15 +131,13 @@ def retry_dead_matching(engine: Engine, filters: Mapping[str, str]) -> int:
         ids = [r.id for r in connection.execute(
             dead_selection(filters).order_by(deliveries.c.id).limit(RETRY_CAP))]
     moved = 0
-    target = states.check_transition(states.DEAD, states.PENDING)
     for start in range(0, len(ids), 1000):
         now = datetime.now(UTC)
-        with write_transaction(engine) as connection:
-            moved += connection.execute(
-                update(deliveries).where(deliveries.c.id.in_(ids[start:start + 1000]),
-                                         deliveries.c.state == states.DEAD)
-                .values(state=target, next_attempt_at=now, first_attempt_at=None,
-                        lease_expires_at=None, updated_at=now)).rowcount
+        with write_transaction(engine) as connection:  # the guarded move: still dead only
+            moved += outbox.transition(connection, outbox.DEAD, outbox.PENDING,
+                                       ids[start:start + 1000], next_attempt_at=now,
+                                       first_attempt_at=None, lease_expires_at=None,
+                                       updated_at=now)
     return moved
 
 
@@ -194,7 +191,7 @@ def last_hour(connection: Connection, now: datetime | None = None) -> Chart:
             bucket(row.destination, "delivered" if ok else "failed", row.started_at)
     for row in connection.execute(
             select(deliveries.c.destination, deliveries.c.updated_at)
-            .where(deliveries.c.state == states.DEAD).order_by(deliveries.c.id.desc())
+            .where(deliveries.c.state == outbox.DEAD).order_by(deliveries.c.id.desc())
             .limit(CHART_DEAD_ROWS)):
         if row.updated_at >= since:
             bucket(row.destination, "dead", row.updated_at)

@@ -13,10 +13,10 @@ import orjson
 from flask import Response, abort, current_app, make_response, redirect, render_template, request
 from flask import url_for as url
 
-from gateway import identity, queries, rejections
+from gateway import identity, outbox, queries, rejections
 from gateway.config import Config
 from gateway.console import auth, bp, data
-from gateway.explain import explain, explain_event, states
+from gateway.explain import explain, explain_event
 from gateway.http.browser import public_base_url
 from gateway.models import events
 from gateway.replay import Conflict, NotFound, replay, retry_dead
@@ -128,7 +128,7 @@ def event(event_id: int | None) -> str:
     return render_template("console/event.html", event=found, why=why, explained=explained,
                            profile=profile, payload=orjson.dumps(
                                found["payload"], option=orjson.OPT_INDENT_2).decode(),
-                           dead=states.DEAD)
+                           dead=outbox.DEAD)
 
 
 @bp.get("/explain")
@@ -157,13 +157,13 @@ def _desk_filters() -> dict[str, str]:
 def deliveries(notice: str | None = None, status: int = 200) -> Any:
     config = _config()
     names = [d.name for d in config.destinations]
-    wanted = {"state": request.args.get("state") or states.DEAD}
+    wanted = {"state": request.args.get("state") or outbox.DEAD}
     if request.args.get("destination"):
         wanted["destination"] = request.args["destination"]
     with _engine().connect() as connection:
         counts = data.state_counts(connection, names)
         page = queries.list_deliveries(connection, wanted, PAGE, request.args.get("cursor"))
-    body = render_template("console/deliveries.html", counts=counts, states=states.STATES,
+    body = render_template("console/deliveries.html", counts=counts, states=outbox.STATES,
                            page=page, wanted=wanted, names=names, notice=notice,
                            replay_filters=REPLAY_FILTERS)
     return body, status

@@ -1,1 +1,1 @@
-"""Delivery: the retry rules (retry.py) and the delivery state machine (states.py)."""
+"""Delivery: claim, send, record and the loop that runs them (worker.py)."""

@@ -1,16 +1,19 @@
-"""The outgoing HTTP client: one pooled `requests.Session`, timeouts, the `endpoint` override,
-and redaction, so no destination secret reaches a log line or an attempt record."""
+"""The outgoing HTTP client: one pooled urllib3 manager, timeouts, a bounded answer, the
+`endpoint` override, and redaction, so no destination secret reaches a log line or an attempt
+record."""
 
 from __future__ import annotations
 
+import math
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 
 from adapters.base import HttpRequest, Lookup, LookupResponse, Retryable
 from gateway.delivery.retry import parse_retry_after
@@ -18,6 +21,7 @@ from gateway.delivery.retry import parse_retry_after
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 EXCERPT_BYTES = 1024
+MAX_RESPONSE_BYTES = 1 << 20  # a destination's answer is read up to 1 MiB
 USER_AGENT = "event-gateway/0.1"
 
 
@@ -30,14 +34,24 @@ class Sent:
     duration_ms: int
     retry_after: str | None = None
     error_class: str | None = None
+    rate_remaining: int | None = None  # x-ratelimit-remaining, when the destination sends it
+    rate_reset: float | None = None  # seconds until its window resets (x-ratelimit-reset)
 
 
 class HttpClient:
+    """A pooled urllib3 client. Measured (issue 12): `requests` spent ~0.3 ms per request
+    re-reading the environment's proxy settings and merging its session; urllib3 alone costs
+    ~0.1 ms. The proxy environment (HTTP(S)_PROXY, NO_PROXY) is read once, here."""
+
     def __init__(self, pool_size: int = 32) -> None:
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.pool_size = pool_size
+        self.timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
+        self.direct = urllib3.PoolManager(num_pools=64, maxsize=pool_size, block=False,
+                                          retries=False, timeout=self.timeout)
+        self.proxies = {scheme: url for scheme, url in urllib.request.getproxies().items()
+                        if scheme in ("http", "https")}
+        self._proxy_managers: dict[str, urllib3.ProxyManager] = {}
+        self._bypass: dict[str, bool] = {}
 
     def send(self, request: HttpRequest, endpoint: str | None = None) -> Sent:
         """Send one request; network failures come back as a status-less `Sent`."""
@@ -47,15 +61,47 @@ class HttpClient:
         if body is None and request.json is not None:
             body = orjson.dumps(request.json)
             headers.setdefault("Content-Type", "application/json")
+        elif body is None and request.form is not None:
+            body = urllib.parse.urlencode(request.form).encode()
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         started = time.monotonic()
         try:
-            response = self.session.request(
-                request.method, request.url, headers=headers, data=body if body is not None
-                else request.form, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), allow_redirects=False)
-        except requests.RequestException as exc:
-            return Sent(None, str(exc), _ms(started), error_class=exc.__class__.__name__)
-        return Sent(response.status_code, response.text, _ms(started),
-                    response.headers.get("Retry-After"))
+            response = self._manager(request.url).urlopen(
+                request.method, request.url, body=body, headers=headers, redirect=False,
+                retries=False, timeout=self.timeout, preload_content=False)
+            whole = False
+            try:
+                raw = response.read(MAX_RESPONSE_BYTES)
+                whole = not response.read(1)
+            finally:  # an answer past the bound: the connection is dropped, not drained
+                response.release_conn() if whole else response.close()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return Sent(None, str(exc), _ms(started), error_class=_error_class(exc))
+        headers_in = response.headers
+        remaining, reset = rate_headers(headers_in.get("x-ratelimit-remaining"),
+                                        headers_in.get("x-ratelimit-reset"))
+        return Sent(response.status, raw.decode("utf-8", errors="replace"), _ms(started),
+                    headers_in.get("Retry-After"), None, remaining, reset)
+
+    def _manager(self, url: str) -> urllib3.PoolManager:
+        """The direct pool, or a proxy's when the environment (read once) asks for one."""
+        if not self.proxies:
+            return self.direct
+        parts = urllib.parse.urlsplit(url)
+        proxy = self.proxies.get(parts.scheme)
+        host = parts.hostname or ""
+        if proxy is None:
+            return self.direct
+        bypass = self._bypass.get(host)
+        if bypass is None:
+            bypass = self._bypass[host] = bool(urllib.request.proxy_bypass_environment(host))
+        if bypass:
+            return self.direct
+        manager = self._proxy_managers.get(proxy)
+        if manager is None:
+            manager = self._proxy_managers[proxy] = urllib3.ProxyManager(
+                proxy, num_pools=64, maxsize=self.pool_size, retries=False, timeout=self.timeout)
+        return manager
 
     def lookup(self, endpoint: str | None = None) -> Lookup:
         """The `lookup` adapters get in production: the same client, the same override."""
@@ -71,7 +117,39 @@ class HttpClient:
         return run
 
     def close(self) -> None:
-        self.session.close()
+        self.direct.clear()
+        for manager in self._proxy_managers.values():
+            manager.clear()
+
+
+def rate_headers(remaining: str | None, reset: str | None) -> tuple[int | None, float | None]:
+    """`x-ratelimit-remaining` and `x-ratelimit-reset` (delta seconds, or a Unix time when it is
+    that large) → (requests left, seconds until the window resets); None where unusable."""
+    left = int(remaining) if remaining and remaining.strip().isascii() and \
+        remaining.strip().isdigit() else None
+    seconds = None
+    if reset:
+        try:
+            value = float(reset.strip())
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            seconds = value - time.time() if value > 1e9 else value
+            seconds = max(0.0, seconds)
+    return left, seconds
+
+
+def _error_class(exc: BaseException) -> str:
+    """Stable names for "no answer": the circuit breaker and the attempt records use them."""
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError too)
+        return "ConnectionError"
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        return "ConnectTimeout"
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+        return "ReadTimeout"
+    if isinstance(exc, urllib3.exceptions.ProtocolError | ConnectionError):
+        return "ConnectionError"
+    return exc.__class__.__name__
 
 
 def _ms(started: float) -> int:

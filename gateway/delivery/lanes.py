@@ -1,11 +1,11 @@
 """Sending capacity per destination, so one destination's trouble never slows the others.
 
-Each destination gets a lane: its own threads, a count of what it has in flight, and a running
-average of how long one of its deliveries takes. The worker claims for a lane only what the lane
-can send within half a lease (`free()`): a destination answering in 2 ms gets a full claim
-batch at once, one that hangs until the read timeout gets no more than it has threads, so its
-claimed deliveries never wait in a queue long enough for their lease to expire, and its backlog
-never crowds other destinations out of a claim.
+Each destination gets a lane: its own threads (its concurrency budget), a count of what it has
+in flight, a running average of how long one of its deliveries takes, a token bucket (its rate
+limit, which a destination's own `x-ratelimit-*` headers can tighten) and a circuit breaker. The
+worker claims for a lane only what the lane can send within half a lease (`free()`): a
+destination answering in 2 ms gets a full claim at once, one that hangs gets no more than it has
+threads, and one whose circuit is open gets nothing until a probe is due.
 """
 
 from __future__ import annotations
@@ -14,57 +14,237 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from adapters.base import HttpRequest, Lookup, LookupResponse, Retryable
+from gateway.delivery.client import Sent
+from gateway.delivery.limits import Limits
+from gateway.delivery.verdict import Outcome, released
+
 SMOOTHING = 0.2  # weight of the newest observation in the running average
+# No answer at all because the connection failed or timed out: what opens a circuit.
+CONNECTION_FAILURES = frozenset({"ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout",
+                                 "ConnectTimeoutError", "ReadTimeoutError", "NewConnectionError",
+                                 "ProtocolError", "MaxRetryError", "TimeoutError"})
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+MAX_HEADER_PAUSE = 3600.0  # an x-ratelimit-reset further out than this is not believed
+
+
+class TokenBucket:
+    """`rate` tokens a second up to `size`; `take()` waits for one. A destination that says it
+    has no requests left (`pause_until`) empties the bucket until its window resets."""
+
+    def __init__(self, rate: float, size: int, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.rate = rate
+        self.size = size
+        self.clock = clock
+        self.tokens = float(size)
+        self.stamp = clock()
+        self.paused_until = 0.0
+        self._lock = threading.Lock()
+
+    def take(self, stop: threading.Event | None = None, most: float = 60.0) -> bool:
+        """Wait for a token (at most `most` seconds); False if none came in time."""
+        deadline = self.clock() + most
+        while True:
+            with self._lock:
+                wait = self._wait()
+                if wait <= 0:
+                    self.tokens -= 1
+                    return True
+            if self.clock() + wait > deadline:
+                return False
+            if stop is not None and stop.wait(min(wait, 0.5)):
+                return False
+            if stop is None:
+                time.sleep(min(wait, 0.5))
+
+    def _wait(self) -> float:
+        now = self.clock()
+        if now < self.paused_until:
+            return self.paused_until - now
+        if self.rate <= 0:
+            return 0.0
+        self.tokens = min(self.size, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self.paused_until = max(self.paused_until, self.clock() + min(seconds,
+                                                                          MAX_HEADER_PAUSE))
+            self.tokens = 0.0
+
+    def available(self) -> float:
+        with self._lock:
+            if self.clock() < self.paused_until:
+                return 0.0
+            if self.rate <= 0:
+                return float(self.size)
+            self._wait()
+            return self.tokens
+
+
+class CircuitBreaker:
+    """Closed → open after `failures` consecutive connection failures or timeouts; open →
+    half-open after `open_seconds`, when one probe goes out; the probe's answer closes it (any
+    HTTP answer: the destination is reachable), its failure opens it again."""
+
+    def __init__(self, failures: int, open_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.failures = failures
+        self.open_seconds = open_seconds
+        self.clock = clock
+        self.state = CLOSED
+        self.consecutive = 0
+        self.opened_at = 0.0
+        self.probing = False
+        self.opened_count = 0
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        """May a request go out now? In half-open, only one at a time (the probe)."""
+        if self.failures <= 0:
+            return True
+        with self._lock:
+            if self.state == OPEN and self.clock() >= self.opened_at + self.open_seconds:
+                self.state = HALF_OPEN
+                self.probing = False
+            if self.state == CLOSED:
+                return True
+            if self.state == HALF_OPEN and not self.probing:
+                self.probing = True
+                return True
+            return False
+
+    def observe(self, sent: Sent) -> None:
+        if self.failures <= 0:
+            return
+        failed = sent.status is None and (sent.error_class or "") in CONNECTION_FAILURES
+        with self._lock:
+            if not failed:
+                self.state, self.consecutive, self.probing = CLOSED, 0, False
+                return
+            self.consecutive += 1
+            if self.state == HALF_OPEN or self.consecutive >= self.failures:
+                if self.state != OPEN:
+                    self.opened_count += 1
+                self.state, self.opened_at, self.probing = OPEN, self.clock(), False
+
+    def retry_at(self) -> float:
+        """When the next probe may go (monotonic seconds)."""
+        return self.opened_at + self.open_seconds
+
+    def claimable(self) -> int | None:
+        """None: no limit from the breaker; else how many deliveries a claim may take."""
+        if self.failures <= 0:
+            return None
+        with self._lock:
+            if self.state == CLOSED:
+                return None
+            if self.state == OPEN and self.clock() < self.opened_at + self.open_seconds:
+                return 0
+            return 0 if self.probing else 1
 
 
 class Lane:
     def __init__(self, name: str, threads: int, batch_size: int, lease_seconds: float,
-                 batching: bool = False) -> None:
+                 batching: bool = False, limits: Limits | None = None) -> None:
+        limits = limits or Limits()
         self.name = name
-        self.threads = threads
+        self.limits = limits
+        self.threads = limits.concurrency or threads
+        self.claim_size = limits.claim_size or batch_size
         # a batching destination sends up to a claim batch per request, on each thread
-        self.most = batch_size * threads if batching else batch_size
+        self.most = self.claim_size * self.threads if batching else self.claim_size
         self.lease_seconds = lease_seconds
-        self.pool = ThreadPoolExecutor(threads, f"send-{name[:24]}")
+        self.pool = ThreadPoolExecutor(self.threads, f"send-{name[:24]}")
         self.in_flight = 0
         self.seconds_per_delivery: float | None = None  # unknown until the first result
+        self.bucket = TokenBucket(limits.rate_per_second, limits.bucket_size)
+        self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_seconds)
+        self.stopping = threading.Event()
         self._lock = threading.Lock()
 
     def capacity(self) -> int:
         """How many deliveries this lane may hold: what its threads send in half a lease,
-        between one per thread (slow, or not yet measured) and the claim batch size (a batch
-        per thread for a batching destination)."""
+        between one per thread (slow, or not yet measured) and the claim size (a batch per
+        thread for a batching destination)."""
         if self.seconds_per_delivery is None:
             return self.threads
         sendable = self.threads * (self.lease_seconds / 2) / max(self.seconds_per_delivery, 1e-4)
         return int(max(self.threads, min(self.most, sendable)))
 
     def free(self) -> int:
-        """Room worth a claim: at least a quarter of the capacity, so a
-        busy lane is refilled in batches, not one query per finished delivery."""
+        """Room worth a claim: at least a quarter of the capacity, so a busy lane is refilled
+        in batches, not one query per finished delivery; nothing while its circuit is open,
+        a single probe when it is half-open."""
+        probe = self.breaker.claimable()
+        if probe is not None:
+            return probe if self.in_flight == 0 else 0
         capacity = self.capacity()
         room = capacity - self.in_flight
         return room if room >= max(1, capacity // 4) else 0
 
-    def submit(self, work: Callable[[Any], Any], argument: Any, count: int) -> Future:
-        """Run `work(argument)` (`count` deliveries) on this lane's threads; they count as in
-        flight until `collected`."""
+    def gate(self) -> Outcome | None:
+        """Asked before each request: None to send, or why the delivery goes back unsent."""
+        if not self.breaker.allow():
+            wait = max(0.0, self.breaker.retry_at() - time.monotonic())
+            return released("not sent: the destination's circuit is open",
+                            datetime.now(UTC) + timedelta(seconds=wait))
+        if not self.bucket.take(self.stopping, most=self.lease_seconds / 4 or 1.0):
+            return released("not sent: rate limit", datetime.now(UTC))
+        return None
+
+    def observe(self, sent: Sent) -> None:
+        """Learn from an answer: the breaker from its failure or success, the bucket from the
+        destination's own rate-limit headers (Kustomer's `x-ratelimit-remaining`/`reset`)."""
+        self.breaker.observe(sent)
+        if sent.rate_remaining is not None and sent.rate_remaining <= 0:
+            self.bucket.pause(sent.rate_reset if sent.rate_reset is not None else 1.0)
+
+    def throttled(self, lookup: Lookup) -> Lookup:
+        """`lookup` taking a token first: a lookup-then-write event spends the destination's
+        rate limit per request, as the destination counts it. No token in time: the lookup
+        fails as retryable and the delivery is tried again later."""
+        if self.limits.rate_per_second <= 0:
+            return lookup
+
+        def run(request: HttpRequest) -> LookupResponse:
+            if not self.bucket.take(self.stopping, most=self.lease_seconds / 4 or 1.0):
+                raise Retryable("lookup not sent: rate limit")
+            return lookup(request)
+        return run
+
+    def submit(self, work: Callable[..., Any], argument: Any, count: int) -> Future:
+        """Run `work(argument)` (`count` deliveries) on this lane's threads;
+        they count as in flight until `collected`."""
         self.in_flight += count
         return self.pool.submit(self._timed, work, argument, count)
 
     def collected(self, count: int) -> None:
         self.in_flight -= count
 
-    def _timed(self, work: Callable[[Any], Any], argument: Any, count: int) -> Any:
+    def status(self) -> dict[str, Any]:
+        """What the console and /metrics show about this destination's sending."""
+        return {"circuit": self.breaker.state, "circuit_opened": self.breaker.opened_count,
+                "consecutive_failures": self.breaker.consecutive,
+                "in_flight": self.in_flight, "threads": self.threads,
+                "rate_per_second": self.limits.rate_per_second,
+                "tokens": round(self.bucket.available(), 2),
+                "paused_seconds": round(max(0.0, self.bucket.paused_until - time.monotonic()),
+                                        3)}
+
+    def _timed(self, work: Callable[..., Any], argument: Any, count: int) -> Any:
         started = time.monotonic()
         try:
             return work(argument)
         finally:
-            self._observe(count, time.monotonic() - started)
+            self._observe_time(count, time.monotonic() - started)
 
-    def _observe(self, count: int, seconds: float) -> None:
+    def _observe_time(self, count: int, seconds: float) -> None:
         if count <= 0:
             return
         per = seconds / count
@@ -74,4 +254,5 @@ class Lane:
                 previous + SMOOTHING * (per - previous))
 
     def close(self) -> None:
+        self.stopping.set()
         self.pool.shutdown(wait=True)

@@ -1,4 +1,4 @@
-"""The one classifier and the backoff / give-up rules (DESIGN.md §2.5), as pure functions.
+"""The status rule's verdict, and the backoff / give-up rules (DESIGN.md §2.5), as pure functions.
 
 RudderStack's router defaults: 10 s doubling to a 5 min cap; give up only once a delivery has
 had at least 3 attempts **and** its first attempt is more than 3 h old.
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_tz
 
+from adapters.status import is_retryable_status, is_success
+
 
 class Verdict(enum.Enum):
     DELIVERED = "delivered"
@@ -21,13 +23,9 @@ class Verdict(enum.Enum):
     DEAD = "dead"
 
 
-def is_retryable_status(status: int) -> bool:
-    """408, 429 and 5xx except 501 and 505 are worth another try; other 4xx never are."""
-    return status in (408, 429) or (500 <= status <= 599 and status not in (501, 505))
-
-
 def classify_status(status: int) -> Verdict:
-    if 200 <= status <= 299:
+    """An HTTP answer's verdict on its own (the full decision is `verdict.classify`)."""
+    if is_success(status):
         return Verdict.DELIVERED
     return Verdict.RETRY if is_retryable_status(status) else Verdict.DEAD
 

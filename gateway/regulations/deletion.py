@@ -11,14 +11,13 @@ it needs wait in `regulation_subjects` and are erased once every destination has
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, or_, select
 
 from adapters.base import Adapter, HttpRequest, Lookup, LookupResponse, Unsupported
+from gateway import outbox
 from gateway.config import Config
-from gateway.delivery import states
 from gateway.models import (
     deliveries,
     delivery_attempts,
@@ -47,7 +46,7 @@ def delete_profile(connection: Connection, profile: Profile) -> dict[str, int]:
             deliveries.c.event_id.in_(event_ids)).scalar_subquery()
         counts["deliveries_cancelled"] = len(connection.execute(
             select(deliveries.c.id).where(deliveries.c.event_id.in_(event_ids),
-                                          deliveries.c.state.in_(states.UNFINISHED))).all())
+                                          deliveries.c.state.in_(outbox.UNFINISHED))).all())
         counts["delivery_attempts"] = _deleted(connection, delete(delivery_attempts).where(
             delivery_attempts.c.delivery_id.in_(delivery_ids)))
         counts["deliveries"] = _deleted(connection, delete(deliveries).where(
@@ -70,11 +69,7 @@ def queue_requests(connection: Connection, config: Config, regulation_id: int,
         return []
     connection.execute(insert(regulation_subjects).values(
         regulation_id=regulation_id, payload=subject_payload(profile)))
-    now = datetime.now(UTC)
-    connection.execute(insert(deliveries), [
-        {"event_id": None, "regulation_id": regulation_id, "destination": name,
-         "user_key": profile.user_key, "state": states.PENDING, "attempts": 0,
-         "next_attempt_at": now, "created_at": now, "updated_at": now} for name in names])
+    outbox.queue_deletion(connection, regulation_id, names, profile.user_key)
     return names
 
 

@@ -12,10 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from gateway import queries
+from gateway import outbox, queries
 from gateway.config import Config
 from gateway.db import write_transaction
-from gateway.delivery import states
 from gateway.models import deliveries, delivery_attempts, regulation_subjects, regulations
 from gateway.regulations import deletion, suppression
 from gateway.regulations.keys import TYPES, InvalidRequest, Subject, make_subject, parse_request
@@ -42,9 +41,9 @@ SUPPRESSING = ("suppress", "suppress_with_delete")
 DELETING = ("delete", "suppress_with_delete")
 LIST_FILTERS = ("type", "status")
 # a deletion delivery's state → the regulation's word for it at that destination
-DESTINATION_STATUS = {states.PENDING: RUNNING, states.DELIVERING: RUNNING,
-                      states.RETRYING: RUNNING, states.DELIVERED: FINISHED,
-                      states.SKIPPED: "unsupported", states.DEAD: FAILED}
+DESTINATION_STATUS = {outbox.PENDING: RUNNING, outbox.DELIVERING: RUNNING,
+                      outbox.RETRYING: RUNNING, outbox.DELIVERED: FINISHED,
+                      outbox.SKIPPED: "unsupported", outbox.DEAD: FAILED}
 FINISH_BATCH = 50  # regulations closed per tick
 
 
@@ -119,7 +118,7 @@ def finish_due(engine: Engine) -> int:
             return 0
         busy = set(connection.execute(select(deliveries.c.regulation_id).where(
             deliveries.c.regulation_id.in_(running),
-            deliveries.c.state.in_(states.UNFINISHED))).scalars())
+            deliveries.c.state.in_(outbox.UNFINISHED))).scalars())
     closed = 0
     for regulation_id in (r for r in running if r not in busy):
         with write_transaction(engine) as connection:
@@ -130,7 +129,7 @@ def finish_due(engine: Engine) -> int:
 def _finish(connection: Connection, regulation_id: int) -> int:
     rows = connection.execute(select(deliveries).where(
         deliveries.c.regulation_id == regulation_id).with_for_update()).all()
-    if any(row.state in states.UNFINISHED for row in rows):
+    if any(row.state in outbox.UNFINISHED for row in rows):
         return 0  # a retry or a replay moved one meanwhile
     subject = connection.execute(select(regulation_subjects.c.payload).where(
         regulation_subjects.c.regulation_id == regulation_id)).scalar_one_or_none() or {}
@@ -138,9 +137,8 @@ def _finish(connection: Connection, regulation_id: int) -> int:
     results = {row.destination: _destination(row, secrets) for row in rows}
     now = datetime.now(UTC)
     for row in rows:
-        connection.execute(update(deliveries).where(deliveries.c.id == row.id).values(
-            user_key=f"regulation:{regulation_id}", last_error=_redact(row.last_error, secrets),
-            updated_at=now))
+        outbox.annotate(connection, row.id, user_key=f"regulation:{regulation_id}",
+                        last_error=_redact(row.last_error, secrets), updated_at=now)
         for attempt in connection.execute(select(delivery_attempts.c.id,
                                                  delivery_attempts.c.excerpt).where(
                 delivery_attempts.c.delivery_id == row.id)).all():

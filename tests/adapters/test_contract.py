@@ -84,3 +84,17 @@ def test_destinations_listing_marks_secrets() -> None:
     assert not cio["siteID"]["secret"] and cio["siteID"]["required"]
     text = render(as_json=False)
     assert "customerio" in text and "[required, secret]" in text
+
+
+def test_type_specific_adapters_share_the_handler_table_shape() -> None:
+    """Custify, Kustomer and Customer.io declare a handler per event type and inherit the
+    base class's `transform` (check → handler → or `unsupported`)."""
+    from adapters.base import Adapter
+
+    for name, types in {"custify": {"identify", "track", "group"},
+                        "kustomer": {"identify", "track", "page", "screen"},
+                        "customerio": {"identify", "track", "page", "screen", "alias",
+                                       "group"}}.items():
+        adapter = DESTINATION_TYPES[name]
+        assert set(adapter.handlers) == types, name
+        assert type(adapter).transform is Adapter.transform, name

@@ -29,13 +29,15 @@ def standin() -> Iterator[StandIn]:
     server.close()
 
 
-def hook_config(database_url: str, endpoint: str, **retry: int) -> Config:
+def hook_config(database_url: str, endpoint: str, limits: dict[str, Any] | None = None,
+                **retry: int) -> Config:
     return from_mapping({
         "database_url": database_url, "admin_token": "t",
         "sources": [{"name": "web", "write_key": WRITE_KEY}],
         "destinations": [{"name": "hook", "type": "webhook", "endpoint": endpoint,
                           "settings": {"webhookUrl": "https://hooks.example/in",
-                                       "apiKey": SECRET}}],
+                                       "apiKey": SECRET},
+                          "limits": limits or {}}],
         "retry": {"base_delay_seconds": 0, **retry},
         "worker": {"concurrency": 4, "lease_seconds": 30},
     })
@@ -146,7 +148,9 @@ def test_429_retry_after_is_honoured(database_url: str, standin: StandIn) -> Non
 def test_connection_refused_then_recovery(database_url: str, standin: StandIn) -> None:
     port = standin.port
     standin.close()  # nothing listens on the port for now
-    config = hook_config(database_url, f"http://127.0.0.1:{port}")
+    # the refused connections open the circuit; it lets a probe through again after 0.3 s
+    config = hook_config(database_url, f"http://127.0.0.1:{port}",
+                         limits={"circuit_open_seconds": 0.3})
     app = create_app(config)
     worker = Worker(app.extensions["gateway.engine"], config)
     send(app, track("u1", 0), track("u1", 1), track("u2", 0))

@@ -37,8 +37,10 @@ def two_destinations(database_url: str, stuck_url: str, healthy_url: str,
         "database_url": database_url, "admin_token": "t",
         "sources": [{"name": "a", "write_key": KEY_A}, {"name": "b", "write_key": KEY_B}],
         "destinations": [
+            # no circuit breaker here: these tests measure the lane alone (the breaker has
+            # its own tests in test_destination_limits.py)
             {"name": "stuck", "type": "webhook", "endpoint": stuck_url, "sources": ["a"],
-             "settings": HOOK},
+             "settings": HOOK, "limits": {"circuit_failures": 0}},
             {"name": "healthy", "type": "webhook", "endpoint": healthy_url, "sources": ["b"],
              "settings": HOOK},
         ],
@@ -262,7 +264,7 @@ class Faulty(Worker):
         if claimed.event["messageId"] == self.bad:
             wrong = {"text": None} if self.in_python else {"status": 2 ** 70}
             finished = dataclasses.replace(
-                finished, result=dataclasses.replace(finished.result, **wrong))
+                finished, outcome=dataclasses.replace(finished.outcome, **wrong))
         return [finished]
 
 
@@ -404,7 +406,7 @@ def test_a_delivery_whose_lease_would_expire_mid_send_goes_back_unsent(
         with engine.begin() as connection:
             connection.execute(deliveries.update().values(lease_expires_at=late))
         finished = worker.process(dataclasses.replace(claimed, lease=late))
-        worker._record_safely(finished)
+        worker.recorder.record_safely(finished)
         assert healthy.requests == []
         [row] = stored_deliveries(engine)
         assert row["state"] == "retrying" and row["attempts"] == 0

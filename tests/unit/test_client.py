@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from adapters.base import HttpRequest, Retryable
-from gateway.delivery.client import HttpClient, excerpt, redact
+from gateway.delivery.client import (
+    MAX_RESPONSE_BYTES,
+    HttpClient,
+    excerpt,
+    rate_headers,
+    redact,
+)
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -26,6 +33,12 @@ class Recorder(BaseHTTPRequestHandler):
         self.wfile.write(b'{"ok": true, "echo": "secret-value"}')
 
     def do_GET(self) -> None:
+        if self.path == "/huge":  # an answer past the client's bound
+            self.send_response(200)
+            self.send_header("Content-Length", str(3 << 20))
+            self.end_headers()
+            self.wfile.write(b"x" * (3 << 20))
+            return
         self.send_response(404)
         self.end_headers()
 
@@ -81,3 +94,26 @@ def test_lookup_parses_json_and_maps_network_failure(server: str) -> None:
 def test_redaction() -> None:
     assert redact('{"echo": "secret-value"}', ["secret-value", ""]) == '{"echo": "***"}'
     assert len(excerpt("x" * 5000, [])) == 1024
+
+
+def test_an_answer_is_read_up_to_its_bound(server: str) -> None:
+    client = HttpClient()
+    sent = client.send(HttpRequest("GET", server + "/huge"))
+    assert sent.status == 200 and len(sent.text) == MAX_RESPONSE_BYTES
+    # the oversized answer's connection was dropped, not reused half-read
+    assert client.send(HttpRequest("POST", server + "/ok", json={})).status == 200
+
+
+def test_form_bodies_are_encoded(server: str) -> None:
+    HttpClient().send(HttpRequest("POST", server + "/form", form={"a": "1 2", "b": "&"}))
+    [seen] = Recorder.seen
+    assert seen["body"] == b"a=1+2&b=%26"
+    assert seen["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_rate_limit_headers() -> None:
+    assert rate_headers("0", "2") == (0, 2.0)
+    left, reset = rate_headers("17", str(int(time.time()) + 30))  # a Unix time
+    assert left == 17 and reset is not None and 28 <= reset <= 31
+    assert rate_headers("many", "soon") == (None, None)
+    assert rate_headers(None, "-5") == (None, None)

@@ -1,0 +1,77 @@
+"""Per-destination limits: the `[destinations.limits]` table beside `settings` (DESIGN.md §8).
+
+    [[destinations]]
+    name = "cio"
+    type = "customerio"
+    [destinations.limits]
+    concurrency = 4             # sending threads of its own (default: [worker] concurrency)
+    rate_per_second = 100       # token bucket refill; 0 = no rate limit
+    burst = 100                 # bucket size (default: one second's worth, at least 1)
+    claim_size = 400            # deliveries claimed per round (default: [worker] batch_size)
+    circuit_failures = 5        # consecutive connection failures / timeouts that open the
+                                # circuit (0 = never)
+    circuit_open_seconds = 30   # how long it stays open before one probe is let through
+
+A type's documented rate is its default (adapters declare `default_rate_per_second`), so a
+Customer.io destination is throttled to ~100 requests/s unless its entry says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int | None = None  # None: the worker's concurrency
+    rate_per_second: float = 0.0  # 0: unlimited
+    burst: int | None = None  # None: one second's worth
+    claim_size: int | None = None  # None: the worker's batch size
+    circuit_failures: int = 5
+    circuit_open_seconds: float = 30.0
+
+    @property
+    def bucket_size(self) -> int:
+        if self.burst is not None:
+            return self.burst
+        return max(1, math.ceil(self.rate_per_second))
+
+
+_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "concurrency": (int, 1, 256),
+    "rate_per_second": (float, 0, 100_000),
+    "burst": (int, 1, 1_000_000),
+    "claim_size": (int, 1, 10_000),
+    "circuit_failures": (int, 0, 1_000_000),
+    "circuit_open_seconds": (float, 0.01, 86_400),
+}
+
+
+class LimitsError(ValueError):
+    """A bad `limits` entry: the message names the field and what it must be."""
+
+
+def parse_limits(raw: Any, default_rate: float = 0.0) -> Limits:
+    """`[destinations.limits]` → Limits, or LimitsError naming the first bad field."""
+    if raw is None:
+        return Limits(rate_per_second=default_rate)
+    if not isinstance(raw, dict):
+        raise LimitsError("must be a table")
+    known = [f.name for f in fields(Limits)]
+    for key in sorted(raw):
+        if key not in known:
+            raise LimitsError(f"unknown field {key!r} (known: {', '.join(known)})")
+    values: dict[str, Any] = {"rate_per_second": default_rate}
+    for key, value in raw.items():
+        kind, low, high = _BOUNDS[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind is int:
+            ok = ok and isinstance(value, int)
+        if not ok or not math.isfinite(value) or not low <= value <= high:
+            what = "an integer" if kind is int else "a number"
+            raise LimitsError(f"field {key!r}: must be {what} from {low:g} to {high:g}, "
+                              f"not {value!r}")
+        values[key] = kind(value)
+    return Limits(**values)

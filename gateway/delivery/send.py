@@ -1,0 +1,196 @@
+"""Sending: transform claimed deliveries with their destination's adapter and send the requests.
+
+Each destination is resolved once when the worker starts (`Target`: its adapter, lookup client,
+secret values, whether it batches); a send produces one `Outcome` per delivery and touches no
+database. A lane's throttle and circuit breaker (lanes.py) are asked before every request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from adapters import DESTINATION_TYPES
+from adapters.base import Adapter, AdapterError, BatchItem, HttpRequest, Lookup, LookupResponse
+from gateway import filters
+from gateway.config import Destination
+from gateway.delivery.claim import Claimed
+from gateway.delivery.client import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Sent
+from gateway.delivery.verdict import Outcome, crashed, refused, released
+from gateway.regulations.deletion import send_deletion
+
+log = logging.getLogger("gateway.delivery.worker")
+
+SEND_BUDGET = CONNECT_TIMEOUT + READ_TIMEOUT  # the longest one request may take
+
+
+@dataclass(frozen=True)
+class Target:
+    """A destination resolved once: what every delivery to it needs, computed at start."""
+
+    destination: Destination
+    adapter: Adapter
+    lookup: Lookup
+    secrets: tuple[str, ...]
+    batches: bool
+
+    @property
+    def name(self) -> str:
+        return self.destination.name
+
+
+def resolve(destination: Destination, client: HttpClient) -> Target:
+    adapter = DESTINATION_TYPES[destination.type]
+    names = adapter.secret_settings()
+    secrets = tuple(str(v) for k, v in destination.settings.items() if k in names and v)
+    return Target(destination, adapter, client.lookup(destination.endpoint), secrets,
+                  adapter.batches(destination.settings))
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One attempt done, waiting to be recorded."""
+
+    claimed: Claimed
+    target: Target | None
+    started: datetime
+    outcome: Outcome
+
+
+# Asked before each request: None to go ahead, or an Outcome that stops the send (the circuit
+# is open). Called after each answer with the Sent, so the lane learns from it.
+Gate = Callable[[], Outcome | None]
+Observe = Callable[[Sent], None]
+
+
+class Sender:
+    def __init__(self, client: HttpClient, lease_seconds: float) -> None:
+        self.client = client
+        self.lease_seconds = lease_seconds
+
+    def one(self, claimed: Claimed, target: Target | None, gate: Gate | None = None,
+            observe: Observe | None = None) -> list[Finished]:
+        started = datetime.now(UTC)
+        if self.lease_too_short(claimed, started):
+            return [Finished(claimed, target, started, released("not sent: lease too short"))]
+        try:
+            outcome = self._attempt(claimed, target, gate, observe)
+        except Exception as exc:  # a bug in an adapter must not lose the delivery
+            log.exception("delivery %s: unexpected error", claimed.id)
+            outcome = crashed(exc)
+        return [Finished(claimed, target, started, outcome)]
+
+    def batch(self, claimed: Sequence[Claimed], target: Target, gate: Gate | None = None,
+              observe: Observe | None = None) -> list[Finished]:
+        """Router mode: the adapter groups the events into requests; each output's fate is
+        the fate of every delivery it covers."""
+        started = datetime.now(UTC)
+        if any(self.lease_too_short(c, started) for c in claimed):
+            return [Finished(c, target, started, released("not sent: lease too short"))
+                    for c in claimed]
+        by_id = {c.id: c for c in claimed}
+        settings = target.destination.settings
+        items = [BatchItem(c.event, settings, key=c.id) for c in claimed]
+        items, skipped = filters.split_batch(target.destination, items)  # destination filters
+        try:
+            outputs = skipped + (target.adapter.transform_batch(items, target.lookup)
+                                 if items else [])
+        except Exception as exc:
+            log.exception("batch for %s: unexpected error", target.name)
+            outcome = crashed(exc)
+            return [Finished(c, target, started, outcome) for c in claimed]
+        finished: list[Finished] = []
+        for output in outputs:
+            outcome = (refused(output.error) if output.error is not None
+                       else self.send_all(output.requests, target, gate, observe))
+            rejected = _rejected(target.adapter, outcome)
+            for index, key in enumerate(output.keys):
+                one = outcome if index not in rejected else Outcome(
+                    outcome.status, "ItemRejected", rejected[index], outcome.duration_ms,
+                    rejected=rejected[index])
+                finished.append(Finished(by_id.pop(key), target, started, one))
+        for left in by_id.values():  # an adapter that forgot an item must not lose it
+            finished.append(Finished(left, target, started, Outcome(
+                error_class="NotBatched", text="left out of every batch")))
+        return finished
+
+    def lease_too_short(self, claimed: Claimed, now: datetime) -> bool:
+        """Never start a send that could outlive its lease unrenewed (the loop renews leases
+        every poll, but a claim that waited long in a queue goes back unsent)."""
+        if self.lease_seconds <= 0:  # leases that expire at once (tests): nothing to protect
+            return False
+        margin = min(SEND_BUDGET, self.lease_seconds / 2)
+        return (claimed.lease - now).total_seconds() < margin
+
+    def _attempt(self, claimed: Claimed, target: Target | None, gate: Gate | None,
+                 observe: Observe | None) -> Outcome:
+        if target is None or not target.destination.enabled:
+            return refused(DestinationRemoved("the destination is no longer configured or enabled"))
+        if claimed.regulation_id is not None:  # a user deletion (a regulation), not an event
+            return _deletion(claimed, target)
+        try:
+            event = filters.for_destination(target.destination, claimed.event)  # may skip
+            requests = target.adapter.transform(event, target.destination.settings,
+                                                target.lookup)
+        except AdapterError as error:
+            return refused(error)
+        return self.send_all(requests, target, gate, observe)
+
+    def send_all(self, requests: Sequence[HttpRequest], target: Target, gate: Gate | None,
+                 observe: Observe | None) -> Outcome:
+        """Send in order; the first request that does not succeed decides the outcome."""
+        total_ms, last = 0, Outcome(status=200)
+        endpoint = target.destination.endpoint
+        for request in requests:
+            stop = gate() if gate else None
+            if stop is not None:
+                return stop
+            sent = self.client.send(request, endpoint)
+            if observe:
+                observe(sent)
+            total_ms += sent.duration_ms
+            last = Outcome(sent.status, sent.error_class, sent.text, total_ms, sent.retry_after)
+            if sent.status is None or not 200 <= sent.status <= 299:
+                break
+        return last
+
+
+def _deletion(claimed: Claimed, target: Target) -> Outcome:
+    """A regulation's deletion request (gateway/regulations): the adapter's `delete_users`
+    sends it through the lookup client (it knows the destination's "already gone" answers);
+    its errors are refusals like a transform's, so retries, dead letters and attempts hold.
+    The attempt records the destination's real status when one answered."""
+    started = time.monotonic()
+    answers: list[LookupResponse] = []
+
+    def send(request: HttpRequest) -> LookupResponse:
+        answers.append(target.lookup(request))
+        return answers[-1]
+
+    try:
+        answer = send_deletion(target.adapter, claimed.event, target.destination.settings, send)
+    except AdapterError as error:
+        outcome = refused(error)
+        return dataclasses.replace(outcome, status=answers[-1].status) if answers else outcome
+    return Outcome(answer.status, None, answer.text or "",
+                   int((time.monotonic() - started) * 1000))
+
+
+class DestinationRemoved(AdapterError):
+    """The delivery's destination was removed or disabled: dead, not retried."""
+
+
+def _rejected(adapter: Adapter, outcome: Outcome) -> dict[int, str]:
+    if outcome.status is None or not 200 <= outcome.status <= 299 or outcome.error_class:
+        return {}
+    try:
+        body = orjson.loads(outcome.text) if outcome.text else None
+    except orjson.JSONDecodeError:
+        return {}
+    return adapter.rejected_items(outcome.status, body)

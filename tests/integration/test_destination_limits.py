@@ -1,0 +1,300 @@
+"""Per-destination limits against local stand-ins: the concurrency budget, the token-bucket
+rate limit, a destination's own `x-ratelimit-*` headers, the circuit breaker (open, no
+hammering, a single half-open probe, closed again once it answers), the status the console and
+/metrics read, and lease renewal (a send longer than the lease is not sent twice). The real app
+ingests, the real worker loop delivers over HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+from sqlalchemy import func, select
+
+from gateway import create_app
+from gateway.config import Config, ConfigError, from_mapping
+from gateway.delivery.worker import Worker
+from gateway.metrics import destination_status
+from gateway.models import delivery_attempts
+from tests.helpers import stored_deliveries
+from tests.integration.test_worker_isolation import (
+    KEY_B,
+    Running,
+    send,
+    tracks,
+    wait_for,
+)
+from tests.standin import Answer, Hanging, StandIn
+
+HOOK = {"webhookUrl": "https://hooks.example/in"}
+
+
+def config_for(database_url: str, url: str, limits: dict[str, Any] | None = None,
+               **worker: Any) -> Config:
+    return from_mapping({
+        "database_url": database_url, "admin_token": "t",
+        "sources": [{"name": "b", "write_key": KEY_B}],
+        "destinations": [{"name": "hook", "type": "webhook", "endpoint": url,
+                          "settings": HOOK, "limits": limits or {}}],
+        "retry": {"base_delay_seconds": 0},
+        "worker": {"concurrency": 4, "poll_interval_ms": 20, "lease_seconds": 60, **worker},
+    })
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    server = StandIn()
+    yield server
+    server.close()
+
+
+class Timed:
+    """Answers from the stand-in, with when each request arrived."""
+
+    def __init__(self, standin: StandIn, answer: Answer | None = None) -> None:
+        self.times: list[float] = []
+        self.answer = answer
+        standin.answer_for = self._answer
+
+    def _answer(self, received: Any) -> Answer | None:
+        self.times.append(time.monotonic())
+        return self.answer
+
+
+def attempts(engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(
+            delivery_attempts)).scalar_one()
+
+
+def delivered(engine) -> int:
+    return sum(r["state"] == "delivered" for r in stored_deliveries(engine))
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+def test_limits_load_beside_settings_with_type_defaults(database_url: str) -> None:
+    config = from_mapping({
+        "database_url": database_url, "admin_token": "t",
+        "sources": [{"name": "b", "write_key": KEY_B}],
+        "destinations": [
+            {"name": "cio", "type": "customerio",
+             "settings": {"siteID": "s", "apiKey": "k"}},
+            {"name": "kus", "type": "kustomer", "settings": {"apiKey": "k"}},
+            {"name": "hook", "type": "webhook", "settings": HOOK,
+             "limits": {"concurrency": 2, "rate_per_second": 7.5, "burst": 3, "claim_size": 50,
+                        "circuit_failures": 0, "circuit_open_seconds": 2}},
+        ]})
+    cio, kus, hook = config.destinations
+    assert cio.limits.rate_per_second == 100 and cio.limits.bucket_size == 100
+    assert kus.limits.rate_per_second == 4
+    assert (hook.limits.concurrency, hook.limits.rate_per_second, hook.limits.bucket_size,
+            hook.limits.claim_size, hook.limits.circuit_failures) == (2, 7.5, 3, 50, 0)
+
+
+@pytest.mark.parametrize("limits,message", [
+    ({"concurency": 2}, "limits: unknown field 'concurency' (known: concurrency,"),
+    ({"concurrency": 0}, "limits: field 'concurrency': must be an integer from 1 to 256, not 0"),
+    ({"concurrency": 2.5}, "field 'concurrency': must be an integer from 1 to 256, not 2.5"),
+    ({"rate_per_second": -1}, "field 'rate_per_second': must be a number from 0 to 100000"),
+    ({"rate_per_second": True}, "field 'rate_per_second': must be a number"),
+    ({"circuit_open_seconds": "30"}, "field 'circuit_open_seconds': must be a number"),
+    ("fast", "limits: must be a table"),
+])
+def test_bad_limits_are_refused_precisely(limits: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_mapping({"database_url": "sqlite:///x.db", "admin_token": "t",
+                      "sources": [{"name": "b", "write_key": KEY_B}],
+                      "destinations": [{"name": "hook", "type": "webhook", "settings": HOOK,
+                                        "limits": limits}]})
+    text = str(caught.value)
+    assert "[[destinations]] #1 ('hook').limits: " in text and message in text, text
+
+
+def test_limits_inside_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"\.settings: unknown setting 'limits'"):
+        from_mapping({"database_url": "sqlite:///x.db", "admin_token": "t",
+                      "sources": [{"name": "b", "write_key": KEY_B}],
+                      "destinations": [{"name": "hook", "type": "webhook",
+                                        "settings": {**HOOK, "limits": {"concurrency": 1}}}]})
+
+
+# -- isolation: a concurrency budget of its own ---------------------------------------------------
+
+def test_a_destination_holds_at_most_its_concurrency_budget(database_url: str) -> None:
+    stuck = Hanging()
+    config = config_for(database_url, stuck.url, {"concurrency": 2, "circuit_failures": 0})
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    worker = Worker(engine, config)
+    send(app, KEY_B, tracks("u", 10))
+    try:
+        with Running(worker):
+            wait_for(lambda: stuck.holding() == 2, 10, "two requests held")
+            time.sleep(0.5)
+            assert stuck.holding() == 2 and stuck.accepted == 2
+            assert worker.status()["hook"]["threads"] == 2
+            stuck.release()
+            stuck.hang = False
+    finally:
+        stuck.close()
+        worker.close()
+        engine.dispose()
+
+
+# -- throttling -----------------------------------------------------------------------------------
+
+def test_the_rate_limit_spaces_requests(database_url: str, standin: StandIn) -> None:
+    timed = Timed(standin)
+    config = config_for(database_url, standin.url, {"rate_per_second": 20, "burst": 1})
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    worker = Worker(engine, config)
+    send(app, KEY_B, tracks("u", 21))
+    try:
+        with Running(worker):
+            wait_for(lambda: delivered(engine) == 21, 20, "all delivered")
+    finally:
+        worker.close()
+        engine.dispose()
+    span = timed.times[-1] - timed.times[0]
+    assert len(timed.times) == 21
+    assert span >= 20 / 20 * 0.9, f"21 requests at 20/s took only {span:.2f} s"
+    assert span < 5, f"throttled far below the rate: {span:.2f} s"
+
+
+def test_x_ratelimit_headers_pause_the_destination(database_url: str,
+                                                   standin: StandIn) -> None:
+    """Kustomer's headers: no requests left until the window resets in 1 s."""
+    timed = Timed(standin)
+    first = threading.Event()
+
+    def answer(received: Any) -> Answer | None:
+        timed.times.append(time.monotonic())
+        if not first.is_set():
+            first.set()
+            return Answer(200, headers={"x-ratelimit-limit": "300",
+                                        "x-ratelimit-remaining": "0",
+                                        "x-ratelimit-reset": "1"})
+        return None
+
+    standin.answer_for = answer
+    config = config_for(database_url, standin.url, {"concurrency": 1})
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    worker = Worker(engine, config)
+    send(app, KEY_B, tracks("u", 3))
+    try:
+        with Running(worker):
+            wait_for(lambda: delivered(engine) == 3, 20, "all delivered")
+    finally:
+        worker.close()
+        engine.dispose()
+    gap = timed.times[1] - timed.times[0]
+    assert len(timed.times) == 3 and gap >= 0.9, f"second request after {gap:.2f} s"
+
+
+# -- the circuit breaker --------------------------------------------------------------------------
+
+def test_the_circuit_opens_probes_and_closes(database_url: str) -> None:
+    probe_port = StandIn()
+    port = probe_port.port
+    probe_port.close()  # nothing listens: every connection is refused
+    config = config_for(database_url, f"http://127.0.0.1:{port}",
+                        {"concurrency": 1, "circuit_failures": 3, "circuit_open_seconds": 1.0})
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    worker = Worker(engine, config)
+    send(app, KEY_B, tracks("u", 10))
+    recovered = None
+    try:
+        with Running(worker):
+            wait_for(lambda: worker.status()["hook"]["circuit"] == "open", 10, "an open circuit")
+            wait_for(lambda: attempts(engine) == 3, 5, "three failed attempts recorded")
+            opened = 3
+            time.sleep(0.6)  # open: nothing is sent meanwhile
+            assert attempts(engine) == opened
+            # after the open period exactly one probe goes; it fails and opens it again
+            wait_for(lambda: attempts(engine) == opened + 1, 5, "the probe")
+            assert worker.status()["hook"]["circuit"] == "open"
+            time.sleep(0.3)
+            assert attempts(engine) == opened + 1
+            # the gauges follow within a second (they are published once a second)
+            wait_for(lambda: destination_status().get("hook", {}).get("circuit_open") == 1.0,
+                     3, "the circuit gauge")
+            text = generate_latest(REGISTRY).decode()
+            assert 'gateway_destination_circuit_open{destination="hook"} 1.0' in text
+            recovered = StandIn(port)  # the destination is back: the next probe closes it
+            wait_for(lambda: delivered(engine) == 10, 15, "everything delivered")
+            assert worker.status()["hook"]["circuit"] == "closed"
+            # opened at least twice: by the failures, and again by the failed probe
+            assert worker.status()["hook"]["circuit_opened"] >= 2
+    finally:
+        worker.close()
+        engine.dispose()
+        if recovered:
+            recovered.close()
+    assert len(recovered.requests) == 10
+
+
+# -- lease renewal --------------------------------------------------------------------------------
+
+def test_a_send_longer_than_the_lease_renews_it_and_is_sent_once(database_url: str,
+                                                                 standin: StandIn) -> None:
+    standin.answer_for = lambda received: Answer(200, delay=3.5)
+    config = config_for(database_url, standin.url, lease_seconds=2)
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    first, second = Worker(engine, config), Worker(engine, config)
+    send(app, KEY_B, tracks("u", 1))
+    try:
+        with Running(first):
+            wait_for(lambda: len(standin.requests) == 1, 5, "the send")
+            with Running(second):  # a second worker, claiming all along
+                wait_for(lambda: delivered(engine) == 1, 10, "delivered")
+                time.sleep(0.3)
+    finally:
+        first.close()
+        second.close()
+        engine.dispose()
+    [row] = stored_deliveries(engine)
+    assert len(standin.requests) == 1, "sent twice: the lease was not renewed"
+    assert row["attempts"] == 1 and row["state"] == "delivered"
+
+
+def test_kustomer_lookups_spend_its_default_rate_limit(database_url: str,
+                                                       standin: StandIn) -> None:
+    """Kustomer's default 4 requests/s (burst 4) covers its customer searches too: 5
+    identifies are 5 searches and 5 creates, so 10 requests take at least (10 - 4) / 4 s."""
+    times: list[float] = []
+
+    def answer(received: Any) -> Answer:
+        times.append(time.monotonic())
+        return Answer(404, {}) if received.method == "GET" else Answer(201, {"data": {}})
+
+    standin.answer_for = answer
+    config = from_mapping({
+        "database_url": database_url, "admin_token": "t",
+        "sources": [{"name": "b", "write_key": KEY_B}],
+        "destinations": [{"name": "kus", "type": "kustomer", "endpoint": standin.url,
+                          "settings": {"apiKey": "kus-key"}}],
+        "worker": {"concurrency": 4, "poll_interval_ms": 20, "lease_seconds": 60},
+    })
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    worker = Worker(engine, config)
+    send(app, KEY_B, [{"type": "identify", "userId": f"k-{n}", "messageId": f"k-{n}"}
+                      for n in range(5)])
+    try:
+        with Running(worker):
+            wait_for(lambda: delivered(engine) == 5, 20, "all delivered")
+    finally:
+        worker.close()
+        engine.dispose()
+    assert len(times) == 10 and [r.method for r in standin.requests].count("GET") == 5
+    span = times[-1] - times[0]
+    assert span >= 1.3, f"10 requests at 4/s (burst 4) took only {span:.2f} s"
