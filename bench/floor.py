@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
 import orjson  # noqa: E402
 from sqlalchemy import Engine, insert, text  # noqa: E402
 
-from gateway import identity, ingest  # noqa: E402
+from gateway import identity, ingest, outbox  # noqa: E402
 from gateway.config import from_mapping  # noqa: E402
 from gateway.db import make_engine, migrate, normalise_url, write_transaction  # noqa: E402
 from gateway.messages import RequestInfo, normalise_batch  # noqa: E402
@@ -74,7 +74,7 @@ def bare_store(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], Non
 
 def outbox_floor(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], None]:
     insert_events = ingest._INSERT_EVENTS[engine.dialect.name]
-    queue = ingest._queue_deliveries_statement(DESTINATIONS)
+    queue = outbox._routed_statement(DESTINATIONS)
     load = identity._load_statement(("userId", "anonymousId"))
 
     def write(batch: list[dict[str, Any]], now: datetime) -> None:
