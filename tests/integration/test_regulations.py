@@ -401,3 +401,16 @@ def test_a_dead_deletion_retried_after_its_regulation_closed_says_why(env: Env) 
     assert row["id"] == delivery_id and row["state"] == "skipped"
     assert "erased when its regulation finished" in row["last_error"]
     assert "erin" not in everything(env.engine)
+
+
+def test_a_destination_that_no_longer_knows_the_person_counts_as_deleted(env: Env) -> None:
+    """Custify and Customer.io answer 404 for a person they do not have: the adapters read
+    that as "gone", so the deletion is finished there, not a failure."""
+    env.standin.answer_for = lambda r: Answer(404, {"error": "not found"}) \
+        if r.method == "DELETE" else None
+    regulation = env.regulate("delete", user_id="gone-9")
+    env.deliver()
+    done = env.regulation(regulation["id"])
+    assert {n: d["status"] for n, d in done["destinations"].items()} == {
+        "custify": "finished", "cio": "finished", "hook": "unsupported"}
+    assert done["status"] == "finished"
