@@ -167,3 +167,18 @@ def test_counts_are_capped(client: FlaskClient, engine, monkeypatch: pytest.Monk
     assert all(capped[n]["pending"].capped for n in ("cio", "kustomer-main"))
     assert sum(capped[n]["pending"].value for n in ("cio", "kustomer-main")) == 6
     assert str(capped["paused"]["pending"]) == "0"
+
+
+def test_destinations_show_the_workers_circuit_state(client: FlaskClient) -> None:
+    """Issue 13: the destinations overview shows the circuit / rate-limit state where there is
+    one — the delivery worker publishes it per destination (metrics.publish_lane)."""
+    from gateway import metrics
+
+    sign_in(client)
+    metrics.publish_lane("cio", {"circuit": "open", "in_flight": 0, "tokens": 3})
+    try:
+        page = client.get("/console/destinations").get_data(as_text=True)
+        row = re.search(r'<tr data-destination="cio">(.*?)</tr>', page, re.S).group(1)
+        assert "circuit" in page and "open" in row
+    finally:
+        metrics.publish_lane("cio", {"circuit": "closed", "in_flight": 0, "tokens": 3})
