@@ -182,3 +182,36 @@ def test_destinations_show_the_workers_circuit_state(client: FlaskClient) -> Non
         assert "circuit" in page and "open" in row
     finally:
         metrics.publish_lane("cio", {"circuit": "closed", "in_flight": 0, "tokens": 3})
+
+
+def test_the_stream_sends_an_event_whose_commit_came_after_a_newer_ones(
+        client: FlaskClient, engine) -> None:
+    """Several processes on PostgreSQL: an event's id is taken at insert and its transaction
+    may commit after a later id's. The live feed must still show it (not skip past its id)."""
+    from datetime import UTC, datetime
+
+    from gateway.models import events
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's single writer commits ids in order")
+    track(client, "first")
+    sign_in(client)
+    answer = client.get("/console/stream", buffered=False)
+    chunks = iter(answer.response)
+    next(chunks)  # retry/id preamble: the stream starts after "first"
+    now = datetime.now(UTC)
+    slow = engine.connect()  # another process's group commit, still writing
+    transaction = slow.begin()
+    slow.execute(events.insert().values(
+        source="web", message_id="slow", type="track", event="Bought", user_id="u1",
+        timestamp=now, received_at=now, payload={"type": "track", "messageId": "slow"}))
+    track(client, "fast")  # a newer id, committed first
+    assert '"fast"' in next(chunks).decode()
+    transaction.commit()
+    slow.close()
+    later = ""
+    while '"slow"' not in later:
+        chunk = next(chunks, None)
+        assert chunk is not None, "the stream ended without the late-committed event"
+        later += chunk.decode()
+    answer.close()
