@@ -66,8 +66,10 @@ def create(engine: Engine, config: Config, kind: str, subject: Subject) -> dict[
             counts["unsuppressed_keys"] = suppression.unsuppress(connection, profile.keys)
         queued: list[str] = []
         if kind in DELETING:
+            in_flight = deletion.in_flight_until(connection, profile)
             counts.update(deletion.delete_profile(connection, profile))
-            queued = deletion.queue_requests(connection, config, regulation_id, profile)
+            queued = deletion.queue_requests(connection, config, regulation_id, profile,
+                                             in_flight)
         done = not queued
         connection.execute(update(regulations).where(regulations.c.id == regulation_id).values(
             counts=counts, status=FINISHED if done else RUNNING,

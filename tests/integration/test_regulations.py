@@ -414,3 +414,15 @@ def test_a_destination_that_no_longer_knows_the_person_counts_as_deleted(env: En
     assert {n: d["status"] for n, d in done["destinations"].items()} == {
         "custify": "finished", "cio": "finished", "hook": "unsupported"}
     assert done["status"] == "finished"
+
+
+def test_a_deletion_does_not_overtake_a_send_in_flight(env: Env) -> None:
+    """A worker may be sending the person's event when the deletion removes its row: the
+    deletion requests must not be claimable until that send is over, or the event would reach
+    the destination after the deletion and recreate the person there."""
+    env.send(*ann_history())
+    in_flight = env.worker.claim(100)  # claimed, not yet sent (a lane's queue, a slow answer)
+    assert {c.destination for c in in_flight} >= {"custify", "cio"}
+    env.regulate("delete", user_id=ANN["userId"])
+    overtaking = [c for c in env.worker.claim(100) if c.regulation_id is not None]
+    assert overtaking == []
