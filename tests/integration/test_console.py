@@ -215,3 +215,18 @@ def test_the_stream_sends_an_event_whose_commit_came_after_a_newer_ones(
         assert chunk is not None, "the stream ended without the late-committed event"
         later += chunk.decode()
     answer.close()
+
+
+def test_the_desk_lists_a_regulations_deletion_deliveries(client: FlaskClient) -> None:
+    """A deletion request to a destination is a delivery without an event (issue 14): the
+    deliveries desk lists it (no link to an event page) instead of failing."""
+    track(client, "m1")
+    answer = client.post("/admin/v1/regulations", json={
+        "type": "delete", "subject": {"user_id": "u1"}},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert answer.status_code == 202
+    sign_in(client)
+    page = client.get("/console/deliveries?state=pending")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "regulation" in text and "/console/events/None" not in text
