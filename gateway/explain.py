@@ -128,6 +128,8 @@ def _delivery_words(d: Any) -> tuple[str, str]:
         return d.state, f"delivered at {_iso(d.updated_at)} ({status}, {attempts})"
     if d.state == outbox.SKIPPED:
         reason = d.last_error or "no reason recorded"
+        if reason.startswith("Filtered: "):  # the destination's filters (gateway/filters.py)
+            return d.state, f"skipped by the destination's filters: {reason[10:]}"
         return d.state, f"skipped by the destination's adapter: {reason}"
     if d.state == outbox.DEAD:
         return d.state, f"dead after {attempts}: {last or 'no error recorded'}"
