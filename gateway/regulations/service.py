@@ -54,6 +54,8 @@ def create(engine: Engine, config: Config, kind: str, subject: Subject) -> dict[
         raise InvalidRequest(f"type: one of {', '.join(TYPES)}")
     now = datetime.now(UTC)
     with write_transaction(engine) as connection:
+        if kind != "unsuppress":  # wait for writes past their suppression check (PostgreSQL)
+            suppression.hold_back_ingest(connection)
         profile = resolve_profile(connection, subject, lock=True)
         regulation_id = connection.execute(insert(regulations).values(
             type=kind, status=RUNNING, subject_kind=subject.kind, counts={}, created_at=now)

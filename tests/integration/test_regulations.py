@@ -426,3 +426,41 @@ def test_a_deletion_does_not_overtake_a_send_in_flight(env: Env) -> None:
     env.regulate("delete", user_id=ANN["userId"])
     overtaking = [c for c in env.worker.claim(100) if c.regulation_id is not None]
     assert overtaking == []
+
+
+def test_a_request_being_written_cannot_outlive_a_suppress_with_delete(env: Env) -> None:
+    """PostgreSQL, several processes: a group commit that passed the suppression check but has
+    not committed yet when a suppress_with_delete runs must not leave the person's event (and a
+    new profile) behind once both have committed: the regulation waits for it."""
+    import threading
+    from datetime import UTC, datetime
+
+    from gateway import ingest
+    from gateway.identity import IdentityGraph
+    from gateway.messages import RequestInfo, normalise_batch
+    from gateway.regulations.suppression import suppressed_messages
+
+    if env.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer: a regulation never runs beside a write")
+    env.send(*ann_history())
+    config = env.app.extensions["gateway.config"]
+    now = datetime.now(UTC)
+    messages, _ = normalise_batch([{"type": "track", "messageId": "in-flight",
+                                    "userId": ANN["userId"], "event": "Late"}],
+                                  RequestInfo(received_at=now), config.limits)
+    request = ingest._Request(config, "web", messages, now)
+    with env.engine.connect() as writing:  # ingest._store, step by step
+        transaction = writing.begin()
+        assert suppressed_messages(writing, [request]) == set()
+        ingest._insert_new_events(writing, [ingest._event_row("web", messages[0], now)])
+        done: list[dict[str, Any]] = []
+        regulating = threading.Thread(target=lambda: done.append(
+            env.regulate("suppress_with_delete", user_id=ANN["userId"])))
+        regulating.start()
+        regulating.join(1.0)
+        IdentityGraph(writing).apply(messages)
+        transaction.commit()
+    regulating.join(10)
+    assert done and done[0]["status"] == "running"
+    assert event_count(env.engine) == 0
+    assert "in-flight" not in everything(env.engine)
