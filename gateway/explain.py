@@ -74,13 +74,23 @@ def explain_event(connection: Connection, config: Config, row: Any,
                        for r in duplicates],
         "destinations": [
             _destination(configured.get(name), name, row.source, integrations,
-                         by_destination.get(name, []))
+                         by_destination.get(name, []), _pruned_after(config))
             for name in names],
     }
 
 
+def _pruned_after(config: Config) -> str | None:
+    """How retention removes finished deliveries while their event stays, in words (None when
+    it keeps them as long as the event)."""
+    r = config.retention
+    rules = [f"{name} = {days}" for name, days in (("delivered_days", r.delivered_days),
+                                                   ("dead_days", r.dead_days))
+             if days and (not r.events_days or days < r.events_days)]
+    return ", ".join(rules) or None
+
+
 def _destination(destination: Destination | None, name: str, source: str, integrations: Any,
-                 rows: list[Any]) -> dict[str, Any]:
+                 rows: list[Any], pruned_after: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"destination": name, "deliveries": len(rows)}
     if rows:
         latest = rows[-1]
@@ -101,9 +111,12 @@ def _destination(destination: Destination | None, name: str, source: str, integr
     routed, rule = routing.decision(destination, integrations)
     if not routed:
         return {**out, "verdict": NOT_ROUTED, "delivery": None, "words": f"not routed: {rule}"}
-    return {**out, "verdict": NO_DELIVERY, "delivery": None,
-            "words": "no delivery: it would be routed now, so the destination was added or "
-                     "linked to the source after the event arrived (a replay sends it)"}
+    words = ("no delivery: it would be routed now, so the destination was added or linked to "
+             "the source after the event arrived (a replay sends it)")
+    if pruned_after:
+        words += (f", or retention removed its finished delivery ([retention] {pruned_after}) "
+                  "while the event stays")
+    return {**out, "verdict": NO_DELIVERY, "delivery": None, "words": words}
 
 
 def _delivery_words(d: Any) -> tuple[str, str]:
@@ -115,6 +128,8 @@ def _delivery_words(d: Any) -> tuple[str, str]:
         return d.state, f"delivered at {_iso(d.updated_at)} ({status}, {attempts})"
     if d.state == outbox.SKIPPED:
         reason = d.last_error or "no reason recorded"
+        if reason.startswith("Filtered: "):  # the destination's filters (gateway/filters.py)
+            return d.state, f"skipped by the destination's filters: {reason[10:]}"
         return d.state, f"skipped by the destination's adapter: {reason}"
     if d.state == outbox.DEAD:
         return d.state, f"dead after {attempts}: {last or 'no error recorded'}"

@@ -220,7 +220,10 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
     if new:
         IdentityGraph(connection).apply(m for _, _, m in new)
     candidates: dict[tuple[int, str], list] = {}
-    routed: dict[tuple[str, ...], list[int]] = {}  # destinations → the events they receive
+    # runs of consecutive events routed alike → one statement each, in arrival order: delivery
+    # ids must follow event ids for every destination (per-user order, §2.3), so events routed
+    # differently in between start a new run
+    routed: list[tuple[tuple[str, ...], list[int]]] = []
     queued = [0] * len(requests)
     for index, event_id, message in new:
         request = requests[index]
@@ -230,9 +233,12 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
                 request.config, request.source)
         names = tuple(d.name for d in route(wanted, message.payload.get("integrations")))
         if names:
-            routed.setdefault(names, []).append(event_id)
+            if routed and routed[-1][0] == names:
+                routed[-1][1].append(event_id)
+            else:
+                routed.append((names, [event_id]))
             queued[index] += len(names)
-    for names, event_ids in routed.items():
+    for names, event_ids in routed:
         outbox.queue_routed(connection, names, event_ids)
     stored = [0] * len(requests)
     for index, _, _ in new:

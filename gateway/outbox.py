@@ -137,14 +137,16 @@ def _routed_statement(destinations: tuple[str, ...]) -> Insert:
 
 
 def queue_deletion(connection: Connection, regulation_id: int, destinations: Sequence[str],
-                   user_key: str) -> None:
+                   user_key: str, not_before: datetime | None = None) -> None:
     """A regulation's deletion (gateway/regulations): one pending delivery per destination that
     carries the regulation instead of an event. Its user key is the profile's, so it waits
-    behind that person's earlier deliveries like any event would."""
+    behind that person's earlier deliveries like any event would; `not_before` holds it back
+    behind sends in flight whose rows the deletion removed."""
     now = datetime.now(UTC)
+    due = max(now, not_before) if not_before is not None else now
     connection.execute(insert(deliveries), [
         {"event_id": None, "regulation_id": regulation_id, "destination": name,
-         "user_key": user_key, "state": PENDING, "attempts": 0, "next_attempt_at": now,
+         "user_key": user_key, "state": PENDING, "attempts": 0, "next_attempt_at": due,
          "created_at": now, "updated_at": now} for name in destinations])
 
 

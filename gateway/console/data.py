@@ -208,4 +208,25 @@ def circuit_status() -> Callable[[Connection, str], Any] | None:
             continue
         if callable(found):
             return found
-    return None
+    lanes: dict[str, dict[str, float]] | None = None
+
+    def lane_status(connection: Connection, destination: str) -> str | None:
+        nonlocal lanes
+        if lanes is None:  # read once per page
+            lanes = metrics.destination_status()
+        return _lane_words(lanes.get(destination))
+    return lane_status
+
+
+_CIRCUIT_WORDS = {0.0: "closed", 0.5: "half-open", 1.0: "open"}
+
+
+def _lane_words(lane: dict[str, float] | None) -> str | None:
+    """The delivery worker's own per-destination state (lanes.py), as it publishes it to the
+    gauges any process can read (metrics.destination_status); None before it has published."""
+    if not lane or "circuit_open" not in lane:
+        return None
+    words = _CIRCUIT_WORDS.get(lane["circuit_open"], "open")
+    if "rate_tokens" in lane:
+        words += f", {lane['rate_tokens']:g} tokens"
+    return words

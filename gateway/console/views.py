@@ -23,6 +23,7 @@ from gateway.replay import Conflict, NotFound, replay, retry_dead
 
 STREAM_SECONDS = 25.0  # one stream's life; EventSource reconnects with Last-Event-ID
 POLL_SECONDS = 0.25  # a committed event is on the page within about this
+LOOK_BACK = 2_000  # ids below the newest sent that may still commit (two group commits' worth)
 PAGE = 50
 REPLAY_FILTERS = ("source", "type", "event", "user_id", "anonymous_id", "since", "until")
 
@@ -90,11 +91,18 @@ def stream() -> Response:
         yield f"retry: 1000\nid: {after}\n\n"
         deadline = time.monotonic() + STREAM_SECONDS
         quiet_since = time.monotonic()
+        floor = after
+        sent: set[int] = set()  # ids sent within the look-back window
         while time.monotonic() < deadline:
+            # look back LOOK_BACK ids: on PostgreSQL a transaction (another process's group
+            # commit) may commit an id below one already sent; skip what was sent
             with engine.connect() as connection:
-                rows = data.events_after(connection, after, filters)
+                rows = data.events_after(connection, max(floor, after - LOOK_BACK), filters)
+            rows = [r for r in rows if r["id"] not in sent]
             if rows:
-                after = rows[-1]["id"]
+                sent.update(r["id"] for r in rows)
+                after = max(after, rows[-1]["id"])
+                sent = {i for i in sent if i > after - LOOK_BACK}
                 yield f"id: {after}\nevent: events\ndata: {orjson.dumps(rows).decode()}\n\n"
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > 10:

@@ -157,6 +157,8 @@ class Recorder:
 
 def _succeeded(f: Finished) -> bool:
     o = f.outcome
+    if o.accepted:
+        return True
     return (o.status is not None and 200 <= o.status <= 299 and not o.error_class
             and o.error is None and o.rejected is None)
 

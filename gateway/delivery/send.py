@@ -178,8 +178,9 @@ def _deletion(claimed: Claimed, target: Target) -> Outcome:
     except AdapterError as error:
         outcome = refused(error)
         return dataclasses.replace(outcome, status=answers[-1].status) if answers else outcome
+    # the adapter returned: the destination deleted the person, or never had them (404)
     return Outcome(answer.status, None, answer.text or "",
-                   int((time.monotonic() - started) * 1000))
+                   int((time.monotonic() - started) * 1000), accepted=True)
 
 
 class DestinationRemoved(AdapterError):

@@ -32,6 +32,7 @@ class Outcome:
     rejected: str | None = None  # a batch item the destination refused inside a 2xx answer
     released: bool = False  # sent back unsent: no attempt happened
     not_before: datetime | None = None  # for a released delivery: when to try again
+    accepted: bool = False  # the adapter judged the answer a success (a deletion's 404: gone)
 
     @property
     def answered(self) -> bool:
@@ -73,6 +74,8 @@ def classify(outcome: Outcome, *, attempt: int, first_attempt_at: datetime, now:
     if outcome.released:
         return Verdict(outbox.RETRYING, outcome.not_before or now, None,
                        counts=False)
+    if outcome.accepted:
+        return Verdict(outbox.DELIVERED, now, None)
     reason = f"{outcome.label}: {outcome.text[:REASON_CHARS]}"
     if outcome.error is not None:
         if isinstance(outcome.error, Unsupported):

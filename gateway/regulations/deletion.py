@@ -11,9 +11,10 @@ it needs wait in `regulation_subjects` and are erased once every destination has
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, or_, select
+from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from adapters.base import Adapter, HttpRequest, Lookup, LookupResponse, Unsupported
 from gateway import outbox
@@ -27,6 +28,25 @@ from gateway.models import (
     regulation_subjects,
 )
 from gateway.regulations.keys import Profile
+
+# the longest one request of a send may take once started (delivery/client.py: connect + read)
+SEND_MARGIN = timedelta(seconds=35)
+
+
+def in_flight_until(connection: Connection, profile: Profile) -> datetime | None:
+    """When the sends of the profile's events that a worker holds right now are surely over
+    (their latest lease, plus one request's time), or None. delete_profile removes those rows
+    but not the sends: the deletion requests wait until then, so no event of the person
+    reaches a destination after its deletion and recreates the person there."""
+    users, anonymous = profile.values("userId"), profile.values("anonymousId")
+    conditions = ([events.c.user_id.in_(users)] if users else []) + (
+        [events.c.anonymous_id.in_(anonymous)] if anonymous else [])
+    if not conditions:
+        return None
+    lease = connection.execute(select(func.max(deliveries.c.lease_expires_at)).where(
+        deliveries.c.event_id.in_(select(events.c.id).where(or_(*conditions))),
+        deliveries.c.state == outbox.DELIVERING)).scalar()
+    return None if lease is None else lease + SEND_MARGIN
 
 
 def delete_profile(connection: Connection, profile: Profile) -> dict[str, int]:
@@ -61,7 +81,7 @@ def delete_profile(connection: Connection, profile: Profile) -> dict[str, int]:
 
 
 def queue_requests(connection: Connection, config: Config, regulation_id: int,
-                   profile: Profile) -> list[str]:
+                   profile: Profile, not_before: datetime | None = None) -> list[str]:
     """One deletion delivery per enabled destination (each adapter decides whether it can
     delete: those that cannot end `skipped`, reported `unsupported`). Returns their names."""
     names = [d.name for d in config.destinations if d.enabled]
@@ -69,7 +89,7 @@ def queue_requests(connection: Connection, config: Config, regulation_id: int,
         return []
     connection.execute(insert(regulation_subjects).values(
         regulation_id=regulation_id, payload=subject_payload(profile)))
-    outbox.queue_deletion(connection, regulation_id, names, profile.user_key)
+    outbox.queue_deletion(connection, regulation_id, names, profile.user_key, not_before)
     return names
 
 

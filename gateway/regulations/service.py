@@ -54,6 +54,8 @@ def create(engine: Engine, config: Config, kind: str, subject: Subject) -> dict[
         raise InvalidRequest(f"type: one of {', '.join(TYPES)}")
     now = datetime.now(UTC)
     with write_transaction(engine) as connection:
+        if kind != "unsuppress":  # wait for writes past their suppression check (PostgreSQL)
+            suppression.hold_back_ingest(connection)
         profile = resolve_profile(connection, subject, lock=True)
         regulation_id = connection.execute(insert(regulations).values(
             type=kind, status=RUNNING, subject_kind=subject.kind, counts={}, created_at=now)
@@ -66,8 +68,10 @@ def create(engine: Engine, config: Config, kind: str, subject: Subject) -> dict[
             counts["unsuppressed_keys"] = suppression.unsuppress(connection, profile.keys)
         queued: list[str] = []
         if kind in DELETING:
+            in_flight = deletion.in_flight_until(connection, profile)
             counts.update(deletion.delete_profile(connection, profile))
-            queued = deletion.queue_requests(connection, config, regulation_id, profile)
+            queued = deletion.queue_requests(connection, config, regulation_id, profile,
+                                             in_flight)
         done = not queued
         connection.execute(update(regulations).where(regulations.c.id == regulation_id).values(
             counts=counts, status=FINISHED if done else RUNNING,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ARRAY, Connection, String, any_, bindparam, delete, select
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway import metrics
@@ -38,9 +38,27 @@ _ADD = {name: dialect.insert(suppressed_keys).on_conflict_do_nothing(index_eleme
         for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 
 
+# PostgreSQL: every ingest transaction holds this advisory lock shared from its suppression
+# check to its commit, and a regulation that suppresses or deletes takes it exclusively first:
+# it waits for the writes already past the check (and then sees their events to delete), and
+# writes that start meanwhile wait for it (and then see the suppression).
+_INGEST_LOCK = 0x6761746577617952  # a constant no identity key hash is expected to hit
+_SHARED = text("SELECT pg_advisory_xact_lock_shared(:k)")
+_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:k)")
+
+
+def hold_back_ingest(connection: Connection) -> None:
+    """A regulation's transaction, before it reads the profile (PostgreSQL; SQLite has one
+    writer): no ingest transaction is between its suppression check and its commit."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_EXCLUSIVE, {"k": _INGEST_LOCK})
+
+
 def suppressed_messages(connection: Connection, requests: Sequence[_Request]) -> set[int]:
     """`id()` of every message to drop because it names a suppressed key; counted in
     gateway_events_suppressed_total. The message's other keys become suppressed too."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_SHARED, {"k": _INGEST_LOCK})
     named: list[tuple[_Request, Message, dict[str, Key]]] = []
     wanted: set[str] = set()
     for request in requests:

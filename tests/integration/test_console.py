@@ -167,3 +167,66 @@ def test_counts_are_capped(client: FlaskClient, engine, monkeypatch: pytest.Monk
     assert all(capped[n]["pending"].capped for n in ("cio", "kustomer-main"))
     assert sum(capped[n]["pending"].value for n in ("cio", "kustomer-main")) == 6
     assert str(capped["paused"]["pending"]) == "0"
+
+
+def test_destinations_show_the_workers_circuit_state(client: FlaskClient) -> None:
+    """Issue 13: the destinations overview shows the circuit / rate-limit state where there is
+    one — the delivery worker publishes it per destination (metrics.publish_lane)."""
+    from gateway import metrics
+
+    sign_in(client)
+    metrics.publish_lane("cio", {"circuit": "open", "in_flight": 0, "tokens": 3})
+    try:
+        page = client.get("/console/destinations").get_data(as_text=True)
+        row = re.search(r'<tr data-destination="cio">(.*?)</tr>', page, re.S).group(1)
+        assert "circuit" in page and "open" in row
+    finally:
+        metrics.publish_lane("cio", {"circuit": "closed", "in_flight": 0, "tokens": 3})
+
+
+def test_the_stream_sends_an_event_whose_commit_came_after_a_newer_ones(
+        client: FlaskClient, engine) -> None:
+    """Several processes on PostgreSQL: an event's id is taken at insert and its transaction
+    may commit after a later id's. The live feed must still show it (not skip past its id)."""
+    from datetime import UTC, datetime
+
+    from gateway.models import events
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's single writer commits ids in order")
+    track(client, "first")
+    sign_in(client)
+    answer = client.get("/console/stream", buffered=False)
+    chunks = iter(answer.response)
+    next(chunks)  # retry/id preamble: the stream starts after "first"
+    now = datetime.now(UTC)
+    slow = engine.connect()  # another process's group commit, still writing
+    transaction = slow.begin()
+    slow.execute(events.insert().values(
+        source="web", message_id="slow", type="track", event="Bought", user_id="u1",
+        timestamp=now, received_at=now, payload={"type": "track", "messageId": "slow"}))
+    track(client, "fast")  # a newer id, committed first
+    assert '"fast"' in next(chunks).decode()
+    transaction.commit()
+    slow.close()
+    later = ""
+    while '"slow"' not in later:
+        chunk = next(chunks, None)
+        assert chunk is not None, "the stream ended without the late-committed event"
+        later += chunk.decode()
+    answer.close()
+
+
+def test_the_desk_lists_a_regulations_deletion_deliveries(client: FlaskClient) -> None:
+    """A deletion request to a destination is a delivery without an event (issue 14): the
+    deliveries desk lists it (no link to an event page) instead of failing."""
+    track(client, "m1")
+    answer = client.post("/admin/v1/regulations", json={
+        "type": "delete", "subject": {"user_id": "u1"}},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert answer.status_code == 202
+    sign_in(client)
+    page = client.get("/console/deliveries?state=pending")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "regulation" in text and "/console/events/None" not in text

@@ -227,3 +227,26 @@ def test_a_broken_record_never_fails_a_request(setup) -> None:
         "invalid_write_key"
     assert rejections.flush(engine)  # the writer failed, logged, and carried on
     assert [e["message_id"] for e in stored_events(engine)] == ["ok-2"]
+
+
+def test_a_delivery_removed_by_retention_is_not_explained_as_a_later_destination(
+        setup: Any) -> None:
+    """Retention prunes delivered deliveries after 7 days and their events after 30: for an
+    event in between, explain must not claim the destination was added after it arrived."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.retention import Pruner
+
+    app, worker, _, _ = setup
+    client = app.test_client()
+    body = {"userId": "u1", "event": "Old", "messageId": "kept-event"}
+    assert client.post("/v1/track", json=body, headers=basic(WRITE_KEY)).status_code == 200
+    drain(worker)
+    config = app.extensions["gateway.config"]
+    in_nine_days = datetime.now(UTC) + timedelta(days=9)
+    Pruner(app.extensions["gateway.engine"], config.retention,
+           now=lambda: in_nine_days).prune_all()
+    found = client.get("/admin/v1/explain?message_id=kept-event", headers=TOKEN).get_json()
+    hook = next(d for d in found["events"][0]["destinations"] if d["destination"] == "hook")
+    assert hook["delivery"] is None
+    assert "retention" in hook["words"]

@@ -297,3 +297,24 @@ def test_a_real_server_under_concurrent_load_stores_every_200_once(
         assert sorted(stored) == sorted({message_id for _, message_id in answers})
     finally:
         gateway.stop()
+
+
+def test_deliveries_follow_arrival_order_when_messages_are_routed_differently(
+        client, engine) -> None:
+    """Per-user order (DESIGN.md §2.3) follows delivery ids: a user's messages routed to
+    different sets of destinations (their `integrations` objects) must still get their
+    deliveries to one destination in arrival order."""
+    only_cio = {"All": False, "Customer.io": True}
+    batch = [
+        {"type": "track", "event": "first", "userId": "u-order", "messageId": "o-1",
+         "integrations": only_cio},
+        {"type": "track", "event": "second", "userId": "u-order", "messageId": "o-2"},
+        {"type": "track", "event": "third", "userId": "u-order", "messageId": "o-3",
+         "integrations": only_cio},
+    ]
+    response = client.post("/v1/batch", json={"batch": batch}, headers=basic(WRITE_KEY))
+    assert response.status_code == 200
+    event_ids = {row["id"]: row["message_id"] for row in stored_events(engine)}
+    to_cio = [event_ids[d["event_id"]] for d in stored_deliveries(engine)
+              if d["destination"] == "cio"]
+    assert to_cio == ["o-1", "o-2", "o-3"]

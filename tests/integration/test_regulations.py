@@ -401,3 +401,66 @@ def test_a_dead_deletion_retried_after_its_regulation_closed_says_why(env: Env) 
     assert row["id"] == delivery_id and row["state"] == "skipped"
     assert "erased when its regulation finished" in row["last_error"]
     assert "erin" not in everything(env.engine)
+
+
+def test_a_destination_that_no_longer_knows_the_person_counts_as_deleted(env: Env) -> None:
+    """Custify and Customer.io answer 404 for a person they do not have: the adapters read
+    that as "gone", so the deletion is finished there, not a failure."""
+    env.standin.answer_for = lambda r: Answer(404, {"error": "not found"}) \
+        if r.method == "DELETE" else None
+    regulation = env.regulate("delete", user_id="gone-9")
+    env.deliver()
+    done = env.regulation(regulation["id"])
+    assert {n: d["status"] for n, d in done["destinations"].items()} == {
+        "custify": "finished", "cio": "finished", "hook": "unsupported"}
+    assert done["status"] == "finished"
+
+
+def test_a_deletion_does_not_overtake_a_send_in_flight(env: Env) -> None:
+    """A worker may be sending the person's event when the deletion removes its row: the
+    deletion requests must not be claimable until that send is over, or the event would reach
+    the destination after the deletion and recreate the person there."""
+    env.send(*ann_history())
+    in_flight = env.worker.claim(100)  # claimed, not yet sent (a lane's queue, a slow answer)
+    assert {c.destination for c in in_flight} >= {"custify", "cio"}
+    env.regulate("delete", user_id=ANN["userId"])
+    overtaking = [c for c in env.worker.claim(100) if c.regulation_id is not None]
+    assert overtaking == []
+
+
+def test_a_request_being_written_cannot_outlive_a_suppress_with_delete(env: Env) -> None:
+    """PostgreSQL, several processes: a group commit that passed the suppression check but has
+    not committed yet when a suppress_with_delete runs must not leave the person's event (and a
+    new profile) behind once both have committed: the regulation waits for it."""
+    import threading
+    from datetime import UTC, datetime
+
+    from gateway import ingest
+    from gateway.identity import IdentityGraph
+    from gateway.messages import RequestInfo, normalise_batch
+    from gateway.regulations.suppression import suppressed_messages
+
+    if env.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer: a regulation never runs beside a write")
+    env.send(*ann_history())
+    config = env.app.extensions["gateway.config"]
+    now = datetime.now(UTC)
+    messages, _ = normalise_batch([{"type": "track", "messageId": "in-flight",
+                                    "userId": ANN["userId"], "event": "Late"}],
+                                  RequestInfo(received_at=now), config.limits)
+    request = ingest._Request(config, "web", messages, now)
+    with env.engine.connect() as writing:  # ingest._store, step by step
+        transaction = writing.begin()
+        assert suppressed_messages(writing, [request]) == set()
+        ingest._insert_new_events(writing, [ingest._event_row("web", messages[0], now)])
+        done: list[dict[str, Any]] = []
+        regulating = threading.Thread(target=lambda: done.append(
+            env.regulate("suppress_with_delete", user_id=ANN["userId"])))
+        regulating.start()
+        regulating.join(1.0)
+        IdentityGraph(writing).apply(messages)
+        transaction.commit()
+    regulating.join(10)
+    assert done and done[0]["status"] == "running"
+    assert event_count(env.engine) == 0
+    assert "in-flight" not in everything(env.engine)

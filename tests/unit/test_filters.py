@@ -262,3 +262,18 @@ def test_retention_table_is_checked() -> None:
     env = {"GATEWAY_RETENTION_EVENTS_DAYS": "3"}
     assert from_mapping(base, env=env).retention.events_days == 3
 
+
+
+def test_explain_names_the_filter_not_the_adapter_for_a_filtered_delivery() -> None:
+    """A destination filter's skip is the filter's decision (issue 14: 'so explain can say
+    why'), not the adapter's."""
+    from types import SimpleNamespace
+
+    from gateway.explain import _delivery_words
+
+    row = SimpleNamespace(state="skipped", attempts=1, last_status=None,
+                          last_error="Filtered: dropped by filter 'test-events'",
+                          next_attempt_at=None, updated_at=None)
+    state, words = _delivery_words(row)
+    assert state == "skipped"
+    assert "adapter" not in words and "filter 'test-events'" in words
