@@ -35,11 +35,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
-from sqlalchemy import Engine, insert, text  # noqa: E402
+from sqlalchemy import Engine, insert  # noqa: E402
 
+from bench.ingest import database as bench_database  # noqa: E402
 from gateway import identity, ingest, outbox  # noqa: E402
 from gateway.config import from_mapping  # noqa: E402
-from gateway.db import make_engine, migrate, normalise_url, write_transaction  # noqa: E402
+from gateway.db import make_engine, write_transaction  # noqa: E402
 from gateway.messages import RequestInfo, normalise_batch  # noqa: E402
 from gateway.models import events, identities, identity_keys  # noqa: E402
 
@@ -112,26 +113,10 @@ def gateway(engine: Engine, url: str) -> Callable[[list[dict[str, Any]], datetim
 
 @contextmanager
 def database(postgres_url: str | None) -> Iterator[str]:
-    """A migrated database with USERS profiles of two keys each; dropped afterwards."""
-    if postgres_url is None:
-        with tempfile.TemporaryDirectory(prefix="gateway-floor-") as tmp:
-            url = f"sqlite:///{tmp}/floor.db"
-            migrate(url)
-            yield url
-        return
-    schema = f"floor_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(normalise_url(postgres_url))
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in postgres_url else "?"
-    try:
-        url = f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
-        migrate(url)
+    """A fresh, migrated database (bench/ingest.py's: a SQLite file or a throwaway schema)."""
+    with tempfile.TemporaryDirectory(prefix="gateway-floor-") as tmp, \
+            bench_database("floor", Path(tmp), postgres_url) as url:
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def load_profiles(engine: Engine) -> None:
