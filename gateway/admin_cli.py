@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
+from sqlalchemy import Engine
 
 from gateway import queries
 from gateway.config import Config
@@ -59,18 +61,26 @@ def _filters(parser: argparse.ArgumentParser, names: Sequence[str], paging: bool
     parser.add_argument("--json", action="store_true", help="JSON instead of a table")
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    """Run one admin command. These never create a database, and need a migrated one."""
+@contextmanager
+def migrated_engine(config: Config) -> Iterator[Engine]:
+    """The database of an admin command: never created by one, and migrated already."""
     require_existing(config.database_url)
     engine = make_engine(config.database_url)
     try:
         require_current_schema(engine)
-        return _dispatch(args, config, engine)
-    except (queries.QueryError, NotFound, Conflict) as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, NotFound | Conflict) else 2
+        yield engine
     finally:
         engine.dispose()
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Run one admin command. These never create a database, and need a migrated one."""
+    with migrated_engine(config) as engine:
+        try:
+            return _dispatch(args, config, engine)
+        except (queries.QueryError, NotFound, Conflict) as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 1 if isinstance(exc, NotFound | Conflict) else 2
 
 
 def _dispatch(args: argparse.Namespace, config: Config, engine: Any) -> int:

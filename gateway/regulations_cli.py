@@ -10,9 +10,8 @@ from typing import Any
 
 import orjson
 
-from gateway.admin_cli import table
+from gateway.admin_cli import migrated_engine, table
 from gateway.config import Config
-from gateway.db import make_engine, require_current_schema, require_existing
 from gateway.queries import DEFAULT_LIMIT, QueryError
 from gateway.regulations import service
 from gateway.regulations.keys import InvalidRequest, make_subject
@@ -54,18 +53,14 @@ def add_commands(add: AddCommand) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    require_existing(config.database_url)
-    engine = make_engine(config.database_url)
-    try:
-        require_current_schema(engine)
-        if args.command == "regulations":
-            return _list(engine, args)
-        return _apply(engine, config, args)
-    except (InvalidRequest, QueryError) as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        engine.dispose()
+    with migrated_engine(config) as engine:
+        try:
+            if args.command == "regulations":
+                return _list(engine, args)
+            return _apply(engine, config, args)
+        except (InvalidRequest, QueryError) as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 2
 
 
 def _apply(engine: Any, config: Config, args: argparse.Namespace) -> int:
