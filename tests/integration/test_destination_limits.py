@@ -77,6 +77,20 @@ def delivered(engine) -> int:
 
 # -- configuration ------------------------------------------------------------------------------
 
+def send_and_deliver(config: Config, messages: list[dict[str, Any]]) -> None:
+    """Send `messages` through the tracking API, then run a worker until all are delivered."""
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    worker = Worker(engine, config)
+    send(app, KEY_B, messages)
+    try:
+        with Running(worker):
+            wait_for(lambda: delivered(engine) == len(messages), 20, "all delivered")
+    finally:
+        worker.close()
+        engine.dispose()
+
+
 def test_limits_load_beside_settings_with_type_defaults(database_url: str) -> None:
     config = from_mapping({
         "database_url": database_url, "admin_token": "t",
@@ -151,16 +165,7 @@ def test_a_destination_holds_at_most_its_concurrency_budget(database_url: str) -
 def test_the_rate_limit_spaces_requests(database_url: str, standin: StandIn) -> None:
     timed = Timed(standin)
     config = config_for(database_url, standin.url, {"rate_per_second": 20, "burst": 1})
-    app = create_app(config)
-    engine = app.extensions["gateway.engine"]
-    worker = Worker(engine, config)
-    send(app, KEY_B, tracks("u", 21))
-    try:
-        with Running(worker):
-            wait_for(lambda: delivered(engine) == 21, 20, "all delivered")
-    finally:
-        worker.close()
-        engine.dispose()
+    send_and_deliver(config, tracks("u", 21))
     span = timed.times[-1] - timed.times[0]
     assert len(timed.times) == 21
     assert span >= 20 / 20 * 0.9, f"21 requests at 20/s took only {span:.2f} s"
@@ -184,16 +189,7 @@ def test_x_ratelimit_headers_pause_the_destination(database_url: str,
 
     standin.answer_for = answer
     config = config_for(database_url, standin.url, {"concurrency": 1})
-    app = create_app(config)
-    engine = app.extensions["gateway.engine"]
-    worker = Worker(engine, config)
-    send(app, KEY_B, tracks("u", 3))
-    try:
-        with Running(worker):
-            wait_for(lambda: delivered(engine) == 3, 20, "all delivered")
-    finally:
-        worker.close()
-        engine.dispose()
+    send_and_deliver(config, tracks("u", 3))
     gap = timed.times[1] - timed.times[0]
     assert len(timed.times) == 3 and gap >= 0.9, f"second request after {gap:.2f} s"
 
@@ -284,17 +280,8 @@ def test_kustomer_lookups_spend_its_default_rate_limit(database_url: str,
                           "settings": {"apiKey": "kus-key"}}],
         "worker": {"concurrency": 4, "poll_interval_ms": 20, "lease_seconds": 60},
     })
-    app = create_app(config)
-    engine = app.extensions["gateway.engine"]
-    worker = Worker(engine, config)
-    send(app, KEY_B, [{"type": "identify", "userId": f"k-{n}", "messageId": f"k-{n}"}
-                      for n in range(5)])
-    try:
-        with Running(worker):
-            wait_for(lambda: delivered(engine) == 5, 20, "all delivered")
-    finally:
-        worker.close()
-        engine.dispose()
+    send_and_deliver(config, [{"type": "identify", "userId": f"k-{n}", "messageId": f"k-{n}"}
+                              for n in range(5)])
     assert len(times) == 10 and [r.method for r in standin.requests].count("GET") == 5
     span = times[-1] - times[0]
     assert span >= 1.3, f"10 requests at 4/s (burst 4) took only {span:.2f} s"
