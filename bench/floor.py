@@ -75,7 +75,7 @@ def bare_store(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], Non
 
 def outbox_floor(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], None]:
     insert_events = ingest._INSERT_EVENTS[engine.dialect.name]
-    queue = outbox._routed_statement(DESTINATIONS)
+    queue = outbox._queue_statement(DESTINATIONS)
     load = identity._load_statement(("userId", "anonymousId"))
 
     def write(batch: list[dict[str, Any]], now: datetime) -> None:
@@ -87,7 +87,7 @@ def outbox_floor(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], N
             profiles = {row.id for row in connection.execute(load, keys)}
             connection.execute(identity._UPDATE_SEEN, [
                 {"b_id": p, "b_first": now, "b_last": now} for p in profiles])
-            connection.execute(queue, {"event_ids": new})
+            connection.execute(queue, {"event_ids": new, "at": None, "replay_id": None})
 
     return write
 

@@ -75,37 +75,17 @@ def user_key() -> Any:
     return func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
 
 
-def _queue_statement() -> Insert:
-    """One `pending` row per event for a destination, copied from the events rows in the
-    database (INSERT … SELECT): no per-row values cross from Python. Executed with
-    `destination`, the expanding `event_ids`, `at` (None: the event's received_at, as ingest
-    wants; replay passes now) and `replay_id` (None outside a replay)."""
-    at = func.coalesce(bindparam("at", type_=deliveries.c.next_attempt_at.type),
-                       events.c.received_at)
-    rows = select(
-        events.c.id, bindparam("destination", type_=String), user_key(), literal(PENDING),
-        literal(0), at, at, at, bindparam("replay_id", type_=String),
-    ).where(events.c.id.in_(bindparam("event_ids", expanding=True))).order_by(events.c.id)
-    return insert(deliveries).from_select(
-        ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
-         "created_at", "updated_at", "replay_id"], rows)
-
-
-QUEUE = _queue_statement()  # built once per process; SQLAlchemy caches its compiled form
-QUEUE_RETURNING = QUEUE.returning(deliveries.c.id)
-
-
 def queue(connection: Connection, destination: str, event_ids: Sequence[int],
           at: datetime | None = None, replay_id: str | None = None) -> int:
-    """Queue one pending delivery per event to `destination`; returns how many."""
+    """Replay's insert: one pending delivery per event to `destination`, due `at` (None: the
+    event's received_at); returns how many."""
     if not event_ids:
         return 0
-    params = {"destination": destination, "event_ids": list(event_ids), "at": at,
-              "replay_id": replay_id}
+    params = {"event_ids": list(event_ids), "at": at, "replay_id": replay_id}
     if replay_id is None:
-        connection.execute(QUEUE, params)
+        connection.execute(_queue_statement((destination,)), params)
         return len(event_ids)
-    return len(connection.execute(QUEUE_RETURNING, params).all())
+    return len(connection.execute(_queue_returning((destination,)), params).all())
 
 
 def queue_routed(connection: Connection, destinations: tuple[str, ...],
@@ -115,25 +95,36 @@ def queue_routed(connection: Connection, destinations: tuple[str, ...],
     many rows were queued."""
     if not event_ids or not destinations:
         return 0
-    connection.execute(_routed_statement(destinations), {"event_ids": list(event_ids)})
+    connection.execute(_queue_statement(destinations),
+                       {"event_ids": list(event_ids), "at": None, "replay_id": None})
     return len(event_ids) * len(destinations)
 
 
 @functools.lru_cache(maxsize=256)
-def _routed_statement(destinations: tuple[str, ...]) -> Insert:
-    """QUEUE for a set of destinations at once (the events × destinations, INSERT … SELECT).
-    Rows are made event by event, in id order, so delivery ids follow arrival order for every
-    destination (per-user order, §2.3). Built once per set of destinations."""
+def _queue_statement(destinations: tuple[str, ...]) -> Insert:
+    """One `pending` row per event and destination, copied from the events rows in the
+    database (INSERT … SELECT): no per-row values cross from Python, and the events × the
+    destinations are one statement. Rows are made event by event, in id order, so delivery ids
+    follow arrival order for every destination (per-user order, §2.3). Executed with the
+    expanding `event_ids`, `at` (None: the event's received_at, as ingest wants; replay passes
+    now) and `replay_id` (None outside a replay). Built once per set of destinations."""
     names = union_all(*(select(literal(name, String).label("name"), literal(n).label("ord"))
                         for n, name in enumerate(destinations))).subquery("routed")
+    at = func.coalesce(bindparam("at", type_=deliveries.c.next_attempt_at.type),
+                       events.c.received_at)
     rows = select(
-        events.c.id, names.c.name, user_key(), literal(PENDING), literal(0),
-        events.c.received_at, events.c.received_at, events.c.received_at,
+        events.c.id, names.c.name, user_key(), literal(PENDING), literal(0), at, at, at,
+        bindparam("replay_id", type_=String),
     ).select_from(events.join(names, true())).where(
         events.c.id.in_(bindparam("event_ids", expanding=True))).order_by(events.c.id, names.c.ord)
     return insert(deliveries).from_select(
         ["event_id", "destination", "user_key", "state", "attempts", "next_attempt_at",
-         "created_at", "updated_at"], rows)
+         "created_at", "updated_at", "replay_id"], rows)
+
+
+@functools.lru_cache(maxsize=256)
+def _queue_returning(destinations: tuple[str, ...]) -> Insert:
+    return _queue_statement(destinations).returning(deliveries.c.id)
 
 
 def queue_deletion(connection: Connection, regulation_id: int, destinations: Sequence[str],
