@@ -48,6 +48,10 @@ class LookupResponse:
     status: int
     body: Any  # parsed JSON, or None when the body was empty or not JSON
     text: str = ""
+    # the destination's own rate-limit headers (x-ratelimit-remaining / -reset in seconds),
+    # so a lookup tightens its lane's bucket like any other answer; None when not sent
+    rate_remaining: int | None = None
+    rate_reset: float | None = None
 
 
 Lookup = Callable[[HttpRequest], LookupResponse]

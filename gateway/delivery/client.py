@@ -38,6 +38,16 @@ class Sent:
     rate_reset: float | None = None  # seconds until its window resets (x-ratelimit-reset)
 
 
+class NoAnswer(Retryable):
+    """A lookup that got no HTTP answer (connection failed, timed out). It carries the status-less
+    `Sent`, so a lane's circuit breaker can count it as the connection failure it is, while an
+    adapter still sees a plain `Retryable`."""
+
+    def __init__(self, sent: Sent) -> None:
+        super().__init__(f"lookup failed: {sent.error_class}", 503)
+        self.sent = sent
+
+
 class HttpClient:
     """A pooled urllib3 client. Measured (issue 12): `requests` spent ~0.3 ms per request
     re-reading the environment's proxy settings and merging its session; urllib3 alone costs
@@ -108,12 +118,13 @@ class HttpClient:
         def run(request: HttpRequest) -> LookupResponse:
             sent = self.send(request, endpoint)
             if sent.status is None:
-                raise Retryable(f"lookup failed: {sent.error_class}", 503)
+                raise NoAnswer(sent)
             try:
                 body = orjson.loads(sent.text) if sent.text else None
             except orjson.JSONDecodeError:
                 body = None
-            return LookupResponse(sent.status, body, sent.text)
+            return LookupResponse(sent.status, body, sent.text, sent.rate_remaining,
+                                  sent.rate_reset)
         return run
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from adapters.base import HttpRequest, Lookup, LookupResponse, Retryable
-from gateway.delivery.client import Sent
+from gateway.delivery.client import NoAnswer, Sent
 from gateway.delivery.limits import Limits
 from gateway.delivery.verdict import Outcome, released
 
@@ -133,6 +133,13 @@ class CircuitBreaker:
                     self.opened_count += 1
                 self.state, self.opened_at, self.probing = OPEN, self.clock(), False
 
+    def release(self) -> None:
+        """A probe let through by `allow()` that never went out (no token, a bug): let the
+        next one go, instead of waiting forever for an answer that cannot come."""
+        with self._lock:
+            if self.state == HALF_OPEN:
+                self.probing = False
+
     def retry_at(self) -> float:
         """When the next probe may go (monotonic seconds)."""
         return self.opened_at + self.open_seconds
@@ -195,6 +202,7 @@ class Lane:
             return released("not sent: the destination's circuit is open",
                             datetime.now(UTC) + timedelta(seconds=wait))
         if not self.bucket.take(self.stopping, most=self.lease_seconds / 4 or 1.0):
+            self.breaker.release()
             return released("not sent: rate limit", datetime.now(UTC))
         return None
 
@@ -205,17 +213,31 @@ class Lane:
         if sent.rate_remaining is not None and sent.rate_remaining <= 0:
             self.bucket.pause(sent.rate_reset if sent.rate_reset is not None else 1.0)
 
-    def throttled(self, lookup: Lookup) -> Lookup:
-        """`lookup` taking a token first: a lookup-then-write event spends the destination's
-        rate limit per request, as the destination counts it. No token in time: the lookup
-        fails as retryable and the delivery is tried again later."""
-        if self.limits.rate_per_second <= 0:
-            return lookup
-
+    def guarded(self, lookup: Lookup) -> Lookup:
+        """`lookup` through this lane like any request (Kustomer's customer search, a
+        regulation's deletion): the circuit breaker is asked first, a token is taken, and the
+        answer or connection failure is reported back (breaker, `x-ratelimit-*`). Not let
+        through (circuit open, no token in time): the lookup fails as retryable and the
+        delivery is tried again later, never lost."""
         def run(request: HttpRequest) -> LookupResponse:
-            if not self.bucket.take(self.stopping, most=self.lease_seconds / 4 or 1.0):
+            if not self.breaker.allow():
+                wait = max(0.0, self.breaker.retry_at() - time.monotonic())
+                raise Retryable("lookup not sent: the destination's circuit is open", 503, wait)
+            if self.limits.rate_per_second > 0 and not self.bucket.take(
+                    self.stopping, most=self.lease_seconds / 4 or 1.0):
+                self.breaker.release()
                 raise Retryable("lookup not sent: rate limit")
-            return lookup(request)
+            try:
+                response = lookup(request)
+            except NoAnswer as failure:  # connection failure or timeout: what opens a circuit
+                self.observe(failure.sent)
+                raise
+            except BaseException:  # not an answer, not a connection failure: no verdict
+                self.breaker.release()
+                raise
+            self.observe(Sent(response.status, "", 0, rate_remaining=response.rate_remaining,
+                              rate_reset=response.rate_reset))
+            return response
         return run
 
     def submit(self, work: Callable[..., Any], argument: Any, count: int) -> Future:

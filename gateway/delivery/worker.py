@@ -71,8 +71,9 @@ class Worker:
                                  t.destination.limits)
                       for name, t in self.targets.items()}
         self.other_lane = Lane("other", 1, settings.batch_size, settings.lease_seconds)
-        # a destination's lookups (Kustomer's customer search) spend its rate limit too
-        self.targets = {name: dataclasses.replace(t, lookup=self.lanes[name].throttled(t.lookup))
+        # a destination's lookups (Kustomer's customer search) and deletions go through its
+        # lane too: its circuit breaker and its rate limit
+        self.targets = {name: dataclasses.replace(t, lookup=self.lanes[name].guarded(t.lookup))
                         for name, t in self.targets.items()}
         self.sending: dict[int, Claimed] = {}  # claimed and not yet collected, for renewal
         # database outages: one log line each way, and backoff instead of a busy loop

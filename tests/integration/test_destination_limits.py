@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from gateway import create_app
 from gateway.config import Config, ConfigError, from_mapping
+from gateway.delivery.client import HttpClient
 from gateway.delivery.worker import Worker
 from gateway.metrics import destination_status
 from gateway.models import delivery_attempts
@@ -285,3 +286,80 @@ def test_kustomer_lookups_spend_its_default_rate_limit(database_url: str,
     assert len(times) == 10 and [r.method for r in standin.requests].count("GET") == 5
     span = times[-1] - times[0]
     assert span >= 1.3, f"10 requests at 4/s (burst 4) took only {span:.2f} s"
+
+
+# -- lookups and deletions go through the lane ------------------------------------------------
+
+class Counting(HttpClient):
+    """The real client, counting every request it sends (lookups and deletions included):
+    against a port where nothing listens, the stand-in cannot count refused connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+        self._lock = threading.Lock()
+
+    def send(self, request: Any, endpoint: str | None = None) -> Any:
+        with self._lock:
+            self.sent += 1
+        return super().send(request, endpoint)
+
+
+@pytest.mark.parametrize("kind", ["lookups", "deletions"])
+def test_failing_lookups_and_deletions_open_the_circuit(database_url: str, kind: str) -> None:
+    """Kustomer's customer searches, or a regulation's deletions, to a destination whose
+    connections are refused: they open its circuit, nothing goes out while it is open, one
+    probe goes after it, and once the destination is back every delivery arrives (retried,
+    never dead)."""
+    closed = StandIn()
+    port = closed.port
+    closed.close()  # nothing listens: every connection is refused
+    limits = {"concurrency": 1, "rate_per_second": 0, "circuit_failures": 3,
+              "circuit_open_seconds": 1.0}
+    destination = ({"name": "d", "type": "kustomer", "settings": {"apiKey": "kus-key"}}
+                   if kind == "lookups" else
+                   {"name": "d", "type": "custify", "settings": {"apiKey": "cus-key"}})
+    config = from_mapping({
+        "database_url": database_url, "admin_token": "t",
+        "sources": [{"name": "b", "write_key": KEY_B}],
+        "destinations": [{**destination, "endpoint": f"http://127.0.0.1:{port}",
+                          "limits": limits}],
+        "retry": {"base_delay_seconds": 0},
+        "worker": {"concurrency": 1, "poll_interval_ms": 20, "lease_seconds": 60}})
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    client = Counting()
+    worker = Worker(engine, config, client)
+    if kind == "lookups":  # each identify searches for the customer before writing
+        send(app, KEY_B, [{"type": "identify", "userId": f"k-{n}", "messageId": f"k-{n}"}
+                          for n in range(8)])
+    else:
+        admin = app.test_client()
+        for n in range(8):
+            response = admin.post("/admin/v1/regulations", headers={"Authorization": "Bearer t"},
+                                  json={"type": "delete", "subject": {"user_id": f"gone-{n}"}})
+            assert response.status_code == 202, response.get_data(as_text=True)
+    recovered = None
+    try:
+        with Running(worker):
+            wait_for(lambda: worker.status()["d"]["circuit"] == "open", 10, "an open circuit")
+            assert client.sent == 3
+            time.sleep(0.6)  # open: no lookup or deletion goes out meanwhile
+            assert client.sent == 3
+            # one probe goes after the open period; it fails and opens the circuit again
+            wait_for(lambda: client.sent == 4 and worker.status()["d"]["circuit"] == "open",
+                     5, "the probe, and the circuit open again")
+            time.sleep(0.3)
+            assert client.sent == 4
+            recovered = StandIn(port)  # the destination is back: the next probe closes it
+            recovered.answer_for = lambda r: Answer(404, {}) if r.method == "GET" else None
+            wait_for(lambda: delivered(engine) == 8, 20, "everything delivered")
+            assert worker.status()["d"]["circuit"] == "closed"
+    finally:
+        worker.close()
+        engine.dispose()
+        if recovered:
+            recovered.close()
+    assert {row["state"] for row in stored_deliveries(engine)} == {"delivered"}
+    methods = [r.method for r in recovered.requests]
+    assert methods.count("GET" if kind == "lookups" else "DELETE") == 8, methods

@@ -14,6 +14,7 @@ from adapters.base import HttpRequest, Retryable
 from gateway.delivery.client import (
     MAX_RESPONSE_BYTES,
     HttpClient,
+    NoAnswer,
     excerpt,
     rate_headers,
     redact,
@@ -87,8 +88,11 @@ def test_lookup_parses_json_and_maps_network_failure(server: str) -> None:
     found = client.lookup(server)(HttpRequest("POST", "https://api.custify.com/company"))
     assert found.status == 200 and found.body == {"ok": True, "echo": "secret-value"}
     assert client.lookup(server)(HttpRequest("GET", "https://x.io/v1/customers/a")).status == 404
-    with pytest.raises(Retryable):
+    with pytest.raises(Retryable) as failed:
         client.lookup("http://127.0.0.1:9")(HttpRequest("GET", "https://x.io/a"))
+    # no answer at all: the status-less result rides along, for the circuit breaker
+    assert isinstance(failed.value, NoAnswer)
+    assert failed.value.sent.status is None and failed.value.sent.error_class == "ConnectionError"
 
 
 def test_redaction() -> None:
