@@ -8,11 +8,13 @@ intervals means that worker is gone.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +22,8 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from gateway.db import write_transaction
 from gateway.models import heartbeats
+
+log = logging.getLogger(__name__)
 
 WORKER = "worker"
 HTTP = "http"
@@ -95,3 +99,31 @@ def liveness(connection: Connection, role: str, every: float,
         select(func.count().filter(heartbeats.c.beat_at >= threshold), func.count(),
                func.max(heartbeats.c.beat_at)).where(heartbeats.c.role == role)).one()
     return Liveness(alive or 0, (total or 0) - (alive or 0), last)
+
+
+class LiveCount:
+    """How many processes of `role` beat right now (at least 1: the caller itself), read at
+    most every `every` seconds, so callers may ask every loop turn. Delivery workers divide a
+    destination's rate limit by it. A database error keeps the last known count: a worker
+    never speeds up, or stops, because a read failed."""
+
+    def __init__(self, engine: Engine, role: str, every: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.role = role
+        self.every = every
+        self.clock = clock
+        self.count = 1
+        self._next = float("-inf")
+
+    def current(self) -> int:
+        now = self.clock()
+        if now < self._next:
+            return self.count
+        self._next = now + self.every
+        try:
+            with self.engine.connect() as connection:
+                self.count = max(1, liveness(connection, self.role, self.every).alive)
+        except Exception as exc:  # an outage: claiming reports it; keep the last count
+            log.debug("could not count live %s processes: %s", self.role, exc)
+        return self.count

@@ -35,7 +35,7 @@ class TokenBucket:
     """`rate` tokens a second up to `size`; `take()` waits for one. A destination that says it
     has no requests left (`pause_until`) empties the bucket until its window resets."""
 
-    def __init__(self, rate: float, size: int, clock: Callable[[], float] = time.monotonic
+    def __init__(self, rate: float, size: float, clock: Callable[[], float] = time.monotonic
                  ) -> None:
         self.rate = rate
         self.size = size
@@ -70,6 +70,17 @@ class TokenBucket:
         self.tokens = min(self.size, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def resize(self, rate: float, size: float) -> None:
+        """A new refill rate and size (this process's share of the destination's limit); the
+        tokens earned so far at the old rate are kept, up to the new size."""
+        with self._lock:
+            if self.rate > 0:
+                self._wait()
+            else:
+                self.stamp = self.clock()
+            self.rate, self.size = rate, size
+            self.tokens = min(self.tokens, float(size))
 
     def pause(self, seconds: float) -> None:
         with self._lock:
@@ -171,6 +182,7 @@ class Lane:
         self.in_flight = 0
         self.seconds_per_delivery: float | None = None  # unknown until the first result
         self.bucket = TokenBucket(limits.rate_per_second, limits.bucket_size)
+        self.workers = 1  # live worker processes sharing this destination's rate limit
         self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_seconds)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -205,6 +217,17 @@ class Lane:
             self.breaker.release()
             return released("not sent: rate limit", datetime.now(UTC))
         return None
+
+    def share(self, workers: int) -> None:
+        """Refill at `rate_per_second / workers` with a burst scaled likewise (at least 1), so
+        that `workers` processes together stay within the destination's configured rate."""
+        workers = max(1, workers)
+        if workers == self.workers:
+            return
+        self.workers = workers
+        if self.limits.rate_per_second > 0:
+            self.bucket.resize(self.limits.rate_per_second / workers,
+                               max(1.0, self.limits.bucket_size / workers))
 
     def observe(self, sent: Sent) -> None:
         """Learn from an answer: the breaker from its failure or success, the bucket from the
@@ -254,7 +277,7 @@ class Lane:
         return {"circuit": self.breaker.state, "circuit_opened": self.breaker.opened_count,
                 "consecutive_failures": self.breaker.consecutive,
                 "in_flight": self.in_flight, "threads": self.threads,
-                "rate_per_second": self.limits.rate_per_second,
+                "rate_per_second": self.limits.rate_per_second, "workers": self.workers,
                 "tokens": round(self.bucket.available(), 2),
                 "paused_seconds": round(max(0.0, self.bucket.paused_until - time.monotonic()),
                                         3)}

@@ -14,6 +14,12 @@
 
 A type's documented rate is its default (adapters declare `default_rate_per_second`), so a
 Customer.io destination is throttled to ~100 requests/s unless its entry says otherwise.
+
+The rate is the destination's, across every delivery worker process: each worker's bucket
+refills at `rate_per_second / live workers` (and holds `burst / live workers`, at least 1),
+the live workers being the fresh `worker` rows of the heartbeats table (at least 1),
+re-counted at most once per heartbeat interval. This assumes the workers share the queue
+evenly: a worker alone with the whole backlog still sends only its share.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from gateway.delivery.record import Recorder
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.send import Finished, Sender, Target, resolve
 from gateway.delivery.verdict import crashed
+from gateway.heartbeat import WORKER, LiveCount
 from gateway.storage_state import StorageState
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class Worker:
         # lane too: its circuit breaker and its rate limit
         self.targets = {name: dataclasses.replace(t, lookup=self.lanes[name].guarded(t.lookup))
                         for name, t in self.targets.items()}
+        # worker processes beating now: each takes its share of every rate limit
+        self.live_workers = LiveCount(engine, WORKER, settings.heartbeat_seconds)
         self.sending: dict[int, Claimed] = {}  # claimed and not yet collected, for renewal
         # database outages: one log line each way, and backoff instead of a busy loop
         self.claiming = StorageState("claiming deliveries", log, settle=0)
@@ -94,6 +97,8 @@ class Worker:
         self._engine = engine
         if hasattr(self, "recorder"):
             self.recorder.engine = engine
+        if hasattr(self, "live_workers"):
+            self.live_workers.engine = engine
 
     @property
     def destinations(self) -> dict[str, Any]:
@@ -106,6 +111,7 @@ class Worker:
         while not stop.is_set() or self._in_flight():
             for tick in self.ticks:
                 tick()
+            self._share_limits()
             claimed = 0 if stop.is_set() or self.unrecorded else self._claim_into_lanes()
             self.unrecorded += self._drain(wait=pause if not claimed else 0.0)
             self._record_pending(stop)
@@ -138,6 +144,13 @@ class Worker:
     def status(self) -> dict[str, dict[str, Any]]:
         """Per destination: circuit, rate limit and in-flight state (for the console)."""
         return {name: lane.status() for name, lane in self.lanes.items()}
+
+    def _share_limits(self) -> None:
+        """Each lane's bucket at its share of the rate: the configured rate divided by the
+        live worker processes (re-counted at most once per heartbeat interval)."""
+        workers = self.live_workers.current()
+        for lane in self.lanes.values():
+            lane.share(workers)
 
     def _publish(self) -> None:
         """The lanes' state into the gauges, once a second (not every loop turn)."""

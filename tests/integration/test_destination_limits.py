@@ -19,6 +19,7 @@ from gateway import create_app
 from gateway.config import Config, ConfigError, from_mapping
 from gateway.delivery.client import HttpClient
 from gateway.delivery.worker import Worker
+from gateway.heartbeat import WORKER, Heartbeat
 from gateway.metrics import destination_status
 from gateway.models import delivery_attempts
 from tests.helpers import stored_deliveries
@@ -363,3 +364,44 @@ def test_failing_lookups_and_deletions_open_the_circuit(database_url: str, kind:
     assert {row["state"] for row in stored_deliveries(engine)} == {"delivered"}
     methods = [r.method for r in recovered.requests]
     assert methods.count("GET" if kind == "lookups" else "DELETE") == 8, methods
+
+
+# -- one rate across worker processes -------------------------------------------------------------
+
+def test_two_live_workers_together_keep_the_configured_rate(database_url: str,
+                                                           standin: StandIn) -> None:
+    """Two workers, each beating in the heartbeats table, against one counting stand-in: each
+    refills at half the rate, so together they send ~20/s, not 2 × 20/s."""
+    timed = Timed(standin)
+# a small claim, so both workers always hold some of the queue (as real ones do)
+    config = config_for(database_url, standin.url, {"rate_per_second": 20, "burst": 2,
+                                                    "concurrency": 2, "claim_size": 2},
+                        heartbeat_seconds=1)
+    app = create_app(config)
+    engine = app.extensions["gateway.engine"]
+    clients = [Counting(), Counting()]
+    workers = [Worker(engine, config, client) for client in clients]
+    beats = [Heartbeat(engine, WORKER, 1) for _ in workers]
+    for worker, beat in zip(workers, beats, strict=True):
+        beat.beat(force=True)
+        worker.on_tick(beat.beat)
+    count = 61
+    send(app, KEY_B, tracks("u", count))
+    try:
+        with Running(workers[0]), Running(workers[1]):
+            wait_for(lambda: delivered(engine) == count, 30, "all delivered")
+            shares = [w.status()["hook"]["workers"] for w in workers]
+    finally:
+        for worker in workers:
+            worker.close()
+        for beat in beats:
+            beat.remove()
+        engine.dispose()
+    assert shares == [2, 2]
+    assert min(c.sent for c in clients) >= count // 4, [c.sent for c in clients]  # both sent
+    assert len(timed.times) == count
+    span = timed.times[-1] - timed.times[0]
+    # the two buckets start with a burst of one each, then 20/s together
+    least = (count - 2) / 20
+    assert span >= least * 0.85, f"{count} requests at 20/s took only {span:.2f} s"
+    assert span < least * 2.5, f"throttled far below the rate: {span:.2f} s"

@@ -1,5 +1,6 @@
-"""A lane's circuit breaker on its own (a fake lookup): lookups (Kustomer's search, a
-regulation's deletion) pass through it like any request."""
+"""A lane's token bucket and circuit breaker on their own (fake clocks, a fake lookup): its
+share of the rate when several worker processes run, and lookups (Kustomer's search, a
+regulation's deletion) passing through the breaker like any request."""
 
 from __future__ import annotations
 
@@ -7,14 +8,65 @@ import pytest
 
 from adapters.base import HttpRequest, LookupResponse, Retryable
 from gateway.delivery.client import NoAnswer, Sent
-from gateway.delivery.lanes import CLOSED, HALF_OPEN, OPEN, Lane
+from gateway.delivery.lanes import CLOSED, HALF_OPEN, OPEN, Lane, TokenBucket
 from gateway.delivery.limits import Limits
 
 REQUEST = HttpRequest("GET", "https://api.kustomer.com/v1/customers/email=a")
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def lane(**limits: float) -> Lane:
     return Lane("d", 1, 10, 60, limits=Limits(**limits))  # type: ignore[arg-type]
+
+
+def test_a_resized_bucket_refills_at_its_new_rate() -> None:
+    clock = Clock()
+    bucket = TokenBucket(10, 10, clock)
+    bucket.tokens = 0.0
+    bucket.resize(5, 5)
+    clock.now += 1
+    assert bucket.available() == pytest.approx(5)  # 5 a second now, not 10
+    clock.now += 10
+    assert bucket.available() == pytest.approx(5)  # and never more than the new size
+    bucket.resize(10, 10)
+    clock.now += 0.2
+    assert bucket.available() == pytest.approx(7)
+
+
+def test_two_live_workers_halve_each_lanes_rate_and_burst() -> None:
+    one = lane(rate_per_second=20, burst=4)
+    one.share(2)
+    assert (one.bucket.rate, one.bucket.size, one.workers) == (10, 2, 2)
+    assert one.bucket.available() <= 2
+    one.share(1)  # the other worker stopped: the whole rate again
+    assert (one.bucket.rate, one.bucket.size) == (20, 4)
+    small = lane(rate_per_second=3, burst=1)
+    small.share(4)
+    assert (small.bucket.rate, small.bucket.size) == (0.75, 1)  # a burst of at least 1
+    unlimited = lane(rate_per_second=0)
+    unlimited.share(3)
+    assert unlimited.bucket.rate == 0 and unlimited.status()["workers"] == 3
+
+
+def test_a_halved_bucket_hands_out_half_the_tokens_in_the_same_time() -> None:
+    clock = Clock()
+    full, half = TokenBucket(20, 1, clock), TokenBucket(20, 1, clock)
+    half.resize(10, 1)
+    taken = {"full": 0, "half": 0}
+    for _ in range(100):  # 1 s in steps of 10 ms
+        clock.now += 0.01
+        for name, bucket in (("full", full), ("half", half)):
+            if bucket.available() >= 1:
+                bucket.take(most=0)
+                taken[name] += 1
+    assert taken["full"] == pytest.approx(20, abs=1) and taken["half"] == pytest.approx(10, abs=1)
 
 
 def refused(request: HttpRequest) -> LookupResponse:
