@@ -5,7 +5,9 @@ in flight, a running average of how long one of its deliveries takes, a token bu
 limit, which a destination's own `x-ratelimit-*` headers can tighten) and a circuit breaker. The
 worker claims for a lane only what the lane can send within half a lease (`free()`): a
 destination answering in 2 ms gets a full claim at once, one that hangs gets no more than it has
-threads, and one whose circuit is open gets nothing until a probe is due.
+threads, and one whose circuit is open gets nothing until a probe is due. A destination's
+lookups and deletions pass the same breaker and bucket (`guarded`), and the bucket holds this
+process's share of the rate when several workers run (`share`, see limits.py).
 """
 
 from __future__ import annotations
