@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 
 from gateway.models import deliveries, events
+from gateway.prepared import Prepared
 
 PENDING = "pending"
 DELIVERING = "delivering"
@@ -168,29 +169,32 @@ def transition(connection: Connection, sources: str | Iterable[str], target: str
 
 
 def transition_each(connection: Connection, source: str, target: str,
-                    rows: Sequence[Mapping[str, Any]]) -> None:
+                    rows: Sequence[Mapping[str, Any]], memo: dict[Any, Any] | None = None
+                    ) -> int:
     """`transition` for many rows with values of their own (one executemany): each row maps
     `b_id`, `b_lease` (the guard) and `b_<column>` for each column to set, the same columns in
-    every row (bind names cannot be the columns' own)."""
+    every row (bind names cannot be the columns' own). Returns how many rows moved. `memo`:
+    see `Prepared.execute_many`."""
     _checked(source, target)
     if not rows:
-        return
+        return 0
     columns = [key[2:] for key in rows[0] if key not in ("b_id", "b_lease")]
-    connection.execute(_each_statement(source, target, tuple(columns)), rows)
+    return _each_statement(source, target, tuple(columns)).execute_many(connection, rows, memo)
 
 
-_EACH: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+_EACH: dict[tuple[str, str, tuple[str, ...]], Prepared] = {}
 
 
-def _each_statement(source: str, target: str, columns: tuple[str, ...]) -> Any:
-    """Built once per shape: recording results builds no statement per delivery."""
+def _each_statement(source: str, target: str, columns: tuple[str, ...]) -> Prepared:
+    """Built once per shape and run through the driver (gateway/prepared.py says why):
+    recording results builds no statement and no parameter set per delivery."""
     key = (source, target, columns)
     statement = _EACH.get(key)
     if statement is None:
-        statement = _EACH[key] = update(deliveries).where(
+        statement = _EACH[key] = Prepared(update(deliveries).where(
             deliveries.c.id == bindparam("b_id"), deliveries.c.state == source,
             deliveries.c.lease_expires_at == bindparam("b_lease"),
-        ).values(state=target, **{c: bindparam(f"b_{c}") for c in columns})
+        ).values(state=target, **{c: bindparam(f"b_{c}") for c in columns}))
     return statement
 
 

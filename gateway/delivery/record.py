@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, bindparam, insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from gateway import metrics, outbox
@@ -22,11 +22,21 @@ from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.send import Finished
 from gateway.delivery.verdict import Verdict, classify
 from gateway.models import deliveries, delivery_attempts
+from gateway.prepared import Prepared
 from gateway.storage_state import StorageState, short_reason
 
 log = logging.getLogger("gateway.delivery.worker")
 
+_ATTEMPT_COLUMNS = ("delivery_id", "number", "started_at", "duration_ms", "status",
+                    "error_class", "excerpt")
 _INSERT_ATTEMPTS = insert(delivery_attempts)
+_INSERT_ATTEMPTS_PREPARED = Prepared(
+    insert(delivery_attempts).values({c: bindparam(c) for c in _ATTEMPT_COLUMNS}))
+_HELD = (select(deliveries.c.id)
+         .where(deliveries.c.id.in_(bindparam("ids", expanding=True)),
+                deliveries.c.state == outbox.DELIVERING,
+                deliveries.c.lease_expires_at == bindparam("lease"))
+         .with_for_update())
 
 
 class Recorder:
@@ -68,14 +78,16 @@ class Recorder:
     def record(self, finished: Sequence[Finished]) -> None:
         """Write every attempt and next state in one transaction (lease-guarded)."""
         now = datetime.now(UTC)
+        by_lease: dict[datetime, list[int]] = {}  # a round's claims share one or two leases
+        for f in finished:
+            by_lease.setdefault(f.claimed.lease, []).append(f.claimed.id)
         with write_transaction(self.engine) as connection:
-            held = {row.id: row.lease_expires_at for row in connection.execute(
-                select(deliveries.c.id, deliveries.c.lease_expires_at)
-                .where(deliveries.c.id.in_([f.claimed.id for f in finished]),
-                       deliveries.c.state == outbox.DELIVERING).with_for_update())}
+            held: set[int] = set()  # compared in SQL: no datetime is parsed per row
+            for lease, ids in by_lease.items():
+                held.update(connection.execute(_HELD, {"ids": ids, "lease": lease}).scalars())
             mine: list[tuple[Finished, Verdict]] = []
             for f in finished:
-                if held.get(f.claimed.id) != f.claimed.lease:
+                if f.claimed.id not in held:
                     log.warning("delivery %s: lease lost; its result is dropped", f.claimed.id)
                     continue
                 first = f.claimed.first_attempt_at or f.started
@@ -89,10 +101,10 @@ class Recorder:
                     self._row(f, verdict, now))
                 if verdict.counts:
                     attempts.append(self._attempt(f))
+            memo: dict[Any, Any] = {}  # each instant converted once for both statements
             for (target, _), rows in by_target.items():
-                outbox.transition_each(connection, outbox.DELIVERING, target, rows)
-            if attempts:
-                connection.execute(_INSERT_ATTEMPTS, attempts)
+                outbox.transition_each(connection, outbox.DELIVERING, target, rows, memo)
+            _INSERT_ATTEMPTS_PREPARED.execute_many(connection, attempts, memo)
         counted: dict[tuple[str, str], int] = {}
         for f, verdict in mine:
             if verdict.counts:
