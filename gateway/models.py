@@ -114,8 +114,8 @@ deliveries = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # the per-user barrier: oldest unfinished delivery of one (destination, user key)
     Index(None, "destination", "user_key", "state", "id"),
-    # the worker's "what is due" scan
-    Index(None, "state", "next_attempt_at"),
+    # the worker's "what is due" scan, per destination (migration 0008)
+    Index(None, "destination", "state", "next_attempt_at"),
     Index(None, "event_id"),
     # the admin lists (newest first by state or by destination; migration 0003)
     Index(None, "state", "id"),

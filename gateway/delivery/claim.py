@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, literal, or_, select, text, true
+from sqlalchemy import Engine, Integer, bindparam, exists, func, select, text, union_all
 from sqlalchemy.orm import aliased
 
 from gateway import outbox
@@ -37,30 +37,28 @@ class Claimed:
     regulation_id: int | None = None  # set: a user deletion, not an event (gateway.regulations)
 
 
-def claim(engine: Engine, room: Mapping[str, int], configured: Sequence[str],
-          lease_seconds: float) -> list[Claimed]:
-    """Claim due deliveries, at most `room[destination]` per destination (the key OTHER:
-    destinations no longer configured), in one transaction."""
+def claim(engine: Engine, room: Mapping[str, int], lease_seconds: float,
+          others: Sequence[str] = ()) -> list[Claimed]:
+    """Claim due deliveries, at most `room[destination]` per destination, in one transaction;
+    the key OTHER claims for `others`, destinations no longer configured (`orphans`)."""
     now = datetime.now(UTC)
     lease = now + timedelta(seconds=lease_seconds)
-    rows = []
+    rows: list[Any] = []
     with write_transaction(engine) as connection:
         for name, limit in room.items():
-            if limit <= 0:
-                continue
-            only = (deliveries.c.destination.notin_(list(configured)) if name == OTHER
-                    else _destination_is(name))
-            rows += connection.execute(_due_query(now, limit, only)).all()
+            for destination in (others if name == OTHER else (name,)):
+                if limit <= 0:
+                    break
+                found = connection.execute(
+                    _DUE, {"destination": destination, "now": now, "limit": limit}).all()
+                found = sorted(found, key=_claim_order)[:limit]
+                rows += found
+                limit -= len(found)
         if not rows:
             return []
         moved = outbox.transition(connection, outbox.CLAIMABLE, outbox.DELIVERING,
                                   [r.id for r in rows], lease_expires_at=lease, updated_at=now)
         assert moved == len(rows), "claimed rows are locked: each must move"
-        # the events' payloads only for the rows claimed (not for every candidate scanned)
-        event_ids = {r.event_id for r in rows if r.event_id is not None}
-        payloads = dict(connection.execute(
-            select(events.c.id, events.c.payload).where(events.c.id.in_(event_ids))
-        ).all()) if event_ids else {}
         # a regulation's deletion delivery carries no event: its subject's keys instead
         regulation_ids = {r.regulation_id for r in rows if r.regulation_id is not None}
         subjects = dict(connection.execute(
@@ -68,8 +66,8 @@ def claim(engine: Engine, room: Mapping[str, int], configured: Sequence[str],
             .where(regulation_subjects.c.regulation_id.in_(regulation_ids))
         ).all()) if regulation_ids else {}
     return [Claimed(r.id, r.destination, r.state, r.attempts, r.first_attempt_at, lease,
-                    payloads.get(r.event_id) if r.regulation_id is None
-                    else subjects.get(r.regulation_id), r.regulation_id) for r in rows]
+                    r.payload if r.regulation_id is None else subjects.get(r.regulation_id),
+                    r.regulation_id) for r in rows]
 
 
 def renew(engine: Engine, claimed: Sequence[Claimed], lease_seconds: float) -> int:
@@ -106,16 +104,46 @@ def refresh_statistics(engine: Engine) -> bool:
     return True
 
 
-def _destination_is(name: str) -> Any:
-    """`destination = name`, written as an expression on purpose: a plain equality lets
-    PostgreSQL copy the constant into the per-user barrier's lookup below, and on a table
-    whose statistics are young it then checks every earlier row for every row (measured:
-    1.8 s for 3,000 due rows instead of a few ms)."""
-    return (deliveries.c.destination + literal("")) == name
+def orphans(engine: Engine, configured: Sequence[str]) -> list[str]:
+    """Destinations that have unfinished deliveries but are no longer configured (their rows
+    are claimed under OTHER and finished as dead, never left pending). Read through the
+    destination index one name at a time (a loose index scan): the cost grows with the number
+    of destinations ever used, not with the number of rows."""
+    found = []
+    with engine.connect() as connection:
+        name = connection.execute(_FIRST_DESTINATION).scalar()
+        while name is not None:
+            if name not in configured and connection.execute(
+                    _HAS_UNFINISHED, {"destination": name}).first() is not None:
+                found.append(name)
+            name = connection.execute(_NEXT_DESTINATION, {"after": name}).scalar()
+    return found
 
 
-def _due_query(now: datetime, limit: int, only: Any = None) -> Any:
-    """The oldest unfinished delivery of each (destination, user key), if it is due."""
+_FIRST_DESTINATION = select(func.min(deliveries.c.destination))
+_NEXT_DESTINATION = select(func.min(deliveries.c.destination)).where(
+    deliveries.c.destination > bindparam("after"))
+_HAS_UNFINISHED = select(deliveries.c.id).where(
+    deliveries.c.destination == bindparam("destination"),
+    deliveries.c.state.in_(outbox.UNFINISHED)).limit(1)
+
+# The order rows of one claim are taken in: expired leases (work a dead worker left), then
+# retries that are due, then new deliveries, each oldest first.
+_KINDS = {outbox.DELIVERING: 0, outbox.RETRYING: 1, outbox.PENDING: 2}
+
+
+def _claim_order(row: Any) -> tuple[int, int]:
+    """Kind, then id (within a kind, ids follow due times closely enough for fairness; order
+    per user is the barrier's, not this one's)."""
+    return _KINDS[row.state], row.id
+
+
+def _due_statement() -> Any:
+    """The due deliveries of one destination, each the oldest unfinished delivery of its user
+    key (the barrier of DESIGN.md §2.3): up to `limit` of each kind (expired leases, due
+    retries, due new ones). Each kind is read through (destination, state, next_attempt_at),
+    oldest first, stopping at `limit`; so a claim costs the same whatever other destinations
+    hold, and whatever this one has already finished. Built once, bound per claim."""
     earlier = aliased(deliveries)
     blocked = exists().where(
         earlier.c.destination == deliveries.c.destination,
@@ -126,13 +154,25 @@ def _due_query(now: datetime, limit: int, only: Any = None) -> Any:
         # for each candidate (measured: 1.6 s per claim at 6,000 due rows, now a few ms)
         earlier.c.id + 0 < deliveries.c.id,
         earlier.c.state.in_(outbox.UNFINISHED))
-    due = or_(
-        and_(deliveries.c.state.in_((outbox.PENDING, outbox.RETRYING)),
-             deliveries.c.next_attempt_at <= now),
-        and_(deliveries.c.state == outbox.DELIVERING, deliveries.c.lease_expires_at < now))
-    return (select(deliveries.c.id, deliveries.c.destination, deliveries.c.state,
-                   deliveries.c.attempts, deliveries.c.first_attempt_at, deliveries.c.event_id,
-                   deliveries.c.regulation_id)
-            .where(true() if only is None else only, due, ~blocked)
-            .order_by(deliveries.c.id).limit(limit)
-            .with_for_update(skip_locked=True))
+    # the event's payload comes with its row (an outer join: a regulation's deletion has none)
+    columns = (deliveries.c.id, deliveries.c.destination, deliveries.c.state,
+               deliveries.c.attempts, deliveries.c.first_attempt_at, deliveries.c.regulation_id,
+               events.c.payload)
+    rows = deliveries.outerjoin(events, events.c.id == deliveries.c.event_id)
+    mine = deliveries.c.destination == bindparam("destination")
+    now = bindparam("now", type_=deliveries.c.next_attempt_at.type)
+    limit = bindparam("limit", type_=Integer)
+    kinds = [
+        (outbox.DELIVERING, deliveries.c.lease_expires_at < now),
+        (outbox.RETRYING, deliveries.c.next_attempt_at <= now),
+        (outbox.PENDING, deliveries.c.next_attempt_at <= now),
+    ]
+    parts = [select(*columns).select_from(rows)
+             .where(mine, deliveries.c.state == state, due, ~blocked)
+             .order_by(deliveries.c.next_attempt_at).limit(limit)
+             .with_for_update(of=deliveries, skip_locked=True).subquery(f"due_{state}")
+             for state, due in kinds]
+    return union_all(*(select(*part.c) for part in parts))
+
+
+_DUE = _due_statement()

@@ -12,12 +12,12 @@ process's share of the rate when several workers run (`share`, see limits.py).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from adapters.base import HttpRequest, Lookup, LookupResponse, Retryable
 from gateway.delivery.client import NoAnswer, Sent
@@ -31,6 +31,18 @@ CONNECTION_FAILURES = frozenset({"ConnectionError", "ConnectTimeout", "ReadTimeo
                                  "ProtocolError", "MaxRetryError", "TimeoutError"})
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 MAX_HEADER_PAUSE = 3600.0  # an x-ratelimit-reset further out than this is not believed
+
+
+Task = tuple[Callable[[Any], Any], Any, int]  # work, its argument (the deliveries), how many
+
+
+class Done(NamedTuple):
+    """A finished task: its lane, its argument, and what `work` returned or raised."""
+
+    lane: Lane
+    items: Any
+    result: Any
+    error: Exception | None
 
 
 class TokenBucket:
@@ -171,7 +183,8 @@ class CircuitBreaker:
 
 class Lane:
     def __init__(self, name: str, threads: int, batch_size: int, lease_seconds: float,
-                 batching: bool = False, limits: Limits | None = None) -> None:
+                 batching: bool = False, limits: Limits | None = None,
+                 sink: Callable[[Done], None] | None = None) -> None:
         limits = limits or Limits()
         self.name = name
         self.limits = limits
@@ -180,7 +193,13 @@ class Lane:
         # a batching destination sends up to a claim batch per request, on each thread
         self.most = self.claim_size * self.threads if batching else self.claim_size
         self.lease_seconds = lease_seconds
-        self.pool = ThreadPoolExecutor(self.threads, f"send-{name[:24]}")
+        # persistent sending threads fed by a queue: no Future, lock or callback per delivery
+        self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._sink = sink or (lambda done: None)
+        self._threads = [threading.Thread(target=self._serve, name=f"send-{name[:24]}-{n}",
+                                          daemon=True) for n in range(self.threads)]
+        for thread in self._threads:
+            thread.start()
         self.in_flight = 0
         self.seconds_per_delivery: float | None = None  # unknown until the first result
         self.bucket = TokenBucket(limits.rate_per_second, limits.bucket_size)
@@ -265,11 +284,12 @@ class Lane:
             return response
         return run
 
-    def submit(self, work: Callable[..., Any], argument: Any, count: int) -> Future:
-        """Run `work(argument)` (`count` deliveries) on this lane's threads;
-        they count as in flight until `collected`."""
+    def submit(self, work: Callable[[Any], Any], items: Any, count: int) -> None:
+        """Run `work(items)` (`count` deliveries) on this lane's threads; they count as in
+        flight until `collected`. What it returns, or the exception it raised, goes to the
+        sink as a `Done`."""
         self.in_flight += count
-        return self.pool.submit(self._timed, work, argument, count)
+        self._inbox.put((work, items, count))
 
     def collected(self, count: int) -> None:
         self.in_flight -= count
@@ -284,12 +304,17 @@ class Lane:
                 "paused_seconds": round(max(0.0, self.bucket.paused_until - time.monotonic()),
                                         3)}
 
-    def _timed(self, work: Callable[..., Any], argument: Any, count: int) -> Any:
-        started = time.monotonic()
-        try:
-            return work(argument)
-        finally:
+    def _serve(self) -> None:
+        """One sending thread: take a task, run it, hand the result to the sink."""
+        while (task := self._inbox.get()) is not None:
+            work, items, count = task
+            started = time.monotonic()
+            try:
+                done = Done(self, items, work(items), None)
+            except Exception as exc:  # the worker retries what a crashed task held
+                done = Done(self, items, None, exc)
             self._observe_time(count, time.monotonic() - started)
+            self._sink(done)
 
     def _observe_time(self, count: int, seconds: float) -> None:
         if count <= 0:
@@ -301,5 +326,9 @@ class Lane:
                 previous + SMOOTHING * (per - previous))
 
     def close(self) -> None:
+        """Finish what was submitted, then stop the threads."""
         self.stopping.set()
-        self.pool.shutdown(wait=True)
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join()

@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,9 +22,9 @@ from sqlalchemy import Engine
 
 from gateway import metrics
 from gateway.config import Config
-from gateway.delivery.claim import OTHER, Claimed, claim, refresh_statistics, renew
+from gateway.delivery.claim import OTHER, Claimed, claim, orphans, refresh_statistics, renew
 from gateway.delivery.client import HttpClient
-from gateway.delivery.lanes import Lane
+from gateway.delivery.lanes import Done, Lane
 from gateway.delivery.record import Recorder
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.send import Finished, Sender, Target, resolve
@@ -40,6 +39,7 @@ RENEW_AT = 0.5  # renew a lease once less than this fraction of it is left
 SLOW_CLAIM = 0.2  # seconds: a claim this slow on PostgreSQL refreshes the statistics…
 ANALYZE_EVERY = 60.0  # …at most this often
 PUBLISH_EVERY = 1.0  # seconds between updates of the per-destination gauges
+ORPHANS_EVERY = 60.0  # seconds between looks for deliveries of unconfigured destinations
 
 __all__ = ["OTHER", "Claimed", "Finished", "Worker", "policy_from"]
 
@@ -64,14 +64,18 @@ class Worker:
         # every destination resolved once: adapter, lookup client, secrets, batching
         self.targets: dict[str, Target] = {
             d.name: resolve(d, self.client) for d in config.destinations if d.enabled}
-        self.finished: queue.Queue[tuple[Lane, list[Claimed], list[Finished]]] = queue.Queue()
+        # what every lane finished. A Queue, not a SimpleQueue: on CPython 3.11 a signal that
+        # lands in SimpleQueue.get(timeout=…) can leave the main thread waiting forever
+        # (seen: a worker that never stopped on SIGTERM), and the loop waits here.
+        self.finished: queue.Queue[Done] = queue.Queue()
         # one lane per enabled destination, and one for rows of destinations no longer
         # configured (they are finished as dead, never left pending forever)
         self.lanes = {name: Lane(name, settings.concurrency, settings.batch_size,
                                  settings.lease_seconds, t.batches,
-                                 t.destination.limits)
+                                 t.destination.limits, self.finished.put)
                       for name, t in self.targets.items()}
-        self.other_lane = Lane("other", 1, settings.batch_size, settings.lease_seconds)
+        self.other_lane = Lane("other", 1, settings.batch_size, settings.lease_seconds,
+                               sink=self.finished.put)
         # a destination's lookups (Kustomer's customer search) and deletions go through its
         # lane too: its circuit breaker and its rate limit
         self.targets = {name: dataclasses.replace(t, lookup=self.lanes[name].guarded(t.lookup))
@@ -86,6 +90,8 @@ class Worker:
         self._claim_backoff = self._record_backoff = 0.0
         self._next_claim = self._next_record = self._next_analyze = 0.0
         self._next_publish = 0.0
+        self._next_orphans = 0.0
+        self._orphan_names: list[str] = []
 
     @property
     def engine(self) -> Engine:
@@ -125,12 +131,11 @@ class Worker:
     def run_once(self) -> int:
         """Claim one round, send it, record it (tests and benchmarks step with this)."""
         claimed = self.claim(self.config.worker.batch_size)
+        tasks = self._submit(claimed)
         finished: list[Finished] = []
-        for task, lane, items in self._submit(claimed):
-            lane.collected(len(items))
-            finished.extend(_outcome(task, items))
-        for c in claimed:
-            self.sending.pop(c.id, None)
+        while tasks:
+            finished += self._collect(self.finished.get())
+            tasks -= 1
         self.unrecorded += finished
         self._record_pending(threading.Event())
         return len(claimed)
@@ -139,7 +144,17 @@ class Worker:
         """Claim at most `room[destination]` per destination (an int: the same for each)."""
         if isinstance(room, int):
             room = {**{name: room for name in self.lanes}, OTHER: room}
-        return claim(self.engine, room, list(self.lanes), self.config.worker.lease_seconds)
+        return claim(self.engine, room, self.config.worker.lease_seconds, self._orphans())
+
+    def _orphans(self) -> list[str]:
+        """Destinations with unfinished rows that are no longer configured: looked up at start
+        and then every ORPHANS_EVERY seconds (an HTTP process with a newer configuration may
+        still queue for a destination this worker does not know), not on every claim."""
+        now = time.monotonic()
+        if now >= self._next_orphans:
+            self._next_orphans = now + ORPHANS_EVERY
+            self._orphan_names = orphans(self.engine, list(self.lanes))
+        return self._orphan_names
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per destination: circuit, rate limit and in-flight state (for the console)."""
@@ -218,9 +233,7 @@ class Worker:
         self._claim_backoff = 0.0
         self.claiming.succeeded()
         self._after_claim(time.monotonic() - started)
-        for task, lane, items in self._submit(claimed):
-            task.add_done_callback(lambda done, lane=lane, items=items: self.finished.put(
-                (lane, items, _outcome(done, items))))
+        self._submit(claimed)
         return len(claimed)
 
     def _after_claim(self, seconds: float) -> None:
@@ -236,11 +249,12 @@ class Worker:
         except Exception as exc:  # no privilege, or the database went away: claims go on
             log.warning("could not refresh the deliveries table's statistics: %s", exc)
 
-    def _submit(self, claimed: list[Claimed]) -> list[tuple[Future, Lane, list[Claimed]]]:
+    def _submit(self, claimed: list[Claimed]) -> int:
         """One task per delivery, or one per chunk for a destination whose adapter batches
         (Customer.io's v2 API), each on its destination's lane. A claim holds at most one
-        delivery per (destination, user), so batching keeps per-user order."""
-        singles: list[Claimed] = []
+        delivery per (destination, user), so batching keeps per-user order. Returns how many
+        tasks were submitted."""
+        tasks = 0
         batched: dict[str, list[Claimed]] = {}
         for item in claimed:
             self.sending[item.id] = item
@@ -249,18 +263,20 @@ class Worker:
             if target is not None and target.batches and item.regulation_id is None:
                 batched.setdefault(item.destination, []).append(item)
             else:
-                singles.append(item)
-        tasks = []
-        for item in singles:
-            lane = self.lanes.get(item.destination, self.other_lane)
-            tasks.append((lane.submit(self.process, item, 1), lane, [item]))
+                self.lanes.get(item.destination, self.other_lane).submit(
+                    self._process_one, [item], 1)
+                tasks += 1
         for name, items in batched.items():
             lane = self.lanes[name]
             size = lane.claim_size
             for start in range(0, len(items), size):
                 chunk = items[start:start + size]
-                tasks.append((lane.submit(self.process_batch, chunk, len(chunk)), lane, chunk))
+                lane.submit(self.process_batch, chunk, len(chunk))
+                tasks += 1
         return tasks
+
+    def _process_one(self, one: list[Claimed]) -> list[Finished]:
+        return self.process(one[0])
 
     def process(self, claimed: Claimed) -> list[Finished]:
         """Send one delivery through its lane's gate (rate limit, circuit breaker)."""
@@ -278,29 +294,27 @@ class Worker:
         """Whatever finished, waiting up to `wait` seconds for the first result."""
         finished: list[Finished] = []
         try:
-            first = self.finished.get(timeout=wait) if wait else self.finished.get_nowait()
+            done = self.finished.get(timeout=wait) if wait else self.finished.get_nowait()
             while True:
-                lane, items, results = first
-                lane.collected(len(items))
-                for c in items:
-                    self.sending.pop(c.id, None)
-                finished.extend(results)
-                first = self.finished.get_nowait()
+                finished += self._collect(done)
+                done = self.finished.get_nowait()
         except queue.Empty:
             pass
         return finished
+
+    def _collect(self, done: Done) -> list[Finished]:
+        """A finished task's results; a task that crashed retries its deliveries instead of
+        losing them."""
+        done.lane.collected(len(done.items))
+        for c in done.items:
+            self.sending.pop(c.id, None)
+        if done.error is None:
+            return done.result
+        log.error("delivery task crashed", exc_info=done.error)
+        now = datetime.now(UTC)
+        return [Finished(c, None, now, crashed(done.error)) for c in done.items]
 
     def close(self) -> None:
         for lane in self._all_lanes():
             lane.close()
         self.client.close()
-
-
-def _outcome(task: Future, items: list[Claimed]) -> list[Finished]:
-    """A task's results; a task that crashed retries its deliveries instead of losing them."""
-    try:
-        return task.result()
-    except Exception as exc:
-        log.exception("delivery task crashed")
-        now = datetime.now(UTC)
-        return [Finished(c, None, now, crashed(exc)) for c in items]
