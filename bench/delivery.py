@@ -2,11 +2,16 @@
 (urllib3, same threads) to the same stand-in, with the worker's CPU seconds per 1,000
 deliveries, and end-to-end events/s (SDK-style batches in, all delivered out).
 
-    .venv/bin/python bench/delivery.py [--events 20000] [--postgres URL]
+    .venv/bin/python bench/delivery.py [--events 20000] [--postgres URL] [--clients 4]
     .venv/bin/python bench/delivery.py --hanging [--events 5000] [--postgres URL]
 
 `--hanging`: only the isolation figure — a healthy webhook destination's deliveries/s and p99
 send latency alone, and beside a destination that accepts connections and never answers.
+
+End to end also prints the CPU seconds per 1,000 events of every party on the machine (the
+gateway's processes, the PostgreSQL server's, the load generator, the stand-in), and so the
+most events/s the machine's cores could carry at that cost: a miss then shows whether it is the
+cores or the waiting.
 
 Everything runs on 127.0.0.1; loops are bounded by counts and deadlines.
 """
@@ -27,6 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -96,14 +102,19 @@ def _hanging_main(port: int) -> None:
     asyncio.run(serve())
 
 
+STANDIN_PIDS: dict[str, int] = {}  # stand-in URL -> its process (for its CPU seconds)
+
+
 @contextmanager
 def standin(main=_standin_main) -> Iterator[str]:
     port = free_port()
     process = multiprocessing.Process(target=main, args=(port,), daemon=True)
     process.start()
     wait_for_port(port)
+    url = f"http://127.0.0.1:{port}"
+    STANDIN_PIDS[url] = process.pid
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         process.terminate()
         process.join(5)
@@ -338,13 +349,33 @@ def hanging_figure(workdir: Path, kinds: list[str], postgres: str | None, events
                   f"({'PASS' if ratio >= 0.9 else 'MISS'} target >= 90%)")
 
 
-CLIENTS = 4  # concurrent SDK connections posting batches (as bench/ingest.py)
+CLIENTS = 4  # concurrent SDK connections posting batches (as bench/ingest.py; --clients)
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    rate: float  # events/s, first batch posted to last delivery recorded
+    posting: float  # events/s of the posting phase alone
+    gateway_cpu: float  # CPU s per 1,000 events: gunicorn + worker (ingest and delivery)
+    client_cpu: float  # the load generator (this process's posting threads)
+    standin_cpu: float  # the destination's stand-in
+    database_cpu: float  # the PostgreSQL server's processes (0 for SQLite: in the gateway's)
+
+    @property
+    def cpu(self) -> float:
+        return self.gateway_cpu + self.client_cpu + self.standin_cpu + self.database_cpu
+
+    def most(self, cores: int) -> float:
+        """The most events/s these cores could carry at this CPU per event."""
+        return cores / self.cpu * 1000
 
 
 def end_to_end(workdir: Path, database_url: str, url: str, events: int,
-               destination: str) -> tuple[float, float]:
+               destination: str, clients: int = CLIENTS) -> EndToEnd:
     """Events/s from the first batch posted to the last delivery recorded, and the ingest
-    phase's own events/s (the posting alone), so a miss shows which side held it back."""
+    phase's own events/s (the posting alone), so a miss shows which side held it back; with
+    the CPU seconds each party spent per 1,000 events, so a miss shows whether the machine's
+    cores could carry the target at all."""
     config = workdir / f"e2e-{destination}.toml"
     write_config(config, database_url, url, destination)
     port = free_port()
@@ -367,20 +398,50 @@ def end_to_end(workdir: Path, database_url: str, url: str, events: int,
                 if response.status_code != 200:
                     failures.append(response.text)
 
-        clients = [threading.Thread(target=post, args=(bodies[n::CLIENTS],))
-                   for n in range(CLIENTS)]
+        posters = [threading.Thread(target=post, args=(bodies[n::clients],))
+                   for n in range(clients)]
+        cpu_before = (tree_cpu_seconds(server.pid), time.process_time(),
+                      tree_cpu_seconds(STANDIN_PIDS[url]), postgres_cpu_seconds())
         started = time.monotonic()
-        for client in clients:
-            client.start()
-        for client in clients:
-            client.join()
+        for poster in posters:
+            poster.start()
+        for poster in posters:
+            poster.join()
         ingested = time.monotonic()
         assert not failures, failures[:1]
+        # the client's CPU is read before the wait: polling the database is not load
+        client_cpu = time.process_time() - cpu_before[1]
         finished = wait_all_delivered(database_url, events, seconds=300)
-        return events / (finished - started), events / (ingested - started)
+        gateway_cpu = tree_cpu_seconds(server.pid) - cpu_before[0]
+        standin_cpu = tree_cpu_seconds(STANDIN_PIDS[url]) - cpu_before[2]
+        database_cpu = postgres_cpu_seconds() - cpu_before[3] if "postgresql" in database_url \
+            else 0.0
+        per = 1000 / events
+        return EndToEnd(events / (finished - started), events / (ingested - started),
+                        gateway_cpu * per, client_cpu * per, standin_cpu * per,
+                        database_cpu * per)
     finally:
         server.terminate()
         server.wait(40)
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every local PostgreSQL process (the server shares the cores too; the
+    backends are the postmaster's children, not ours). Includes other sessions' work: the
+    machine should be otherwise idle."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1:stat.rindex(")")] not in ("postgres", "postmaster"):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # -- databases ----------------------------------------------------------------------------------
@@ -412,6 +473,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--postgres", help="also measure on PostgreSQL (a temporary schema)")
+    parser.add_argument("--clients", type=int, default=CLIENTS,
+                        help="concurrent connections posting batches end to end (default 4)")
     parser.add_argument("--hanging", action="store_true",
                         help="only the isolation figure: alone vs beside a hanging destination")
     args = parser.parse_args()
@@ -422,7 +485,8 @@ def main() -> int:
                            args.postgres, args.events)
         return 0
     print(f"worker threads: {THREADS}; {args.events} events over {USERS} users; webhook "
-          "destination; stand-in: asyncio keep-alive server answering 200 at once")
+          "destination; stand-in: asyncio keep-alive server answering 200 at once; end to "
+          f"end: {args.clients} clients posting 100-event batches")
     kinds = ["sqlite"] + (["postgresql"] if args.postgres else [])
     with tempfile.TemporaryDirectory() as tmp, standin() as url:
         workdir = Path(tmp)
@@ -435,19 +499,26 @@ def main() -> int:
             e2e = {}
             for destination in DESTINATIONS:
                 with database(kind, workdir, args.postgres, "e2e") as db_url:
-                    e2e[destination] = end_to_end(workdir, db_url, url, args.events, destination)
+                    e2e[destination] = end_to_end(workdir, db_url, url, args.events,
+                                                  destination, args.clients)
             ratio = rate / bare
             print(f"\n{kind}")
             print(f"  delivery      {rate:>9,.0f} deliveries/s   ceiling {bare:,.0f}   "
                   f"ratio {ratio:.0%}  ({'PASS' if ratio >= TARGET_RATIO else 'MISS'} "
                   f"target >= {TARGET_RATIO:.0%}); attempts {attempts} for {args.events}; "
                   f"worker CPU {cpu:.2f} s per 1,000 deliveries")
-            for destination, (rate_e2e, ingest_rate) in e2e.items():
+            cores = os.cpu_count() or 1
+            for destination, run in e2e.items():
                 target = TARGET_E2E[destination]
-                verdict = "PASS" if rate_e2e >= target else "MISS"
-                print(f"  end to end    {rate_e2e:>9,.0f} events/s to {destination:<14} "
-                      f"(batches in, all delivered out; the posting alone {ingest_rate:,.0f} "
+                verdict = "PASS" if run.rate >= target else "MISS"
+                print(f"  end to end    {run.rate:>9,.0f} events/s to {destination:<14} "
+                      f"(batches in, all delivered out; the posting alone {run.posting:,.0f} "
                       f"events/s)   {verdict} target >= {target:,.0f}")
+                server = f" + PostgreSQL {run.database_cpu:.3f}" if kind != "sqlite" else ""
+                print(f"                CPU s per 1,000 events: gateway {run.gateway_cpu:.3f}"
+                      f"{server} + load generator {run.client_cpu:.3f} + stand-in "
+                      f"{run.standin_cpu:.3f} = {run.cpu:.3f}: {cores} cores carry at most "
+                      f"{run.most(cores):,.0f} events/s")
     return 0
 
 
