@@ -267,8 +267,9 @@ class Lane:
             if not self.breaker.allow():
                 wait = max(0.0, self.breaker.retry_at() - time.monotonic())
                 raise Retryable("lookup not sent: the destination's circuit is open", 503, wait)
-            if self.limits.rate_per_second > 0 and not self.bucket.take(
-                    self.stopping, most=self.lease_seconds / 4 or 1.0):
+            # taken even with no configured rate: the bucket also holds the destination's
+            # own pause (x-ratelimit-remaining 0), which the lookups must wait out too
+            if not self.bucket.take(self.stopping, most=self.lease_seconds / 4 or 1.0):
                 self.breaker.release()
                 raise Retryable("lookup not sent: rate limit")
             try:

@@ -130,3 +130,23 @@ def test_a_probe_without_a_token_is_given_back() -> None:
     with pytest.raises(Retryable, match="rate limit"):
         one.guarded(lambda request: LookupResponse(200, None))(REQUEST)
     assert not one.breaker.probing
+
+
+def test_a_lookup_waits_out_the_destinations_pause_even_with_no_configured_rate() -> None:
+    """A destination that said it has no requests left (`x-ratelimit-remaining: 0`) pauses
+    its lane's bucket; with no `rate_per_second` configured the deliveries' writes wait it out
+    (`gate`), and so must the lookups (Kustomer's customer search), or they go on hitting a
+    destination that asked for a pause."""
+    one = lane(rate_per_second=0)
+    one.observe(Sent(200, "", 1, rate_remaining=0, rate_reset=600.0))
+    assert one.gate() is not None  # a write goes back unsent
+    calls: list[HttpRequest] = []
+
+    def lookup(request: HttpRequest) -> LookupResponse:
+        calls.append(request)
+        return LookupResponse(200, None)
+
+    with pytest.raises(Retryable, match="rate limit"):
+        one.guarded(lookup)(REQUEST)
+    assert calls == []  # nothing went out during the pause
+
