@@ -126,6 +126,7 @@ class CircuitBreaker:
         self.consecutive = 0
         self.opened_at = 0.0
         self.probing = False
+        self.prober: int | None = None  # the thread the probe was let through for
         self.opened_count = 0
         self._lock = threading.Lock()
 
@@ -140,7 +141,7 @@ class CircuitBreaker:
             if self.state == CLOSED:
                 return True
             if self.state == HALF_OPEN and not self.probing:
-                self.probing = True
+                self.probing, self.prober = True, threading.get_ident()
                 return True
             return False
 
@@ -163,6 +164,16 @@ class CircuitBreaker:
         next one go, instead of waiting forever for an answer that cannot come."""
         with self._lock:
             if self.state == HALF_OPEN:
+                self.probing = False
+
+    def abandon(self) -> None:
+        """Called by a sending thread after each task: a probe this thread was let through
+        for and that neither an answer nor `release` settled (the client raised before the
+        request went out, and the send was recorded as a crash) is given back; otherwise the
+        circuit would stay half-open with a probe out forever."""
+        with self._lock:
+            if (self.state == HALF_OPEN and self.probing
+                    and self.prober == threading.get_ident()):
                 self.probing = False
 
     def retry_at(self) -> float:
@@ -267,8 +278,9 @@ class Lane:
             if not self.breaker.allow():
                 wait = max(0.0, self.breaker.retry_at() - time.monotonic())
                 raise Retryable("lookup not sent: the destination's circuit is open", 503, wait)
-            if self.limits.rate_per_second > 0 and not self.bucket.take(
-                    self.stopping, most=self.lease_seconds / 4 or 1.0):
+            # taken even with no configured rate: the bucket also holds the destination's
+            # own pause (x-ratelimit-remaining 0), which the lookups must wait out too
+            if not self.bucket.take(self.stopping, most=self.lease_seconds / 4 or 1.0):
                 self.breaker.release()
                 raise Retryable("lookup not sent: rate limit")
             try:
@@ -313,6 +325,7 @@ class Lane:
                 done = Done(self, items, work(items), None)
             except Exception as exc:  # the worker retries what a crashed task held
                 done = Done(self, items, None, exc)
+            self.breaker.abandon()
             self._observe_time(count, time.monotonic() - started)
             self._sink(done)
 

@@ -4,12 +4,17 @@ regulation's deletion) passing through the breaker like any request."""
 
 from __future__ import annotations
 
+import queue
+from types import SimpleNamespace
+
 import pytest
 
 from adapters.base import HttpRequest, LookupResponse, Retryable
-from gateway.delivery.client import NoAnswer, Sent
-from gateway.delivery.lanes import CLOSED, HALF_OPEN, OPEN, Lane, TokenBucket
+from gateway.delivery.client import HttpClient, NoAnswer, Sent
+from gateway.delivery.lanes import CLOSED, HALF_OPEN, OPEN, Done, Lane, TokenBucket
 from gateway.delivery.limits import Limits
+from gateway.delivery.send import Sender
+from gateway.delivery.verdict import Outcome, crashed
 
 REQUEST = HttpRequest("GET", "https://api.kustomer.com/v1/customers/email=a")
 
@@ -130,3 +135,62 @@ def test_a_probe_without_a_token_is_given_back() -> None:
     with pytest.raises(Retryable, match="rate limit"):
         one.guarded(lambda request: LookupResponse(200, None))(REQUEST)
     assert not one.breaker.probing
+
+
+def test_a_lookup_waits_out_the_destinations_pause_even_with_no_configured_rate() -> None:
+    """A destination that said it has no requests left (`x-ratelimit-remaining: 0`) pauses
+    its lane's bucket; with no `rate_per_second` configured the deliveries' writes wait it out
+    (`gate`), and so must the lookups (Kustomer's customer search), or they go on hitting a
+    destination that asked for a pause."""
+    one = lane(rate_per_second=0)
+    one.observe(Sent(200, "", 1, rate_remaining=0, rate_reset=600.0))
+    assert one.gate() is not None  # a write goes back unsent
+    calls: list[HttpRequest] = []
+
+    def lookup(request: HttpRequest) -> LookupResponse:
+        calls.append(request)
+        return LookupResponse(200, None)
+
+    with pytest.raises(Retryable, match="rate limit"):
+        one.guarded(lookup)(REQUEST)
+    assert calls == []  # nothing went out during the pause
+
+
+@pytest.mark.parametrize("caught", [True, False], ids=["crash-recorded", "task-raised"])
+def test_a_probe_whose_request_raised_before_going_out_lets_the_next_probe_go(
+        caught: bool) -> None:
+    """Half-open, the probe let through by `gate` but the client raised before sending (a
+    header it cannot encode, a body it cannot serialise): the probe must be given back, or
+    the circuit stays half-open with a probe out forever and the destination gets nothing
+    again (`free()` 0, every `gate` refused) until the worker restarts. `Sender.one` catches
+    the error and records a crash (`caught`); a task may also raise."""
+    finished: queue.SimpleQueue[Done] = queue.SimpleQueue()
+    one = Lane("d", 1, 10, 60, limits=Limits(circuit_failures=1, circuit_open_seconds=0.01),
+               sink=finished.put)
+    try:
+        one.observe(Sent(None, "refused", 1, error_class="ConnectionError"))
+        assert one.breaker.state == OPEN
+        one.breaker.opened_at -= 1  # the open period is over: a probe is due
+        assert one.free() == 1
+        sender = Sender(HttpClient(), 60)
+        target = SimpleNamespace(destination=SimpleNamespace(endpoint=None))
+        bad = HttpRequest("POST", "http://127.0.0.1:9/hook", headers={"X-Name": "Zoë €"})
+
+        def task(items: list[HttpRequest]) -> Outcome:
+            try:
+                return sender.send_all(items, target, one.gate, one.observe)
+            except Exception as exc:
+                if not caught:
+                    raise
+                return crashed(exc)  # what Sender.one does
+
+        one.submit(task, [bad], 1)
+        done = finished.get(timeout=5)
+        one.collected(1)
+        if caught:
+            assert done.result.error_class == "UnicodeEncodeError"
+        else:
+            assert isinstance(done.error, UnicodeEncodeError)
+        assert one.free() == 1 and one.breaker.allow()  # the next probe may go
+    finally:
+        one.close()
