@@ -30,8 +30,8 @@ log = logging.getLogger("gateway.delivery.worker")
 _ATTEMPT_COLUMNS = ("delivery_id", "number", "started_at", "duration_ms", "status",
                     "error_class", "excerpt")
 _INSERT_ATTEMPTS = insert(delivery_attempts)
-_INSERT_ATTEMPTS_PREPARED = Prepared(
-    insert(delivery_attempts).values({c: bindparam(c) for c in _ATTEMPT_COLUMNS}))
+_INSERT_ATTEMPTS_PREPARED = Prepared(  # inline: no RETURNING id that executemany would discard
+    insert(delivery_attempts).values({c: bindparam(c) for c in _ATTEMPT_COLUMNS}).inline())
 _HELD = (select(deliveries.c.id)
          .where(deliveries.c.id.in_(bindparam("ids", expanding=True)),
                 deliveries.c.state == outbox.DELIVERING,

@@ -40,6 +40,7 @@ SLOW_CLAIM = 0.2  # seconds: a claim this slow on PostgreSQL refreshes the stati
 ANALYZE_EVERY = 60.0  # …at most this often
 PUBLISH_EVERY = 1.0  # seconds between updates of the per-destination gauges
 ORPHANS_EVERY = 60.0  # seconds between looks for deliveries of unconfigured destinations
+STOP_RECORDING = 20.0  # seconds a stopping worker keeps trying to record through an outage
 
 __all__ = ["OTHER", "Claimed", "Finished", "Worker", "policy_from"]
 
@@ -91,6 +92,7 @@ class Worker:
         self._next_claim = self._next_record = self._next_analyze = 0.0
         self._next_publish = 0.0
         self._next_orphans = 0.0
+        self._stopping_since: float | None = None
         self._orphan_names: list[str] = []
 
     @property
@@ -182,17 +184,24 @@ class Worker:
     def _record_pending(self, stop: threading.Event) -> None:
         """Record what finished; while the database is out, keep the results (they were
         sent: recording them late beats sending them again) and try again with backoff.
-        Stopping gives up after one try: the leases then hand them to the next worker."""
+        Stopping keeps trying for STOP_RECORDING seconds (well inside the supervisor's stop
+        timeout, so a stop never ends in SIGKILL), then gives up: the leases then hand the
+        deliveries to the next worker, which sends them again."""
         if not self.unrecorded or time.monotonic() < self._next_record:
             return
         left = self.recorder.record_safely(self.unrecorded)
-        if left and stop.is_set() and self._record_backoff >= MAX_BACKOFF:
+        if stop.is_set() and self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+        if left and self._stopping_since is not None \
+                and time.monotonic() - self._stopping_since >= STOP_RECORDING:
             log.warning("stopping with %d delivery results unrecorded; their leases will "
                         "expire and they will be sent again", len(left))
             left = []
         self.unrecorded = left
         if left:
             self._record_backoff = min(MAX_BACKOFF, max(MIN_BACKOFF, self._record_backoff * 2))
+            if self._stopping_since is not None:  # the last try falls inside the limit
+                self._record_backoff = min(self._record_backoff, STOP_RECORDING / 4)
             self._next_record = time.monotonic() + self._record_backoff
         else:
             self._record_backoff = 0.0

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from gateway import create_app
 from gateway.config import Config, from_mapping
 from gateway.db import make_engine
+from gateway.delivery import worker as worker_module
 from gateway.delivery.worker import Finished, Worker
 from gateway.models import deliveries, delivery_attempts
 from tests.helpers import basic, stored_deliveries
@@ -360,6 +361,44 @@ def test_record_failures_keep_the_results_and_log_two_lines(
         assert len(messages) <= 4  # and at most the claiming pair besides
         assert len(healthy.requests) == 3  # recorded late, never sent again
     finally:
+        worker.close()
+        good.dispose()
+        gone.dispose()
+
+
+def test_a_stop_during_a_database_outage_gives_up_recording_in_time(
+        database_url: str, healthy: StandIn, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopping keeps trying to record for STOP_RECORDING seconds, then gives up (the leases
+    hand the deliveries to the next worker): never longer than the supervisor's stop timeout,
+    which would end in SIGKILL (it took ~62 s of doubling backoff before)."""
+    monkeypatch.setattr(worker_module, "STOP_RECORDING", 1.5)
+    config = one_destination(database_url, healthy.url)
+    app = create_app(config)
+    good = app.extensions["gateway.engine"]
+    gone = make_engine(CLOSED_PORT_URL)
+    healthy.answer_for = lambda r: Answer(delay=0.3)
+    send(app, KEY_B, tracks("u", 3))
+    worker = Worker(good, config)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    try:
+        with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
+            thread.start()
+            wait_for(lambda: len(healthy.requests) == 3, 10, "the sends")
+            worker.engine = gone  # the database goes away while they are in flight
+            wait_for(lambda: len(worker.unrecorded) == 3, 10, "the results")
+            stopped = time.monotonic()
+            stop.set()
+            thread.join(10)
+            assert not thread.is_alive(), "the worker did not stop"
+            assert 1.0 <= time.monotonic() - stopped <= 6.0
+        assert any("stopping with 3 delivery results unrecorded" in r.getMessage()
+                   for r in worker_lines(caplog))
+        # nothing was recorded: the rows still hold their leases, and will be claimed again
+        assert count(good, deliveries.c.state == "delivering") == 3
+    finally:
+        stop.set()
         worker.close()
         good.dispose()
         gone.dispose()
