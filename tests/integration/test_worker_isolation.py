@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from gateway import create_app
 from gateway.config import Config, from_mapping
@@ -334,15 +334,21 @@ def test_claim_failures_back_off_and_log_two_lines(database_url: str, healthy: S
         gone.dispose()
 
 
-def test_record_failures_keep_the_results_and_log_two_lines(
-        database_url: str, healthy: StandIn, caplog: pytest.LogCaptureFixture) -> None:
+def three_slow_sends(database_url: str, healthy: StandIn,
+                     delay: float) -> tuple[Worker, Engine, Engine]:
+    """Three stored events for a destination answering after `delay`, a worker on the real
+    database, and an engine on a database that is gone (swapped in to make an outage)."""
     config = one_destination(database_url, healthy.url)
     app = create_app(config)
-    good = app.extensions["gateway.engine"]
-    gone = make_engine(CLOSED_PORT_URL)
-    healthy.answer_for = lambda r: Answer(delay=0.5)
+    healthy.answer_for = lambda r: Answer(delay=delay)
     send(app, KEY_B, tracks("u", 3))
-    worker = Worker(good, config)
+    good = app.extensions["gateway.engine"]
+    return Worker(good, config), good, make_engine(CLOSED_PORT_URL)
+
+
+def test_record_failures_keep_the_results_and_log_two_lines(
+        database_url: str, healthy: StandIn, caplog: pytest.LogCaptureFixture) -> None:
+    worker, good, gone = three_slow_sends(database_url, healthy, delay=0.5)
     try:
         with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"), Running(worker):
             wait_for(lambda: len(healthy.requests) == 3, 10, "the sends")
@@ -373,13 +379,7 @@ def test_a_stop_during_a_database_outage_gives_up_recording_in_time(
     hand the deliveries to the next worker): never longer than the supervisor's stop timeout,
     which would end in SIGKILL (it took ~62 s of doubling backoff before)."""
     monkeypatch.setattr(worker_module, "STOP_RECORDING", 1.5)
-    config = one_destination(database_url, healthy.url)
-    app = create_app(config)
-    good = app.extensions["gateway.engine"]
-    gone = make_engine(CLOSED_PORT_URL)
-    healthy.answer_for = lambda r: Answer(delay=0.3)
-    send(app, KEY_B, tracks("u", 3))
-    worker = Worker(good, config)
+    worker, good, gone = three_slow_sends(database_url, healthy, delay=0.3)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     try:
