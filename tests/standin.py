@@ -60,6 +60,9 @@ class StandIn:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:  # the client died mid-request (a killed worker sends
+                    self.close_connection = True  # its headers and body as two writes): a
+                    return  # real destination never sees a truncated request either
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 received = Received(self.command, self.path, dict(self.headers), body)
