@@ -29,8 +29,7 @@ log = logging.getLogger("gateway.delivery.worker")
 
 _ATTEMPT_COLUMNS = ("delivery_id", "number", "started_at", "duration_ms", "status",
                     "error_class", "excerpt")
-_INSERT_ATTEMPTS = insert(delivery_attempts)
-_INSERT_ATTEMPTS_PREPARED = Prepared(  # inline: no RETURNING id that executemany would discard
+_INSERT_ATTEMPTS = Prepared(  # inline: no RETURNING id that executemany would discard
     insert(delivery_attempts).values({c: bindparam(c) for c in _ATTEMPT_COLUMNS}).inline())
 _HELD = (select(deliveries.c.id)
          .where(deliveries.c.id.in_(bindparam("ids", expanding=True)),
@@ -104,7 +103,7 @@ class Recorder:
             memo: dict[Any, Any] = {}  # each instant converted once for both statements
             for (target, _), rows in by_target.items():
                 outbox.transition_each(connection, outbox.DELIVERING, target, rows, memo)
-            _INSERT_ATTEMPTS_PREPARED.execute_many(connection, attempts, memo)
+            _INSERT_ATTEMPTS.execute_many(connection, attempts, memo)
         counted: dict[tuple[str, str], int] = {}
         for f, verdict in mine:
             if verdict.counts:
@@ -138,7 +137,7 @@ class Recorder:
                 next_attempt_at=now + timedelta(seconds=delay), lease_expires_at=None,
                 last_status=None, last_error=f"NotRecorded: {reason}"[:1000], updated_at=now)
             if moved:
-                connection.execute(_INSERT_ATTEMPTS, [{
+                _INSERT_ATTEMPTS.execute_many(connection, [{
                     "delivery_id": claimed.id, "number": claimed.attempts + 1,
                     "started_at": finished.started, "duration_ms": 0, "status": None,
                     "error_class": "NotRecorded", "excerpt": reason[:1000]}])
