@@ -60,6 +60,9 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...] = ()
     threads: int = at_least(1, 64)  # per process: a slow client holds a thread, not a process
     body_timeout_seconds: int = at_least(1, 10)  # a body not fully read by then is a 408
+    header_timeout_seconds: int = at_least(1, 10)  # a request head not in by then is a 408
+    # open connections one peer address may hold per worker process (trusted proxies exempt)
+    max_connections_per_peer: int = at_least(1, 128)
     # what browsers are told to send to (scheme://host[:port][/prefix]); "" = the request's host
     public_url: str = ""
 

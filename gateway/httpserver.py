@@ -1,8 +1,10 @@
 """The HTTP server child of `gateway serve`: gunicorn on the socket serve bound for it.
 
 Threaded workers (gthread): a request that waits — on a slow client's body, on the database —
-holds one thread, never a whole process, so one connection cannot block everyone else. Each
-worker process builds its own app (engine, pool) after the fork.
+holds one thread, never a whole process, so one connection cannot block everyone else; request
+heads are read off-thread, under a deadline and a per-peer cap (`gateway/http/worker.py`), so
+a slow head holds no thread at all. Each worker process builds its own app (engine, pool) after
+the fork.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import sys
 
 from gateway import config as config_module
+from gateway.http import worker
 
 
 def run_gunicorn(fd: int, workers: int) -> None:
@@ -23,7 +26,8 @@ def run_gunicorn(fd: int, workers: int) -> None:
         def load_config(self) -> None:
             self.cfg.set("bind", [f"fd://{fd}"])
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "gthread")
+            # gthread, reading request heads off-thread under a deadline (gateway/http/worker.py)
+            self.cfg.set("worker_class", "gateway.http.worker.GuardedThreadWorker")
             self.cfg.set("threads", config.server.threads)
             self.cfg.set("accesslog", None)
             self.cfg.set("control_socket_disable", True)  # several gateways may share a host
@@ -39,6 +43,8 @@ def run_gunicorn(fd: int, workers: int) -> None:
 
             return create_app(config_module.load(os.environ["GATEWAY_CONFIG"]))
 
+    worker.configure(config.server.header_timeout_seconds,
+                     config.server.max_connections_per_peer, config.server.trusted_proxies)
     GatewayApplication().run()
 
 
