@@ -3,8 +3,9 @@
 A request built from event data is sent with the operator's API key, so an event must never
 choose its path or query. urllib3 resolves `.`/`..` segments and splits at `?` and `#`, and
 servers decode `%2e` back to `.`: so `/ ? # %`, spaces and non-ASCII (as UTF-8) are encoded,
-and a value that is `.` or `..` (no encoding makes it safe), is empty (it would drop a
-segment) or holds a control character is refused as an invalid event naming its field.
+and a value that is `.` or `..` (no encoding makes those safe), is empty (it would drop a
+segment) or holds a control character or a lone surrogate is refused as an invalid event
+naming its field: the delivery ends `dead` with that reason and nothing is sent.
 
 Characters RFC 3986 allows inside a path segment stay as they are, so ordinary ids keep the URLs
 the reference sends (Kustomer's `email=k+1@x.io`); a destination whose reference escapes more
@@ -28,8 +29,8 @@ URI_COMPONENT_SAFE = "!*'()"
 # A query value: only the unreserved characters (`&`, `=`, `+` and `#` must not be literal).
 QUERY_SAFE = ""
 DOT_SEGMENTS = (".", "..")
-# C0 controls, DEL and C1 controls.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# C0 controls, DEL and C1 controls; lone surrogates (JSON can carry them, UTF-8 cannot).
+UNSENDABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def path_segment(value: Any, field: str, safe: str = PATH_SAFE) -> str:
@@ -56,12 +57,11 @@ def _checked(value: Any, field: str) -> str:
     text = js_string(value)
     if text == "":
         raise InvalidEvent(f"{field} is empty and cannot be sent in a URL")
-    control = CONTROL.search(text)
-    if control:
-        raise InvalidEvent(
-            f"{field} holds a control character (U+{ord(control.group()):04X}) "
-            "and cannot be sent in a URL"
-        )
+    found = UNSENDABLE.search(text)
+    if found:
+        code = ord(found.group())
+        what = "a lone surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+        raise InvalidEvent(f"{field} holds {what} (U+{code:04X}) and cannot be sent in a URL")
     return text
 
 
