@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from adapters.base import InvalidEvent
 
@@ -185,13 +184,6 @@ def unix_seconds(value: Any) -> int | None:
     if parsed is None:
         return None
     return math.floor(parsed.timestamp())
-
-
-def encode_uri_component(value: Any) -> str:
-    """JavaScript's encodeURIComponent; non-strings are inserted as they are."""
-    if not isinstance(value, str):
-        return js_string(value)
-    return quote(value, safe="-_.!~*'()")
 
 
 def js_string(value: Any) -> str:

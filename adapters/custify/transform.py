@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from adapters.base import (
     ConfigError,
@@ -30,6 +29,7 @@ from adapters.mapping import (
     get_path,
     truthy,
 )
+from adapters.urls import query_value
 
 NO_ID = "Email or userId is mandatory"
 
@@ -186,13 +186,15 @@ def delete_users(settings: Mapping[str, Any] | None, users: Sequence[Mapping[str
     api_key = settings.get("apiKey")
     if not api_key:
         raise ConfigError("api key for deletion not present")
+    user_ids = []
     for user in users:
         user_id = user.get("userId")
         if not user_id:
             raise InvalidEvent("User id for deletion not present")
         # percent-encoded: an id with "&", "#" or a space must not change the query
-        response = send(HttpRequest("DELETE", f"{m.BASE_URL}/people?user_id="
-                                              f"{quote(str(user_id), safe='')}",
+        user_ids.append(query_value(user_id, "userId"))
+    for user_id in user_ids:  # every id checked first: a refused one deletes no one
+        response = send(HttpRequest("DELETE", f"{m.BASE_URL}/people?user_id={user_id}",
                                     {"Authorization": f"Bearer {api_key}"}))
         if response.status not in (200, 404):
             detail = json.dumps(response.body, separators=(",", ":")) \

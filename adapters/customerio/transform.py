@@ -7,7 +7,6 @@ import copy
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from adapters.base import (
     AdapterError,
@@ -29,13 +28,13 @@ from adapters.mapping import (
     MISSING,
     USER_ID_ONLY,
     construct,
-    encode_uri_component,
     first_present,
     get_path,
     js_string,
     truthy,
     unix_seconds,
 )
+from adapters.urls import URI_COMPONENT_SAFE, path_segment
 
 EMAIL_PATTERN = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@]+$")
 
@@ -135,8 +134,18 @@ def _identify(event: Mapping[str, Any], user_id: Any, base: str,
     target = customer_id(event, user_id)
     if target is MISSING:
         raise InvalidEvent("userId or email is not present")
-    url = f"{base}{m.CUSTOMERS}/{encode_uri_component(target)}"
+    url = f"{base}{m.CUSTOMERS}/{customer_segment(target, user_id)}"
     return HttpRequest("PUT", url, headers, json=identify_attributes(event))
+
+
+def customer_segment(target: Any, user_id: Any) -> str:
+    """The person's id (userId, else email) as its path segment, encoded as the reference's
+    encodeURIComponent does; `.`, `..` and control characters are refused."""
+    return segment(target, "userId" if user_id is not MISSING else "email")
+
+
+def segment(value: Any, field: str) -> str:
+    return path_segment(value, field, safe=URI_COMPONENT_SAFE)
 
 
 def identify_attributes(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,11 +208,11 @@ def _event(event: Mapping[str, Any], kind: str, user_id: Any, settings: Mapping[
     name = event_name(event, kind)
     token = get_path(event, "context.device.token")
     target = customer_id(event, user_id)
-    path_id = None if target is MISSING else encode_uri_component(target)
+    path_id = None if target is MISSING else customer_segment(target, user_id)
     if name == m.DEVICE_DELETE:
         if path_id is None or not truthy(token):
             raise InvalidEvent("userId/email or device_token not present")
-        url = f"{base}{m.CUSTOMERS}/{path_id}/devices/{encode_uri_component(token)}"
+        url = f"{base}{m.CUSTOMERS}/{path_id}/devices/{segment(token, 'context.device.token')}"
         return HttpRequest("DELETE", url, headers)
     device_events = (*m.DEVICE_EVENTS, settings.get("deviceTokenEventName"))
     if name in device_events and name and path_id is not None and truthy(token):
@@ -301,12 +310,14 @@ def delete_users(settings: Mapping[str, Any], users: Sequence[Mapping[str, Any]]
     RudderStack's deletion does) for each userId — or each email when the person has no userId
     (workspaces that identify people by email). 200 and 404 both mean gone."""
     headers = credentials(settings)
-    identifiers = [u["userId"] for u in users if u.get("userId")] or [
-        u["email"] for u in users if u.get("email")]
+    field = "userId" if any(u.get("userId") for u in users) else "email"
+    identifiers = [u[field] for u in users if u.get(field)]
     if not identifiers:
         raise Unsupported("Customer.io deletes people by id or email; the profile has neither")
-    for identifier in identifiers:
-        url = f"{host(settings)}/api/v1/customers/{quote(str(identifier), safe='')}"
+    # every id checked before the first is deleted: a refused one deletes no one
+    segments = [segment(identifier, field) for identifier in identifiers]
+    for encoded in segments:
+        url = f"{host(settings)}{m.CUSTOMERS}/{encoded}"
         response = send(HttpRequest("DELETE", url, dict(headers)))
         if response.status not in (200, 404):
             detail = response.text[:500] or f"HTTP {response.status}"

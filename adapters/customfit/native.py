@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from adapters.base import HttpRequest
 from adapters.mapping import parse_date
+from adapters.urls import encode_query_value
 
 EVENTS_URL = "https://api.customfit.ai/v1/cfe"
 
@@ -18,7 +18,7 @@ EVENT_NAME = {"identify": None, "track": "event", "page": "pageview", "screen": 
 
 def native_request(event: Mapping[str, Any], kind: str, key: str) -> HttpRequest:
     body = {"events": _events(event, kind), "user": _user(event, kind)}
-    return HttpRequest("POST", f"{EVENTS_URL}?cfenc={quote(key, safe='')}",
+    return HttpRequest("POST", f"{EVENTS_URL}?cfenc={encode_query_value(key)}",
                        {"Content-Type": "application/json"}, json=body)
 
 

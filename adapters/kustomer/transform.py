@@ -38,6 +38,7 @@ from adapters.mapping import (
     resolve,
     truthy,
 )
+from adapters.urls import path_segment
 
 ORG_POD = re.compile(r"^prod(\d+)$")
 ISO_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2}([T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
@@ -121,20 +122,23 @@ def _existing_customer(event: Mapping[str, Any], email: Any, base: str, auth: di
     """The update URL of the customer the event names, or None to create one."""
     for entry in event.get("context", {}).get("externalId") or []:
         if isinstance(entry, Mapping) and entry.get("type") == "kustomerId":
-            return f"{base}/v1/customers/{js_string(entry.get('id'))}?replace=false"
+            customer = path_segment(entry.get("id"), "context.externalId kustomerId")
+            return f"{base}/v1/customers/{customer}?replace=false"
+    # every value checked before the first lookup: a refused one sends nothing
     searches = []
     if email is not MISSING:
-        searches.append(f"email={js_string(email)}")
+        searches.append("email=" + path_segment(email, "email"))
     user_id = first_present(event, USER_ID_ONLY)
     if user_id is not MISSING:
-        searches.append(f"externalId={js_string(user_id)}")
+        searches.append("externalId=" + path_segment(user_id, "userId"))
     if truthy(event.get("anonymousId")):
-        searches.append(f"externalId={js_string(event['anonymousId'])}")
+        searches.append("externalId=" + path_segment(event["anonymousId"], "anonymousId"))
     for search in searches:
         found = _search(f"{base}/v1/customers/{search}", auth, lookup)
         if found is not None:
             # as the reference does: the update goes to the default (US) host
-            return f"{m.DEFAULT_BASE}/v1/customers/{found}?replace=false"
+            customer = path_segment(found, "the customer id Kustomer's lookup answered")
+            return f"{m.DEFAULT_BASE}/v1/customers/{customer}?replace=false"
     return None
 
 

@@ -12,7 +12,6 @@ from adapters.mapping import (
     Field,
     construct,
     drop_empty,
-    encode_uri_component,
     get_path,
     js_string,
     resolve,
@@ -72,8 +71,6 @@ def test_truthy(value, expected: bool) -> None:
 def test_small_helpers() -> None:
     assert drop_empty({"a": None, "b": 0, "c": {"d": None}, "e": MISSING}) == {
         "b": 0, "c": {"d": None}}
-    assert encode_uri_component("a b@c/d+e~(x)") == "a%20b%40c%2Fd%2Be~(x)"
-    assert encode_uri_component(432) == "432"
     assert (js_string(4.0), js_string(4.5), js_string(True)) == ("4", "4.5", "true")
     assert unix_seconds("not a date") is None
     assert unix_seconds("2026-01-01T00:00:00Z") == 1767225600
