@@ -551,7 +551,8 @@ def _load_table(cls: type, values: Any, where: str, table: str) -> Any:
             raise ConfigError(f"{where}: {table}: field {name!r}: must be a whole number")
         if kind == "int" and value < minimum:
             raise ConfigError(f"{where}: {table}: field {name!r}: must be at least {minimum}")
-        if kind in ("bool", "bool | None") and not isinstance(value, bool):
+        optional = kind == "bool | None" and value is None  # "auto" from the environment
+        if kind in ("bool", "bool | None") and not isinstance(value, bool) and not optional:
             raise ConfigError(f"{where}: {table}: field {name!r}: must be true or false")
         if kind == "str" and not isinstance(value, str):
             raise ConfigError(f"{where}: {table}: field {name!r}: must be a string")
