@@ -47,8 +47,9 @@ class ServeError(Exception):
     """serve cannot start; the message says why and what to do."""
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """Bind the gateway's port now, so a busy port stops serve before anything starts."""
+def listen(host: str, port: int, setting: str = "--bind") -> socket.socket:
+    """Bind the gateway's port now, so a busy port stops serve before anything starts.
+    `setting` is what the operator changes to choose another (named in the error)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -62,7 +63,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise ServeError(f"cannot listen on {host}:{port}: the address is already in use "
-                             "(another gateway? choose another port with --bind)") from None
+                             f"(another gateway? choose another port with {setting})") from None
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -216,7 +217,7 @@ def serve(config_path: Path, host: str, port: int, workers: int, with_worker: bo
     `admin` is `[admin] bind`: a second listener, the only one serving the admin surface."""
     listener = listen(host, port)
     try:
-        admin_listener = listen(*admin) if admin else None
+        admin_listener = listen(*admin, setting="[admin] bind") if admin else None
     except ServeError:
         listener.close()
         raise

@@ -54,8 +54,9 @@ def test_memory_is_bounded_the_longest_quiet_peer_forgotten_first() -> None:
 
 
 def test_ipv6_peers_count_per_64_and_mapped_ipv4_as_ipv4() -> None:
-    assert peer_key("2001:db8:1:2:aaaa::1") == peer_key("2001:db8:1:2:bbbb::9") \
-        == "2001:db8:1:2::/64"
+    assert (
+        peer_key("2001:db8:1:2:aaaa::1") == peer_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    )
     assert peer_key("2001:db8:1:3::1") != peer_key("2001:db8:1:2::1")
     assert peer_key("::ffff:192.0.2.7") == "192.0.2.7"
     throttle = AuthThrottle(limit=2, window=60, clock=Clock())
@@ -65,8 +66,10 @@ def test_ipv6_peers_count_per_64_and_mapped_ipv4_as_ipv4() -> None:
 
 def test_counts_are_exact_under_threads() -> None:
     throttle = AuthThrottle(limit=10_000, window=60)
-    threads = [threading.Thread(target=lambda: [throttle.failed("10.0.0.1")
-                                                for _ in range(1000)]) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: [throttle.failed("10.0.0.1") for _ in range(1000)])
+        for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -78,16 +81,15 @@ def test_counts_are_exact_under_threads() -> None:
 
 
 def test_escape_keeps_a_log_line_one_line() -> None:
-    assert escape('GET /admin/x\nFAKE "line"\x1b[31m') == \
-        'GET /admin/x\\nFAKE \\"line\\"\\x1b[31m'
+    assert escape('GET /admin/x\nFAKE "line"\x1b[31m') == 'GET /admin/x\\nFAKE \\"line\\"\\x1b[31m'
     assert len(escape("a" * 5000)) == 200
 
 
 @pytest.mark.parametrize("path", ["/admin/v1/events", "/metrics"])
 def test_the_log_line_names_peer_and_route_never_the_token(
-        database_url: str, caplog: pytest.LogCaptureFixture, path: str) -> None:
-    app = create_app(from_mapping(base_config(database_url,
-                                              metrics={"require_token": True})))
+    database_url: str, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    app = create_app(from_mapping(base_config(database_url, metrics={"require_token": True})))
     with caplog.at_level(logging.WARNING, logger="gateway.auth"):
         answer = app.test_client().get(path, headers={"Authorization": "Bearer s3cr3t-guess"})
     app.extensions["gateway.engine"].dispose()
@@ -99,7 +101,8 @@ def test_the_log_line_names_peer_and_route_never_the_token(
 
 
 def test_with_an_admin_bind_a_server_that_names_no_socket_gets_no_admin_surface(
-        database_url: str) -> None:
+    database_url: str,
+) -> None:
     """Fail closed: the Flask test client gives no gunicorn socket, so the listener is unknown."""
     app = create_app(from_mapping(base_config(database_url, admin={"bind": "127.0.0.1:8081"})))
     client = app.test_client()
