@@ -188,10 +188,14 @@ def _serve(args: argparse.Namespace) -> int:
     elif not schema_is_current(config.database_url):
         raise DatabaseProblem("the schema is not up to date: run gateway migrate first")
     host, port = config_module.parse_bind(args.bind or config.server.bind)
+    admin = config_module.parse_bind(config.admin.bind) if config.admin.bind else None
+    if admin == (host, port):
+        raise ConfigError(f"{path}: [admin]: field 'bind': {config.admin.bind!r} is also the "
+                          "address served (--bind); the admin listener needs its own")
     workers = args.workers or config.server.workers or os.cpu_count() or 1
     try:
         return supervisor.serve(path.resolve(), host, port, workers,
-                                with_worker=not args.no_worker)
+                                with_worker=not args.no_worker, admin=admin)
     except supervisor.ServeError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

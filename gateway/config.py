@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import secrets
@@ -24,6 +25,7 @@ from gateway.db import DatabaseProblem, sqlite_file
 from gateway.delivery.limits import Limits as DestinationLimits
 from gateway.delivery.limits import LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
+from gateway.http.forwarded import parse_network
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -94,7 +96,25 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class AdminSettings:
-    metrics_require_token: bool = False  # /metrics is open by Prometheus convention
+    """Where the admin surface (/admin, /console, /metrics) listens, and how guessing is slowed."""
+
+    # "host:port" of a second listener that alone serves /admin, /console and /metrics (the
+    # public one answers them 404); "" = everything on [server] bind
+    bind: str = ""
+    # failed admin-token checks (admin API, console sign-in, /metrics) per peer and window,
+    # then 429 + Retry-After until the oldest failure leaves the window; per process
+    max_failed_auth: int = at_least(1, 10)
+    failed_auth_window_seconds: int = at_least(1, 60)
+    # the older name of [metrics] require_token (DESIGN.md §7); None = not set
+    metrics_require_token: bool | None = None
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Whether /metrics needs the admin token."""
+
+    # None = only when [server] bind is not loopback and there is no [admin] bind
+    require_token: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +169,7 @@ class Config:
     retry: RetrySettings = field(default_factory=RetrySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     path: str | None = None
 
@@ -167,7 +188,7 @@ class Config:
 # Optional tables of scalars, each overridable as GATEWAY_<TABLE>_<FIELD>.
 TABLES: dict[str, type] = {"limits": Limits, "server": ServerSettings, "retry": RetrySettings,
                            "worker": WorkerSettings, "admin": AdminSettings,
-                           "retention": RetentionSettings}
+                           "metrics": MetricsSettings, "retention": RetentionSettings}
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
@@ -221,7 +242,10 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
               for name, cls in TABLES.items()}
     tables["server"] = dataclasses.replace(
         tables["server"], bind=_normal_bind(tables["server"].bind, where),
-        public_url=_normal_public_url(tables["server"].public_url, where))
+        public_url=_normal_public_url(tables["server"].public_url, where),
+        trusted_proxies=_normal_proxies(tables["server"].trusted_proxies, where))
+    tables["admin"] = _checked_admin(tables["admin"], tables["server"].bind, where)
+    tables["metrics"] = _checked_metrics(tables["metrics"], tables["admin"], where)
     return Config(database_url=database_url, admin_token=admin_token, sources=sources,
                   destinations=destinations, **tables, path=where)
 
@@ -267,12 +291,61 @@ def format_bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _normal_bind(bind: str, where: str) -> str:
+def _normal_bind(bind: str, where: str, table: str = "[server]") -> str:
     """[server] bind as gunicorn takes it (`localhost` → `localhost:8080`), or a ConfigError."""
     try:
         return format_bind(*parse_bind(bind))
     except ValueError as exc:
-        raise ConfigError(f"{where}: [server]: field 'bind': {exc}") from None
+        raise ConfigError(f"{where}: {table}: field 'bind': {exc}") from None
+
+
+def _normal_proxies(entries: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """[server] trusted_proxies checked and written as gunicorn's forwarded_allow_ips takes
+    them (`10.1.2.3/8` → `10.0.0.0/8`; a single address stays as it is), or a ConfigError."""
+    normal = []
+    for entry in entries:
+        try:
+            network = parse_network(entry)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [server]: field 'trusted_proxies': {exc}") from None
+        single = network.num_addresses == 1 and "/" not in entry
+        normal.append(str(network.network_address) if single else str(network))
+    return tuple(normal)
+
+
+def _checked_admin(admin: AdminSettings, public_bind: str, where: str) -> AdminSettings:
+    """[admin] bind normalised; it must be a listener of its own, not the public one."""
+    if not admin.bind.strip():
+        return dataclasses.replace(admin, bind="")
+    bind = _normal_bind(admin.bind, where, "[admin]")
+    if parse_bind(bind) == parse_bind(public_bind):
+        raise ConfigError(f"{where}: [admin]: field 'bind': {bind!r} is also [server] bind; "
+                          "the admin listener needs an address or port of its own")
+    return dataclasses.replace(admin, bind=bind)
+
+
+def _checked_metrics(metrics: MetricsSettings, admin: AdminSettings,
+                     where: str) -> MetricsSettings:
+    """[metrics] require_token, or the older [admin] metrics_require_token when only it is set."""
+    older = admin.metrics_require_token
+    if metrics.require_token is None:
+        return MetricsSettings(require_token=older)
+    if older is not None and older != metrics.require_token:
+        raise ConfigError(f"{where}: [metrics]: field 'require_token' says "
+                          f"{str(metrics.require_token).lower()} but [admin] "
+                          f"metrics_require_token says {str(older).lower()}: keep one")
+    return metrics
+
+
+def is_loopback_bind(bind: str) -> bool:
+    """Whether `host:port` only listens on this machine (127.0.0.0/8, ::1, `localhost`)."""
+    host = parse_bind(bind)[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
 
 
 _HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]*:[0-9a-f:.]*")  # a name, IPv4, or IPv6 (unbracketed)
@@ -366,7 +439,9 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
 
 def _from_env_text(text: str, type_name: Any) -> Any:
     kind = str(type_name)
-    if kind == "bool":
+    if kind == "bool | None" and text.strip().lower() in ("", "auto"):
+        return None
+    if kind in ("bool", "bool | None"):
         return text.strip().lower() in ("1", "true", "yes", "on")
     if kind == "int":
         try:
@@ -479,7 +554,8 @@ def _load_table(cls: type, values: Any, where: str, table: str) -> Any:
             raise ConfigError(f"{where}: {table}: field {name!r}: must be a whole number")
         if kind == "int" and value < minimum:
             raise ConfigError(f"{where}: {table}: field {name!r}: must be at least {minimum}")
-        if kind == "bool" and not isinstance(value, bool):
+        optional = kind == "bool | None" and value is None  # "auto" from the environment
+        if kind in ("bool", "bool | None") and not isinstance(value, bool) and not optional:
             raise ConfigError(f"{where}: {table}: field {name!r}: must be true or false")
         if kind == "str" and not isinstance(value, str):
             raise ConfigError(f"{where}: {table}: field {name!r}: must be a string")

@@ -17,14 +17,16 @@ from gateway import config as config_module
 from gateway.http import worker
 
 
-def run_gunicorn(fd: int, workers: int) -> None:
+def run_gunicorn(fds: list[int], workers: int) -> None:
     from gunicorn.app.base import BaseApplication
+
+    from gateway.http.forwarded import gunicorn_allow_list
 
     config = config_module.load(os.environ["GATEWAY_CONFIG"])
 
     class GatewayApplication(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", [f"fd://{fd}"])
+            self.cfg.set("bind", [f"fd://{fd}" for fd in fds])  # public, then [admin] bind
             self.cfg.set("workers", workers)
             # gthread, reading request heads off-thread under a deadline (gateway/http/worker.py)
             self.cfg.set("worker_class", "gateway.http.worker.GuardedThreadWorker")
@@ -36,6 +38,8 @@ def run_gunicorn(fd: int, workers: int) -> None:
             self.cfg.set("keepalive", 5)
             # bodies are bounded by [limits]; headers as rudder-server allows
             self.cfg.set("limit_request_field_size", 65536)
+            # X-Forwarded-Proto (https: Secure cookies, settings URLs) only from these peers
+            self.cfg.set("forwarded_allow_ips", gunicorn_allow_list(config.server.trusted_proxies))
             self.cfg.set("child_exit", _metrics_child_exit)
 
         def load(self):
@@ -57,7 +61,8 @@ def _metrics_child_exit(_server, worker) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway-http", description=__doc__)
-    parser.add_argument("--fd", type=int, required=True, help="the listening socket")
+    parser.add_argument("--fd", type=int, action="append", required=True,
+                        help="a listening socket (repeated: the public one, then the admin one)")
     parser.add_argument("--workers", type=int, required=True)
     args = parser.parse_args(argv)
     run_gunicorn(args.fd, args.workers)

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.config import format_bind
 from gateway.heartbeat import EXPECT_WORKER_ENV
 
 log = logging.getLogger("gateway.serve")
@@ -46,8 +47,9 @@ class ServeError(Exception):
     """serve cannot start; the message says why and what to do."""
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """Bind the gateway's port now, so a busy port stops serve before anything starts."""
+def listen(host: str, port: int, setting: str = "--bind") -> socket.socket:
+    """Bind the gateway's port now, so a busy port stops serve before anything starts.
+    `setting` is what the operator changes to choose another (named in the error)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -61,7 +63,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise ServeError(f"cannot listen on {host}:{port}: the address is already in use "
-                             "(another gateway? choose another port with --bind)") from None
+                             f"(another gateway? choose another port with {setting})") from None
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -209,20 +211,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve(config_path: Path, host: str, port: int, workers: int, with_worker: bool) -> int:
-    """Bind, start gunicorn and (unless told not to) a delivery worker, and supervise both."""
+def serve(config_path: Path, host: str, port: int, workers: int, with_worker: bool,
+          admin: tuple[str, int] | None = None) -> int:
+    """Bind, start gunicorn and (unless told not to) a delivery worker, and supervise both.
+    `admin` is `[admin] bind`: a second listener, the only one serving the admin surface."""
     listener = listen(host, port)
+    try:
+        admin_listener = listen(*admin, setting="[admin] bind") if admin else None
+    except ServeError:
+        listener.close()
+        raise
+    fds = [listener.fileno()] + ([admin_listener.fileno()] if admin_listener else [])
     metrics = metrics_folder()
+    # the children's [server] bind is the address served (--bind may differ from the file):
+    # /metrics decides from it whether it needs the token
     env = {**os.environ, "GATEWAY_CONFIG": str(config_path), "PROMETHEUS_MULTIPROC_DIR":
-           str(metrics)}
+           str(metrics), "GATEWAY_SERVER_BIND": format_bind(host, port)}
     if with_worker:
         env[EXPECT_WORKER_ENV] = "1"
     else:
         env.pop(EXPECT_WORKER_ENV, None)
     python = sys.executable
-    children = [Child("HTTP server", [python, "-m", "gateway.httpserver", "--fd",
-                                      str(listener.fileno()), "--workers", str(workers)],
-                      env, pass_fds=(listener.fileno(),), restart_on_early_exit=False)]
+    fd_args = [arg for fd in fds for arg in ("--fd", str(fd))]
+    children = [Child("HTTP server", [python, "-m", "gateway.httpserver", *fd_args,
+                                      "--workers", str(workers)],
+                      env, pass_fds=tuple(fds), restart_on_early_exit=False)]
     if with_worker:
         children.append(Child("delivery worker", [python, "-m", "gateway.cli", "--config",
                                                   str(config_path), "worker"], env))
@@ -231,8 +244,13 @@ def serve(config_path: Path, host: str, port: int, workers: int, with_worker: bo
     print(f"Serving on http://{shown}:{port} with {workers} worker process(es)"
           + ("; delivery worker supervised" if with_worker else "; no delivery worker"),
           flush=True)
+    if admin:
+        print(f"Admin API, console and /metrics only on http://{format_bind(*admin)}",
+              flush=True)
     try:
         return supervisor.run()
     finally:
         listener.close()
+        if admin_listener:
+            admin_listener.close()
         shutil.rmtree(metrics, ignore_errors=True)

@@ -147,7 +147,7 @@ class LiveGateway:
     """`gateway serve` in a subprocess, as a user runs it."""
 
     def __init__(self, workdir: Path, raw_config: dict[str, Any], workers: int = 1,
-                 delivery_worker: bool = False) -> None:
+                 delivery_worker: bool = False, host: str = "127.0.0.1") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "gateway.toml"
@@ -155,7 +155,7 @@ class LiveGateway:
         self.log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "--config", str(self.config_path), "serve",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+             "--bind", f"{host}:{self.port}", "--workers", str(workers),
              *([] if delivery_worker else ["--no-worker"])],
             cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
         self.database_url = raw_config["database_url"]

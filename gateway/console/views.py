@@ -17,6 +17,7 @@ from gateway import identity, outbox, queries, rejections
 from gateway.config import Config
 from gateway.console import auth, bp, data
 from gateway.explain import explain, explain_event
+from gateway.http import auth_throttle
 from gateway.http.browser import public_base_url
 from gateway.models import events
 from gateway.replay import Conflict, NotFound, replay, retry_dead
@@ -45,8 +46,10 @@ def login() -> Response:
         if auth.signed_in():
             return redirect(target)
         return auth.save(make_response(render_template("console/login.html", next=target)))
+    auth_throttle.refuse_if_blocked()
     if auth.check_token(request.form.get("token", "")):
         return auth.sign_in(redirect(target))
+    auth_throttle.failed()
     response = make_response(render_template("console/login.html", next=target,
                                              error="That is not the admin token."), 401)
     return auth.save(response)

@@ -14,6 +14,7 @@ from werkzeug.routing import BaseConverter
 
 from gateway import heartbeat, metrics, queries
 from gateway.config import Config
+from gateway.http import auth_throttle, listeners
 from gateway.http.errors import ApiError, error_response
 from gateway.regulations import keys as regulation_keys
 from gateway.regulations import service as regulation_service
@@ -33,10 +34,13 @@ def _engine():
 
 
 def require_token() -> None:
-    """Bearer <admin_token>, compared in constant time."""
+    """Bearer <admin_token>, compared in constant time; a peer with too many recent failures
+    is refused before the comparison (gateway/http/auth_throttle.py)."""
+    auth_throttle.refuse_if_blocked()
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     expected = _config().admin_token.encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        auth_throttle.failed()
         error = ApiError(401, "unauthorized", "the admin API needs Authorization: Bearer <token>")
         error.headers["WWW-Authenticate"] = "Bearer"
         raise error
@@ -85,8 +89,9 @@ def health() -> Response | tuple[Response, int]:
 
 @ops.get("/metrics")
 def prometheus() -> Response:
-    """Counts only, no keys or contents; behind the token when [admin] asks for it."""
-    if _config().admin.metrics_require_token:
+    """Counts only, no keys or contents; behind the token when [metrics] require_token says
+    so, or by default when anyone may reach it (gateway/http/listeners.py)."""
+    if listeners.metrics_need_token(_config()):
         require_token()
     body, content_type = metrics.render(_engine())
     return Response(body, content_type=content_type)
@@ -222,5 +227,7 @@ def init_app(app) -> None:
         return error_response(400, "invalid_query", str(exc))
 
     app.url_map.converters["id"] = IdConverter  # before the admin routes are bound
+    auth_throttle.init_app(app)
+    listeners.init_app(app)  # [admin] bind: the admin surface on its own listener only
     app.register_blueprint(ops)
     app.register_blueprint(bp)

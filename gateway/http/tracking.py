@@ -20,6 +20,7 @@ from flask import Blueprint, Response, current_app, request
 
 from gateway import filters, ingest, metrics, rejections
 from gateway.config import Config, Limits, Source
+from gateway.http import forwarded
 from gateway.http.deadline import body_expired
 from gateway.http.errors import ApiError, error_response
 from gateway.messages import RequestInfo, normalise_batch, strip_nul
@@ -273,13 +274,7 @@ def _too_deep_text(limits: Limits) -> str:
 
 
 def _client_ip(config: Config) -> str | None:
-    peer = request.remote_addr
-    if peer and peer in config.server.trusted_proxies:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first
-    return peer
+    return forwarded.request_client(config)
 
 
 def _object_or_none(value: Any) -> dict[str, Any] | None:

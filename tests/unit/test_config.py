@@ -268,3 +268,36 @@ def test_a_folder_or_an_unreadable_file_is_one_clear_error(tmp_path: Path, monke
 def test_writing_a_starter_into_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot write .*x\.toml: folder .*sub does not exist"):
         write_default(tmp_path / "sub" / "x.toml")
+
+
+@pytest.mark.parametrize("mapping,fragments", [
+    (raw(server={"trusted_proxies": ["10.0.0.1", "proxy.internal"]}),
+     ["[server]", "'trusted_proxies'", "'proxy.internal' is not an IP address or CIDR"]),
+    (raw(server={"trusted_proxies": ["*"]}), ["'trusted_proxies'", "'*'"]),
+    (raw(admin={"bind": "127.0.0.1:99999"}), ["[admin]", "field 'bind'", "1 to 65535"]),
+    (raw(admin={"bind": "localhost"}, server={"bind": "localhost:8080"}),
+     ["[admin]", "field 'bind'", "is also [server] bind"]),
+    (raw(admin={"max_failed_auth": 0}), ["[admin]", "'max_failed_auth'", "at least 1"]),
+    (raw(metrics={"require_token": "yes"}), ["[metrics]", "'require_token'", "true or false"]),
+    (raw(metrics={"require_token": False}, admin={"metrics_require_token": True}),
+     ["[metrics]", "'require_token'", "keep one"]),
+])
+def test_bad_admin_surface_settings(mapping, fragments: list[str]) -> None:
+    message = error_of(mapping)
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_admin_surface_settings() -> None:
+    config = from_mapping(raw(server={"trusted_proxies": ["10.1.2.3/8", "192.0.2.1"]},
+                              admin={"bind": ":8081"}))
+    assert config.server.trusted_proxies == ("10.0.0.0/8", "192.0.2.1")
+    assert config.admin.bind == "127.0.0.1:8081"
+    assert config.metrics.require_token is None  # decided by the binds
+    older = from_mapping(raw(admin={"metrics_require_token": True}))
+    assert older.metrics.require_token is True
+    env = {"GATEWAY_METRICS_REQUIRE_TOKEN": "false", "GATEWAY_ADMIN_BIND": "[::1]:9000"}
+    config = from_mapping(raw(), env=env)
+    assert config.metrics.require_token is False and config.admin.bind == "[::1]:9000"
+    assert from_mapping(raw(), env={"GATEWAY_METRICS_REQUIRE_TOKEN": "auto"}
+                        ).metrics.require_token is None
