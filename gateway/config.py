@@ -25,7 +25,7 @@ from gateway.db import DatabaseProblem, sqlite_file
 from gateway.delivery.limits import Limits as DestinationLimits
 from gateway.delivery.limits import LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
-from gateway.http.forwarded import parse_network
+from gateway.http.peers import parse_network
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
 DEFAULT_HOST = "127.0.0.1"

@@ -8,57 +8,15 @@ the nearest trusted proxy saw it, which a client cannot forge.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from flask import request
 
+from gateway.http.peers import is_trusted, networks, parse_address
+
 if TYPE_CHECKING:
     from gateway.config import Config
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def parse_network(text: str) -> Network:
-    """`10.0.0.1`, `10.0.0.0/8` or `2001:db8::/32` → a network (host bits are cleared).
-    Raises ValueError with a message fit for the user."""
-    text = text.strip()
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not an IP address or CIDR network "
-            "(e.g. 10.0.0.1, 10.0.0.0/8, 2001:db8::/32)"
-        ) from None
-
-
-@functools.lru_cache(maxsize=8)
-def networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
-    """The parsed `[server] trusted_proxies` (checked at config load; cached per config)."""
-    return tuple(parse_network(entry) for entry in entries)
-
-
-def parse_address(text: str) -> Address | None:
-    """An address as proxies write it: bare, `[v6]`, `[v6]:port` or `v4:port`; else None."""
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
-
-
-def is_trusted(address: Address | None, trusted: Iterable[Network]) -> bool:
-    return address is not None and any(address in network for network in trusted)
-
 
 def client_address(
     peer: str | None, forwarded_for: str, trusted_entries: tuple[str, ...]

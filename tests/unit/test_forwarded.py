@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.http.forwarded import client_address, gunicorn_allow_list, parse_network
+from gateway.http.forwarded import client_address, gunicorn_allow_list
+from gateway.http.peers import parse_network
 
 TRUSTED = ("10.0.0.0/8", "192.0.2.1", "2001:db8::/32")
 

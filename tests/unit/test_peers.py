@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.http.peers import PeerMatcher, parse_networks
+from gateway.http.peers import PeerMatcher, networks
 
 
 def test_exact_addresses_and_ranges_match() -> None:
@@ -18,5 +18,5 @@ def test_exact_addresses_and_ranges_match() -> None:
 
 
 def test_a_bad_entry_is_named() -> None:
-    with pytest.raises(ValueError, match="'10.0.0.300' is not an IP address or CIDR range"):
-        parse_networks(("10.0.0.300",))
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.300' is not an IP address or CIDR network"):
+        networks(("10.0.0.300",))
