@@ -26,7 +26,7 @@ from gateway.db import make_engine
 from gateway.delivery.worker import Worker
 from gateway.heartbeat import WORKER, Heartbeat
 from gateway.models import heartbeats
-from tests.conftest import POSTGRES_URL, WRITE_KEY, free_port, write_toml
+from tests.conftest import ADMIN_TOKEN, POSTGRES_URL, WRITE_KEY, free_port, write_toml
 from tests.helpers import basic
 from tests.integration.test_worker import drain
 from tests.standin import Answer, StandIn
@@ -37,7 +37,7 @@ def setup(database_url: str, tmp_path: Path):
     standin = StandIn()
     standin.answer_for = lambda r: Answer(400, {"error": "no"}) if r.json["messageId"] == "m-bad" \
         and [q.json["messageId"] for q in standin.requests].count("m-bad") == 1 else None
-    raw = {"database_url": database_url, "admin_token": "t",
+    raw = {"database_url": database_url, "admin_token": ADMIN_TOKEN,
            "sources": [{"name": "web", "write_key": WRITE_KEY}],
            "destinations": [{"name": "hook", "type": "webhook", "endpoint": standin.url,
                              "settings": {"webhookUrl": "https://h.example/in",
@@ -139,7 +139,7 @@ def one_line(stderr: str) -> str:
 
 def write_config(folder: Path, database_url: str, **extra: Any) -> Path:
     path = folder / "gateway.toml"
-    write_toml(path, {"database_url": database_url, "admin_token": "t",
+    write_toml(path, {"database_url": database_url, "admin_token": ADMIN_TOKEN,
                       "sources": [{"name": "web", "write_key": WRITE_KEY}], **extra})
     return path
 
@@ -391,10 +391,10 @@ def test_replay_says_what_it_did(setup, capsys) -> None:
 
 
 def test_admin_replay_reads_json_whatever_the_content_type(database_url: str) -> None:
-    app = create_app(from_mapping({"database_url": database_url, "admin_token": "t",
+    app = create_app(from_mapping({"database_url": database_url, "admin_token": ADMIN_TOKEN,
                                    "destinations": [{"name": "hook", "type": "console"}]}))
     client = app.test_client()
-    auth = {"Authorization": "Bearer t"}
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     answer = client.post("/admin/v1/replay", data='{"destination": "hook", "dry_run": true}',
                          headers={**auth, "Content-Type": "text/plain"})
     assert answer.status_code == 200 and answer.get_json()["matched"] == 0

@@ -31,7 +31,7 @@ from tests.node import node_packages
 from tests.standin import Answer, StandIn
 
 PACKAGES = {"puppeteer-core": "24"}
-TOKEN = "console-admin-token-7"
+TOKEN = "console-admin-token-7-k3v9q2x7m4w8p6z1"
 SECRET = "hook-secret-4242"
 RUN = uuid.uuid4().hex[:8]
 REFUSED = f"refused-{RUN}"

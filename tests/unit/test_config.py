@@ -17,11 +17,14 @@ from gateway.config import (
     unknown_environment,
     write_default,
 )
+from tests.conftest import ADMIN_TOKEN
+
+ENV_TOKEN = "env-admin-token-k3v9q2x7m4w8p6z1"
 
 
 def raw(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "database_url": "sqlite:///x.db", "admin_token": "t",
+        "database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": "k1"}, {"name": "app", "write_key": "k2"}],
         "destinations": [{"name": "cio", "type": "customerio", "sources": ["web"],
                           "settings": {"siteID": "s", "apiKey": "k"}}],
@@ -84,11 +87,11 @@ def test_bad_config_names_file_table_and_field(mapping, fragments: list[str]) ->
 
 
 def test_environment_overrides() -> None:
-    env = {"GATEWAY_DATABASE_URL": "postgresql://db/x", "GATEWAY_ADMIN_TOKEN": "env-token",
+    env = {"GATEWAY_DATABASE_URL": "postgresql://db/x", "GATEWAY_ADMIN_TOKEN": ENV_TOKEN,
            "GATEWAY_LIMITS_MAX_REQUEST_BYTES": "4096000", "GATEWAY_LIMITS_STRICT_BATCHES": "true",
            "GATEWAY_SERVER_TRUSTED_PROXIES": "10.0.0.1, 10.0.0.2"}
     config = from_mapping(raw(), env=env)
-    assert config.database_url == "postgresql://db/x" and config.admin_token == "env-token"
+    assert config.database_url == "postgresql://db/x" and config.admin_token == ENV_TOKEN
     assert config.limits.max_request_bytes == 4_096_000 and config.limits.strict_batches
     assert config.server.trusted_proxies == ("10.0.0.1", "10.0.0.2")
 
@@ -182,7 +185,7 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path, mon
     folder = tmp_path / "etc"
     folder.mkdir()
     (folder / "gateway.toml").write_text(
-        'database_url = "sqlite:///data/gateway.db"\nadmin_token = "t"\n')
+        f'database_url = "sqlite:///data/gateway.db"\nadmin_token = "{ADMIN_TOKEN}"\n')
     monkeypatch.chdir(tmp_path)
     config = load(Path("etc/gateway.toml"), env={})
     assert config.database_url == f"sqlite:///{folder.resolve()}/data/gateway.db"
@@ -255,7 +258,7 @@ def test_a_folder_or_an_unreadable_file_is_one_clear_error(tmp_path: Path, monke
     with pytest.raises(ConfigError, match="is a folder"):
         load(tmp_path, env={})
     path = tmp_path / "gateway.toml"
-    path.write_text('database_url = "sqlite://"\nadmin_token = "t"\n')
+    path.write_text(f'database_url = "sqlite://"\nadmin_token = "{ADMIN_TOKEN}"\n')
 
     def refuse(*_args, **_kwargs):
         raise PermissionError(13, "Permission denied")
