@@ -144,6 +144,30 @@ def write_config(folder: Path, database_url: str, **extra: Any) -> Path:
     return path
 
 
+def test_a_weak_admin_token_stops_everything_but_check(database_url: str,
+                                                     tmp_path: Path) -> None:
+    """Security issue M1: `gateway check` said ok for "x". Now check flags it on its own line
+    (and goes on with the rest), and every other command refuses to start, in one line; the
+    token is never printed."""
+    path = write_config(tmp_path, database_url, admin_token="change-me")
+    done = gateway("--config", str(path), "check")
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "config"], ["FAIL", "admin"], ["ok", "database"], ["ok", "schema"],
+        ["ok", "delivery"]]
+    assert "field 'admin_token': too short (9 characters, at least 32)" in lines[1]
+    for command in (["events"], ["serve", "--no-worker"], ["worker"]):
+        done = gateway("--config", str(path), *command)
+        line = one_line(done.stderr)
+        assert done.returncode == 2, command
+        assert "field 'admin_token': too short" in line and "token_urlsafe(32)" in line
+        assert "change-me" not in done.stderr + done.stdout
+    done = gateway("--config", str(path), "check", env={"GATEWAY_ADMIN_TOKEN": "still-short"})
+    assert "(from $GATEWAY_ADMIN_TOKEN): too short" in done.stdout
+    assert "still-short" not in done.stdout
+
+
 def test_version() -> None:
     done = gateway("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"gateway {version('event-gateway')}"
@@ -329,10 +353,10 @@ def test_check_reports_each_part(setup, tmp_path: Path, capsys) -> None:
     assert main(["--config", str(path), "check"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        ["ok", "config"], ["ok", "database"], ["ok", "schema"], ["ok", "delivery"],
-        ["ok", "destination"]]
-    assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[4]
-    assert "none running" in lines[3]
+        ["ok", "config"], ["ok", "admin"], ["ok", "database"], ["ok", "schema"],
+        ["ok", "delivery"], ["ok", "destination"]]
+    assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[5]
+    assert "none running" in lines[4]
     engine = make_engine(from_path(path).database_url)
     beat = Heartbeat(engine, WORKER, every=1)
     beat.beat()

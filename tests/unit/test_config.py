@@ -271,3 +271,53 @@ def test_a_folder_or_an_unreadable_file_is_one_clear_error(tmp_path: Path, monke
 def test_writing_a_starter_into_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot write .*x\.toml: folder .*sub does not exist"):
         write_default(tmp_path / "sub" / "x.toml")
+
+
+# the admin token (security issue M1) -----------------------------------------------------------
+
+@pytest.mark.parametrize("token,reason", [
+    ("x", "too short (1 characters, at least 32)"),
+    ("change-me", "too short (9 characters, at least 32)"),  # the README's old example
+    ("test-admin-token", "too short (16 characters, at least 32)"),
+    ("change-me-change-me-change-me-change-me", "looks like a placeholder"),
+    ("REPLACE_ME_WITH_A_LONG_RANDOM_STRING_PLEASE", "looks like a placeholder"),
+    ("your-admin-token-goes-here-ok-thanks", "looks like a placeholder"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "too repetitive"),
+    ("abababababababababababababababab", "too repetitive"),
+])
+def test_a_weak_admin_token_is_refused_at_load(token: str, reason: str) -> None:
+    """Guessable tokens open the admin API and the console to anyone: one line naming the
+    field and the reason, and how to make a good one; never the token itself."""
+    message = error_of(raw(admin_token=token))
+    assert message.startswith("gateway.toml: top level: field 'admin_token': " + reason)
+    assert "secrets.token_urlsafe(32)" in message and "\n" not in message
+    assert token not in message
+
+
+def test_a_weak_admin_token_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(raw(), "gateway.toml", env={"GATEWAY_ADMIN_TOKEN": "hunter2"})
+    message = str(caught.value)
+    assert message.startswith("gateway.toml: top level: field 'admin_token' "
+                              "(from $GATEWAY_ADMIN_TOKEN): too short")
+    assert "hunter2" not in message
+
+
+def test_strong_admin_tokens_are_accepted() -> None:
+    import secrets
+
+    for token in (secrets.token_urlsafe(32), secrets.token_hex(16), secrets.token_urlsafe(24),
+                  "correct horse battery staple tomato"):
+        assert from_mapping(raw(admin_token=token)).admin_token == token
+    # `gateway check` reads the config without the rule and reports it on its own line
+    assert from_mapping(raw(admin_token="x"), check_admin_token=False).admin_token == "x"
+
+
+def test_console_sessions_are_configurable() -> None:
+    config = from_mapping(raw())
+    assert (config.console.idle_timeout_seconds, config.console.session_lifetime_seconds) == (
+        1800, 43200)
+    config = from_mapping(raw(), env={"GATEWAY_CONSOLE_IDLE_TIMEOUT_SECONDS": "600"})
+    assert config.console.idle_timeout_seconds == 600
+    assert "[console]: field 'idle_timeout_seconds': must be at least 60" in error_of(
+        raw(console={"idle_timeout_seconds": 5}))
