@@ -411,3 +411,33 @@ def test_a_next_that_cannot_be_a_console_location_goes_to_the_console(
     signed_in = client.get("/console/login?next=" + quote(target, safe=""))
     assert signed_in.status_code == 302 and signed_in.location == "/console/"
     assert client.get("/console/login?next=/console/sources").location == "/console/sources"
+
+
+def test_migration_0009_adds_the_session_tables_and_takes_them_back(database_url: str) -> None:
+    """0009 is the console's: up from 0008 the console signs in; down to 0008 its two tables
+    are gone and nothing else is touched; up again it works as before."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from gateway.config import from_mapping
+    from gateway.db import alembic_config, make_engine
+    from tests.conftest import base_config
+
+    def tables() -> set[str]:
+        engine = make_engine(database_url)
+        try:
+            return set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+
+    config = alembic_config(database_url)
+    everything = tables()
+    assert {"console_sessions", "gateway_secrets"} <= everything
+    command.downgrade(config, "0008")
+    assert tables() == everything - {"console_sessions", "gateway_secrets"}
+    command.upgrade(config, "head")
+    app = create_app(from_mapping(base_config(database_url)))
+    client = app.test_client()
+    sign_in(client)
+    assert client.get("/console/sources").status_code == 200
+    app.extensions["gateway.engine"].dispose()
