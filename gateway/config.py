@@ -560,6 +560,8 @@ def write_default(path: Path) -> tuple[str, str]:
     """Write a starter config for the embedded default; return (write_key, admin_token)."""
     write_key = "wk_" + secrets.token_urlsafe(24)
     admin_token = secrets.token_urlsafe(32)
+    while admin_token_problem(admin_token):  # one in billions spells a placeholder word
+        admin_token = secrets.token_urlsafe(32)
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
     try:
