@@ -21,13 +21,14 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 
+from bench.ingest import ADMIN_TOKEN
 from bench.scale import load
 from gateway import create_app
 from gateway.config import from_mapping
 from gateway.db import make_engine, migrate
 from gateway.models import deliveries, events
 
-TOKEN = "bench-token"
+TOKEN = ADMIN_TOKEN
 
 
 def config(url: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from sqlalchemy import func, select, text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.ingest import machine_info, tree_cpu_seconds  # noqa: E402
+from bench.ingest import ADMIN_TOKEN, machine_info, tree_cpu_seconds  # noqa: E402
 from gateway.config import WorkerSettings  # noqa: E402
 from gateway.db import make_engine, migrate, normalise_url  # noqa: E402
 from gateway.models import deliveries, delivery_attempts  # noqa: E402
@@ -166,7 +166,7 @@ def write_config(path: Path, database_url: str, endpoint: str,
     stuck_table = (f'[[destinations]]\nname = "stuck"\nendpoint = "{stuck}"\n'
                    f'{DESTINATIONS["webhook"]}\n') if stuck else ""
     path.write_text(
-        f'database_url = "{database_url}"\nadmin_token = "bench"\n\n'
+        f'database_url = "{database_url}"\nadmin_token = "{ADMIN_TOKEN}"\n\n'
         f'[[sources]]\nname = "web"\nwrite_key = "{WRITE_KEY}"\n\n{stuck_table}'
         f'[[destinations]]\nname = "dest"\nendpoint = "{endpoint}"\n'
         f'{DESTINATIONS[destination]}\n[worker]\npoll_interval_ms = 20\n')

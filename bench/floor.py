@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:
 import orjson  # noqa: E402
 from sqlalchemy import Engine, insert  # noqa: E402
 
+from bench.ingest import ADMIN_TOKEN  # noqa: E402
 from bench.ingest import database as bench_database  # noqa: E402
 from gateway import identity, ingest, outbox  # noqa: E402
 from gateway.config import from_mapping  # noqa: E402
@@ -94,7 +95,7 @@ def outbox_floor(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], N
 
 def gateway(engine: Engine, url: str) -> Callable[[list[dict[str, Any]], datetime], None]:
     config = from_mapping({
-        "database_url": url, "admin_token": "t" * 24,
+        "database_url": url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": SOURCE, "write_key": "wk_bench"}],
         "destinations": [
             {"name": "hook", "type": "webhook",

@@ -52,6 +52,7 @@ from gateway.db import make_engine, migrate, normalise_url, write_transaction  #
 from gateway.models import deliveries, events  # noqa: E402
 
 WRITE_KEY = "wk_bench"
+ADMIN_TOKEN = "bench-admin-token-k3v9q2x7m4w8p6z1"  # 32+ characters: the config refuses less
 SOURCE = "bench"
 USERS = 1000
 BATCH_SIZE = 100
@@ -435,7 +436,7 @@ def _toml_string(value: str) -> str:
 def write_config(path: Path, database_url: str) -> None:
     """One source, two destinations (every accepted event queues two delivery rows)."""
     path.write_text(
-        f"database_url = {_toml_string(database_url)}\nadmin_token = \"bench-admin-token\"\n\n"
+        f"database_url = {_toml_string(database_url)}\nadmin_token = \"{ADMIN_TOKEN}\"\n\n"
         f"[[sources]]\nname = \"{SOURCE}\"\nwrite_key = \"{WRITE_KEY}\"\n\n"
         "[[destinations]]\nname = \"customerio\"\ntype = \"customerio\"\n"
         "[destinations.settings]\nsiteID = \"bench-site\"\napiKey = \"bench-key\"\n\n"

@@ -34,6 +34,7 @@ if str(REPO) not in sys.path:
 from sqlalchemy import func, select, text  # noqa: E402
 
 from bench.ingest import (  # noqa: E402
+    ADMIN_TOKEN,
     Measure,
     _free_port,
     database,
@@ -110,7 +111,7 @@ def prune_forever(database_url: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from gateway.config import from_mapping
 
-    config = from_mapping({"database_url": database_url, "admin_token": "bench"})
+    config = from_mapping({"database_url": database_url, "admin_token": ADMIN_TOKEN})
     engine = make_engine(database_url)
     retention.run(engine, config, threading.Event())
 

@@ -34,14 +34,15 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.ingest import tree_cpu_seconds  # noqa: E402
+from bench.ingest import ADMIN_TOKEN, tree_cpu_seconds  # noqa: E402
 
 WRITE_KEY = "wk_bench"
 
 
 def write_config(folder: Path, deadline: int) -> Path:
     path = folder / "gateway.toml"
-    path.write_text(f'database_url = "sqlite:///{folder / "gateway.db"}"\nadmin_token = "t"\n'
+    path.write_text(f'database_url = "sqlite:///{folder / "gateway.db"}"\n'
+                    f'admin_token = "{ADMIN_TOKEN}"\n'
                     f"[server]\nbody_timeout_seconds = {deadline}\n"
                     f"header_timeout_seconds = {deadline}\n"
                     f'[[sources]]\nname = "web"\nwrite_key = "{WRITE_KEY}"\n')

@@ -1,8 +1,10 @@
 """`gateway check`: is this installation usable? One line per thing checked — the config file,
-the database, its schema, each destination's settings — and exit 1 if any is not."""
+the admin token's strength, the database, its schema, each destination's settings — and exit 1
+if any is not."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,15 +31,25 @@ Line = tuple[bool, str, str]  # (ok, what, detail)
 def check(path: Path) -> int:
     """Print the report; 0 when everything is ok, 1 otherwise. Never creates a database."""
     try:
-        config = config_module.load(path, check_settings=False)
+        config = config_module.load(path, check_settings=False, check_admin_token=False)
     except ConfigError as exc:
         return report([(False, "config", str(exc))])
-    lines: list[Line] = [(True, "config", str(path.resolve()))]
-    lines += check_database(config.database_url)
-    if all(ok for ok, _, _ in lines):
+    lines: list[Line] = [(True, "config", str(path.resolve())), check_admin_token(config)]
+    database = check_database(config.database_url)
+    lines += database
+    if all(ok for ok, _, _ in database):
         lines += check_workers(config)
     lines += check_destinations(config)
     return report(lines)
+
+
+def check_admin_token(config: Config) -> Line:
+    """The same rule that refuses a weak token at start-up, on its own line (never the token)."""
+    problem = config_module.admin_token_problem(config.admin_token)
+    if problem:
+        where = config_module.describe_admin_token(os.environ)
+        return (False, "admin token", f"{where}: {problem}")
+    return (True, "admin token", "long enough, not a placeholder")
 
 
 def check_database(url: str) -> list[Line]:

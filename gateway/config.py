@@ -118,6 +118,14 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """Console sign-in sessions (gateway/console/sessions.py): idle ones end early."""
+
+    idle_timeout_seconds: int = at_least(60, 30 * 60)  # no page or action for this long
+    session_lifetime_seconds: int = at_least(60, 12 * 3600)  # a working day, busy or not
+
+
+@dataclass(frozen=True)
 class RetentionSettings:
     """How long rows are kept, in days (0 = forever); the worker prunes in small batches."""
 
@@ -171,6 +179,7 @@ class Config:
     admin: AdminSettings = field(default_factory=AdminSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     path: str | None = None
 
     def source_by_write_key(self, write_key: str) -> Source | None:
@@ -188,7 +197,8 @@ class Config:
 # Optional tables of scalars, each overridable as GATEWAY_<TABLE>_<FIELD>.
 TABLES: dict[str, type] = {"limits": Limits, "server": ServerSettings, "retry": RetrySettings,
                            "worker": WorkerSettings, "admin": AdminSettings,
-                           "metrics": MetricsSettings, "retention": RetentionSettings}
+                           "metrics": MetricsSettings, "retention": RetentionSettings,
+                           "console": ConsoleSettings}
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
@@ -197,13 +207,14 @@ def resolve_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
-         check_settings: bool = True) -> Config:
+         check_settings: bool = True, check_admin_token: bool = True) -> Config:
     """Read, override from the environment, and validate the config file. A relative SQLite
     path in the file is relative to the file's folder, so any working directory finds it."""
     config_path = resolve_path(path)
     raw = read_config(config_path)
     return from_mapping(raw, str(config_path), os.environ if env is None else env,
-                        base_dir=config_path.parent.resolve(), check_settings=check_settings)
+                        base_dir=config_path.parent.resolve(), check_settings=check_settings,
+                        check_admin_token=check_admin_token)
 
 
 def read_config(config_path: Path) -> dict[str, Any]:
@@ -222,11 +233,12 @@ def read_config(config_path: Path) -> dict[str, Any]:
 
 def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
                  env: Mapping[str, str] | None = None, base_dir: Path | None = None,
-                 check_settings: bool = True) -> Config:
+                 check_settings: bool = True, check_admin_token: bool = True) -> Config:
     """Build a Config from parsed TOML (tests use this directly). `base_dir` anchors a relative
     SQLite path in `raw`; `$GATEWAY_DATABASE_URL` stays relative to the working directory,
-    as a shell user expects. `check_settings=False` leaves destination settings to the caller
-    (`gateway check` reports each destination's on its own line)."""
+    as a shell user expects. `check_settings=False` and `check_admin_token=False` leave
+    destination settings and the admin token's strength to the caller (`gateway check` reports
+    each on its own line)."""
     raw = dict(raw)
     if base_dir is not None and isinstance(raw.get("database_url"), str):
         raw["database_url"] = anchor_sqlite_path(raw["database_url"], base_dir)
@@ -235,6 +247,10 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     _reject_unknown(raw, known, where, "top level")
     database_url = _required_str(raw, "database_url", where, "top level")
     admin_token = _required_str(raw, "admin_token", where, "top level")
+    if check_admin_token:
+        problem = admin_token_problem(admin_token)
+        if problem:
+            raise ConfigError(f"{where}: {describe_admin_token(env or {})}: {problem}")
     sources = _load_sources(raw.get("sources", []), where)
     destinations = _load_destinations(raw.get("destinations", []), sources, where,
                                       check_settings)
@@ -248,6 +264,38 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     tables["metrics"] = _checked_metrics(tables["metrics"], tables["admin"], where)
     return Config(database_url=database_url, admin_token=admin_token, sources=sources,
                   destinations=destinations, **tables, path=where)
+
+
+# The admin token guards the admin API and the console: long, random, never an example's.
+MIN_ADMIN_TOKEN = 32
+MIN_ADMIN_TOKEN_VARIETY = 8  # different characters (32 hex digits always have more)
+# Words of example and placeholder tokens, compared lower-case without punctuation.
+PLACEHOLDER_WORDS = ("changeme", "changethis", "replaceme", "replacethis", "placeholder",
+                     "yourtoken", "yoursecret", "youradmintoken", "example", "password",
+                     "xxxxxxxx", "12345678", "secrettoken")
+TOKEN_ADVICE = "generate one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def admin_token_problem(token: str) -> str | None:
+    """Why this admin token must not be used, or None. Anyone who guesses it reads every event
+    and replays them anywhere, so short, repetitive and placeholder tokens are refused; the
+    answer never quotes the token, not even a part of it."""
+    if len(token) < MIN_ADMIN_TOKEN:
+        return f"too short ({len(token)} characters, at least {MIN_ADMIN_TOKEN}): {TOKEN_ADVICE}"
+    squashed = re.sub(r"[^a-z0-9]", "", token.lower())
+    if any(word in squashed for word in PLACEHOLDER_WORDS):
+        return f"looks like a placeholder from an example: {TOKEN_ADVICE}"
+    if len(set(token)) < MIN_ADMIN_TOKEN_VARIETY:
+        return (f"too repetitive (fewer than {MIN_ADMIN_TOKEN_VARIETY} different characters): "
+                f"{TOKEN_ADVICE}")
+    return None
+
+
+def describe_admin_token(env: Mapping[str, str]) -> str:
+    """Where the admin token came from, for a message about it."""
+    if env.get("GATEWAY_ADMIN_TOKEN"):
+        return "top level: field 'admin_token' (from $GATEWAY_ADMIN_TOKEN)"
+    return "top level: field 'admin_token'"
 
 
 def anchor_sqlite_path(url: str, base_dir: Path) -> str:
@@ -592,6 +640,8 @@ def write_default(path: Path) -> tuple[str, str]:
     """Write a starter config for the embedded default; return (write_key, admin_token)."""
     write_key = "wk_" + secrets.token_urlsafe(24)
     admin_token = secrets.token_urlsafe(32)
+    while admin_token_problem(admin_token):  # one in billions spells a placeholder word
+        admin_token = secrets.token_urlsafe(32)
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
     try:

@@ -217,3 +217,28 @@ suppressed_keys = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index(None, "regulation_id"),
 )
+
+# Console sign-in sessions (gateway/console/sessions.py, migration 0009). The cookie holds a
+# random id and this table only its keyed hash, so every process and node accepts a session and
+# a sign-out ends it everywhere. `token_fingerprint` (keyed) ties it to the admin token it was
+# opened with: rotating the token signs everyone out.
+console_sessions = Table(
+    "console_sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("csrf", String(64), nullable=False),
+    Column("token_fingerprint", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+    Index(None, "created_at"),
+)
+
+# Keys the gateway generates for itself on first use, shared by every process through the
+# database; never derived from the config (a key derived from the admin token made every
+# console cookie an offline oracle for it).
+gateway_secrets = Table(
+    "gateway_secrets", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)

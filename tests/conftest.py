@@ -24,7 +24,7 @@ from gateway.db import migrate, normalise_url
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
 WRITE_KEY = "wk_test_web"
 OTHER_KEY = "wk_test_server"
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-k3v9q2x7m4w8p6z1"
 
 
 def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:

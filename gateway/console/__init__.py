@@ -1,9 +1,10 @@
 """The console at /console: a live event debugger and delivery desk for operators, served by
 the gateway itself (Flask blueprint, Jinja templates, one small script; no build step).
 
-auth.py signs people in and guards every route; data.py holds the console's own bounded
-queries; views.py the pages. Everything it shows comes from gateway/queries.py,
-gateway/explain.py and gateway/replay.py, the same functions as the admin API and CLI.
+auth.py signs people in and guards every route; sessions.py keeps their sessions in the
+database; data.py holds the console's own bounded queries; views.py the pages. Everything it
+shows comes from gateway/queries.py, gateway/explain.py and gateway/replay.py, the same
+functions as the admin API and CLI.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _headers(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
     if not response.headers.get("Cache-Control"):
         response.headers["Cache-Control"] = "no-store"
-    return response
+    return auth.finish(response)
 
 
 @bp.app_context_processor

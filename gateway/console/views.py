@@ -17,7 +17,6 @@ from gateway import identity, outbox, queries, rejections
 from gateway.config import Config
 from gateway.console import auth, bp, data
 from gateway.explain import explain, explain_event
-from gateway.http import auth_throttle
 from gateway.http.browser import public_base_url
 from gateway.models import events
 from gateway.replay import Conflict, NotFound, replay, retry_dead
@@ -42,22 +41,28 @@ def _engine():
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response:
     target = auth.safe_next(request.values.get("next"))
-    if request.method == "GET":
-        if auth.signed_in():
-            return redirect(target)
-        return auth.save(make_response(render_template("console/login.html", next=target)))
-    auth_throttle.refuse_if_blocked()
-    if auth.check_token(request.form.get("token", "")):
-        return auth.sign_in(redirect(target))
-    auth_throttle.failed()
-    response = make_response(render_template("console/login.html", next=target,
-                                             error="That is not the admin token."), 401)
-    return auth.save(response)
+    if request.method == "POST":
+        return auth.attempt_sign_in(target)
+    if auth.signed_in():
+        return redirect(target)
+    notice = SIGNED_OUT.get(request.args.get("signed_out", ""))
+    return make_response(render_template("console/login.html", next=target, notice=notice))
+
+
+SIGNED_OUT = {"everywhere": "Every console session is signed out, this one included."}
 
 
 @bp.post("/logout")
 def logout() -> Response:
     return auth.sign_out(redirect(url("console.login")))
+
+
+@bp.post("/logout/everywhere")
+def logout_everywhere() -> Response:
+    """Revokes every console session, on every process and node (a lost laptop, a copied
+    cookie): everyone signs in again with the admin token."""
+    return auth.sign_out(redirect(url("console.login", signed_out="everywhere")),
+                         everywhere=True)
 
 
 # live events -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from tests.helpers import basic
 from tests.integration.test_worker import drain
 from tests.standin import Answer, StandIn
 
-TOKEN = "admin-token-for-tests"
+TOKEN = "admin-token-for-tests-k3v9q2x7m4w8p6z1"
 SECRET = "hook-secret-abc123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -26,7 +26,7 @@ from gateway.db import make_engine
 from gateway.delivery.worker import Worker
 from gateway.heartbeat import WORKER, Heartbeat
 from gateway.models import heartbeats
-from tests.conftest import POSTGRES_URL, WRITE_KEY, free_port, write_toml
+from tests.conftest import ADMIN_TOKEN, POSTGRES_URL, WRITE_KEY, free_port, write_toml
 from tests.helpers import basic
 from tests.integration.test_worker import drain
 from tests.standin import Answer, StandIn
@@ -37,7 +37,7 @@ def setup(database_url: str, tmp_path: Path):
     standin = StandIn()
     standin.answer_for = lambda r: Answer(400, {"error": "no"}) if r.json["messageId"] == "m-bad" \
         and [q.json["messageId"] for q in standin.requests].count("m-bad") == 1 else None
-    raw = {"database_url": database_url, "admin_token": "t",
+    raw = {"database_url": database_url, "admin_token": ADMIN_TOKEN,
            "sources": [{"name": "web", "write_key": WRITE_KEY}],
            "destinations": [{"name": "hook", "type": "webhook", "endpoint": standin.url,
                              "settings": {"webhookUrl": "https://h.example/in",
@@ -139,9 +139,33 @@ def one_line(stderr: str) -> str:
 
 def write_config(folder: Path, database_url: str, **extra: Any) -> Path:
     path = folder / "gateway.toml"
-    write_toml(path, {"database_url": database_url, "admin_token": "t",
+    write_toml(path, {"database_url": database_url, "admin_token": ADMIN_TOKEN,
                       "sources": [{"name": "web", "write_key": WRITE_KEY}], **extra})
     return path
+
+
+def test_a_weak_admin_token_stops_everything_but_check(database_url: str,
+                                                     tmp_path: Path) -> None:
+    """Security issue M1: `gateway check` said ok for "x". Now check flags it on its own line
+    (and goes on with the rest), and every other command refuses to start, in one line; the
+    token is never printed."""
+    path = write_config(tmp_path, database_url, admin_token="change-me")
+    done = gateway("--config", str(path), "check")
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "config"], ["FAIL", "admin"], ["ok", "database"], ["ok", "schema"],
+        ["ok", "delivery"]]
+    assert "field 'admin_token': too short (9 characters, at least 32)" in lines[1]
+    for command in (["events"], ["serve", "--no-worker"], ["worker"]):
+        done = gateway("--config", str(path), *command)
+        line = one_line(done.stderr)
+        assert done.returncode == 2, command
+        assert "field 'admin_token': too short" in line and "token_urlsafe(32)" in line
+        assert "change-me" not in done.stderr + done.stdout
+    done = gateway("--config", str(path), "check", env={"GATEWAY_ADMIN_TOKEN": "still-short"})
+    assert "(from $GATEWAY_ADMIN_TOKEN): too short" in done.stdout
+    assert "still-short" not in done.stdout
 
 
 def test_version() -> None:
@@ -329,10 +353,10 @@ def test_check_reports_each_part(setup, tmp_path: Path, capsys) -> None:
     assert main(["--config", str(path), "check"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        ["ok", "config"], ["ok", "database"], ["ok", "schema"], ["ok", "delivery"],
-        ["ok", "destination"]]
-    assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[4]
-    assert "none running" in lines[3]
+        ["ok", "config"], ["ok", "admin"], ["ok", "database"], ["ok", "schema"],
+        ["ok", "delivery"], ["ok", "destination"]]
+    assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[5]
+    assert "none running" in lines[4]
     engine = make_engine(from_path(path).database_url)
     beat = Heartbeat(engine, WORKER, every=1)
     beat.beat()
@@ -391,10 +415,10 @@ def test_replay_says_what_it_did(setup, capsys) -> None:
 
 
 def test_admin_replay_reads_json_whatever_the_content_type(database_url: str) -> None:
-    app = create_app(from_mapping({"database_url": database_url, "admin_token": "t",
+    app = create_app(from_mapping({"database_url": database_url, "admin_token": ADMIN_TOKEN,
                                    "destinations": [{"name": "hook", "type": "console"}]}))
     client = app.test_client()
-    auth = {"Authorization": "Bearer t"}
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     answer = client.post("/admin/v1/replay", data='{"destination": "hook", "dry_run": true}',
                          headers={**auth, "Content-Type": "text/plain"})
     assert answer.status_code == 200 and answer.get_json()["matched"] == 0

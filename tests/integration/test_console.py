@@ -5,14 +5,17 @@ test_console_browser.py.)"""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 
+from gateway import create_app
+from gateway.config import Config
 from gateway.console import data
-from gateway.models import deliveries
+from gateway.models import console_sessions, deliveries, gateway_secrets
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.helpers import basic
 
@@ -30,6 +33,11 @@ def sign_in(client: FlaskClient) -> str:
     answer = client.post("/console/login", data={"csrf": token, "token": ADMIN_TOKEN})
     assert answer.status_code == 302
     return csrf_of(client.get("/console/deliveries"))
+
+
+def session_cookie(client: FlaskClient) -> str | None:
+    found = client.get_cookie("gw_console", path="/console")
+    return found.value if found else None
 
 
 def track(client: FlaskClient, message_id: str, **extra: Any) -> None:
@@ -50,8 +58,6 @@ def test_nothing_without_the_cookie(client: FlaskClient) -> None:
 
 def test_sign_in_out_and_a_forged_cookie(client: FlaskClient) -> None:
     login = client.get("/console/login")
-    cookie = login.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
     token = csrf_of(login)
     assert client.post("/console/login", data={"token": ADMIN_TOKEN}).status_code == 403
     assert client.post("/console/login", data={"csrf": token, "token": "nope"}).status_code == 401
@@ -230,3 +236,208 @@ def test_the_desk_lists_a_regulations_deletion_deliveries(client: FlaskClient) -
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert "regulation" in text and "/console/events/None" not in text
+
+
+# sessions (security issue M1, L2, L10) ----------------------------------------------------------
+
+def test_anonymous_visitors_get_no_signed_cookie(client: FlaskClient) -> None:
+    """M1: the old cookie was signed with a key derived from the admin token and handed to every
+    visitor of the sign-in page: an offline oracle for the token. Now a visitor gets only a
+    random nonce for the sign-in form (no signature, nothing derived from anything)."""
+    login = client.get("/console/login")
+    cookies = login.headers.getlist("Set-Cookie")
+    assert [c.split("=")[0] for c in cookies] == ["gw_login"]
+    nonce = client.get_cookie("gw_login", path="/console/login").value
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", nonce) and csrf_of(login) == nonce
+    assert "HttpOnly" in cookies[0] and "SameSite=Strict" in cookies[0]
+    assert client.get("/console/login").headers.getlist("Set-Cookie") == []  # kept, not renewed
+    other = client.application.test_client().get("/console/login")
+    assert csrf_of(other) != nonce
+    # a form token that is not this browser's nonce is refused
+    assert client.post("/console/login", data={"csrf": csrf_of(other),
+                                               "token": ADMIN_TOKEN}).status_code == 403
+
+
+def test_the_session_cookie_is_a_random_id_keyed_by_a_random_secret(
+        client: FlaskClient, engine: Engine, config: Config, tmp_path) -> None:
+    """M1: the session cookie carries no payload and no signature; the database keeps a hash of
+    it keyed with a secret generated on first use, never derived from the admin token."""
+    sign_in(client)
+    cookie = session_cookie(client)
+    assert cookie and re.fullmatch(r"[A-Za-z0-9_-]{43}", cookie)
+    with engine.connect() as connection:
+        [key] = connection.execute(select(gateway_secrets.c.value)).scalars()
+        [row] = connection.execute(select(console_sessions)).all()
+    assert re.fullmatch(r"[0-9a-f]{64}", key) and cookie not in row.id_hash
+    assert row.revoked_at is None and row.created_at == row.last_seen_at
+    again = client.application.test_client()
+    sign_in(again)
+    assert session_cookie(again) != cookie  # a fresh id per sign-in
+    # another database with the same admin token gets a key of its own
+    from gateway.db import migrate
+
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    migrate(other_url)
+    other = create_app(Config(database_url=other_url, admin_token=config.admin_token))
+    sign_in(other.test_client())
+    with other.extensions["gateway.engine"].connect() as connection:
+        assert connection.execute(select(gateway_secrets.c.value)).scalar_one() != key
+    other.extensions["gateway.engine"].dispose()
+
+
+def test_sign_out_revokes_the_session_on_the_server(client: FlaskClient) -> None:
+    """L2: a copy of the cookie taken before sign-out no longer works after it."""
+    csrf = sign_in(client)
+    copied = session_cookie(client)
+    thief = client.application.test_client()
+    thief.set_cookie("gw_console", copied, path="/console")
+    assert thief.get("/console/sources").status_code == 200
+    assert client.post("/console/logout", data={"csrf": csrf}).status_code == 302
+    assert session_cookie(client) is None
+    assert thief.get("/console/sources").status_code == 401
+    assert thief.get("/console/stream").status_code == 401
+
+
+def test_sign_out_everywhere_ends_every_session(client: FlaskClient, engine: Engine) -> None:
+    """L2: the console's "Sign out everywhere" revokes every session, on every process."""
+    csrf = sign_in(client)
+    other = client.application.test_client()
+    sign_in(other)
+    page = client.get("/console/deliveries").get_data(as_text=True)
+    assert 'id="sign-out-everywhere"' in page
+    assert client.post("/console/logout/everywhere", data={}).status_code == 403  # CSRF
+    answer = client.post("/console/logout/everywhere", data={"csrf": csrf})
+    assert answer.status_code == 302
+    assert answer.location == "/console/login?signed_out=everywhere"
+    assert "Every console session is signed out" in client.get(
+        answer.location).get_data(as_text=True)
+    assert client.get("/console/sources").status_code == 401
+    assert other.get("/console/sources").status_code == 401
+    with engine.connect() as connection:
+        assert None not in connection.execute(select(console_sessions.c.revoked_at)).scalars()
+    sign_in(client)  # and signing in again works
+    assert client.get("/console/sources").status_code == 200
+
+
+def test_an_idle_session_ends_and_a_busy_one_lasts_its_lifetime(
+        client: FlaskClient, engine: Engine) -> None:
+    """L2: 30 minutes without a request end a session ([console] idle_timeout_seconds); a
+    request within them extends it, up to the absolute lifetime (session_lifetime_seconds)."""
+    sign_in(client)
+
+    def age(**columns: timedelta) -> None:
+        now = datetime.now(UTC)
+        with engine.begin() as connection:
+            connection.execute(update(console_sessions).values(
+                {name: now - ago for name, ago in columns.items()}))
+
+    age(last_seen_at=timedelta(minutes=29))
+    assert client.get("/console/sources").status_code == 200  # within the idle timeout…
+    with engine.connect() as connection:
+        seen = connection.execute(select(console_sessions.c.last_seen_at)).scalar_one()
+    assert datetime.now(UTC) - seen < timedelta(seconds=10)  # …and it counts as activity
+    age(last_seen_at=timedelta(minutes=30, seconds=1))
+    assert client.get("/console/sources").status_code == 401
+    sign_in(client)
+    age(created_at=timedelta(hours=12, seconds=1), last_seen_at=timedelta(seconds=1))
+    assert client.get("/console/sources").status_code == 401
+
+
+def test_the_live_streams_reconnects_do_not_keep_a_session_alive(
+        client: FlaskClient, engine: Engine) -> None:
+    """An open live page reconnects its stream every 25 s; that is not a person using the
+    console, so it does not push the idle timeout back."""
+    sign_in(client)
+    old = datetime.now(UTC) - timedelta(minutes=10)
+    with engine.begin() as connection:
+        connection.execute(update(console_sessions).values(last_seen_at=old))
+    answer = client.get("/console/stream", buffered=False)
+    assert answer.status_code == 200
+    answer.close()
+    with engine.connect() as connection:
+        seen = connection.execute(select(console_sessions.c.last_seen_at)).scalar_one()
+    assert abs(seen - old) < timedelta(seconds=1)
+
+
+def test_idle_timeout_and_lifetime_are_configurable(database_url: str) -> None:
+    from gateway.config import from_mapping
+    from tests.conftest import base_config
+
+    config = from_mapping(base_config(database_url, console={
+        "idle_timeout_seconds": 120, "session_lifetime_seconds": 3600}))
+    app = create_app(config)
+    client = app.test_client()
+    sign_in(client)
+    assert client.get_cookie("gw_console", path="/console").max_age == 3600
+    engine = app.extensions["gateway.engine"]
+    with engine.begin() as connection:
+        connection.execute(update(console_sessions).values(
+            last_seen_at=datetime.now(UTC) - timedelta(seconds=121)))
+    assert client.get("/console/sources").status_code == 401
+    engine.dispose()
+
+
+def test_rotating_the_admin_token_signs_everyone_out(client: FlaskClient,
+                                                     config: Config) -> None:
+    """Sessions live in the database: another process with the same config accepts one; a
+    process started with a new admin token accepts none of the old ones."""
+    from dataclasses import replace
+
+    sign_in(client)
+    cookie = session_cookie(client)
+    for token, status in ((config.admin_token, 200), ("a-new-admin-token-r7w2k9x4m8q3z6v1", 401)):
+        process = create_app(replace(config, admin_token=token))
+        browser = process.test_client()
+        browser.set_cookie("gw_console", cookie, path="/console")
+        assert browser.get("/console/sources").status_code == status, token
+        process.extensions["gateway.engine"].dispose()
+
+
+@pytest.mark.parametrize("target", [
+    "/console/\r\nSet-Cookie: x=1", "/console/\nLocation: https://evil.example/",
+    "/console/\x00", "/console/\u2028", "//evil.example/console/",
+    "/console/../admin/v1/events", "/consolex", "https://evil.example/console/"])
+def test_a_next_that_cannot_be_a_console_location_goes_to_the_console(
+        client: FlaskClient, target: str) -> None:
+    """L10: a `next` holding CR/LF answered 500 with a traceback (the Location header cannot
+    hold it). Whatever `next` holds, signing in lands inside the console."""
+    from urllib.parse import quote
+
+    login = client.get("/console/login?next=" + quote(target, safe=""))
+    assert login.status_code == 200
+    answer = client.post("/console/login", data={"csrf": csrf_of(login), "token": ADMIN_TOKEN,
+                                                 "next": target})
+    assert answer.status_code == 302 and answer.location == "/console/"
+    signed_in = client.get("/console/login?next=" + quote(target, safe=""))
+    assert signed_in.status_code == 302 and signed_in.location == "/console/"
+    assert client.get("/console/login?next=/console/sources").location == "/console/sources"
+
+
+def test_migration_0009_adds_the_session_tables_and_takes_them_back(database_url: str) -> None:
+    """0009 is the console's: up from 0008 the console signs in; down to 0008 its two tables
+    are gone and nothing else is touched; up again it works as before."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from gateway.config import from_mapping
+    from gateway.db import alembic_config, make_engine
+    from tests.conftest import base_config
+
+    def tables() -> set[str]:
+        engine = make_engine(database_url)
+        try:
+            return set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+
+    config = alembic_config(database_url)
+    everything = tables()
+    assert {"console_sessions", "gateway_secrets"} <= everything
+    command.downgrade(config, "0008")
+    assert tables() == everything - {"console_sessions", "gateway_secrets"}
+    command.upgrade(config, "head")
+    app = create_app(from_mapping(base_config(database_url)))
+    client = app.test_client()
+    sign_in(client)
+    assert client.get("/console/sources").status_code == 200
+    app.extensions["gateway.engine"].dispose()

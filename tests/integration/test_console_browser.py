@@ -5,9 +5,9 @@ stand-in destination, and events sent by Segment's Python SDK — on SQLite and 
 The tests run in order and share one signed-in browser: sign in, watch an SDK's event appear
 live (within 1 s of the SDK's 200, which is sent after the commit), open it and see its delivery
 and attempts, explain an event the destination refused, retry that dead letter and see it
-delivered, replay with a dry run first, CSRF-less posts refused, sign out; and before any of it,
-nothing reachable without the cookie. With GATEWAY_SCREENSHOTS=DIR each page is saved there as a
-1280x800 PNG.
+delivered, replay with a dry run first, CSRF-less posts refused, sign out (a copied cookie dies
+with it), sign out everywhere; and before any of it, nothing reachable without the cookie. With
+GATEWAY_SCREENSHOTS=DIR each page is saved there as a 1280x800 PNG.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tests.node import node_packages
 from tests.standin import Answer, StandIn
 
 PACKAGES = {"puppeteer-core": "24"}
-TOKEN = "console-admin-token-7"
+TOKEN = "console-admin-token-7-k3v9q2x7m4w8p6z1"
 SECRET = "hook-secret-4242"
 RUN = uuid.uuid4().hex[:8]
 REFUSED = f"refused-{RUN}"
@@ -304,7 +304,35 @@ def test_posts_without_the_csrf_token_are_refused(gateway: LiveGateway,
 
 def test_sign_out(gateway: LiveGateway, browser: Browser) -> None:
     browser("goto", url=gateway.url + "/console/")
+    [copied] = [c["value"] for c in browser("cookies") if c["name"] == "gw_console"]
     result = browser("click", selector="#sign-out", navigate=True)
     assert "/console/login" in result["url"]
     assert "/console/login" in browser("goto", url=gateway.url + "/console/sources")["url"]
+    assert browser("fetch", url="/console/stream")["status"] == 401
+    # revoked on the server: a copy of the cookie taken before sign-out is worth nothing
+    assert requests.get(gateway.url + "/console/sources", cookies={"gw_console": copied},
+                        headers={"Accept": "application/json"}, timeout=10).status_code == 401
+
+
+def sign_in_elsewhere(gateway: LiveGateway) -> requests.Session:
+    """Another browser: the sign-in form over plain HTTP."""
+    other = requests.Session()
+    page = other.get(gateway.url + "/console/login", timeout=10).text
+    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    other.post(gateway.url + "/console/login", data={"csrf": csrf, "token": TOKEN}, timeout=10)
+    assert other.get(gateway.url + "/console/sources", timeout=10).status_code == 200
+    return other
+
+
+def test_sign_out_everywhere(gateway: LiveGateway, browser: Browser) -> None:
+    browser("goto", url=gateway.url + "/console/login")
+    browser("type", selector="#token", text=TOKEN)
+    browser("click", selector="#sign-in", navigate=True)
+    other = sign_in_elsewhere(gateway)
+    browser("goto", url=gateway.url + "/console/deliveries")
+    result = browser("click", selector="#sign-out-everywhere", navigate=True)
+    assert "/console/login" in result["url"]
+    assert "Every console session is signed out" in browser("text", selector="#notice")
+    assert other.get(gateway.url + "/console/sources", timeout=10,
+                     allow_redirects=False).status_code == 302  # to the sign-in page
     assert browser("fetch", url="/console/stream")["status"] == 401

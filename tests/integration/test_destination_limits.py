@@ -22,6 +22,7 @@ from gateway.delivery.worker import Worker
 from gateway.heartbeat import WORKER, Heartbeat
 from gateway.metrics import destination_status
 from gateway.models import delivery_attempts
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import stored_deliveries
 from tests.integration.test_worker_isolation import (
     KEY_B,
@@ -38,7 +39,7 @@ HOOK = {"webhookUrl": "https://hooks.example/in"}
 def config_for(database_url: str, url: str, limits: dict[str, Any] | None = None,
                **worker: Any) -> Config:
     return from_mapping({
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "b", "write_key": KEY_B}],
         "destinations": [{"name": "hook", "type": "webhook", "endpoint": url,
                           "settings": HOOK, "limits": limits or {}}],
@@ -95,7 +96,7 @@ def send_and_deliver(config: Config, messages: list[dict[str, Any]]) -> None:
 
 def test_limits_load_beside_settings_with_type_defaults(database_url: str) -> None:
     config = from_mapping({
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "b", "write_key": KEY_B}],
         "destinations": [
             {"name": "cio", "type": "customerio",
@@ -123,7 +124,7 @@ def test_limits_load_beside_settings_with_type_defaults(database_url: str) -> No
 ])
 def test_bad_limits_are_refused_precisely(limits: Any, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        from_mapping({"database_url": "sqlite:///x.db", "admin_token": "t",
+        from_mapping({"database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN,
                       "sources": [{"name": "b", "write_key": KEY_B}],
                       "destinations": [{"name": "hook", "type": "webhook", "settings": HOOK,
                                         "limits": limits}]})
@@ -133,7 +134,7 @@ def test_bad_limits_are_refused_precisely(limits: Any, message: str) -> None:
 
 def test_limits_inside_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"\.settings: unknown setting 'limits'"):
-        from_mapping({"database_url": "sqlite:///x.db", "admin_token": "t",
+        from_mapping({"database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN,
                       "sources": [{"name": "b", "write_key": KEY_B}],
                       "destinations": [{"name": "hook", "type": "webhook",
                                         "settings": {**HOOK, "limits": {"concurrency": 1}}}]})
@@ -276,7 +277,7 @@ def test_kustomer_lookups_spend_its_default_rate_limit(database_url: str,
 
     standin.answer_for = answer
     config = from_mapping({
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "b", "write_key": KEY_B}],
         "destinations": [{"name": "kus", "type": "kustomer", "endpoint": standin.url,
                           "settings": {"apiKey": "kus-key"}}],
@@ -321,7 +322,7 @@ def test_failing_lookups_and_deletions_open_the_circuit(database_url: str, kind:
                    if kind == "lookups" else
                    {"name": "d", "type": "custify", "settings": {"apiKey": "cus-key"}})
     config = from_mapping({
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "b", "write_key": KEY_B}],
         "destinations": [{**destination, "endpoint": f"http://127.0.0.1:{port}",
                           "limits": limits}],
@@ -337,7 +338,8 @@ def test_failing_lookups_and_deletions_open_the_circuit(database_url: str, kind:
     else:
         admin = app.test_client()
         for n in range(8):
-            response = admin.post("/admin/v1/regulations", headers={"Authorization": "Bearer t"},
+            response = admin.post("/admin/v1/regulations",
+                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                                   json={"type": "delete", "subject": {"user_id": f"gone-{n}"}})
             assert response.status_code == 202, response.get_data(as_text=True)
     recovered = None

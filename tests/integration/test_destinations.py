@@ -13,7 +13,7 @@ import pytest
 from gateway import create_app
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
-from tests.conftest import WRITE_KEY
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.helpers import basic, stored_deliveries
 from tests.integration.test_worker import drain
 from tests.standin import Answer, Received, StandIn
@@ -30,7 +30,7 @@ def standin() -> Iterator[StandIn]:
 
 def run(database_url: str, standin: StandIn, destination: dict[str, Any],
         *messages: dict[str, Any]) -> Worker:
-    raw = {"database_url": database_url, "admin_token": "t",
+    raw = {"database_url": database_url, "admin_token": ADMIN_TOKEN,
            "sources": [{"name": "web", "write_key": WRITE_KEY}],
            "destinations": [{**destination, "endpoint": standin.url}],
            "retry": {"base_delay_seconds": 0}}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from segment.analytics import Client
 
-from tests.conftest import WRITE_KEY, LiveGateway
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway
 from tests.standin import StandIn
 
 HOOK_KEY = "e2e-hook-key"
@@ -17,7 +17,7 @@ HOOK_KEY = "e2e-hook-key"
 def test_sdk_events_arrive_at_the_destination(database_url: str, tmp_path: Path) -> None:
     standin = StandIn()
     raw = {
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": WRITE_KEY}],
         "destinations": [{"name": "hook", "type": "webhook", "endpoint": standin.url,
                           "settings": {"webhookUrl": "https://hooks.example/segment",

@@ -16,18 +16,18 @@ from gateway.cli import main
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from gateway.models import rejections as rejections_table
-from tests.conftest import WRITE_KEY, write_toml
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
 from tests.helpers import basic, stored_events
 from tests.integration.test_worker import drain
 from tests.standin import Answer, StandIn
 
-TOKEN = {"Authorization": "Bearer t"}
+TOKEN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = "explain-secret-9"
 
 
 def raw_config(database_url: str, endpoint: str) -> dict[str, Any]:
     return {
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": WRITE_KEY},
                     {"name": "server", "write_key": "wk_server"}],
         "destinations": [

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from gateway.db import make_engine
 from gateway.models import deliveries, events
 from tests import conftest
-from tests.conftest import WRITE_KEY, LiveGateway
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway
 from tests.helpers import basic
 from tests.standin import StandIn
 
@@ -66,7 +66,7 @@ def dump_toml(path: Path, raw: dict[str, Any]) -> None:
 
 def config(database_url: str, hook: StandIn, cio: StandIn) -> dict[str, Any]:
     return {
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "worker": {"poll_interval_ms": 50},
         "sources": [{"name": "web", "write_key": WRITE_KEY, "filters": {
             "drop_fields": ["properties.ssn", "traits.ssn"],

@@ -20,7 +20,7 @@ import requests
 
 from gateway import create_app
 from gateway.config import from_mapping
-from tests.conftest import WRITE_KEY, LiveGateway, free_port, write_toml
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, free_port, write_toml
 from tests.helpers import basic, stored_deliveries, stored_events
 from tests.standin import StandIn
 
@@ -83,7 +83,7 @@ def hook() -> Iterator[StandIn]:
 
 def config_with_hook(database_url: str, hook: StandIn, **extra: Any) -> dict[str, Any]:
     return {
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": WRITE_KEY}],
         "destinations": [{"name": "hook", "type": "webhook", "endpoint": hook.url,
                           "settings": {"webhookUrl": "https://hooks.example/in"}}],
@@ -99,7 +99,7 @@ def track(gateway: LiveGateway, user: str) -> None:
 
 
 def delivered(database_url: str) -> int:
-    app = create_app(from_mapping({"database_url": database_url, "admin_token": "t"}))
+    app = create_app(from_mapping({"database_url": database_url, "admin_token": ADMIN_TOKEN}))
     try:
         return sum(r["state"] == "delivered" for r in stored_deliveries(
             app.extensions["gateway.engine"]))
@@ -178,7 +178,7 @@ def _send_until_refused(gateway: LiveGateway, acknowledged: list[str]) -> None:
 
 
 def _stored_message_ids(database_url: str) -> set[str]:
-    app = create_app(from_mapping({"database_url": database_url, "admin_token": "t"}))
+    app = create_app(from_mapping({"database_url": database_url, "admin_token": ADMIN_TOKEN}))
     try:
         return {e["message_id"] for e in stored_events(app.extensions["gateway.engine"])}
     finally:
@@ -194,7 +194,7 @@ def _health(url: str) -> int | None:
 
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     write_toml(tmp_path / "gateway.toml", {
-        "database_url": f"sqlite:///{tmp_path / 'g.db'}", "admin_token": "t",
+        "database_url": f"sqlite:///{tmp_path / 'g.db'}", "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": WRITE_KEY}]})
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -249,7 +249,7 @@ def test_serve_removes_its_metrics_folder_and_sweeps_stale_ones(tmp_path: Path) 
 
     stale = Path(tempfile.mkdtemp(prefix="gateway-metrics-pid999999999-"))
     foreign = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))  # not ours to judge
-    raw = {"database_url": f"sqlite:///{tmp_path / 'g.db'}", "admin_token": "t",
+    raw = {"database_url": f"sqlite:///{tmp_path / 'g.db'}", "admin_token": ADMIN_TOKEN,
            "sources": [{"name": "web", "write_key": WRITE_KEY}]}
     gateway = LiveGateway(tmp_path, raw)
     pid = gateway.process.pid
@@ -264,7 +264,7 @@ def test_serve_removes_its_metrics_folder_and_sweeps_stale_ones(tmp_path: Path) 
 
 def test_an_address_not_on_this_host_is_refused_without_a_traceback(tmp_path: Path) -> None:
     write_toml(tmp_path / "gateway.toml", {
-        "database_url": f"sqlite:///{tmp_path / 'g.db'}", "admin_token": "t"})
+        "database_url": f"sqlite:///{tmp_path / 'g.db'}", "admin_token": ADMIN_TOKEN})
     port = free_port()
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "--config", str(tmp_path / "gateway.toml"),

@@ -15,7 +15,7 @@ from gateway import create_app
 from gateway.config import Config, from_mapping
 from gateway.delivery.worker import Worker
 from gateway.models import deliveries, delivery_attempts
-from tests.conftest import WRITE_KEY
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.helpers import basic, stored_deliveries
 from tests.standin import Answer, StandIn
 
@@ -32,7 +32,7 @@ def standin() -> Iterator[StandIn]:
 def hook_config(database_url: str, endpoint: str, limits: dict[str, Any] | None = None,
                 **retry: int) -> Config:
     return from_mapping({
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": WRITE_KEY}],
         "destinations": [{"name": "hook", "type": "webhook", "endpoint": endpoint,
                           "settings": {"webhookUrl": "https://hooks.example/in",
@@ -187,7 +187,7 @@ def test_an_expired_lease_is_claimed_again(database_url: str, standin: StandIn) 
 
 
 def _raw(config: Config) -> dict[str, Any]:
-    return {"database_url": config.database_url, "admin_token": "t",
+    return {"database_url": config.database_url, "admin_token": ADMIN_TOKEN,
             "sources": [{"name": "web", "write_key": WRITE_KEY}],
             "destinations": [{"name": d.name, "type": d.type, "endpoint": d.endpoint,
                               "settings": dict(d.settings)} for d in config.destinations],

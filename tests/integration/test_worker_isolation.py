@@ -23,6 +23,7 @@ from gateway.db import make_engine
 from gateway.delivery import worker as worker_module
 from gateway.delivery.worker import Finished, Worker
 from gateway.models import deliveries, delivery_attempts
+from tests.conftest import ADMIN_TOKEN
 from tests.helpers import basic, stored_deliveries
 from tests.standin import Answer, Hanging, StandIn
 
@@ -35,7 +36,7 @@ CONCURRENCY = 4
 def two_destinations(database_url: str, stuck_url: str, healthy_url: str,
                      **worker: int) -> Config:
     return from_mapping({
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "a", "write_key": KEY_A}, {"name": "b", "write_key": KEY_B}],
         "destinations": [
             # no circuit breaker here: these tests measure the lane alone (the breaker has
@@ -53,7 +54,7 @@ def two_destinations(database_url: str, stuck_url: str, healthy_url: str,
 
 def one_destination(database_url: str, url: str, **retry: int) -> Config:
     return from_mapping({
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "b", "write_key": KEY_B}],
         "destinations": [{"name": "healthy", "type": "webhook", "endpoint": url,
                           "settings": HOOK}],

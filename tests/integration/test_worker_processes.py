@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway import create_app
 from gateway.config import from_mapping
-from tests.conftest import WRITE_KEY, write_toml
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
 from tests.helpers import basic, stored_deliveries
 from tests.standin import Answer, StandIn
 
@@ -20,7 +20,7 @@ USERS = ("u1", "u2", "u3", "u4")
 
 def raw_config(database_url: str, endpoint: str, lease: int) -> dict[str, Any]:
     return {
-        "database_url": database_url, "admin_token": "t",
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": WRITE_KEY}],
         "destinations": [{"name": "hook", "type": "webhook", "endpoint": endpoint,
                           "settings": {"webhookUrl": "https://hooks.example/in"}}],

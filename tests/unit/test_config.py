@@ -17,11 +17,14 @@ from gateway.config import (
     unknown_environment,
     write_default,
 )
+from tests.conftest import ADMIN_TOKEN
+
+ENV_TOKEN = "env-admin-token-k3v9q2x7m4w8p6z1"
 
 
 def raw(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "database_url": "sqlite:///x.db", "admin_token": "t",
+        "database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": "k1"}, {"name": "app", "write_key": "k2"}],
         "destinations": [{"name": "cio", "type": "customerio", "sources": ["web"],
                           "settings": {"siteID": "s", "apiKey": "k"}}],
@@ -84,11 +87,11 @@ def test_bad_config_names_file_table_and_field(mapping, fragments: list[str]) ->
 
 
 def test_environment_overrides() -> None:
-    env = {"GATEWAY_DATABASE_URL": "postgresql://db/x", "GATEWAY_ADMIN_TOKEN": "env-token",
+    env = {"GATEWAY_DATABASE_URL": "postgresql://db/x", "GATEWAY_ADMIN_TOKEN": ENV_TOKEN,
            "GATEWAY_LIMITS_MAX_REQUEST_BYTES": "4096000", "GATEWAY_LIMITS_STRICT_BATCHES": "true",
            "GATEWAY_SERVER_TRUSTED_PROXIES": "10.0.0.1, 10.0.0.2"}
     config = from_mapping(raw(), env=env)
-    assert config.database_url == "postgresql://db/x" and config.admin_token == "env-token"
+    assert config.database_url == "postgresql://db/x" and config.admin_token == ENV_TOKEN
     assert config.limits.max_request_bytes == 4_096_000 and config.limits.strict_batches
     assert config.server.trusted_proxies == ("10.0.0.1", "10.0.0.2")
 
@@ -182,7 +185,7 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path, mon
     folder = tmp_path / "etc"
     folder.mkdir()
     (folder / "gateway.toml").write_text(
-        'database_url = "sqlite:///data/gateway.db"\nadmin_token = "t"\n')
+        f'database_url = "sqlite:///data/gateway.db"\nadmin_token = "{ADMIN_TOKEN}"\n')
     monkeypatch.chdir(tmp_path)
     config = load(Path("etc/gateway.toml"), env={})
     assert config.database_url == f"sqlite:///{folder.resolve()}/data/gateway.db"
@@ -255,7 +258,7 @@ def test_a_folder_or_an_unreadable_file_is_one_clear_error(tmp_path: Path, monke
     with pytest.raises(ConfigError, match="is a folder"):
         load(tmp_path, env={})
     path = tmp_path / "gateway.toml"
-    path.write_text('database_url = "sqlite://"\nadmin_token = "t"\n')
+    path.write_text(f'database_url = "sqlite://"\nadmin_token = "{ADMIN_TOKEN}"\n')
 
     def refuse(*_args, **_kwargs):
         raise PermissionError(13, "Permission denied")
@@ -301,3 +304,53 @@ def test_admin_surface_settings() -> None:
     assert config.metrics.require_token is False and config.admin.bind == "[::1]:9000"
     assert from_mapping(raw(), env={"GATEWAY_METRICS_REQUIRE_TOKEN": "auto"}
                         ).metrics.require_token is None
+
+
+# the admin token (security issue M1) -----------------------------------------------------------
+
+@pytest.mark.parametrize("token,reason", [
+    ("x", "too short (1 characters, at least 32)"),
+    ("change-me", "too short (9 characters, at least 32)"),  # the README's old example
+    ("test-admin-token", "too short (16 characters, at least 32)"),
+    ("change-me-change-me-change-me-change-me", "looks like a placeholder"),
+    ("REPLACE_ME_WITH_A_LONG_RANDOM_STRING_PLEASE", "looks like a placeholder"),
+    ("your-admin-token-goes-here-ok-thanks", "looks like a placeholder"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "too repetitive"),
+    ("abababababababababababababababab", "too repetitive"),
+])
+def test_a_weak_admin_token_is_refused_at_load(token: str, reason: str) -> None:
+    """Guessable tokens open the admin API and the console to anyone: one line naming the
+    field and the reason, and how to make a good one; never the token itself."""
+    message = error_of(raw(admin_token=token))
+    assert message.startswith("gateway.toml: top level: field 'admin_token': " + reason)
+    assert "secrets.token_urlsafe(32)" in message and "\n" not in message
+    assert token not in message
+
+
+def test_a_weak_admin_token_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(raw(), "gateway.toml", env={"GATEWAY_ADMIN_TOKEN": "hunter2"})
+    message = str(caught.value)
+    assert message.startswith("gateway.toml: top level: field 'admin_token' "
+                              "(from $GATEWAY_ADMIN_TOKEN): too short")
+    assert "hunter2" not in message
+
+
+def test_strong_admin_tokens_are_accepted() -> None:
+    import secrets
+
+    for token in (secrets.token_urlsafe(32), secrets.token_hex(16), secrets.token_urlsafe(24),
+                  "correct horse battery staple tomato"):
+        assert from_mapping(raw(admin_token=token)).admin_token == token
+    # `gateway check` reads the config without the rule and reports it on its own line
+    assert from_mapping(raw(admin_token="x"), check_admin_token=False).admin_token == "x"
+
+
+def test_console_sessions_are_configurable() -> None:
+    config = from_mapping(raw())
+    assert (config.console.idle_timeout_seconds, config.console.session_lifetime_seconds) == (
+        1800, 43200)
+    config = from_mapping(raw(), env={"GATEWAY_CONSOLE_IDLE_TIMEOUT_SECONDS": "600"})
+    assert config.console.idle_timeout_seconds == 600
+    assert "[console]: field 'idle_timeout_seconds': must be at least 60" in error_of(
+        raw(console={"idle_timeout_seconds": 5}))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gateway import filters
 from gateway.config import ConfigError, from_mapping
 from gateway.filters import Dropped, apply, parse, sampled_in, truncate_ip
+from tests.conftest import ADMIN_TOKEN
 
 SALT = "pepper-0123456789abcdef"
 
@@ -193,7 +194,7 @@ def config_with(destination_filters: Any = None, source_filters: Any = None) -> 
                                    "settings": {"webhookUrl": "https://h.example/x"}}
     if destination_filters is not None:
         destination["filters"] = destination_filters
-    from_mapping({"database_url": "sqlite:///x.db", "admin_token": "t", "sources": [source],
+    from_mapping({"database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN, "sources": [source],
                   "destinations": [destination]})
 
 
@@ -250,7 +251,7 @@ def test_filters_must_be_a_table_and_the_salt_stays_out_of_reprs() -> None:
 
 
 def test_retention_table_is_checked() -> None:
-    base = {"database_url": "sqlite:///x.db", "admin_token": "t"}
+    base = {"database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN}
     assert from_mapping(base).retention.events_days == 30
     assert from_mapping({**base, "retention": {"events_days": 0}}).retention.events_days == 0
     with pytest.raises(ConfigError, match=r"\[retention\]: field 'dead_days': must be a whole"):

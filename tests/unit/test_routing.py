@@ -6,9 +6,10 @@ import pytest
 
 from gateway.config import from_mapping
 from gateway.routing import destinations_for_source, route
+from tests.conftest import ADMIN_TOKEN
 
 CONFIG = from_mapping({
-    "database_url": "sqlite://", "admin_token": "t",
+    "database_url": "sqlite://", "admin_token": ADMIN_TOKEN,
     "sources": [{"name": "web", "write_key": "k1"}, {"name": "app", "write_key": "k2"}],
     "destinations": [
         {"name": "cio", "type": "customerio", "settings": {"siteID": "s", "apiKey": "k"}},

@@ -11,6 +11,7 @@ function liveFeed(table) {
   const held = []; // events received while paused, shown on resume
   const MAX_ROWS = 500;
   let paused = false;
+  let ended = false; // the server closed the stream for good
 
   function cell(text, cls) {
     const td = document.createElement("td");
@@ -37,6 +38,7 @@ function liveFeed(table) {
   }
 
   function tick() {
+    if (ended) return;
     const now = Date.now();
     while (arrivals.length && arrivals[0] < now - 10000) arrivals.shift();
     rate.textContent = (arrivals.length / 10).toFixed(1) + " events/s" + (paused ? " (paused, " + held.length + " waiting)" : "");
@@ -53,7 +55,14 @@ function liveFeed(table) {
     }
     tick();
   });
-  source.onerror = () => { rate.classList.add("stale"); };
+  source.onerror = () => {
+    rate.classList.add("stale");
+    // closed for good (e.g. 401: the session ended, idle or signed out elsewhere)
+    if (source.readyState === EventSource.CLOSED) {
+      ended = true;
+      rate.textContent = "stream ended: reload the page";
+    }
+  };
   source.onopen = () => { rate.classList.remove("stale"); };
 
   pauseButton.addEventListener("click", () => {
