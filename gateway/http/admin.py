@@ -183,12 +183,16 @@ def explain_message() -> Response:
 @bp.post("/regulations")
 def create_regulation() -> tuple[Response, int]:
     """Issue 14: suppress / unsuppress / delete / suppress_with_delete a person. 202: the
-    gateway's part is done; a deletion's destination part is `running` until they answer."""
+    gateway's part is done; a deletion's destination part is `running` until they answer.
+    `"dry_run": true` answers 200 with what it would cover (the profile's keys, row counts,
+    destinations) and changes nothing."""
     body = request.get_json(force=True, silent=True)  # JSON whatever the Content-Type
     try:
         kind, subject = regulation_keys.parse_request(body)
     except regulation_keys.InvalidRequest as exc:
         raise ApiError(400, "invalid_regulation", str(exc)) from None
+    if body.get("dry_run"):
+        return jsonify(regulation_service.preview(_engine(), _config(), kind, subject)), 200
     return jsonify(regulation_service.create(_engine(), _config(), kind, subject)), 202
 
 
