@@ -57,12 +57,18 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+# libpq takes a password in the query too (`?password=…`, `&sslpassword=…`)
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, fit to print."""
+    """The URL with every password (`user:pass@` and `?password=`) replaced by ***, fit to
+    print: the one helper for every place a database URL is shown or logged."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        text = make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+        text = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return _QUERY_SECRET.sub(r"\1***", text)
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -203,6 +203,19 @@ def test_an_unreachable_database_is_one_line_naming_it_with_the_password_masked(
                              f"postgresql://ann:***@{url.split('@')[1]}: connection refused")
 
 
+@pytest.mark.parametrize("command", [*DATABASE_COMMANDS, ["check"]], ids=lambda c: c[0])
+def test_a_password_in_the_query_is_masked_too(tmp_path: Path, capsys,
+                                               command: list[str]) -> None:
+    """libpq takes `?password=` as well as `user:password@`: neither is ever printed."""
+    url = f"postgresql://ann@127.0.0.1:{free_port()}/gw?sslmode=disable&password=s3cret-q"
+    path = write_config(tmp_path, url, destinations=[{"name": "hook", "type": "console"}])
+    assert main(["--config", str(path), *command]) == 1
+    captured = capsys.readouterr()
+    assert "s3cret-q" not in captured.out + captured.err
+    assert "password=***" in captured.out + captured.err
+    assert "connection refused" in captured.out + captured.err
+
+
 @pytest.mark.parametrize("url,message,code", [
     ("mysql://u:p@h/db", "gateway: database_url 'mysql://u:***@h/db': mysql is not supported; "
                          "only sqlite and postgresql are", 2),
