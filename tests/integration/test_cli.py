@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -180,11 +181,39 @@ def test_bind_defaults() -> None:
 
 
 def test_config_path_problems_are_one_line(tmp_path: Path) -> None:
-    done = gateway("--config", "sub/x.toml", "serve", cwd=tmp_path)
+    done = gateway("--config", "sub/x.toml", "serve", "--init", cwd=tmp_path)
     assert done.returncode == 2
     assert one_line(done.stderr).endswith("cannot write sub/x.toml: folder sub does not exist")
     done = gateway("--config", str(tmp_path), "events")
     assert done.returncode == 2 and "is a folder" in one_line(done.stderr)
+
+
+def test_serve_writes_a_config_only_at_the_default_path_or_with_init(tmp_path: Path) -> None:
+    """A typo in --config or $GATEWAY_CONFIG must not start an empty installation with a new
+    write key (healthy-looking while every SDK gets 401): it is an error, as for every other
+    command. The default ./gateway.toml, or --init, still writes a starter config."""
+    with socket.socket() as busy:  # serve stops at the busy port, after the config part
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        bind = f"127.0.0.1:{busy.getsockname()[1]}"
+        for how in (["--config", "typo.toml"], ["--config", str(tmp_path / "gateway.toml")]):
+            done = gateway(*how, "serve", "--bind", bind, cwd=tmp_path)
+            assert done.returncode == 2
+            assert one_line(done.stderr).endswith(
+                "file not found (gateway serve writes a new config only at the default "
+                "./gateway.toml, or with --init)")
+            assert "write key" not in done.stdout
+        done = gateway("serve", "--bind", bind, cwd=tmp_path,
+                       env={"GATEWAY_CONFIG": str(tmp_path / "typo.toml")})
+        assert done.returncode == 2 and "typo.toml: file not found" in done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written or served
+
+        done = gateway("serve", "--bind", bind, cwd=tmp_path)  # the default path
+        assert "already in use" in done.stderr and "write key:" in done.stdout
+        assert (tmp_path / "gateway.toml").is_file()
+        done = gateway("--config", "other.toml", "serve", "--init", "--bind", bind, cwd=tmp_path)
+        assert "already in use" in done.stderr and "write key:" in done.stdout
+        assert (tmp_path / "other.toml").is_file()
 
 
 DATABASE_COMMANDS = [["serve", "--no-worker"], ["worker"], ["migrate"], ["events"],
