@@ -16,7 +16,7 @@ import re
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -153,11 +153,22 @@ def make_engine(url: str, create_folder: bool = False) -> Engine:
         return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     if path is not None and create_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
+        create_private(path)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     _SQLITE_WRITE_LOCKS[engine] = writer_lock(path)
     return engine
+
+
+def create_private(path: Path) -> None:
+    """Create a SQLite file that is not there yet as an empty file of mode 0600 before SQLite
+    first opens it: it holds every event and identity, and SQLite gives the -wal and -shm files
+    it creates the main file's mode. An existing file is left as it is (`gateway check` warns
+    when it is readable by others); a missing folder is reported by the connection."""
+    with suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def writer_lock(path: Path | None) -> WriterLock:

@@ -368,6 +368,7 @@ def test_unknown_environment_variables_are_warned_about_once(setup) -> None:
 
 def test_check_reports_each_part(setup, tmp_path: Path, capsys) -> None:
     path, _, _ = setup
+    path.chmod(0o600)  # else a WARN line says others can read it (test_file_modes.py)
     assert main(["--config", str(path), "check"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [
