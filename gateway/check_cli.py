@@ -64,8 +64,8 @@ def check_database(url: str) -> list[Line]:
 
 
 def check_workers(config: Config) -> list[Line]:
-    """Delivery workers' heartbeats (the same rows /health reads); none ever seen is not a
-    failure here: `gateway worker` or `gateway serve` may simply not be running yet."""
+    """Delivery workers' heartbeats (the same rows /health reads). None running fails only
+    while a destination is enabled: its deliveries then wait for nobody."""
     engine = make_engine(config.database_url)
     try:
         with engine.connect() as connection:
@@ -77,9 +77,12 @@ def check_workers(config: Config) -> list[Line]:
         engine.dispose()
     if seen.alive:
         return [(OK, "delivery worker", f"{seen.alive} alive")]
-    if not seen.gone:
-        return [(OK, "delivery worker", "none running (start gateway serve or gateway worker)")]
-    return [(FAIL, "delivery worker", seen.describe(datetime.now(UTC)))]
+    enabled = sum(1 for d in config.destinations if d.enabled)
+    if seen.gone:
+        return [(FAIL, "delivery worker", seen.describe(datetime.now(UTC)))]
+    if enabled:
+        return [(FAIL, "delivery worker", heartbeat.none_running(enabled))]
+    return [(OK, "delivery worker", "none running (start gateway serve or gateway worker)")]
 
 
 def check_destinations(config: Config) -> list[Line]:

@@ -369,18 +369,30 @@ def test_unknown_environment_variables_are_warned_about_once(setup) -> None:
 def test_check_reports_each_part(setup, tmp_path: Path, capsys) -> None:
     path, _, _ = setup
     path.chmod(0o600)  # else a WARN line says others can read it (test_file_modes.py)
-    assert main(["--config", str(path), "check"]) == 0
+    # a destination is enabled and no worker runs: its deliveries wait for nobody
+    assert main(["--config", str(path), "check"]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        ["ok", "config"], ["ok", "database"], ["ok", "schema"], ["ok", "delivery"],
+        ["ok", "config"], ["ok", "database"], ["ok", "schema"], ["FAIL", "delivery"],
         ["ok", "destination"]]
     assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[4]
-    assert "none running" in lines[3]
+    assert "no delivery worker is running: deliveries to 1 enabled destination(s) wait" \
+        in lines[3]
     engine = make_engine(from_path(path).database_url)
     beat = Heartbeat(engine, WORKER, every=1)
     beat.beat()
     assert main(["--config", str(path), "check"]) == 0
     assert "1 alive" in capsys.readouterr().out
+    beat.remove()  # a clean stop removes the row: still a failure, not "none running, ok"
+    assert main(["--config", str(path), "check"]) == 1
+    assert re.search(r"FAIL delivery worker +no delivery worker is running",
+                     capsys.readouterr().out)
+    (tmp_path / "quiet").mkdir()
+    quiet = write_config(tmp_path / "quiet", from_path(path).database_url)
+    quiet.chmod(0o600)
+    assert main(["--config", str(quiet), "check"]) == 0  # nothing to deliver: no worker needed
+    assert re.search(r"ok +delivery worker +none running", capsys.readouterr().out)
+    beat.beat(force=True)
     with engine.begin() as connection:  # that worker's last beat was a minute ago
         connection.execute(update(heartbeats).values(
             beat_at=datetime.now(UTC) - timedelta(minutes=1)))
