@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import logging
 import os
 import re
+import stat
 import threading
 import weakref
 from collections.abc import Iterator
@@ -22,6 +24,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CACHE_KIB = 65_536  # per connection, at most: pages are cached as they are used
@@ -165,8 +169,8 @@ def make_engine(url: str, create_folder: bool = False) -> Engine:
 def create_private(path: Path) -> None:
     """Create a SQLite file that is not there yet as an empty file of mode 0600 before SQLite
     first opens it: it holds every event and identity, and SQLite gives the -wal and -shm files
-    it creates the main file's mode. An existing file is left as it is (`gateway check` warns
-    when it is readable by others); a missing folder is reported by the connection."""
+    it creates the main file's mode. An existing file is left to `make_private` (serve and
+    migrate); a missing folder is reported by the connection."""
     with suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
@@ -285,7 +289,27 @@ def migrate(url: str) -> None:
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
     command.upgrade(alembic_config(url), "head")
+
+
+def make_private(path: Path) -> list[Path]:
+    """A SQLite database made before files were created 0600 (and its -wal and -shm) is
+    narrowed to 0600 when `serve` or `migrate` starts on it, if this user owns it; logged, so
+    an operator who shared it with a group on purpose knows why that stopped. Returns what
+    changed."""
+    changed = []
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            info = file.stat()
+            if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+                file.chmod(0o600)
+                changed.append(file)
+                log.warning("%s was open to group or others (mode %04o): now 0600", file,
+                            stat.S_IMODE(info.st_mode))
+        except OSError as exc:  # not there, or not ours to change: gateway check warns
+            log.debug("left the mode of %s: %s", file, exc)
+    return changed
 
 
 def alembic_config(url: str):

@@ -5,6 +5,7 @@ file that group or others can open."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -65,8 +66,8 @@ def test_a_new_database_and_its_wal_and_shm_are_0600(tmp_path: Path, permissive_
         elsewhere.dispose()
 
 
-def test_check_warns_about_files_others_can_read(tmp_path: Path, permissive_umask,
-                                                 capsys) -> None:
+def test_check_warns_about_files_others_can_read_and_migrate_narrows_the_database(
+        tmp_path: Path, permissive_umask, capsys, caplog: pytest.LogCaptureFixture) -> None:
     config = write_config(tmp_path)  # written 0644 under this umask
     assert main(["--config", str(config), "migrate"]) == 0
     database = tmp_path / "gateway.db"
@@ -89,7 +90,14 @@ def test_check_warns_about_files_others_can_read(tmp_path: Path, permissive_umas
     assert f"chmod 600 {database}-wal" in warnings[2]
     assert f"chmod 600 {database}-shm" in warnings[3]
     os.chmod(config, 0o640)  # group-readable is still readable by others than the service
-    os.chmod(database, 0o600)
+    # serve and migrate narrow the database (and its -wal and -shm) to 0600, saying so
+    (tmp_path / "gateway.db-wal").touch()  # left by a process that stopped (0644, empty)
+    with caplog.at_level(logging.WARNING, logger="gateway.db"):
+        assert main(["--config", str(config), "migrate"]) == 0
+    assert mode(database) == 0o600  # (SQLite removed the -wal when migrate closed)
+    assert f"{database} was open to group or others (mode 0644): now 0600" in caplog.text
+    assert f"{database}-wal was open to group or others (mode 0644): now 0600" in caplog.text
+    capsys.readouterr()
     assert main(["--config", str(config), "check"]) == 0
     out = capsys.readouterr().out
-    assert f"{config} has mode 0640" in out and f"{database} has" not in out
+    assert f"{config} has mode 0640" in out and f"{database}" not in out.split("schema")[1]
