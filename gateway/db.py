@@ -294,19 +294,20 @@ def migrate(url: str) -> None:
 
 
 def make_private(path: Path) -> list[Path]:
-    """A SQLite database made before files were created 0600 (and its -wal and -shm) is
-    narrowed to 0600 when `serve` or `migrate` starts on it, if this user owns it; logged, so
-    an operator who shared it with a group on purpose knows why that stopped. Returns what
-    changed."""
+    """A SQLite database made before files were created 0600 (and its -wal and -shm) loses
+    its group and other permissions when `serve` or `migrate` starts on it, if this user owns
+    it; logged, so an operator who shared it with a group on purpose knows why that stopped.
+    Returns what changed."""
     changed = []
     for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         try:
             info = file.stat()
-            if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
-                file.chmod(0o600)
+            mode = stat.S_IMODE(info.st_mode)
+            if info.st_uid == os.getuid() and mode & 0o077:
+                file.chmod(mode & 0o700)  # the owner's bits stay: a read-only file stays so
                 changed.append(file)
-                log.warning("%s was open to group or others (mode %04o): now 0600", file,
-                            stat.S_IMODE(info.st_mode))
+                log.warning("%s was open to group or others (mode %04o): now %04o", file,
+                            mode, mode & 0o700)
         except OSError as exc:  # not there, or not ours to change: gateway check warns
             log.debug("left the mode of %s: %s", file, exc)
     return changed
