@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from gateway.cli import main
-from gateway.db import make_engine
+from gateway.db import make_engine, make_private
 from tests.conftest import WRITE_KEY, write_toml
 
 
@@ -101,3 +101,13 @@ def test_check_warns_about_files_others_can_read_and_migrate_narrows_the_databas
     assert main(["--config", str(config), "check"]) == 0
     out = capsys.readouterr().out
     assert f"{config} has mode 0640" in out and f"{database}" not in out.split("schema")[1]
+
+
+def test_narrowing_keeps_the_owners_bits(tmp_path: Path) -> None:
+    """A database made read-only on purpose stays read-only: only group and others lose."""
+    database = tmp_path / "g.db"
+    database.touch()
+    os.chmod(database, 0o444)
+    assert make_private(database) == [database]
+    assert mode(database) == 0o400
+    assert make_private(database) == []  # nothing left to narrow
