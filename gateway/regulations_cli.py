@@ -102,8 +102,9 @@ def _confirm(regulation: str) -> int | None:
         print(f"gateway: {regulation} needs confirmation and stdin is not a terminal: check the "
               "keys above and pass --yes", file=sys.stderr)
         return 2
-    try:
-        answer = input(f"Apply this {regulation} regulation? [y/N] ")
+    print(f"Apply this {regulation} regulation? [y/N] ", end="", file=sys.stderr, flush=True)
+    try:  # the question on stderr: with --json, stdout stays one JSON document
+        answer = input()
     except EOFError:
         answer = ""
     if answer.strip().lower() in ("y", "yes"):
