@@ -217,12 +217,25 @@ class Adapter:
         unknown = self.unknown_setting(settings)
         if unknown:
             return unknown
+        empty = self.empty_required_setting(settings)
+        if empty:
+            return empty
         errors = self.settings_schema().validate(dict(settings))
         if not errors:
             return None
         field_name, messages = sorted(errors.items())[0]
         text = messages[0] if isinstance(messages, list) else str(messages)
         return f"field {field_name!r}: {text}"
+
+    def empty_required_setting(self, settings: Mapping[str, Any]) -> str | None:
+        """A required setting given as "" (or blanks) is as missing as an absent one: an unset
+        template variable would otherwise load and make every delivery dead."""
+        for name, f in sorted(self.settings_schema().fields.items()):
+            key = f.data_key or name
+            value = settings.get(key)
+            if f.required and isinstance(value, str) and not value.strip():
+                return f"field {key!r}: required, must not be empty"
+        return None
 
     def unknown_setting(self, settings: Mapping[str, Any]) -> str | None:
         """The first key neither this destination nor RudderStack's generic config knows, with

@@ -1,10 +1,12 @@
 """`gateway check`: is this installation usable? One line per thing checked — the config file,
-the admin token's strength, the database, its schema, each destination's settings — and exit 1
-if any is not."""
+the admin token's strength, the database, its schema, the delivery workers, each destination's
+settings — and exit 1 if any is not. A file others may read is a warning (`WARN`): the
+installation works, but exposes secrets or every stored event."""
 
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,23 +25,26 @@ from gateway.db import (
     require_existing,
     schema_problem,
     schema_state,
+    sqlite_file,
 )
 
-Line = tuple[bool, str, str]  # (ok, what, detail)
+OK, WARN, FAIL = "ok", "WARN", "FAIL"
+Line = tuple[str, str, str]  # (OK | WARN | FAIL, what, detail)
 
 
 def check(path: Path) -> int:
-    """Print the report; 0 when everything is ok, 1 otherwise. Never creates a database."""
+    """Print the report; 0 when nothing FAILed (warnings allowed), 1 otherwise. Never creates
+    a database."""
     try:
         config = config_module.load(path, check_settings=False, check_admin_token=False)
     except ConfigError as exc:
-        return report([(False, "config", str(exc))])
-    lines: list[Line] = [(True, "config", str(path.resolve())), check_admin_token(config)]
-    database = check_database(config.database_url)
-    lines += database
-    if all(ok for ok, _, _ in database):
+        return report([(FAIL, "config", str(exc))])
+    lines: list[Line] = [(OK, "config", str(path.resolve())), check_admin_token(config)]
+    lines += check_database(config.database_url)
+    if all(status != FAIL for status, _, _ in lines):
         lines += check_workers(config)
     lines += check_destinations(config)
+    lines += check_file_modes(path, config.database_url)
     return report(lines)
 
 
@@ -48,8 +53,8 @@ def check_admin_token(config: Config) -> Line:
     problem = config_module.admin_token_problem(config.admin_token)
     if problem:
         where = config_module.describe_admin_token(os.environ)
-        return (False, "admin token", f"{where}: {problem}")
-    return (True, "admin token", "long enough, not a placeholder")
+        return (FAIL, "admin token", f"{where}: {problem}")
+    return (OK, "admin token", "long enough, not a placeholder")
 
 
 def check_database(url: str) -> list[Line]:
@@ -62,29 +67,32 @@ def check_database(url: str) -> list[Line]:
         finally:
             engine.dispose()
     except (DatabaseProblem, SQLAlchemyError, CommandError) as exc:
-        return [(False, "database", describe_database_error(exc, url))]
-    schema = (True, "schema", "current") if state == "current" else \
-        (False, "schema", schema_problem(state))
-    return [(True, "database", mask_url(url)), schema]
+        return [(FAIL, "database", describe_database_error(exc, url))]
+    schema = (OK, "schema", "current") if state == "current" else \
+        (FAIL, "schema", schema_problem(state))
+    return [(OK, "database", mask_url(url)), schema]
 
 
 def check_workers(config: Config) -> list[Line]:
-    """Delivery workers' heartbeats (the same rows /health reads); none ever seen is not a
-    failure here: `gateway worker` or `gateway serve` may simply not be running yet."""
+    """Delivery workers' heartbeats (the same rows /health reads). None running fails only
+    while a destination is enabled: its deliveries then wait for nobody."""
     engine = make_engine(config.database_url)
     try:
         with engine.connect() as connection:
             seen = heartbeat.liveness(connection, heartbeat.WORKER,
                                       config.worker.heartbeat_seconds)
     except SQLAlchemyError as exc:
-        return [(False, "delivery worker", describe_database_error(exc, config.database_url))]
+        return [(FAIL, "delivery worker", describe_database_error(exc, config.database_url))]
     finally:
         engine.dispose()
     if seen.alive:
-        return [(True, "delivery worker", f"{seen.alive} alive")]
-    if not seen.gone:
-        return [(True, "delivery worker", "none running (start gateway serve or gateway worker)")]
-    return [(False, "delivery worker", seen.describe(datetime.now(UTC)))]
+        return [(OK, "delivery worker", f"{seen.alive} alive")]
+    enabled = sum(1 for d in config.destinations if d.enabled)
+    if seen.gone:
+        return [(FAIL, "delivery worker", seen.describe(datetime.now(UTC)))]
+    if enabled:
+        return [(FAIL, "delivery worker", heartbeat.none_running(enabled))]
+    return [(OK, "delivery worker", "none running (start gateway serve or gateway worker)")]
 
 
 def check_destinations(config: Config) -> list[Line]:
@@ -92,12 +100,40 @@ def check_destinations(config: Config) -> list[Line]:
     for destination in config.destinations:
         problem = DESTINATION_TYPES[destination.type].check_settings(destination.settings)
         what = f"destination {destination.name} ({destination.type})"
-        lines.append((problem is None, what, problem or "settings ok"))
+        lines.append((FAIL if problem else OK, what, problem or "settings ok"))
     return lines
+
+
+def check_file_modes(config_path: Path, url: str) -> list[Line]:
+    """The config (secrets) and a SQLite database with its -wal and -shm (every event) should
+    be the service user's alone: a warning for each that group or others may read or write."""
+    files = [("config file", config_path)]
+    database = _sqlite_path(url)
+    if database is not None:
+        files += [("database file", Path(f"{database}{suffix}")) for suffix in ("", "-wal",
+                                                                                 "-shm")]
+    lines: list[Line] = []
+    for what, path in files:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue  # not there (yet): nothing to expose
+        if mode & 0o077:
+            access = "read" if mode & 0o044 else "write"
+            lines.append((WARN, what, f"{path} has mode {mode:04o}: group or others can "
+                                      f"{access} it; run chmod 600 {path}"))
+    return lines
+
+
+def _sqlite_path(url: str) -> Path | None:
+    try:
+        return sqlite_file(url)
+    except DatabaseProblem:
+        return None
 
 
 def report(lines: list[Line]) -> int:
     width = max(len(what) for _, what, _ in lines)
-    for ok, what, detail in lines:
-        print(f"{'ok' if ok else 'FAIL':<4} {what:<{width}}  {detail}")
-    return 0 if all(ok for ok, _, _ in lines) else 1
+    for status, what, detail in lines:
+        print(f"{status:<4} {what:<{width}}  {detail}")
+    return 0 if all(status != FAIL for status, _, _ in lines) else 1

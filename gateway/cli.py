@@ -63,6 +63,9 @@ def build_parser() -> Parser:
                        help="gunicorn worker processes (default: one per core)")
     serve.add_argument("--no-worker", action="store_true",
                        help="do not start the delivery worker (run `gateway worker` elsewhere)")
+    serve.add_argument("--init", action="store_true",
+                       help="write a new config (fresh write key and admin token) when the "
+                            "--config or $GATEWAY_CONFIG file does not exist")
     add("worker", "run the delivery worker alone")
     add("migrate", "bring the database schema up to date")
     add("check", "check the config, the database, the schema and each destination's settings")
@@ -176,6 +179,12 @@ def _fail(message: str, code: int) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     path = config_module.resolve_path(args.config)
+    if not path.exists() and not args.init and _config_named(args):
+        # a typo in --config or $GATEWAY_CONFIG must not start an empty installation that
+        # looks healthy while every SDK gets 401
+        raise ConfigError(f"{path}: file not found (gateway serve writes a new config only "
+                          f"at the default ./{config_module.DEFAULT_CONFIG_PATH}, or with "
+                          "--init)")
     if not path.exists():
         write_key, admin_token = config_module.write_default(path)
         print(f"Wrote {path} for the embedded default (SQLite at "
@@ -199,6 +208,11 @@ def _serve(args: argparse.Namespace) -> int:
     except supervisor.ServeError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
+
+
+def _config_named(args: argparse.Namespace) -> bool:
+    """Did the user name a config file (--config or $GATEWAY_CONFIG), not take the default?"""
+    return bool(args.config or os.environ.get("GATEWAY_CONFIG"))
 
 
 def _worker(config: Config) -> int:

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import logging
 import os
 import re
+import stat
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CACHE_KIB = 65_536  # per connection, at most: pages are cached as they are used
@@ -57,12 +61,18 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+# libpq takes a password in the query too (`?password=…`, `&sslpassword=…`)
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:ssl)?password=)[^&#]*")
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, fit to print."""
+    """The URL with every password (`user:pass@` and `?password=`) replaced by ***, fit to
+    print: the one helper for every place a database URL is shown or logged."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        text = make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+        text = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    return _QUERY_SECRET.sub(r"\1***", text)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -147,11 +157,22 @@ def make_engine(url: str, create_folder: bool = False) -> Engine:
         return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     if path is not None and create_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
+        create_private(path)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     _SQLITE_WRITE_LOCKS[engine] = writer_lock(path)
     return engine
+
+
+def create_private(path: Path) -> None:
+    """Create a SQLite file that is not there yet as an empty file of mode 0600 before SQLite
+    first opens it: it holds every event and identity, and SQLite gives the -wal and -shm files
+    it creates the main file's mode. An existing file is left to `make_private` (serve and
+    migrate); a missing folder is reported by the connection."""
+    with suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def writer_lock(path: Path | None) -> WriterLock:
@@ -268,7 +289,28 @@ def migrate(url: str) -> None:
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
     command.upgrade(alembic_config(url), "head")
+
+
+def make_private(path: Path) -> list[Path]:
+    """A SQLite database made before files were created 0600 (and its -wal and -shm) loses
+    its group and other permissions when `serve` or `migrate` starts on it, if this user owns
+    it; logged, so an operator who shared it with a group on purpose knows why that stopped.
+    Returns what changed."""
+    changed = []
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            info = file.stat()
+            mode = stat.S_IMODE(info.st_mode)
+            if info.st_uid == os.getuid() and mode & 0o077:
+                file.chmod(mode & 0o700)  # the owner's bits stay: a read-only file stays so
+                changed.append(file)
+                log.warning("%s was open to group or others (mode %04o): now %04o", file,
+                            mode, mode & 0o700)
+        except OSError as exc:  # not there, or not ours to change: gateway check warns
+            log.debug("left the mode of %s: %s", file, exc)
+    return changed
 
 
 def alembic_config(url: str):

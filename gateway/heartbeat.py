@@ -91,6 +91,19 @@ class Liveness:
         return f"no delivery worker heartbeat for {seconds} s"
 
 
+def none_running(destinations: int) -> str:
+    """Why no live worker is a failure while destinations are enabled (/health, check)."""
+    return (f"no delivery worker is running: deliveries to {destinations} enabled "
+            "destination(s) wait until one runs (gateway worker, or gateway serve without "
+            "--no-worker)")
+
+
+def startup_grace(every: float) -> float:
+    """Seconds a new HTTP process waits for a first worker beat before it reports none: the
+    worker `gateway serve` starts beside it beats within this, so /health does not flap."""
+    return every * STALE_INTERVALS
+
+
 def liveness(connection: Connection, role: str, every: float,
              now: datetime | None = None) -> Liveness:
     now = now or datetime.now(UTC)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -17,6 +17,7 @@ from gateway.regulations import service
 from gateway.regulations.keys import InvalidRequest, make_subject
 
 COMMANDS = ("suppress", "unsuppress", "delete", "regulations")
+CONFIRMED = ("suppress", "delete")  # show what they cover and ask first (unless --yes)
 COLUMNS = ("id", "type", "status", "subject_kind", "created_at", "finished_at", "destinations")
 WAIT_SECONDS = 600.0
 
@@ -42,6 +43,12 @@ def add_commands(add: AddCommand) -> None:
                                  help="suppress too (suppress_with_delete)")
         command.add_argument("--wait", action="store_true",
                              help="wait until every destination has answered")
+        command.add_argument("--dry-run", action="store_true",
+                             help="show the profile's keys and what would be affected; change "
+                                  "nothing")
+        if name in CONFIRMED:
+            command.add_argument("--yes", action="store_true",
+                                 help="do not ask for confirmation (needed without a terminal)")
         command.add_argument("--json", action="store_true", help="JSON instead of text")
     listing = add("regulations", "list regulations, or show one")
     listing.add_argument("id", nargs="?", type=int, help="one regulation")
@@ -69,12 +76,58 @@ def _apply(engine: Any, config: Config, args: argparse.Namespace) -> int:
     regulation = args.command
     if regulation == "delete" and args.suppress:
         regulation = "suppress_with_delete"
+    if args.dry_run or args.command in CONFIRMED:
+        plan = service.preview(engine, config, regulation, subject)
+        if args.dry_run:
+            _show_preview(plan, sys.stdout, args.json)
+            return 0
+        # the keys go where a person reads them: stdout stays one JSON document with --json
+        _show_preview(plan, sys.stderr if args.json else sys.stdout, False)
+        if not args.yes:
+            answer = _confirm(regulation)
+            if answer is not None:
+                return answer
     found = service.create(engine, config, regulation, subject)
     if args.wait and found["status"] == service.RUNNING:
         print(f"regulation {found['id']}: waiting for the destinations …", file=sys.stderr)
         found = service.wait(engine, found["id"], WAIT_SECONDS) or found
     _show(found, args.json)
     return 1 if found["status"] == service.FAILED else 0
+
+
+def _confirm(regulation: str) -> int | None:
+    """None to go ahead, else the exit code: y/N on a terminal; without one, refuse (a script
+    must say --yes) rather than wait for an answer that never comes."""
+    if not sys.stdin or not sys.stdin.isatty():
+        print(f"gateway: {regulation} needs confirmation and stdin is not a terminal: check the "
+              "keys above and pass --yes", file=sys.stderr)
+        return 2
+    print(f"Apply this {regulation} regulation? [y/N] ", end="", file=sys.stderr, flush=True)
+    try:  # the question on stderr: with --json, stdout stays one JSON document
+        answer = input()
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return None
+    print("gateway: cancelled, nothing changed", file=sys.stderr)
+    return 1
+
+
+def _show_preview(plan: dict[str, Any], out: TextIO, as_json: bool) -> None:
+    if as_json:
+        print(orjson.dumps(plan, option=orjson.OPT_INDENT_2).decode(), file=out)
+        return
+    profile = plan["profile"]
+    found = f"profile {profile['id']}" if profile["id"] is not None else "no stored profile"
+    (name, value), = plan["subject"].items()
+    print(f"{plan['type']} {name} {value!r}: {found}, covering every linked key:", file=out)
+    for kind, values in profile["keys"].items():
+        for one in values:
+            print(f"  {kind[:-1]}: {one}", file=out)
+    print("  would affect: " + ", ".join(f"{k} {v}" for k, v in plan["counts"].items()),
+          file=out)
+    for destination, detail in plan["destinations"].items():
+        print(f"  {destination} ({detail['type']}): deletion {detail['deletion']}", file=out)
 
 
 def _list(engine: Any, args: argparse.Namespace) -> int:

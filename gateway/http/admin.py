@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,8 +57,9 @@ def health() -> Response | tuple[Response, int]:
 
     Storage is checked with a real write (this process's heartbeat row), so a read-only file
     or a full disk shows here; worker liveness comes from the workers' heartbeat rows, so the
-    answer is the same from every process and machine. 503 with the reasons when either is
-    wrong; it recovers by itself when they are right again."""
+    answer is the same from every process and machine. A worker is needed while a destination
+    is enabled (or `serve` runs one beside us), past a start-up grace of three heartbeats. 503
+    with the reasons when either is wrong; it recovers by itself when they are right again."""
     config, engine = _config(), _engine()
     storage = current_app.extensions["gateway.storage"]
     body: dict[str, Any] = {"status": "ok", "database": "ok"}
@@ -78,12 +80,19 @@ def health() -> Response | tuple[Response, int]:
     if not storage.healthy:  # the probe passed, but this process's writes failed just now
         body.update(status="unavailable", database=f"writes failing: {storage.last_reason}")
         return jsonify(body), 503
-    expected = os.environ.get(heartbeat.EXPECT_WORKER_ENV) == "1"
-    if workers.alive or workers.gone or expected:
+    enabled = sum(1 for d in config.destinations if d.enabled)
+    expected = enabled > 0 or os.environ.get(heartbeat.EXPECT_WORKER_ENV) == "1"
+    if workers.alive or workers.gone:
         body["delivery_worker"] = workers.describe(datetime.now(UTC))
-        if not workers.alive:
-            body["status"] = "unavailable"
-            return jsonify(body), 503
+    elif expected:  # no worker row at all: none started yet, or the last one stopped cleanly
+        started = current_app.extensions["gateway.started"]
+        if time.monotonic() - started < heartbeat.startup_grace(config.worker.heartbeat_seconds):
+            return jsonify(body)  # the worker beside us may still be starting
+        body["delivery_worker"] = heartbeat.none_running(enabled) if enabled else \
+            workers.describe(datetime.now(UTC))
+    if "delivery_worker" in body and not workers.alive:
+        body["status"] = "unavailable"
+        return jsonify(body), 503
     return jsonify(body)
 
 
@@ -188,12 +197,16 @@ def explain_message() -> Response:
 @bp.post("/regulations")
 def create_regulation() -> tuple[Response, int]:
     """Issue 14: suppress / unsuppress / delete / suppress_with_delete a person. 202: the
-    gateway's part is done; a deletion's destination part is `running` until they answer."""
+    gateway's part is done; a deletion's destination part is `running` until they answer.
+    `"dry_run": true` answers 200 with what it would cover (the profile's keys, row counts,
+    destinations) and changes nothing."""
     body = request.get_json(force=True, silent=True)  # JSON whatever the Content-Type
     try:
         kind, subject = regulation_keys.parse_request(body)
     except regulation_keys.InvalidRequest as exc:
         raise ApiError(400, "invalid_regulation", str(exc)) from None
+    if body.get("dry_run"):
+        return jsonify(regulation_service.preview(_engine(), _config(), kind, subject)), 200
     return jsonify(regulation_service.create(_engine(), _config(), kind, subject)), 202
 
 
@@ -226,6 +239,7 @@ def init_app(app) -> None:
     def _bad_query(exc: queries.QueryError) -> Response:
         return error_response(400, "invalid_query", str(exc))
 
+    app.extensions["gateway.started"] = time.monotonic()  # /health's start-up grace
     app.url_map.converters["id"] = IdConverter  # before the admin routes are bound
     auth_throttle.init_app(app)
     listeners.init_app(app)  # [admin] bind: the admin surface on its own listener only

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, or_, select
 
+from adapters import DESTINATION_TYPES
 from adapters.base import Adapter, HttpRequest, Lookup, LookupResponse, Unsupported
 from gateway import outbox
 from gateway.config import Config
@@ -49,17 +50,50 @@ def in_flight_until(connection: Connection, profile: Profile) -> datetime | None
     return None if lease is None else lease + SEND_MARGIN
 
 
+COUNTED = ("events", "deliveries", "deliveries_cancelled", "delivery_attempts",
+           "identity_keys", "identities")
+
+
+def _event_conditions(profile: Profile) -> list[Any]:
+    """The events of the profile: by any of its userIds or anonymousIds."""
+    users, anonymous = profile.values("userId"), profile.values("anonymousId")
+    return ([events.c.user_id.in_(users)] if users else []) + (
+        [events.c.anonymous_id.in_(anonymous)] if anonymous else [])
+
+
+def count_profile(connection: Connection, profile: Profile) -> dict[str, int]:
+    """What `delete_profile` would delete, per table, without deleting (a dry run)."""
+    counts = dict.fromkeys(COUNTED, 0)
+    conditions = _event_conditions(profile)
+    if conditions:
+        event_ids = select(events.c.id).where(or_(*conditions)).scalar_subquery()
+        delivery_ids = select(deliveries.c.id).where(
+            deliveries.c.event_id.in_(event_ids)).scalar_subquery()
+        counts["events"] = _count(connection, events, or_(*conditions))
+        counts["deliveries"] = _count(connection, deliveries,
+                                      deliveries.c.event_id.in_(event_ids))
+        counts["deliveries_cancelled"] = _count(
+            connection, deliveries, deliveries.c.event_id.in_(event_ids),
+            deliveries.c.state.in_(outbox.UNFINISHED))
+        counts["delivery_attempts"] = _count(connection, delivery_attempts,
+                                             delivery_attempts.c.delivery_id.in_(delivery_ids))
+    if profile.id is not None:
+        counts["identity_keys"] = _count(connection, identity_keys,
+                                         identity_keys.c.identity_id == profile.id)
+        counts["identities"] = _count(connection, identities, identities.c.id == profile.id)
+    return counts
+
+
+def _count(connection: Connection, table: Any, *where: Any) -> int:
+    return connection.execute(select(func.count()).select_from(table).where(*where)).scalar() \
+        or 0
+
+
 def delete_profile(connection: Connection, profile: Profile) -> dict[str, int]:
     """Delete every row of the profile; returns the count per table (and how many of the
     deliveries were still unfinished: cancelled)."""
-    users, anonymous = profile.values("userId"), profile.values("anonymousId")
-    conditions = []
-    if users:
-        conditions.append(events.c.user_id.in_(users))
-    if anonymous:
-        conditions.append(events.c.anonymous_id.in_(anonymous))
-    counts = dict.fromkeys(("events", "deliveries", "deliveries_cancelled", "delivery_attempts",
-                            "identity_keys", "identities"), 0)
+    conditions = _event_conditions(profile)
+    counts = dict.fromkeys(COUNTED, 0)
     if conditions:
         event_ids = select(events.c.id).where(or_(*conditions)).scalar_subquery()
         delivery_ids = select(deliveries.c.id).where(
@@ -91,6 +125,18 @@ def queue_requests(connection: Connection, config: Config, regulation_id: int,
         regulation_id=regulation_id, payload=subject_payload(profile)))
     outbox.queue_deletion(connection, regulation_id, names, profile.user_key, not_before)
     return names
+
+
+def destinations_asked(config: Config) -> dict[str, dict[str, str]]:
+    """Each destination `queue_requests` would ask, by name: its type and whether its adapter
+    has a deletion API (`requested`) or will report the deletion `unsupported`."""
+    return {d.name: {"type": d.type, "deletion": "requested" if deletes(DESTINATION_TYPES[d.type])
+                     else "unsupported"} for d in config.destinations if d.enabled}
+
+
+def deletes(adapter: Adapter) -> bool:
+    """Does the adapter override the base class's `delete_users` (which is Unsupported)?"""
+    return type(adapter).delete_users is not Adapter.delete_users
 
 
 def subject_payload(profile: Profile) -> dict[str, list[str]]:

@@ -38,15 +38,18 @@ class Subject:
 
 
 def parse_request(body: Any) -> tuple[str, Subject]:
-    """`{"type": …, "subject": {"user_id" | "anonymous_id" | "email": "…"}}` → (type, subject),
-    or InvalidRequest saying exactly what is wrong."""
+    """`{"type": …, "subject": {"user_id" | "anonymous_id" | "email": "…"}, "dry_run": bool}`
+    → (type, subject), or InvalidRequest saying exactly what is wrong (the caller reads
+    `dry_run`, checked here)."""
     if not isinstance(body, Mapping):
         raise InvalidRequest('expected {"type": "suppress"|"unsuppress"|"delete"|'
                              '"suppress_with_delete", "subject": {"user_id"|"anonymous_id"|'
                              '"email": "…"}}')
-    unknown = sorted(set(body) - {"type", "subject"})
+    unknown = sorted(set(body) - {"type", "subject", "dry_run"})
     if unknown:
-        raise InvalidRequest(f"unknown field {unknown[0]!r} (allowed: type, subject)")
+        raise InvalidRequest(f"unknown field {unknown[0]!r} (allowed: type, subject, dry_run)")
+    if not isinstance(body.get("dry_run", False), bool):
+        raise InvalidRequest("dry_run: true or false")
     kind = body.get("type")
     if not isinstance(kind, str) or kind.lower() not in TYPES:
         raise InvalidRequest(f"type: one of {', '.join(TYPES)} (got {kind!r:.60})")

@@ -31,6 +31,7 @@ __all__ = [
     "list_page",
     "make_subject",
     "parse_request",
+    "preview",
     "wait",
 ]
 
@@ -81,6 +82,32 @@ def create(engine: Engine, config: Config, kind: str, subject: Subject) -> dict[
     found = get(engine, regulation_id)
     assert found is not None
     return found
+
+
+def preview(engine: Engine, config: Config, kind: str, subject: Subject) -> dict[str, Any]:
+    """What `create` would do, without doing it (`dry_run`): the profile the subject resolves
+    to with every key it will cover — a key linked by anyone who had the write key widens it —
+    the rows that would be erased or keys suppressed, and the destinations that would be asked
+    to delete. Reads only: no regulation row, nothing suppressed or deleted."""
+    if kind not in TYPES:
+        raise InvalidRequest(f"type: one of {', '.join(TYPES)}")
+    with engine.connect() as connection:
+        profile = resolve_profile(connection, subject)
+        counts: dict[str, int] = {"profile_keys": len(profile.keys)}
+        if kind in SUPPRESSING:
+            counts["suppressed_keys"] = suppression.would_suppress(connection, profile.keys)
+        if kind == "unsuppress":
+            counts["unsuppressed_keys"] = suppression.would_unsuppress(connection, profile.keys)
+        if kind in DELETING:
+            counts.update(deletion.count_profile(connection, profile))
+    return {"dry_run": True, "type": kind,
+            "subject": {_KIND_NAMES[subject.kind]: subject.value},
+            "profile": {"id": profile.id, "keys": {
+                "user_ids": profile.values("userId"),
+                "anonymous_ids": profile.values("anonymousId"),
+                "emails": profile.values("email")}},
+            "counts": counts,
+            "destinations": deletion.destinations_asked(config) if kind in DELETING else {}}
 
 
 def get(engine: Engine, regulation_id: int) -> dict[str, Any] | None:

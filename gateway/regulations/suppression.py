@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ARRAY, Connection, String, any_, bindparam, delete, select, text
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway import metrics
@@ -117,6 +117,21 @@ def unsuppress(connection: Connection, keys: Iterable[Key]) -> int:
         suppressed_keys.c.key_hash.in_(wanted)
         | suppressed_keys.c.regulation_id.in_(sorted(regulations)))).rowcount
     return removed or 0
+
+
+def would_suppress(connection: Connection, keys: Iterable[Key]) -> int:
+    """How many of the keys `suppress` would newly suppress (a dry run: nothing written)."""
+    wanted = sorted(hashes(keys))
+    return len(wanted) - _count(connection, wanted) if wanted else 0
+
+
+def would_unsuppress(connection: Connection, keys: Iterable[Key]) -> int:
+    """How many suppressed keys `unsuppress` would remove (a dry run: nothing written)."""
+    wanted = sorted(hashes(keys))
+    regulations = {row.regulation_id for row in connection.execute(_FIND, {"hashes": wanted})}
+    return connection.execute(select(func.count()).select_from(suppressed_keys).where(
+        suppressed_keys.c.key_hash.in_(wanted)
+        | suppressed_keys.c.regulation_id.in_(sorted(regulations)))).scalar() or 0
 
 
 def _count(connection: Connection, key_hashes: list[str]) -> int:

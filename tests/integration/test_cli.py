@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -204,11 +205,39 @@ def test_bind_defaults() -> None:
 
 
 def test_config_path_problems_are_one_line(tmp_path: Path) -> None:
-    done = gateway("--config", "sub/x.toml", "serve", cwd=tmp_path)
+    done = gateway("--config", "sub/x.toml", "serve", "--init", cwd=tmp_path)
     assert done.returncode == 2
     assert one_line(done.stderr).endswith("cannot write sub/x.toml: folder sub does not exist")
     done = gateway("--config", str(tmp_path), "events")
     assert done.returncode == 2 and "is a folder" in one_line(done.stderr)
+
+
+def test_serve_writes_a_config_only_at_the_default_path_or_with_init(tmp_path: Path) -> None:
+    """A typo in --config or $GATEWAY_CONFIG must not start an empty installation with a new
+    write key (healthy-looking while every SDK gets 401): it is an error, as for every other
+    command. The default ./gateway.toml, or --init, still writes a starter config."""
+    with socket.socket() as busy:  # serve stops at the busy port, after the config part
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        bind = f"127.0.0.1:{busy.getsockname()[1]}"
+        for how in (["--config", "typo.toml"], ["--config", str(tmp_path / "gateway.toml")]):
+            done = gateway(*how, "serve", "--bind", bind, cwd=tmp_path)
+            assert done.returncode == 2
+            assert one_line(done.stderr).endswith(
+                "file not found (gateway serve writes a new config only at the default "
+                "./gateway.toml, or with --init)")
+            assert "write key" not in done.stdout
+        done = gateway("serve", "--bind", bind, cwd=tmp_path,
+                       env={"GATEWAY_CONFIG": str(tmp_path / "typo.toml")})
+        assert done.returncode == 2 and "typo.toml: file not found" in done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written or served
+
+        done = gateway("serve", "--bind", bind, cwd=tmp_path)  # the default path
+        assert "already in use" in done.stderr and "write key:" in done.stdout
+        assert (tmp_path / "gateway.toml").is_file()
+        done = gateway("--config", "other.toml", "serve", "--init", "--bind", bind, cwd=tmp_path)
+        assert "already in use" in done.stderr and "write key:" in done.stdout
+        assert (tmp_path / "other.toml").is_file()
 
 
 DATABASE_COMMANDS = [["serve", "--no-worker"], ["worker"], ["migrate"], ["events"],
@@ -225,6 +254,19 @@ def test_an_unreachable_database_is_one_line_naming_it_with_the_password_masked(
     err = capsys.readouterr().err
     assert one_line(err) == ("gateway: cannot connect to the database at "
                              f"postgresql://ann:***@{url.split('@')[1]}: connection refused")
+
+
+@pytest.mark.parametrize("command", [*DATABASE_COMMANDS, ["check"]], ids=lambda c: c[0])
+def test_a_password_in_the_query_is_masked_too(tmp_path: Path, capsys,
+                                               command: list[str]) -> None:
+    """libpq takes `?password=` as well as `user:password@`: neither is ever printed."""
+    url = f"postgresql://ann@127.0.0.1:{free_port()}/gw?sslmode=disable&password=s3cret-q"
+    path = write_config(tmp_path, url, destinations=[{"name": "hook", "type": "console"}])
+    assert main(["--config", str(path), *command]) == 1
+    captured = capsys.readouterr()
+    assert "s3cret-q" not in captured.out + captured.err
+    assert "password=***" in captured.out + captured.err
+    assert "connection refused" in captured.out + captured.err
 
 
 @pytest.mark.parametrize("url,message,code", [
@@ -350,18 +392,31 @@ def test_unknown_environment_variables_are_warned_about_once(setup) -> None:
 
 def test_check_reports_each_part(setup, tmp_path: Path, capsys) -> None:
     path, _, _ = setup
-    assert main(["--config", str(path), "check"]) == 0
+    path.chmod(0o600)  # else a WARN line says others can read it (test_file_modes.py)
+    # a destination is enabled and no worker runs: its deliveries wait for nobody
+    assert main(["--config", str(path), "check"]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [
         ["ok", "config"], ["ok", "admin"], ["ok", "database"], ["ok", "schema"],
-        ["ok", "delivery"], ["ok", "destination"]]
+        ["FAIL", "delivery"], ["ok", "destination"]]
     assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[5]
-    assert "none running" in lines[4]
+    assert "no delivery worker is running: deliveries to 1 enabled destination(s) wait" \
+        in lines[4]
     engine = make_engine(from_path(path).database_url)
     beat = Heartbeat(engine, WORKER, every=1)
     beat.beat()
     assert main(["--config", str(path), "check"]) == 0
     assert "1 alive" in capsys.readouterr().out
+    beat.remove()  # a clean stop removes the row: still a failure, not "none running, ok"
+    assert main(["--config", str(path), "check"]) == 1
+    assert re.search(r"FAIL delivery worker +no delivery worker is running",
+                     capsys.readouterr().out)
+    (tmp_path / "quiet").mkdir()
+    quiet = write_config(tmp_path / "quiet", from_path(path).database_url)
+    quiet.chmod(0o600)
+    assert main(["--config", str(quiet), "check"]) == 0  # nothing to deliver: no worker needed
+    assert re.search(r"ok +delivery worker +none running", capsys.readouterr().out)
+    beat.beat(force=True)
     with engine.begin() as connection:  # that worker's last beat was a minute ago
         connection.execute(update(heartbeats).values(
             beat_at=datetime.now(UTC) - timedelta(minutes=1)))

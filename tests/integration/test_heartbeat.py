@@ -3,14 +3,18 @@ the count of live workers that divides each destination's rate limit."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import create_engine, func, select, update
 
+from gateway import create_app
+from gateway.config import from_mapping
 from gateway.db import make_engine
 from gateway.heartbeat import HTTP, STALE_INTERVALS, WORKER, Heartbeat, LiveCount
 from gateway.models import heartbeats
+from tests.conftest import base_config
 
 
 def test_concurrent_first_beats_of_one_process_write_one_row(database_url: str) -> None:
@@ -57,3 +61,40 @@ def test_live_workers_are_counted_at_most_once_an_interval_and_an_outage_keeps_t
         assert live.current() == 1
     finally:
         engine.dispose()
+
+
+def test_health_fails_while_destinations_wait_for_a_worker_that_stopped_cleanly(
+        database_url: str) -> None:
+    """A worker's clean stop removes its heartbeat row: /health used to answer 200 then, while
+    deliveries piled up. With a destination enabled and no live worker past the start-up grace
+    (three heartbeat intervals, so serve's own worker starting up never flaps it) it is 503."""
+    every = 1
+    apps = {name: create_app(from_mapping(base_config(
+        database_url, worker={"heartbeat_seconds": every}, **extra)))
+        for name, extra in (("destinations", {}), ("none", {"destinations": []}),
+                            ("paused", {"destinations": [base_config(database_url)[
+                                "destinations"][2]]}))}
+    client = apps["destinations"].test_client()
+    engine = apps["destinations"].extensions["gateway.engine"]
+    try:
+        assert client.get("/health").get_json() == {"status": "ok", "database": "ok"}  # grace
+        worker = Heartbeat(engine, WORKER, every)
+        worker.beat(force=True)
+        assert client.get("/health").get_json() == {"status": "ok", "database": "ok",
+                                                    "delivery_worker": "ok"}
+        worker.remove()  # `gateway worker` stopped cleanly
+        time.sleep(every * STALE_INTERVALS + 0.2)
+        response = client.get("/health")
+        assert response.status_code == 503
+        body = response.get_json()
+        assert body["status"] == "unavailable" and body["database"] == "ok"
+        assert body["delivery_worker"].startswith(
+            "no delivery worker is running: deliveries to 2 enabled destination(s) wait")
+        for name in ("none", "paused"):  # nothing to deliver: no worker needed
+            answer = apps[name].test_client().get("/health")
+            assert answer.status_code == 200 and "delivery_worker" not in answer.get_json()
+        Heartbeat(engine, WORKER, every).beat(force=True)  # a worker again: healthy at once
+        assert client.get("/health").status_code == 200
+    finally:
+        for app in apps.values():
+            app.extensions["gateway.engine"].dispose()

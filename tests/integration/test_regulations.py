@@ -137,7 +137,9 @@ def bob(message_id: str) -> dict[str, Any]:
     ({"type": "delete", "subject": {"user_id": 5}}, "subject.user_id: a non-empty string"),
     ({"type": "delete", "subject": {"email": "not-an-email"}}, "not an email address"),
     ({"type": "delete", "subject": {"user_id": "x" * 1001}}, "at most 1000 characters"),
-    ({"type": "delete", "subject": {"user_id": "u"}, "dry_run": True}, "unknown field"),
+    ({"type": "delete", "subject": {"user_id": "u"}, "force": True}, "unknown field 'force'"),
+    ({"type": "delete", "subject": {"user_id": "u"}, "dry_run": "yes"},
+     "dry_run: true or false"),
 ])
 def test_bad_requests_get_clear_errors(env: Env, body: Any, message: str) -> None:
     response = env.client.post("/admin/v1/regulations", headers=AUTH, json=body)
@@ -170,6 +172,57 @@ def test_list_pages_newest_first(env: Env) -> None:
     assert [r["id"] for r in second["data"]] == [made[2], made[1]]
     only = env.client.get("/admin/v1/regulations?type=unsuppress", headers=AUTH).get_json()
     assert only == {"data": [], "next_cursor": None}
+
+
+# --- dry run: what a regulation will cover ------------------------------------------------------
+
+def test_a_dry_run_shows_a_widened_profile_and_changes_nothing(env: Env) -> None:
+    """Anyone with the write key can link their email to another person's profile; a dry run
+    for that email shows whose keys and rows a deletion would reach, and writes nothing."""
+    env.send({"type": "identify", "messageId": "v-1", "userId": "victim-123",
+              "traits": {"email": "victim@example.com"}},
+             {"type": "track", "messageId": "v-2", "userId": "victim-123", "event": "Paid"},
+             {"type": "identify", "messageId": "a-1", "userId": "victim-123",
+              "traits": {"email": "attacker@evil.example"}},
+             bob("bob-1"))
+    before = everything(env.engine)
+
+    def dry_run(kind: str) -> dict[str, Any]:
+        response = env.client.post("/admin/v1/regulations", headers=AUTH, json={
+            "type": kind, "subject": {"email": "Attacker@Evil.example"}, "dry_run": True})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()
+
+    plan = dry_run("delete")
+    assert plan["dry_run"] is True and plan["type"] == "delete"
+    assert plan["subject"] == {"email": "attacker@evil.example"}
+    assert plan["profile"]["id"] is not None
+    assert plan["profile"]["keys"] == {"user_ids": ["victim-123"], "anonymous_ids": [],
+                                       "emails": ["attacker@evil.example",
+                                                  "victim@example.com"]}
+    assert plan["destinations"] == {
+        "custify": {"type": "custify", "deletion": "requested"},
+        "cio": {"type": "customerio", "deletion": "requested"},
+        "hook": {"type": "webhook", "deletion": "unsupported"}}
+    assert plan["counts"]["events"] == 3 and plan["counts"]["identities"] == 1
+    assert plan["counts"]["identity_keys"] == 3
+    assert plan["counts"]["deliveries"] >= 3
+    suppress = dry_run("suppress_with_delete")
+    assert suppress["counts"]["suppressed_keys"] == 3
+    assert suppress["counts"]["events"] == 3
+    assert dry_run("suppress")["destinations"] == {}
+    # nothing written: no regulation, no suppression, every row as it was
+    assert everything(env.engine) == before
+    assert env.client.get("/admin/v1/regulations", headers=AUTH).get_json()["data"] == []
+    env.send({"type": "track", "messageId": "v-3", "userId": "victim-123", "event": "Again"})
+    plan = dry_run("delete")
+    assert plan["counts"]["events"] == 4
+
+    # the dry run said exactly what the regulation then did
+    done = env.regulate("delete", email="attacker@evil.example")
+    assert {k: done["counts"][k] for k in plan["counts"]} == plan["counts"]
+    assert set(done["destinations"]) == set(plan["destinations"])
+    assert event_count(env.engine) == 1  # Bob's
 
 
 # --- suppression -----------------------------------------------------------------------------

@@ -5,6 +5,8 @@ as a user runs them (a subprocess on a config file), on SQLite and PostgreSQL; a
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +22,24 @@ from tests.helpers import basic, stored_events
 
 
 def gateway(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command with no terminal on stdin (as from a script or a service)."""
     return subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def on_a_terminal(config: Path, answer: str, *args: str) -> tuple[int, str]:
+    """The command with a terminal on stdin, typing `answer`; (exit code, what it printed)."""
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--config", str(config), *args],
+            stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        os.write(primary, answer.encode() + b"\n")
+        out, _ = process.communicate(timeout=120)
+        return process.returncode, out
+    finally:
+        os.close(primary)
+        os.close(secondary)
 
 
 def test_cli_regulations(database_url: str, tmp_path: Path) -> None:
@@ -40,7 +58,7 @@ def test_cli_regulations(database_url: str, tmp_path: Path) -> None:
         send("m-1", userId="dana@corp")  # a userId with an @ in it
         send("m-2", userId="dana-1", anonymousId="anon-d")
         # ID_OR_EMAIL: "@" means an email, unless --user-id says otherwise
-        done = gateway(path, "suppress", "dana@corp", "--user-id", "--json")
+        done = gateway(path, "suppress", "dana@corp", "--user-id", "--json", "--yes")
         assert done.returncode == 0, done.stderr
         suppressed = json.loads(done.stdout)
         assert suppressed["subject_kind"] == "user_id"
@@ -55,7 +73,7 @@ def test_cli_regulations(database_url: str, tmp_path: Path) -> None:
         assert len(stored_events(engine)) == 3
 
         # delete --suppress = suppress_with_delete; no destination: finished at once
-        deleted = gateway(path, "delete", "dana@example.com", "--suppress", "--wait")
+        deleted = gateway(path, "delete", "dana@example.com", "--suppress", "--wait", "--yes")
         assert deleted.returncode == 0, deleted.stderr
         assert "suppress_with_delete (email) finished" in deleted.stdout
         assert "events 3" in deleted.stdout and "identities 1" in deleted.stdout
@@ -73,10 +91,56 @@ def test_cli_regulations(database_url: str, tmp_path: Path) -> None:
         assert json.loads(one.stdout)["type"] == "suppress"
         assert "dana" not in listed.stdout + one.stdout  # the record keeps no key
 
-        bad = gateway(path, "suppress", "  ", "--json")
+        bad = gateway(path, "suppress", "  ", "--json", "--yes")
         assert bad.returncode == 2 and "subject.user_id: a non-empty string" in bad.stderr
         missing = gateway(path, "regulations", "99")
         assert missing.returncode == 1 and "no regulation 99" in missing.stderr
+    finally:
+        engine.dispose()
+
+
+def test_delete_and_suppress_show_the_keys_and_ask_first(database_url: str,
+                                                         tmp_path: Path) -> None:
+    """A key linked by anyone with the write key widens a regulation to its whole profile: the
+    command shows every key it will cover and asks (y/N) on a terminal; without one it refuses
+    unless --yes, rather than hang or act unseen."""
+    raw = base_config(database_url)  # cio and kustomer enabled, a custify one paused
+    path = tmp_path / "gateway.toml"
+    write_toml(path, raw)
+    app = create_app(from_mapping(raw))
+    client, engine = app.test_client(), app.extensions["gateway.engine"]
+    try:
+        for message_id, email in (("v-1", "victim@example.com"), ("a-1", "attacker@evil.example")):
+            assert client.post("/v1/identify", headers=basic(WRITE_KEY), json={
+                "messageId": message_id, "userId": "victim-123",
+                "traits": {"email": email}}).status_code == 200
+
+        for command in (["delete"], ["suppress"], ["delete", "--suppress"]):
+            refused = gateway(path, *command, "attacker@evil.example")
+            assert refused.returncode == 2
+            assert "stdin is not a terminal" in refused.stderr and "--yes" in refused.stderr
+            assert "user_id: victim-123" in refused.stdout  # whose data it would reach
+            assert "email: victim@example.com" in refused.stdout
+        assert "events 2" in refused.stdout and "cio (customerio): deletion requested" \
+            in refused.stdout and "kustomer-main (kustomer): deletion unsupported" \
+            in refused.stdout and "paused" not in refused.stdout
+
+        planned = gateway(path, "delete", "attacker@evil.example", "--dry-run", "--json")
+        assert planned.returncode == 0, planned.stderr
+        plan = json.loads(planned.stdout)
+        assert plan["profile"]["keys"]["user_ids"] == ["victim-123"]
+        assert plan["counts"]["events"] == 2
+
+        code, out = on_a_terminal(path, "n", "delete", "attacker@evil.example")
+        assert code == 1 and "user_id: victim-123" in out and "[y/N]" in out
+        assert "cancelled, nothing changed" in out
+        assert len(stored_events(engine)) == 2
+        listed = gateway(path, "regulations", "--json")
+        assert json.loads(listed.stdout)["data"] == []  # no dry run nor refusal left a trace
+
+        code, out = on_a_terminal(path, "y", "delete", "attacker@evil.example", "--json")
+        assert code == 0, out
+        assert stored_events(engine) == []
     finally:
         engine.dispose()
 
