@@ -133,7 +133,7 @@ def test_trickling_request_heads_hold_no_thread_and_meet_their_deadline(tmp_path
     """500 connections from one peer that never finish their request head: the others still
     get `track` and `/health` answered at once; past the per-peer cap connections are refused
     at once (429 or closed), the rest are answered 408 at the head deadline."""
-    raw = base_config(f"sqlite:///{tmp_path / 'g.db'}",
+    raw = base_config(f"sqlite:///{tmp_path / 'g.db'}", destinations=[],  # health: no worker
                       server={"header_timeout_seconds": HEAD_DEADLINE, "threads": 4,
                               "max_connections_per_peer": PER_PEER})
     gateway = LiveGateway(tmp_path, raw, workers=1)
