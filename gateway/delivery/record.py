@@ -7,6 +7,7 @@ costs a dict, not a schema.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from gateway import metrics, outbox
 from gateway.db import write_transaction
-from gateway.delivery.client import excerpt, redact
+from gateway.delivery.client import excerpt, redact, redaction_window
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.send import Finished
 from gateway.delivery.verdict import Verdict, classify
@@ -89,6 +90,7 @@ class Recorder:
                 if f.claimed.id not in held:
                     log.warning("delivery %s: lease lost; its result is dropped", f.claimed.id)
                     continue
+                f = _redacted(f)
                 first = f.claimed.first_attempt_at or f.started
                 mine.append((f, classify(f.outcome, attempt=f.claimed.attempts + 1,
                                          first_attempt_at=first, now=now, policy=self.policy)))
@@ -164,6 +166,19 @@ class Recorder:
                 "status": f.outcome.status,
                 "error_class": None if _succeeded(f) else f.outcome.label,
                 "excerpt": excerpt(f.outcome.text, secrets)}
+
+
+def _redacted(f: Finished) -> Finished:
+    """The outcome with its destination's secrets hidden in every form, before the reason and
+    the excerpt are cut from it (a cut must not leave half a secret to show)."""
+    secrets = f.target.secrets if f.target else ()
+    outcome = f.outcome
+    if not secrets or not (outcome.text or outcome.rejected):
+        return f
+    return dataclasses.replace(f, outcome=dataclasses.replace(
+        outcome, text=redact(redaction_window(outcome.text), secrets),
+        rejected=None if outcome.rejected is None else redact(
+            redaction_window(outcome.rejected), secrets)))
 
 
 def _succeeded(f: Finished) -> bool:
