@@ -11,8 +11,9 @@ pool recycled meanwhile) is read-only, as on a disk remounted read-only."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,55 @@ def test_read_only_storage_is_503_and_health_recovers(disk: Disk,
         assert "after" in users and not any(u.startswith("during") for u in users)
     finally:
         engine.dispose()
+
+
+def test_health_recovers_with_the_delivery_worker_after_a_long_outage(
+        disk: Disk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long outage has pushed the worker's claim backoff far out (here at once: the first
+    failed claim waits 20 s). Its heartbeat must not wait for the next claim to drop the
+    connections SQLite opened read-only during the fault: /health (which reads the worker's
+    beats) is 200 again within seconds of the disk being writable."""
+    from gateway.cli import _beat_safely
+    from gateway.db import make_engine
+    from gateway.delivery import worker as worker_module
+    from gateway.heartbeat import WORKER, Heartbeat
+
+    monkeypatch.setattr(worker_module, "MIN_BACKOFF", 20.0)
+    url = f"sqlite:///{disk.path / 'gateway.db'}"
+    migrate(url)
+    config = from_mapping(base_config(url, worker={"heartbeat_seconds": 1,
+                                                   "poll_interval_ms": 50}))
+    app = create_app(config)
+    client = app.test_client()
+    worker_engine = make_engine(url)  # the worker's own, as in its own process
+    beat = Heartbeat(worker_engine, WORKER, 1)
+    worker = worker_module.Worker(worker_engine, config, tick=lambda: _beat_safely(beat))
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        assert track(client, "before").status_code == 200
+        wait_for(lambda: client.get("/health").status_code == 200, 10)
+        disk.read_only()
+        worker_engine.dispose()
+        app.extensions["gateway.engine"].dispose()
+        wait_for(lambda: client.get("/health").status_code == 503, 10)
+        time.sleep(4)  # the worker's claims fail and back off; its beats go stale
+
+        disk.writable()
+        wait_for(lambda: client.get("/health").status_code == 200, RECOVERY_SECONDS,
+                 lambda: client.get("/health").get_json())
+    finally:
+        stop.set()
+        runner.join(30)
+        worker.close()
+        worker_engine.dispose()
+        app.extensions["gateway.engine"].dispose()
+
+
+def wait_for(done: Callable[[], bool], seconds: float,
+             why: Callable[[], object] = lambda: None) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, why()
+        time.sleep(0.2)
