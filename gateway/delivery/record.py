@@ -24,7 +24,7 @@ from gateway.delivery.send import Finished
 from gateway.delivery.verdict import Verdict, classify
 from gateway.models import deliveries, delivery_attempts
 from gateway.prepared import Prepared
-from gateway.storage_state import StorageState, short_reason
+from gateway.storage_state import StorageState, is_storage_error, short_reason
 
 log = logging.getLogger("gateway.delivery.worker")
 
@@ -192,4 +192,5 @@ def _succeeded(f: Finished) -> bool:
 def is_outage(exc: BaseException) -> bool:
     """The database is unreachable or unusable (as opposed to refusing one row's values)."""
     return isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        isinstance(exc, DBAPIError) and exc.connection_invalidated) or (
+        isinstance(exc, OSError) and is_storage_error(exc))  # the files beside SQLite's

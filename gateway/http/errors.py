@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from gateway.storage_state import is_storage_error
 
@@ -67,4 +67,4 @@ def init_app(app: Flask) -> None:
         if is_storage_error(exc):
             return _storage_error(exc)
         app.logger.error("Exception on %s [%s]", request.path, request.method, exc_info=exc)
-        return error_response(500, "internal_server_error", "internal error")
+        return error_response(500, "internal_server_error", InternalServerError.description)
