@@ -14,8 +14,15 @@ from typing import Any
 
 # bidi embeddings/overrides/isolates and marks, and the two Unicode line/paragraph separators
 # (str.splitlines and some log viewers break lines on them)
-_UNICODE_CONTROLS = (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C,
-                     0x2028, 0x2029)
+_UNICODE_CONTROLS = (
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+    0x200E,
+    0x200F,
+    0x061C,
+    0x2028,
+    0x2029,
+)
 _C1 = range(0x80, 0xA0)
 
 
@@ -29,8 +36,9 @@ def _escape(code: int) -> str:
 
 
 # every C0 control (newline and tab too: inside a value they are data, not layout), DEL, C1
-_TEXT = str.maketrans({code: _escape(code) for code in (*range(0x20), 0x7F, *_C1,
-                                                        *_UNICODE_CONTROLS)})
+_TEXT = str.maketrans(
+    {code: _escape(code) for code in (*range(0x20), 0x7F, *_C1, *_UNICODE_CONTROLS)}
+)
 # JSON already escapes C0 in strings; the rest becomes \uXXXX, which leaves it valid JSON (these
 # characters can only stand inside strings) with the same meaning
 _JSON = str.maketrans({code: f"\\u{code:04x}" for code in (0x7F, *_C1, *_UNICODE_CONTROLS)})

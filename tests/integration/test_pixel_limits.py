@@ -20,13 +20,16 @@ def nested_query(depth: int) -> str:
 
 
 def pixel(gateway: LiveGateway, query: str, user: str) -> requests.Response:
-    return requests.get(f"{gateway.url}/pixel/v1/track?writeKey={WRITE_KEY}&userId={user}"
-                        f"&event=Open&{query}", timeout=10)
+    return requests.get(
+        f"{gateway.url}/pixel/v1/track?writeKey={WRITE_KEY}&userId={user}&event=Open&{query}",
+        timeout=10,
+    )
 
 
 def test_depth_is_enforced_and_every_answer_is_the_gif(live_gateway: LiveGateway) -> None:
-    answers = {depth: pixel(live_gateway, nested_query(depth), f"u{depth}")
-               for depth in (64, 65, 100, 300)}
+    answers = {
+        depth: pixel(live_gateway, nested_query(depth), f"u{depth}") for depth in (64, 65, 100, 300)
+    }
     for depth, response in answers.items():
         assert response.status_code == 200, (depth, response.status_code, response.text[:200])
         assert response.headers["Content-Type"] == "image/gif"

@@ -39,8 +39,14 @@ PADS = {"cut-excerpt": 1024 - 35, "cut-reason": 500 - 35, "whole": 10}
 
 def forms(secret: str) -> set[str]:
     """Every form of a secret a destination's echo can carry."""
-    found = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
-             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    found = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
     for pair in (secret, f"{secret}:", f"{SITE_ID}:{secret}"):
         token = base64.b64encode(pair.encode()).decode()
         found |= {token, token.rstrip("=")}
@@ -49,8 +55,9 @@ def forms(secret: str) -> set[str]:
 
 def leaks(text: str) -> list[str]:
     """Forms of any secret in a text, or the first 8 characters of one (a half-shown secret)."""
-    return [form for secret in SECRETS for form in forms(secret)
-            if form in text or form[:8] in text]
+    return [
+        form for secret in SECRETS for form in forms(secret) if form in text or form[:8] in text
+    ]
 
 
 def echo(request: Received) -> Answer:
@@ -60,24 +67,41 @@ def echo(request: Received) -> Answer:
     query = parse_qs(urlsplit(request.path).query).get("cfenc", [""])[0]
     seen = request.path + request.body.decode()
     [pad] = [pad for user, pad in PADS.items() if user in seen]
-    return Answer(400, {"p": "x" * pad, "auth": auth, "path": request.path, "decoded": decoded,
-                        "key": query})
+    return Answer(
+        400, {"p": "x" * pad, "auth": auth, "path": request.path, "decoded": decoded, "key": query}
+    )
 
 
 @pytest.fixture
 def setup(database_url: str, tmp_path: Path) -> Iterator[tuple[Any, Worker, Path]]:
     standin = StandIn()
     standin.answer_for = echo
-    raw = {"database_url": database_url, "admin_token": "t",
-           "sources": [{"name": "web", "write_key": WRITE_KEY}],
-           "destinations": [
-               {"name": "cio", "type": "customerio", "endpoint": standin.url,
-                "settings": {"siteID": SITE_ID, "apiKey": CIO_KEY}},
-               {"name": "cf", "type": "customfit", "endpoint": standin.url,
-                "settings": {"apiKey": CF_KEY, "mode": "native"}},
-               {"name": "hook", "type": "webhook", "endpoint": standin.url,
-                "settings": {"webhookUrl": "https://h.example/in", "apiKey": HOOK_KEY}}],
-           "retry": {"base_delay_seconds": 0}}
+    raw = {
+        "database_url": database_url,
+        "admin_token": "t",
+        "sources": [{"name": "web", "write_key": WRITE_KEY}],
+        "destinations": [
+            {
+                "name": "cio",
+                "type": "customerio",
+                "endpoint": standin.url,
+                "settings": {"siteID": SITE_ID, "apiKey": CIO_KEY},
+            },
+            {
+                "name": "cf",
+                "type": "customfit",
+                "endpoint": standin.url,
+                "settings": {"apiKey": CF_KEY, "mode": "native"},
+            },
+            {
+                "name": "hook",
+                "type": "webhook",
+                "endpoint": standin.url,
+                "settings": {"webhookUrl": "https://h.example/in", "apiKey": HOOK_KEY},
+            },
+        ],
+        "retry": {"base_delay_seconds": 0},
+    }
     path = tmp_path / "gateway.toml"
     write_toml(path, raw)
     app = create_app(from_mapping(raw))
@@ -92,8 +116,11 @@ def test_no_form_of_a_secret_is_recorded_or_shown(setup, capsys) -> None:
     app, worker, path = setup
     client = app.test_client()
     for user in PADS:
-        response = client.post("/v1/track", headers=basic(WRITE_KEY), json={
-            "userId": user, "event": "Bought", "messageId": f"m-{user}"})
+        response = client.post(
+            "/v1/track",
+            headers=basic(WRITE_KEY),
+            json={"userId": user, "event": "Bought", "messageId": f"m-{user}"},
+        )
         assert response.status_code == 200
     drain(worker)
     rows = stored_deliveries(worker.engine)
@@ -106,12 +133,14 @@ def test_no_form_of_a_secret_is_recorded_or_shown(setup, capsys) -> None:
     assert len(excerpts) == 9 and sum("***" in e for e in excerpts) >= 8
     assert [leaks(e) for e in excerpts] == [[]] * 9
     for user in PADS:
-        explained = client.get("/admin/v1/explain", query_string={"message_id": f"m-{user}"},
-                               headers={"Authorization": "Bearer t"})
+        explained = client.get(
+            "/admin/v1/explain",
+            query_string={"message_id": f"m-{user}"},
+            headers={"Authorization": "Bearer t"},
+        )
         assert explained.status_code == 200 and leaks(explained.get_data(as_text=True)) == []
     for event_id in {r["event_id"] for r in rows}:
         for extra in ((), ("--json",)):
             assert main(["--config", str(path), "events", str(event_id), *extra]) == 0
             out = capsys.readouterr().out
             assert leaks(out) == [] and ("***" in out or not extra)  # (tables cut excerpts)
-

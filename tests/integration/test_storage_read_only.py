@@ -38,8 +38,12 @@ class Disk:
         self._mount()
 
     def _mount(self, *options: str) -> None:
-        done = subprocess.run(["mount", "--bind", *options, str(self.backing), str(self.path)],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["mount", "--bind", *options, str(self.backing), str(self.path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
 
@@ -65,13 +69,13 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
 
 
 def track(client, user: str):
-    return client.post("/v1/track", json={"userId": user, "event": "e"},
-                       headers=basic(WRITE_KEY))
+    return client.post("/v1/track", json={"userId": user, "event": "e"}, headers=basic(WRITE_KEY))
 
 
 @pytest.mark.parametrize("opened_during_the_fault", ["writer lock", "pooled connections"])
-def test_read_only_storage_is_503_and_health_recovers(disk: Disk,
-                                                      opened_during_the_fault: str) -> None:
+def test_read_only_storage_is_503_and_health_recovers(
+    disk: Disk, opened_during_the_fault: str
+) -> None:
     url = f"sqlite:///{disk.path / 'gateway.db'}"
     migrate(url)
     app = create_app(from_mapping(base_config(url)))
@@ -105,7 +109,8 @@ def test_read_only_storage_is_503_and_health_recovers(disk: Disk,
 
 
 def test_health_recovers_with_the_delivery_worker_after_a_long_outage(
-        disk: Disk, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk: Disk, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A long outage has pushed the worker's claim backoff far out (here at once: the first
     failed claim waits 20 s). Its heartbeat must not wait for the next claim to drop the
     connections SQLite opened read-only during the fault: /health (which reads the worker's
@@ -118,8 +123,7 @@ def test_health_recovers_with_the_delivery_worker_after_a_long_outage(
     monkeypatch.setattr(worker_module, "MIN_BACKOFF", 20.0)
     url = f"sqlite:///{disk.path / 'gateway.db'}"
     migrate(url)
-    config = from_mapping(base_config(url, worker={"heartbeat_seconds": 1,
-                                                   "poll_interval_ms": 50}))
+    config = from_mapping(base_config(url, worker={"heartbeat_seconds": 1, "poll_interval_ms": 50}))
     app = create_app(config)
     client = app.test_client()
     worker_engine = make_engine(url)  # the worker's own, as in its own process
@@ -138,8 +142,11 @@ def test_health_recovers_with_the_delivery_worker_after_a_long_outage(
         time.sleep(4)  # the worker's claims fail and back off; its beats go stale
 
         disk.writable()
-        wait_for(lambda: client.get("/health").status_code == 200, RECOVERY_SECONDS,
-                 lambda: client.get("/health").get_json())
+        wait_for(
+            lambda: client.get("/health").status_code == 200,
+            RECOVERY_SECONDS,
+            lambda: client.get("/health").get_json(),
+        )
     finally:
         stop.set()
         runner.join(30)
@@ -148,8 +155,9 @@ def test_health_recovers_with_the_delivery_worker_after_a_long_outage(
         app.extensions["gateway.engine"].dispose()
 
 
-def wait_for(done: Callable[[], bool], seconds: float,
-             why: Callable[[], object] = lambda: None) -> None:
+def wait_for(
+    done: Callable[[], bool], seconds: float, why: Callable[[], object] = lambda: None
+) -> None:
     deadline = time.monotonic() + seconds
     while not done():
         assert time.monotonic() < deadline, why()

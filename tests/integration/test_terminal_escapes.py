@@ -24,8 +24,21 @@ BIDI = "\u202etxt.exe\u202c\u2066\u2069\u200f"
 HOSTILE = f"{OSC52}{ERASE}{TITLE}{BIDI}\x7f\x9b2J\u2028"
 MESSAGE_ID = f"m-{ERASE}1"
 
-RAW = {chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
-                        *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C, 0x2028, 0x2029)}
+RAW = {
+    chr(c)
+    for c in (
+        *range(0x20),
+        0x7F,
+        *range(0x80, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        0x200E,
+        0x200F,
+        0x061C,
+        0x2028,
+        0x2029,
+    )
+}
 
 
 def raw_controls(text: str, layout: str = "\n") -> set[str]:
@@ -37,16 +50,31 @@ def raw_controls(text: str, layout: str = "\n") -> set[str]:
 def hostile(database_url: str, tmp_path: Path):
     standin = StandIn()
     standin.script = [Answer(400, {"error": "refused"})]
-    raw = {"database_url": database_url, "admin_token": "t",
-           "sources": [{"name": "web", "write_key": WRITE_KEY}],
-           "destinations": [{"name": "hook", "type": "webhook", "endpoint": standin.url,
-                             "settings": {"webhookUrl": "https://h.example/in"}}],
-           "retry": {"base_delay_seconds": 0}}
+    raw = {
+        "database_url": database_url,
+        "admin_token": "t",
+        "sources": [{"name": "web", "write_key": WRITE_KEY}],
+        "destinations": [
+            {
+                "name": "hook",
+                "type": "webhook",
+                "endpoint": standin.url,
+                "settings": {"webhookUrl": "https://h.example/in"},
+            }
+        ],
+        "retry": {"base_delay_seconds": 0},
+    }
     path = tmp_path / "gateway.toml"
     write_toml(path, raw)
     app = create_app(from_mapping(raw))
-    message = {"type": "track", "userId": f"u{ERASE}", "anonymousId": BIDI, "event": HOSTILE,
-               "messageId": MESSAGE_ID, "properties": {"note": HOSTILE, HOSTILE: 1}}
+    message = {
+        "type": "track",
+        "userId": f"u{ERASE}",
+        "anonymousId": BIDI,
+        "event": HOSTILE,
+        "messageId": MESSAGE_ID,
+        "properties": {"note": HOSTILE, HOSTILE: 1},
+    }
     response = app.test_client().post("/v1/track", json=message, headers=basic(WRITE_KEY))
     assert response.status_code == 200
     worker = Worker(app.extensions["gateway.engine"], app.extensions["gateway.config"])
@@ -92,4 +120,3 @@ def test_json_output_has_no_raw_controls_and_the_same_values(hostile: Path, caps
     explained = run(capsys, hostile, "explain", MESSAGE_ID, "--json")
     assert raw_controls(explained) == set()
     assert json.loads(explained)["message_id"] == MESSAGE_ID
-
