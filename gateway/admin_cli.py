@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from adapters.textsafe import json_safe, printable
 from gateway import queries
 from gateway.config import Config
 from gateway.db import make_engine, require_current_schema, require_existing
@@ -140,13 +141,17 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
     return {n: str(getattr(args, n)) for n in names if getattr(args, n, None) is not None}
 
 
+def dumps(value: Any, indent: bool = True) -> str:
+    """JSON output: C0 controls are escaped by JSON itself, DEL, C1 and bidi controls here."""
+    return json_safe(orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0).decode())
+
+
 def _print(value: Any, as_json: bool) -> None:
     if as_json:
-        print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+        print(dumps(value))
         return
     for key, item in value.items():
-        if isinstance(item, dict | list):
-            item = orjson.dumps(item).decode()
+        item = dumps(item, indent=False) if isinstance(item, dict | list) else printable(item)
         print(f"{key:<16} {item}")
 
 
@@ -173,13 +178,13 @@ def _count(n: int) -> str:
 def event_tree(event: dict[str, Any]) -> list[str]:
     """One event for people: its fields, its payload as indented JSON, then each delivery with
     its attempts, indented under it."""
-    name = f" {event['event']!r}" if event.get("event") else ""
-    lines = [f"event {event['id']}: {event['type']}{name} from source {event['source']}"]
+    name = f" {printable(repr(event['event']))}" if event.get("event") else ""
+    lines = [f"event {event['id']}: {printable(event['type'])}{name} from source "
+             f"{printable(event['source'])}"]
     lines += _fields(event, ("message_id", "user_id", "anonymous_id", "timestamp",
                              "received_at"))
     lines.append("  payload:")
-    payload = orjson.dumps(event["payload"], option=orjson.OPT_INDENT_2).decode()
-    lines += ["    " + line for line in payload.splitlines()]
+    lines += ["    " + line for line in dumps(event["payload"]).split("\n")]
     lines.append(f"  deliveries: {len(event['deliveries']) or 'none'}")
     for delivery in event["deliveries"]:
         lines += ["    " + line for line in delivery_tree(delivery, with_event=False)]
@@ -188,7 +193,8 @@ def event_tree(event: dict[str, Any]) -> list[str]:
 
 def delivery_tree(delivery: dict[str, Any], with_event: bool = True) -> list[str]:
     """One delivery and its attempts, one line each, the response excerpt under its attempt."""
-    lines = [f"delivery {delivery['id']} to {delivery['destination']}: {delivery['state']}"]
+    lines = [f"delivery {delivery['id']} to {printable(delivery['destination'])}: "
+             f"{delivery['state']}"]
     names = ("user_key", "last_status", "last_error", "next_attempt_at", "replay_id",
              "regulation_id", "created_at", "updated_at")
     lines += _fields(delivery, ("event_id", *names) if with_event else names)
@@ -196,11 +202,11 @@ def delivery_tree(delivery: dict[str, Any], with_event: bool = True) -> list[str
     lines.append(f"  attempts: {len(attempts) or 'none'}")
     for attempt in attempts:
         status = attempt["status"] if attempt["status"] is not None else "no response"
-        error = f"  {attempt['error_class']}" if attempt.get("error_class") else ""
+        error = f"  {printable(attempt['error_class'])}" if attempt.get("error_class") else ""
         lines.append(f"    #{attempt['number']}  {attempt['started_at']}  {status}  "
                      f"{attempt['duration_ms']} ms{error}")
         if attempt.get("excerpt"):
-            excerpt = " ".join(attempt["excerpt"].split())
+            excerpt = printable(" ".join(attempt["excerpt"].split()))
             lines.append(f"        response: {_cell(excerpt, 96)}")
     return lines
 
@@ -208,16 +214,17 @@ def delivery_tree(delivery: dict[str, Any], with_event: bool = True) -> list[str
 def explain_lines(found: dict[str, Any]) -> list[str]:
     """`gateway explain` for people: the summary, refusals, then per event a table of
     destinations with the verdict and its reason."""
-    lines = [f"message {found['message_id']}: {found['summary']}"]
+    lines = [f"message {printable(found['message_id'])}: {printable(found['summary'])}"]
     for r in found["rejections"]:
-        source = r["source"] or "unknown source"
-        lines.append(f"  refused {r['received_at']} ({source}): {r['reason']} — {r['detail']}")
+        source = printable(r["source"]) or "unknown source"
+        lines.append(f"  refused {r['received_at']} ({source}): {printable(r['reason'])} — "
+                     f"{printable(r['detail'])}")
     for event in found["events"]:
-        name = f" {event['event']!r}" if event.get("event") else ""
-        lines.append(f"\nevent {event['id']}: {event['type']}{name} from source "
-                     f"{event['source']}, received {event['received_at']}")
+        name = f" {printable(repr(event['event']))}" if event.get("event") else ""
+        lines.append(f"\nevent {event['id']}: {printable(event['type'])}{name} from source "
+                     f"{printable(event['source'])}, received {event['received_at']}")
         for dup in event["duplicates"]:
-            lines.append(f"  resend {dup['received_at']}: {dup['words']}")
+            lines.append(f"  resend {dup['received_at']}: {printable(dup['words'])}")
         rows = [{"destination": d["destination"], "verdict": d["verdict"],
                  "delivery": (d["delivery"] or {}).get("id"), "why": d["words"]}
                 for d in event["destinations"]]
@@ -227,12 +234,13 @@ def explain_lines(found: dict[str, Any]) -> list[str]:
 
 def _fields(value: dict[str, Any], names: Sequence[str]) -> list[str]:
     width = max(len(n) for n in names) + 2
-    return [f"  {n:<{width}}{value[n]}" for n in names if value.get(n) not in (None, "")]
+    return [f"  {n:<{width}}{printable(value[n])}" for n in names
+            if value.get(n) not in (None, "")]
 
 
 def _print_page(page: queries.Page, columns: Sequence[str], as_json: bool) -> None:
     if as_json:
-        print(orjson.dumps(page.as_json(), option=orjson.OPT_INDENT_2).decode())
+        print(dumps(page.as_json()))
         return
     print(table(page.data, columns))
     if page.next_cursor:
@@ -248,7 +256,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], width: int = 4
 
 
 def _cell(value: Any, width: int) -> str:
-    text = "" if value is None else str(value)
+    text = printable(value)
     return text if len(text) <= width else text[:width - 1] + "…"
 
 

@@ -31,6 +31,7 @@ HTTP = "http"
 # then no worker heartbeat at all is a failure, not "no worker configured".
 EXPECT_WORKER_ENV = "GATEWAY_INTERNAL_EXPECT_WORKER"
 STALE_INTERVALS = 3  # a worker that missed this many beats is considered gone
+RESET_EVERY = 1.0  # seconds: a failing beat drops the engine's pool at most this often
 FORGET_AFTER = timedelta(days=1)  # rows this old are removed when a new process starts
 
 
@@ -46,6 +47,7 @@ class Heartbeat:
         self.id = f"{role}:{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"[:200]
         self.started_at = datetime.now(UTC)
         self._last = float("-inf")
+        self._last_reset = float("-inf")
         # /health beats from many request threads at once: two first beats would both find no
         # row and both insert it (a primary-key conflict on PostgreSQL, so a false 503)
         self._lock = threading.Lock()
@@ -56,17 +58,33 @@ class Heartbeat:
             return False
         with self._lock:
             now = datetime.now(UTC)
-            with write_transaction(self.engine) as connection:
-                changed = connection.execute(update(heartbeats).where(
-                    heartbeats.c.id == self.id).values(beat_at=now)).rowcount
-                if not changed:
-                    connection.execute(delete(heartbeats).where(
-                        heartbeats.c.role == self.role, heartbeats.c.beat_at < now - FORGET_AFTER))
-                    connection.execute(insert(heartbeats).values(
-                        id=self.id, role=self.role, host=self.host, pid=self.pid,
-                        started_at=self.started_at, beat_at=now))
+            try:
+                self._write(now)
+            except Exception:
+                self._drop_connections()
+                raise
             self._last = time.monotonic()
         return True
+
+    def _write(self, now: datetime) -> None:
+        with write_transaction(self.engine) as connection:
+            changed = connection.execute(update(heartbeats).where(
+                heartbeats.c.id == self.id).values(beat_at=now)).rowcount
+            if not changed:
+                connection.execute(delete(heartbeats).where(
+                    heartbeats.c.role == self.role, heartbeats.c.beat_at < now - FORGET_AFTER))
+                connection.execute(insert(heartbeats).values(
+                    id=self.id, role=self.role, host=self.host, pid=self.pid,
+                    started_at=self.started_at, beat_at=now))
+
+    def _drop_connections(self) -> None:
+        """A beat that failed drops the pool (at most once a second): a connection SQLite
+        opened read-only while the disk was read-only stays so, and the beat must work the
+        moment the disk does, not when the worker's backed-off claims next drop it (up to
+        30 s later, /health meanwhile 503 for a worker that is fine)."""
+        if time.monotonic() - self._last_reset >= RESET_EVERY:
+            self._last_reset = time.monotonic()
+            self.engine.dispose()
 
     def remove(self) -> None:
         """A clean stop: this process is no longer expected to beat."""

@@ -34,6 +34,7 @@ from gateway.messages import Message
 from gateway.models import events
 from gateway.regulations.suppression import suppressed_messages
 from gateway.routing import destinations_for_source, route
+from gateway.storage_state import is_storage_error
 
 MAX_TRANSACTION_TRIES = 5
 MAX_GROUP_MESSAGES = 1000  # one group commit writes at most this many messages…
@@ -175,7 +176,8 @@ def _is_outage(exc: BaseException) -> bool:
     """The database itself failed (unreachable, disk full, read-only): every request of a group
     would fail alone too, so they all get the error at once instead of N more attempts."""
     return isinstance(exc, OperationalError | InterfaceError) or bool(
-        getattr(exc, "connection_invalidated", False))
+        getattr(exc, "connection_invalidated", False)) or (
+        isinstance(exc, OSError) and is_storage_error(exc))
 
 
 def _store_with_retries(engine: Engine, requests: list[_Request]) -> list[StoreResult]:

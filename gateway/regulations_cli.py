@@ -8,9 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-import orjson
-
-from gateway.admin_cli import migrated_engine, table
+from adapters.textsafe import printable
+from gateway.admin_cli import dumps, migrated_engine, table
 from gateway.config import Config
 from gateway.queries import DEFAULT_LIMIT, QueryError
 from gateway.regulations import service
@@ -142,7 +141,7 @@ def _list(engine: Any, args: argparse.Namespace) -> int:
     with engine.connect() as connection:
         page = service.list_page(connection, filters, args.limit, args.cursor)
     if args.json:
-        print(orjson.dumps(page.as_json(), option=orjson.OPT_INDENT_2).decode())
+        print(dumps(page.as_json()))
         return 0
     rows = [{**r, "destinations": ", ".join(f"{name} {d['status']}" for name, d in
                                             r["destinations"].items())} for r in page.data]
@@ -154,12 +153,13 @@ def _list(engine: Any, args: argparse.Namespace) -> int:
 
 def _show(regulation: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(orjson.dumps(regulation, option=orjson.OPT_INDENT_2).decode())
+        print(dumps(regulation))
         return
     print(f"regulation {regulation['id']}: {regulation['type']} "
           f"({regulation['subject_kind']}) {regulation['status']}")
     counts = ", ".join(f"{k} {v}" for k, v in regulation["counts"].items())
     print(f"  counts: {counts}")
     for name, result in regulation["destinations"].items():
-        detail = f" ({result['last_error']})" if result.get("last_error") else ""
-        print(f"  {name}: {result['status']}, {result['attempts']} attempt(s){detail}")
+        detail = f" ({printable(result['last_error'])})" if result.get("last_error") else ""
+        print(f"  {printable(name)}: {result['status']}, {result['attempts']} attempt(s)"
+              f"{detail}")

@@ -7,6 +7,10 @@ the oldest entries go first when it is full) and one background thread per proce
 entries in batches, then trims the table to its newest `MAX_ROWS`. Nothing here may fail or slow
 an accepted request: every error is logged once and swallowed. Read back with `for_message` and
 `recent`.
+
+Refusals before a write key was known (a bad or missing key: `source` is None) are bounded on
+their own, in the queue and in the table (`MAX_UNAUTHENTICATED_*`): anyone can send those, and a
+flood of them must not push out the refusals of real sources that `explain` is asked about.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select
 
 from gateway.db import write_transaction
 from gateway.models import events, rejections
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS = 10_000  # the table keeps about this many newest rows
+MAX_ROWS = 10_000  # the table keeps about this many newest rows of known sources
 MAX_QUEUED = 2_000  # per process, waiting for the writer; beyond that the oldest are dropped
+MAX_UNAUTHENTICATED_ROWS = 1_000  # …and this many refusals of requests with no valid write key
+MAX_UNAUTHENTICATED_QUEUED = 200  # per process, beside MAX_QUEUED
 MAX_BATCH = 500  # rows per write
 FLUSH_SECONDS = 0.2  # the writer's pace: a rejection is queryable within about this
 IDLE_SECONDS = 30.0  # a writer with nothing to do this long ends (started again when needed)
@@ -62,6 +68,8 @@ class _Recorder:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.queue: deque[Entry | _Duplicates] = deque(maxlen=MAX_QUEUED)
+        # no valid write key: anyone can fill this one, so it has its own bound
+        self.unauthenticated: deque[Entry] = deque(maxlen=MAX_UNAUTHENTICATED_QUEUED)
         self.wake = threading.Condition()
         self.busy = False
         self.failing = False
@@ -74,7 +82,11 @@ class _Recorder:
         with self.wake:
             if self.stopped:
                 return False
-            self.queue.extend(items)
+            for item in items:
+                if isinstance(item, Entry) and item.source is None:
+                    self.unauthenticated.append(item)
+                else:
+                    self.queue.append(item)
             self.wake.notify()
             return True
 
@@ -82,7 +94,7 @@ class _Recorder:
         """Wait until everything queued so far is written (tests, explain in-process)."""
         deadline = time.monotonic() + timeout
         with self.wake:
-            while (self.queue or self.busy) and not self.stopped:
+            while (self.queue or self.unauthenticated or self.busy) and not self.stopped:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -93,13 +105,17 @@ class _Recorder:
     def _run(self) -> None:
         while True:
             with self.wake:
-                if not self.queue:
+                if not self.queue and not self.unauthenticated:
                     self.wake.wait(IDLE_SECONDS)
-                if not self.queue:
+                if not self.queue and not self.unauthenticated:
                     self.stopped = True
                     self.wake.notify_all()
                     return
-                batch = [self.queue.popleft() for _ in range(min(MAX_BATCH, len(self.queue)))]
+                batch: list[Entry | _Duplicates] = [
+                    self.queue.popleft() for _ in range(min(MAX_BATCH, len(self.queue)))]
+                batch += [self.unauthenticated.popleft()
+                          for _ in range(min(MAX_BATCH, len(self.unauthenticated)))]
+                batch.sort(key=lambda item: item.received_at)  # rows in arrival order
                 self.busy = True
             try:
                 self._write(batch)
@@ -125,9 +141,18 @@ class _Recorder:
             return
         with write_transaction(self.engine) as connection:
             connection.execute(insert(rejections), rows)
-            newest = connection.execute(select(func.max(rejections.c.id))).scalar_one()
-            if newest and newest > MAX_ROWS:
-                connection.execute(delete(rejections).where(rejections.c.id <= newest - MAX_ROWS))
+            if any(row["source"] is not None for row in rows):
+                _trim(connection, rejections.c.source.is_not(None), MAX_ROWS)
+            if any(row["source"] is None for row in rows):
+                _trim(connection, rejections.c.source.is_(None), MAX_UNAUTHENTICATED_ROWS)
+
+
+def _trim(connection: Connection, kind: Any, keep: int) -> None:
+    """Keep the newest `keep` rows of one kind (known source, or none)."""
+    oldest_kept = connection.execute(select(rejections.c.id).where(kind).order_by(
+        rejections.c.id.desc()).offset(keep - 1).limit(1)).scalar()
+    if oldest_kept is not None:
+        connection.execute(delete(rejections).where(kind, rejections.c.id < oldest_kept))
 
 
 _RECORDERS: dict[int, _Recorder] = {}

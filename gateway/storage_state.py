@@ -10,15 +10,31 @@ not reused once it is back.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger("gateway.storage")
 RESET_POOL_EVERY = 1.0  # seconds: at most one pool reset per second during an outage
 SETTLE = 2.0  # seconds without a failure before storage is declared back
+
+
+# What a file system says when the database's files cannot be written: read-only (remounted so
+# after an error, or files whose mode forbids it), full, or failing. Raised by the files the
+# gateway opens beside SQLite's own (`<db>-writer`), they are the same outage SQLite reports as
+# "attempt to write a readonly database".
+STORAGE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT,
+                            errno.EIO})
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """The event store cannot take writes now (a retryable 503, not a bug's 500)."""
+    return isinstance(exc, SQLAlchemyError) or (
+        isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
 
 
 def short_reason(exc: BaseException) -> str:
@@ -43,6 +59,7 @@ class StorageState:
         self.last_reason = ""
         self._last_reset = float("-inf")
         self._last_failure = float("-inf")
+        self._engine: Engine | None = None
 
     @property
     def healthy(self) -> bool:
@@ -60,6 +77,8 @@ class StorageState:
             reset = engine is not None and time.monotonic() - self._last_reset >= RESET_POOL_EVERY
             if reset:
                 self._last_reset = time.monotonic()
+            if engine is not None:
+                self._engine = engine
         if first:
             self.log.error("%s failing: %s (further failures are counted, not logged)",
                            self.what, reason)
@@ -74,5 +93,8 @@ class StorageState:
                 return  # flapping is still the same outage: one line each way, not a pair
             seconds = time.monotonic() - self.down_since
             failures, self.failures, self.down_since = self.failures, 0, None
+            engine, self._engine = self._engine, None
         self.log.warning("%s works again after %.1f s (%d failed meanwhile)", self.what,
                          seconds, failures)
+        if engine is not None:  # a connection opened during the outage may be read-only for
+            engine.dispose()  # good (SQLite falls back to read-only when it cannot write)

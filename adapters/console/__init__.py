@@ -12,6 +12,7 @@ import orjson
 from marshmallow import fields
 
 from adapters.base import Adapter, HttpRequest, Lookup, SettingsSchema
+from adapters.textsafe import json_safe, printable
 
 log = logging.getLogger("gateway.console")
 
@@ -27,9 +28,12 @@ class ConsoleAdapter(Adapter):
 
     def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
                   lookup: Lookup) -> list[HttpRequest]:
+        """One log record per event; its values escaped, so event data cannot forge a log line
+        or send a control sequence to the terminal showing the log."""
         option = orjson.OPT_INDENT_2 if settings.get("pretty") else 0
-        log.info("console destination: %s %s %s", event.get("type"), event.get("messageId"),
-                 orjson.dumps(dict(event), option=option).decode())
+        log.info("console destination: %s %s %s", printable(event.get("type")),
+                 printable(event.get("messageId")),
+                 json_safe(orjson.dumps(dict(event), option=option).decode()))
         return []
 
 

@@ -4,13 +4,20 @@ record."""
 
 from __future__ import annotations
 
+import base64
+import functools
+import html
+import json
 import math
+import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, quote_plus
 
 import orjson
 import urllib3
@@ -23,6 +30,10 @@ READ_TIMEOUT = 30.0
 EXCERPT_BYTES = 1024
 MAX_RESPONSE_BYTES = 1 << 20  # a destination's answer is read up to 1 MiB
 USER_AGENT = "event-gateway/0.1"
+REDACTED = "***"
+MIN_SECRET = 3
+REDACTION_MARGIN = 4096  # > any secret form: a secret that starts inside the excerpt ends here
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 
 
 @dataclass(frozen=True)
@@ -167,17 +178,86 @@ def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret value (and its common encodings) in a text with ***."""
-    for value in secrets:
-        if value and len(value) >= 3:
-            text = text.replace(value, "***")
+def secret_values(settings: Mapping[str, Any], names: Iterable[str]) -> tuple[str, ...]:
+    """The values `redact` must hide for one destination: each secret setting, and each
+    `value:secret` pair with the destination's other settings, the Basic-auth forms an adapter
+    may send (Customer.io's `siteID:apiKey`; the webhook's `apiKey:` is derived from the secret
+    alone)."""
+    secrets = [str(v) for k, v in settings.items() if k in names and v]
+    others = [str(v) for v in settings.values()
+              if isinstance(v, str | int) and not isinstance(v, bool) and str(v)]
+    pairs = [f"{other}:{secret}" for secret in secrets for other in others if other != secret]
+    return tuple(dict.fromkeys(secrets + pairs))
+
+
+def redact(text: str, secrets: Iterable[str], shortest: int = MIN_SECRET) -> str:
+    """Replace every secret value in a text with ***, in every form a destination may echo it:
+    as sent, URL-quoted (`quote`, `quote_plus`), JSON- or HTML-escaped, base64 (alone or in a
+    Basic `user:secret` pair, padded or not), and any base64 run with the secret inside it.
+    Values shorter than `shortest` are left alone (they would match everywhere)."""
+    values = tuple(v for v in secrets if v and len(v) >= shortest)
+    if not values or not text:
+        return text
+    forms, cores = _forms(values)
+    if any(core in text for core in cores):  # first: the whole run goes, not a part of it
+        text = _BASE64_RUN.sub(
+            lambda run: REDACTED if any(c in run.group(0) for c in cores) else run.group(0), text)
+    for form in forms:
+        if form in text:
+            text = text.replace(form, REDACTED)
     return text
 
 
 def excerpt(text: str, secrets: Iterable[str]) -> str:
-    """A bounded, redacted excerpt of a response body for the attempt record."""
-    return redact(text[:EXCERPT_BYTES], secrets)
+    """A bounded, redacted excerpt of a response body for the attempt record: redacted before
+    it is cut, so a secret the cut would split is not half shown."""
+    return redact(redaction_window(text), secrets)[:EXCERPT_BYTES]
+
+
+def redaction_window(text: str) -> str:
+    """The part of a text an excerpt or a reason can show, with room for a secret's longest
+    form to finish past the cut (what lies beyond is never shown)."""
+    return text[:EXCERPT_BYTES + REDACTION_MARGIN]
+
+
+@functools.lru_cache(maxsize=256)
+def _forms(values: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Every encoded form of the values, longest first (so a form containing another goes
+    whole), and their base64 cores. Cached: a destination's secrets are the same tuple for
+    every attempt."""
+    bases: set[str] = set()
+    cores: set[str] = set()
+    for value in values:
+        bases.add(value)
+        for raw in (value, f"{value}:", f":{value}"):
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                encoded = encode(raw.encode()).decode()
+                bases.update((encoded, encoded.rstrip("=")))
+        cores.update(_base64_cores(value.encode()))
+    forms: set[str] = set()
+    for base in bases:
+        forms.update((base, quote(base, safe=""), quote(base), quote_plus(base),
+                      json.dumps(base)[1:-1], json.dumps(base, ensure_ascii=False)[1:-1],
+                      html.escape(base)))
+    forms.update([form.replace("/", "\\/") for form in forms])  # JSON may escape the slash
+    return tuple(sorted((f for f in forms if f), key=len, reverse=True)), tuple(cores)
+
+
+def _base64_cores(raw: bytes) -> list[str]:
+    """What base64 of any text holding `raw` contains, whatever surrounds it: for each of the
+    three alignments, the characters of the groups made of `raw`'s bytes only (standard and
+    URL-safe alphabets). Too short a core (a short secret) would match at random: the explicit
+    forms cover those."""
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        core = encoded[4 if offset else 0:(offset + len(raw)) // 3 * 4]
+        if len(core) >= 8:
+            cores += [core, core.translate(_URLSAFE)]
+    return cores
+
+
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 def retry_after_seconds(sent: Sent) -> float | None:

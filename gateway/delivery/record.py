@@ -7,6 +7,7 @@ costs a dict, not a schema.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,13 +18,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from gateway import metrics, outbox
 from gateway.db import write_transaction
-from gateway.delivery.client import excerpt, redact
+from gateway.delivery.client import excerpt, redact, redaction_window
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.send import Finished
 from gateway.delivery.verdict import Verdict, classify
 from gateway.models import deliveries, delivery_attempts
 from gateway.prepared import Prepared
-from gateway.storage_state import StorageState, short_reason
+from gateway.storage_state import StorageState, is_storage_error, short_reason
 
 log = logging.getLogger("gateway.delivery.worker")
 
@@ -89,6 +90,7 @@ class Recorder:
                 if f.claimed.id not in held:
                     log.warning("delivery %s: lease lost; its result is dropped", f.claimed.id)
                     continue
+                f = _redacted(f)
                 first = f.claimed.first_attempt_at or f.started
                 mine.append((f, classify(f.outcome, attempt=f.claimed.attempts + 1,
                                          first_attempt_at=first, now=now, policy=self.policy)))
@@ -166,6 +168,19 @@ class Recorder:
                 "excerpt": excerpt(f.outcome.text, secrets)}
 
 
+def _redacted(f: Finished) -> Finished:
+    """The outcome with its destination's secrets hidden in every form, before the reason and
+    the excerpt are cut from it (a cut must not leave half a secret to show)."""
+    secrets = f.target.secrets if f.target else ()
+    outcome = f.outcome
+    if not secrets or not (outcome.text or outcome.rejected):
+        return f
+    return dataclasses.replace(f, outcome=dataclasses.replace(
+        outcome, text=redact(redaction_window(outcome.text), secrets),
+        rejected=None if outcome.rejected is None else redact(
+            redaction_window(outcome.rejected), secrets)))
+
+
 def _succeeded(f: Finished) -> bool:
     o = f.outcome
     if o.accepted:
@@ -177,4 +192,5 @@ def _succeeded(f: Finished) -> bool:
 def is_outage(exc: BaseException) -> bool:
     """The database is unreachable or unusable (as opposed to refusing one row's values)."""
     return isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        isinstance(exc, DBAPIError) and exc.connection_invalidated) or (
+        isinstance(exc, OSError) and is_storage_error(exc))  # the files beside SQLite's

@@ -21,7 +21,13 @@ from adapters.base import Adapter, AdapterError, BatchItem, HttpRequest, Lookup,
 from gateway import filters
 from gateway.config import Destination
 from gateway.delivery.claim import Claimed
-from gateway.delivery.client import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Sent
+from gateway.delivery.client import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    HttpClient,
+    Sent,
+    secret_values,
+)
 from gateway.delivery.verdict import Outcome, crashed, refused, released
 from gateway.regulations.deletion import send_deletion
 
@@ -47,8 +53,7 @@ class Target:
 
 def resolve(destination: Destination, client: HttpClient) -> Target:
     adapter = DESTINATION_TYPES[destination.type]
-    names = adapter.secret_settings()
-    secrets = tuple(str(v) for k, v in destination.settings.items() if k in names and v)
+    secrets = secret_values(destination.settings, adapter.secret_settings())
     return Target(destination, adapter, client.lookup(destination.endpoint), secrets,
                   adapter.batches(destination.settings))
 

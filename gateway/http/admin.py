@@ -20,7 +20,7 @@ from gateway.http.errors import ApiError, error_response
 from gateway.regulations import keys as regulation_keys
 from gateway.regulations import service as regulation_service
 from gateway.replay import Conflict, NotFound, replay, retry_dead
-from gateway.storage_state import short_reason
+from gateway.storage_state import is_storage_error, short_reason
 
 ops = Blueprint("ops", __name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
@@ -73,7 +73,9 @@ def health() -> Response | tuple[Response, int]:
         with engine.connect() as connection:
             workers = heartbeat.liveness(connection, heartbeat.WORKER,
                                          config.worker.heartbeat_seconds)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:  # OSError: the files beside SQLite's (db.py)
+        if not is_storage_error(exc):
+            raise
         storage.failed(exc, engine)
         body.update(status="unavailable", database=f"cannot write: {short_reason(exc)}")
         return jsonify(body), 503

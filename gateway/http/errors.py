@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from gateway.storage_state import is_storage_error
 
 
 class ApiError(Exception):
@@ -49,7 +51,7 @@ def init_app(app: Flask) -> None:
         return response
 
     @app.errorhandler(SQLAlchemyError)
-    def _storage_error(exc: SQLAlchemyError) -> Response:
+    def _storage_error(exc: Exception) -> Response:
         # Not stored: answer with a retryable status so the SDK sends the batch again. One log
         # line per outage, not a traceback per request (gateway/storage_state.py).
         app.extensions["gateway.storage"].failed(exc, app.extensions["gateway.engine"])
@@ -57,3 +59,12 @@ def init_app(app: Flask) -> None:
                                   "the event store is unavailable; retry later")
         response.headers["Retry-After"] = "1"
         return response
+
+    @app.errorhandler(OSError)
+    def _file_error(exc: OSError) -> Response:
+        """A read-only, full or failing disk under the database's own files is the same
+        outage as SQLite's "readonly database"; any other OSError is a bug (500, logged)."""
+        if is_storage_error(exc):
+            return _storage_error(exc)
+        app.logger.error("Exception on %s [%s]", request.path, request.method, exc_info=exc)
+        return error_response(500, "internal_server_error", InternalServerError.description)

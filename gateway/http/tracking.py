@@ -76,6 +76,9 @@ def pixel(path_name: str) -> Response:
             key = strip_nul(request.args.get("writeKey", ""))
             source = _source_for(key)
             message = _message_from_query(request.args)
+            limits = _config().limits
+            if _nesting_exceeds(message, limits.max_json_depth):  # `a.b.c…` nests a level a dot
+                raise ApiError(400, "too_deep", _too_deep_text(limits))
             _accept(source, [message], {}, path_type=path_name, single_call=True)
         except ApiError as exc:
             current_app.logger.info("pixel request not stored: %s", exc.code)

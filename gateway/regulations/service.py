@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from gateway import outbox, queries
 from gateway.config import Config
 from gateway.db import write_transaction
+from gateway.delivery.client import redact
 from gateway.models import deliveries, delivery_attempts, regulation_subjects, regulations
 from gateway.regulations import deletion, suppression
 from gateway.regulations.keys import TYPES, InvalidRequest, Subject, make_subject, parse_request
@@ -233,19 +234,9 @@ def _destination(row: Any, secrets: list[str]) -> dict[str, Any]:
 
 
 def _redact(text: str | None, secrets: list[str]) -> str | None:
-    if not text:
-        return text
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-            text = text.replace(_quoted(secret), "***")
-    return text
-
-
-def _quoted(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")
+    """The subject's keys hidden in every form (gateway/delivery/client.py's one `redact`);
+    keys of any length, since they are what the regulation erases."""
+    return redact(text, secrets, shortest=1) if text else text
 
 
 _KIND_NAMES = {"userId": "user_id", "anonymousId": "anonymous_id", "email": "email"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from gateway.delivery.client import (
     excerpt,
     rate_headers,
     redact,
+    secret_values,
 )
 
 
@@ -98,6 +100,29 @@ def test_lookup_parses_json_and_maps_network_failure(server: str) -> None:
 def test_redaction() -> None:
     assert redact('{"echo": "secret-value"}', ["secret-value", ""]) == '{"echo": "***"}'
     assert len(excerpt("x" * 5000, [])) == 1024
+
+
+@pytest.mark.parametrize("shown", [
+    "k%2Fe%2By%20%26%C3%BC-secret",  # quote(safe="")
+    "k/e%2By%20%26%C3%BC-secret",  # quote()
+    "k%2Fe%2By+%26%C3%BC-secret",  # quote_plus
+    'k\\/e+y &\\u00fc-secret',  # JSON, ASCII only and the slash escaped
+    "k/e+y &amp;\u00fc-secret",  # HTML
+    "Basic " + base64.b64encode("site-9:k/e+y &\u00fc-secret".encode()).decode(),
+    base64.urlsafe_b64encode("k/e+y &\u00fc-secret:".encode()).decode().rstrip("="),
+    base64.b64encode('{"token": "k/e+y &\u00fc-secret", "n": 1}'.encode()).decode(),
+])
+def test_every_encoding_of_a_secret_is_redacted(shown: str) -> None:
+    secrets = secret_values({"siteID": "site-9", "apiKey": "k/e+y &\u00fc-secret"}, {"apiKey"})
+    text = f"refused: {shown}!"
+    cleaned = redact(text, secrets)
+    assert "***" in cleaned and cleaned.startswith("refused: ") and cleaned.endswith("!")
+    assert "secret" not in cleaned and "site-9" not in cleaned.replace("refused", "")
+
+
+def test_a_secret_across_the_excerpt_cut_is_not_half_shown() -> None:
+    text = "x" * 1020 + "my-long-secret-1234"
+    assert excerpt(text, ["my-long-secret-1234"]) == "x" * 1020 + "***"
 
 
 def test_an_answer_is_read_up_to_its_bound(server: str) -> None:
