@@ -114,15 +114,16 @@ def _confirm(regulation: str) -> int | None:
 
 def _show_preview(plan: dict[str, Any], out: TextIO, as_json: bool) -> None:
     if as_json:
-        print(orjson.dumps(plan, option=orjson.OPT_INDENT_2).decode(), file=out)
+        print(dumps(plan), file=out)
         return
     profile = plan["profile"]
     found = f"profile {profile['id']}" if profile["id"] is not None else "no stored profile"
     (name, value), = plan["subject"].items()
-    print(f"{plan['type']} {name} {value!r}: {found}, covering every linked key:", file=out)
+    print(f"{plan['type']} {name} {printable(repr(value))}: {found}, covering every linked key:",
+          file=out)
     for kind, values in profile["keys"].items():
-        for one in values:
-            print(f"  {kind[:-1]}: {one}", file=out)
+        for one in values:  # event data: escaped for the terminal
+            print(f"  {kind[:-1]}: {printable(one)}", file=out)
     print("  would affect: " + ", ".join(f"{k} {v}" for k, v in plan["counts"].items()),
           file=out)
     for destination, detail in plan["destinations"].items():

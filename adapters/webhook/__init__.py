@@ -27,8 +27,10 @@ class WebhookSettings(SettingsSchema):
     webhookUrl = fields.String(required=True, metadata={"description": "the receiver's URL"})
     apiKey = fields.String(metadata=secret(description="Basic auth username"))
     sharedSecret = fields.String(metadata=secret(description="HMAC-SHA1 key for X-Signature"))
+    # values are often credentials (a bearer token for the receiver): redacted like secrets
+    # wherever an excerpt or a setting is shown; they still travel in X-Segment-Settings
     headers = fields.Dict(keys=fields.String(), values=fields.String(),
-                          metadata={"description": "extra request headers"})
+                          metadata=secret(description="extra request headers"))
 
     @validates("webhookUrl")
     def _http_url(self, value: str, **kwargs: Any) -> None:

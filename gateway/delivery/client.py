@@ -182,8 +182,9 @@ def secret_values(settings: Mapping[str, Any], names: Iterable[str]) -> tuple[st
     """The values `redact` must hide for one destination: each secret setting, and each
     `value:secret` pair with the destination's other settings, the Basic-auth forms an adapter
     may send (Customer.io's `siteID:apiKey`; the webhook's `apiKey:` is derived from the secret
-    alone)."""
-    secrets = [str(v) for k, v in settings.items() if k in names and v]
+    alone). A secret setting that is a table (the webhook's `headers`) hides each value."""
+    secrets = [str(one) for k, v in settings.items() if k in names and v
+               for one in (v.values() if isinstance(v, Mapping) else (v,)) if one]
     others = [str(v) for v in settings.values()
               if isinstance(v, str | int) and not isinstance(v, bool) and str(v)]
     pairs = [f"{other}:{secret}" for secret in secrets for other in others if other != secret]

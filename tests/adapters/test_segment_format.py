@@ -30,7 +30,7 @@ def test_webhook_without_key_sends_no_authorization_and_hides_secrets() -> None:
     [request] = WEBHOOK.transform(EVENT, settings, no_lookups)
     assert "Authorization" not in request.headers
     assert b"s3cret" not in request.headers["X-Segment-Settings"].encode()
-    assert WEBHOOK.secret_settings() == {"apiKey", "sharedSecret"}
+    assert WEBHOOK.secret_settings() == {"apiKey", "sharedSecret", "headers"}
     assert WEBHOOK.redact({"apiKey": "k", "webhookUrl": "u"}) == {"apiKey": "***",
                                                                    "webhookUrl": "u"}
 

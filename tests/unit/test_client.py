@@ -120,6 +120,19 @@ def test_every_encoding_of_a_secret_is_redacted(shown: str) -> None:
     assert "secret" not in cleaned and "site-9" not in cleaned.replace("refused", "")
 
 
+def test_the_webhooks_header_values_are_secrets() -> None:
+    """A receiver's bearer token set in the webhook's `headers` is hidden like an API key."""
+    from adapters.webhook import ADAPTER as WEBHOOK
+
+    settings = {"webhookUrl": "https://r.example/in",
+                "headers": {"X-Receiver-Token": "tok-8f2a9c71e6"}}
+    secrets = secret_values(settings, WEBHOOK.secret_settings())
+    assert "tok-8f2a9c71e6" in secrets
+    assert redact("echo: X-Receiver-Token: tok-8f2a9c71e6", secrets) == (
+        "echo: X-Receiver-Token: ***")
+    assert WEBHOOK.redact(settings)["headers"] == "***"
+
+
 def test_a_secret_across_the_excerpt_cut_is_not_half_shown() -> None:
     text = "x" * 1020 + "my-long-secret-1234"
     assert excerpt(text, ["my-long-secret-1234"]) == "x" * 1020 + "***"
