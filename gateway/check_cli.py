@@ -40,8 +40,9 @@ def check(path: Path) -> int:
     except ConfigError as exc:
         return report([(FAIL, "config", str(exc))])
     lines: list[Line] = [(OK, "config", str(path.resolve())), check_admin_token(config)]
-    lines += check_database(config.database_url)
-    if all(status != FAIL for status, _, _ in lines):
+    database = check_database(config.database_url)
+    lines += database
+    if all(status != FAIL for status, _, _ in database):  # the workers' rows are in it
         lines += check_workers(config)
     lines += check_destinations(config)
     lines += check_file_modes(path, config.database_url)

@@ -151,6 +151,7 @@ def test_a_weak_admin_token_stops_everything_but_check(database_url: str,
     (and goes on with the rest), and every other command refuses to start, in one line; the
     token is never printed."""
     path = write_config(tmp_path, database_url, admin_token="change-me")
+    path.chmod(0o600)  # a config others can read would add its own WARN line
     done = gateway("--config", str(path), "check")
     assert done.returncode == 1
     lines = done.stdout.splitlines()

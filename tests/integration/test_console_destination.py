@@ -11,7 +11,7 @@ import pytest
 from gateway import create_app
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
-from tests.conftest import WRITE_KEY
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.helpers import basic, stored_deliveries
 from tests.integration.test_terminal_escapes import RAW
 from tests.integration.test_worker import drain
@@ -26,7 +26,7 @@ def test_a_hostile_message_id_stays_inside_its_log_record(
     config = from_mapping(
         {
             "database_url": database_url,
-            "admin_token": "t",
+            "admin_token": ADMIN_TOKEN,
             "sources": [{"name": "web", "write_key": WRITE_KEY}],
             "destinations": [{"name": "dev", "type": "console", "settings": {"pretty": pretty}}],
         }

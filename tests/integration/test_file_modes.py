@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from gateway.cli import main
 from gateway.db import make_engine, make_private
-from tests.conftest import WRITE_KEY, write_toml
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def mode(path: Path) -> int:
 
 def write_config(folder: Path) -> Path:
     path = folder / "gateway.toml"
-    write_toml(path, {"database_url": "sqlite:///gateway.db", "admin_token": "t",
+    write_toml(path, {"database_url": "sqlite:///gateway.db", "admin_token": ADMIN_TOKEN,
                       "sources": [{"name": "web", "write_key": WRITE_KEY}]})
     return path
 

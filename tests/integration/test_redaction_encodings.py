@@ -21,7 +21,7 @@ from gateway.cli import main
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from gateway.models import delivery_attempts
-from tests.conftest import WRITE_KEY, write_toml
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
 from tests.helpers import basic, stored_deliveries
 from tests.integration.test_worker import drain
 from tests.standin import Answer, Received, StandIn
@@ -78,7 +78,7 @@ def setup(database_url: str, tmp_path: Path) -> Iterator[tuple[Any, Worker, Path
     standin.answer_for = echo
     raw = {
         "database_url": database_url,
-        "admin_token": "t",
+        "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": WRITE_KEY}],
         "destinations": [
             {
@@ -136,7 +136,7 @@ def test_no_form_of_a_secret_is_recorded_or_shown(setup, capsys) -> None:
         explained = client.get(
             "/admin/v1/explain",
             query_string={"message_id": f"m-{user}"},
-            headers={"Authorization": "Bearer t"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         )
         assert explained.status_code == 200 and leaks(explained.get_data(as_text=True)) == []
     for event_id in {r["event_id"] for r in rows}:

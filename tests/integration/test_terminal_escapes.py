@@ -12,7 +12,7 @@ from gateway import create_app
 from gateway.cli import main
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
-from tests.conftest import WRITE_KEY, write_toml
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
 from tests.helpers import basic
 from tests.integration.test_worker import drain
 from tests.standin import Answer, StandIn
@@ -52,7 +52,7 @@ def hostile(database_url: str, tmp_path: Path):
     standin.script = [Answer(400, {"error": "refused"})]
     raw = {
         "database_url": database_url,
-        "admin_token": "t",
+        "admin_token": ADMIN_TOKEN,
         "sources": [{"name": "web", "write_key": WRITE_KEY}],
         "destinations": [
             {

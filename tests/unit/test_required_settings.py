@@ -11,7 +11,7 @@ import pytest
 
 from gateway.check_cli import check
 from gateway.config import ConfigError, from_mapping
-from tests.conftest import write_toml
+from tests.conftest import ADMIN_TOKEN, write_toml
 
 VALID = {
     "customerio": {"siteID": "site", "apiKey": "key"},
@@ -26,7 +26,7 @@ EMPTIED = [("customerio", "apiKey", ""), ("customerio", "siteID", "  "),
 
 
 def config(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
-    return {"database_url": "sqlite:///x.db", "admin_token": "t",
+    return {"database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN,
             "sources": [{"name": "web", "write_key": "k1"}],
             "destinations": [{"name": "dest", "type": kind, "settings": settings}]}
 
