@@ -133,7 +133,7 @@ def serve_ceiling(kind: str, config_path: str, bind: str, workers: int) -> None:
     gateway.create_app = factory  # type: ignore[assignment]  # run_gunicorn imports it late
     host, _, port = bind.rpartition(":")
     listener = supervisor.listen(host, int(port))
-    httpserver.run_gunicorn(listener.fileno(), workers)
+    httpserver.run_gunicorn([listener.fileno()], workers)
 
 
 # --------------------------------------------------------------------------------------------
