@@ -1,7 +1,8 @@
 """`gateway check`: is this installation usable? One line per thing checked — the config file,
 the admin token's strength, the database, its schema, the delivery workers, each destination's
-settings — and exit 1 if any is not. A file others may read is a warning (`WARN`): the
-installation works, but exposes secrets or every stored event."""
+settings, the TLS certificate and key when it serves TLS — and exit 1 if any is not. A file
+others may read is a warning (`WARN`): the installation works, but exposes secrets or every
+stored event."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from gateway.db import (
     schema_state,
     sqlite_file,
 )
+from gateway.http import tls
 
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
 Line = tuple[str, str, str]  # (OK | WARN | FAIL, what, detail)
@@ -45,6 +47,7 @@ def check(path: Path) -> int:
     if all(status != FAIL for status, _, _ in database):  # the workers' rows are in it
         lines += check_workers(config)
     lines += check_destinations(config)
+    lines += check_tls(config)
     lines += check_file_modes(path, config.database_url)
     return report(lines)
 
@@ -102,6 +105,22 @@ def check_destinations(config: Config) -> list[Line]:
         problem = DESTINATION_TYPES[destination.type].check_settings(destination.settings)
         what = f"destination {destination.name} ({destination.type})"
         lines.append((FAIL if problem else OK, what, problem or "settings ok"))
+    return lines
+
+
+def check_tls(config: Config) -> list[Line]:
+    """`[server] certfile`/`keyfile` load as `gateway serve` loads them (readable, PEM, the key
+    is the certificate's); a private key others may read is a warning."""
+    certfile, keyfile = config.server.certfile, config.server.keyfile
+    if not certfile:
+        return []
+    problem = tls.load_problem(certfile, keyfile)
+    if problem:
+        return [(FAIL, "TLS", problem)]
+    lines: list[Line] = [(OK, "TLS", f"{certfile} and its key load")]
+    mode = tls.key_mode_problem(certfile, keyfile)
+    if mode:
+        lines.append((WARN, "TLS key file", mode))
     return lines
 
 

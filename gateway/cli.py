@@ -29,6 +29,7 @@ from gateway.db import (
     require_existing,
     schema_is_current,
 )
+from gateway.http import tls
 
 ADMIN_COMMANDS = ("events", "deliveries", "identities", "replay", "retry", "explain")
 QUIET_ENVIRONMENT = "GATEWAY_INTERNAL_ENVIRONMENT_CHECKED"  # children do not warn again
@@ -201,10 +202,15 @@ def _serve(args: argparse.Namespace) -> int:
     if admin == (host, port):
         raise ConfigError(f"{path}: [admin]: field 'bind': {config.admin.bind!r} is also the "
                           "address served (--bind); the admin listener needs its own")
+    tls_problem = config.server.certfile and tls.load_problem(config.server.certfile,
+                                                             config.server.keyfile)
+    if tls_problem:  # before binding: every worker would fail on it
+        raise ConfigError(f"{path}: [server]: TLS: {tls_problem}")
     workers = args.workers or config.server.workers or os.cpu_count() or 1
     try:
         return supervisor.serve(path.resolve(), host, port, workers,
-                                with_worker=not args.no_worker, admin=admin)
+                                with_worker=not args.no_worker, admin=admin,
+                                tls=bool(config.server.certfile))
     except supervisor.ServeError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

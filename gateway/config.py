@@ -67,6 +67,11 @@ class ServerSettings:
     max_connections_per_peer: int = at_least(1, 128)
     # what browsers are told to send to (scheme://host[:port][/prefix]); "" = the request's host
     public_url: str = ""
+    # PEM files: with certfile set, gunicorn serves TLS itself on every listener (no proxy
+    # needed); keyfile may be left out when certfile holds the key too. Relative paths are
+    # relative to the config file's folder.
+    certfile: str = ""
+    keyfile: str = ""
 
 
 @dataclass(frozen=True)
@@ -260,6 +265,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
         tables["server"], bind=_normal_bind(tables["server"].bind, where),
         public_url=_normal_public_url(tables["server"].public_url, where),
         trusted_proxies=_normal_proxies(tables["server"].trusted_proxies, where))
+    tables["server"] = _checked_tls(tables["server"], base_dir, where)
     tables["admin"] = _checked_admin(tables["admin"], tables["server"].bind, where)
     tables["metrics"] = _checked_metrics(tables["metrics"], tables["admin"], where)
     return Config(database_url=database_url, admin_token=admin_token, sources=sources,
@@ -308,6 +314,24 @@ def anchor_sqlite_path(url: str, base_dir: Path) -> str:
     if path is None or path.is_absolute():
         return url
     return "sqlite:///" + str(base_dir / path) + url.partition("?")[1] + url.partition("?")[2]
+
+
+def _checked_tls(server: ServerSettings, base_dir: Path | None,
+                 where: str) -> ServerSettings:
+    """certfile/keyfile anchored like a SQLite path (the file's folder, not the working
+    directory); a keyfile alone is a mistake. Whether the files load is `gateway serve`'s and
+    `gateway check`'s business (`gateway/http/tls.py`)."""
+    if server.keyfile and not server.certfile:
+        raise ConfigError(f"{where}: [server]: field 'keyfile': set, but 'certfile' is not "
+                          "(TLS needs the certificate; the key alone serves nothing)")
+
+    def anchored(path: str) -> str:
+        if not path or base_dir is None or Path(path).is_absolute():
+            return path
+        return str(base_dir / path)
+
+    return dataclasses.replace(server, certfile=anchored(server.certfile),
+                               keyfile=anchored(server.keyfile))
 
 
 def parse_bind(text: str) -> tuple[str, int]:

@@ -41,6 +41,9 @@ def run_gunicorn(fds: list[int], workers: int) -> None:
             # X-Forwarded-Proto (https: Secure cookies, settings URLs) only from these peers
             self.cfg.set("forwarded_allow_ips", gunicorn_allow_list(config.server.trusted_proxies))
             self.cfg.set("child_exit", _metrics_child_exit)
+            if config.server.certfile:  # TLS served here (gateway/http/worker.py reads it)
+                self.cfg.set("certfile", config.server.certfile)
+                self.cfg.set("keyfile", config.server.keyfile or None)
 
         def load(self):
             from gateway import create_app

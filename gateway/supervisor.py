@@ -212,9 +212,10 @@ def _alive(pid: int) -> bool:
 
 
 def serve(config_path: Path, host: str, port: int, workers: int, with_worker: bool,
-          admin: tuple[str, int] | None = None) -> int:
+          admin: tuple[str, int] | None = None, tls: bool = False) -> int:
     """Bind, start gunicorn and (unless told not to) a delivery worker, and supervise both.
-    `admin` is `[admin] bind`: a second listener, the only one serving the admin surface."""
+    `admin` is `[admin] bind`: a second listener, the only one serving the admin surface.
+    `tls`: `[server] certfile` is set, so both listeners speak HTTPS."""
     listener = listen(host, port)
     try:
         admin_listener = listen(*admin, setting="[admin] bind") if admin else None
@@ -241,11 +242,12 @@ def serve(config_path: Path, host: str, port: int, workers: int, with_worker: bo
                                                   str(config_path), "worker"], env))
     supervisor = Supervisor(children)
     shown = f"[{host}]" if ":" in host else host
-    print(f"Serving on http://{shown}:{port} with {workers} worker process(es)"
+    scheme = "https" if tls else "http"
+    print(f"Serving on {scheme}://{shown}:{port} with {workers} worker process(es)"
           + ("; delivery worker supervised" if with_worker else "; no delivery worker"),
           flush=True)
     if admin:
-        print(f"Admin API, console and /metrics only on http://{format_bind(*admin)}",
+        print(f"Admin API, console and /metrics only on {scheme}://{format_bind(*admin)}",
               flush=True)
     try:
         return supervisor.run()

@@ -147,9 +147,13 @@ class LiveGateway:
     """`gateway serve` in a subprocess, as a user runs it."""
 
     def __init__(self, workdir: Path, raw_config: dict[str, Any], workers: int = 1,
-                 delivery_worker: bool = False, host: str = "127.0.0.1") -> None:
+                 delivery_worker: bool = False, host: str = "127.0.0.1",
+                 tls_ca: str | None = None) -> None:
+        """`tls_ca`: the config serves TLS (`[server] certfile`) with a certificate this CA
+        file signed; `url` is then https and `verify` the CA, for requests."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
+        self.verify: str | bool = tls_ca or True
         self.config_path = workdir / "gateway.toml"
         write_toml(self.config_path, raw_config)
         self.log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -167,7 +171,8 @@ class LiveGateway:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log_text()}")
             try:  # serve binds the port first: early requests wait in the backlog
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                health = requests.get(self.url + "/health", timeout=1, verify=self.verify)
+                if health.status_code == 200:
                     return
             except requests.RequestException:
                 pass

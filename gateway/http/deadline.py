@@ -5,7 +5,9 @@ thread blocked in `recv()` until gunicorn's 60 s worker timeout. A per-`recv` so
 not enough (a trickle of one byte a second never trips it), so one reaper thread per process
 watches the bodies being read and, at the deadline, shuts down the *read* side of the late
 client's socket: the blocked `recv()` returns at once, the request is answered 408, and the
-write side stays open for that answer.
+write side stays open for that answer. Over TLS (`[server] certfile`) the same holds: the
+cut looks to OpenSSL like an unexpected EOF, which the server context ignores
+(`gateway/http/tls.py`), so the 408 is still written encrypted.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ class BodyDeadlines:
                     read.expired = True
             for read in late:
                 with contextlib.suppress(OSError):  # the client is gone already
-                    read.sock.shutdown(socket.SHUT_RD)
+                    # the plain socket's shutdown, also under TLS: SSLSocket.shutdown would
+                    # drop the TLS layer, and the 408 would go out unencrypted
+                    socket.socket.shutdown(read.sock, socket.SHUT_RD)
 
 
 DEADLINES = BodyDeadlines()

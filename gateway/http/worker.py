@@ -17,6 +17,14 @@ heads hold no thread at all, only a socket and a buffer, and both are bounded:
 
 The body has its own deadline once the head is in (`gateway/http/deadline.py`).
 
+With `[server] certfile` the worker serves TLS itself (`gateway/http/tls.py`), and the head is
+read the same way, decrypted: the accepted socket is wrapped non-blocking, the handshake is
+driven here (want-read / want-write → wait for that event), then the head is read until OpenSSL
+needs more bytes from the network (decrypted bytes may sit in its buffer while the socket is
+not readable), all under the head deadline, and the wrapped socket goes to the thread as is.
+A client that never finishes its handshake is closed at the deadline, like one that sends
+nothing.
+
 This subclasses gunicorn 27's `ThreadWorker` (its `enqueue_req` is the one door to the thread
 pool, for new, kept-alive and pipelined connections alike), hence the pinned major version.
 """
@@ -28,12 +36,15 @@ import errno
 import json
 import selectors
 import socket
+import ssl
 import time
 from collections import Counter
 from functools import partial
 
+from gunicorn import http
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from gateway.http import tls
 from gateway.http.peers import PeerMatcher
 
 MAX_HEAD_BYTES = 128 * 1024  # request line + headers; a real SDK sends a few KB
@@ -66,6 +77,8 @@ TIMED_OUT = _answer("408 Request Timeout", "request_timeout",
                     "the request head was not received in time")
 TOO_LARGE = _answer("431 Request Header Fields Too Large", "headers_too_large",
                     f"the request head is larger than {MAX_HEAD_BYTES} bytes")
+PLAIN_HTTP = _answer("400 Bad Request", "tls_required",
+                     "this port serves HTTPS only: use an https:// address")
 TOO_MANY = _answer("429 Too Many Requests", "too_many_connections",
                    "too many open connections from this address", "Retry-After: 1\r\n")
 
@@ -85,12 +98,22 @@ class GuardedConn(TConn):
         self.head = bytearray()
         self.head_deadline = 0.0
         self.head_ready = False
+        self.tls = False  # wrapped by the worker: the event loop drives its handshake
+        self.handshaking = False
+        self.waiting_for = selectors.EVENT_READ
         self._on_close = on_close
 
     def init(self) -> None:
-        """Give the head read by the event loop to the parser gunicorn creates here."""
+        """Give the head read by the event loop to the parser gunicorn creates here. A TLS
+        socket is wrapped and its handshake done already: gunicorn must not wrap it again."""
         fresh = self.parser is None
-        super().init()
+        if not self.tls:
+            super().init()
+        elif not self.initialized:
+            self.initialized = True
+            self.sock.setblocking(True)
+            if self.parser is None:
+                self.parser = http.get_parser(self.cfg, self.sock, self.client)
         if fresh and self.head:
             self.parser.unreader.unread(bytes(self.head))
             self.head.clear()
@@ -109,6 +132,14 @@ class GuardedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.open_per_peer: Counter[str] = Counter()
         self.reading_heads: dict[GuardedConn, None] = {}  # in deadline order
+        self.tls_context: ssl.SSLContext | None = None
+
+    def init_process(self) -> None:
+        """Build the TLS context once per process (gunicorn would load the files for every
+        connection); `gateway serve` checked them before starting."""
+        if self.cfg.is_ssl:
+            self.tls_context = tls.server_context(self.cfg)
+        super().init_process()
 
     def accept(self, listener) -> None:
         try:
@@ -121,11 +152,25 @@ class GuardedThreadWorker(ThreadWorker):
                            self._forget)
         if conn.peer and not Limits.exempt.matches(conn.peer):
             if self.open_per_peer[conn.peer] >= Limits.max_connections_per_peer:
-                self._refuse(client_sock, TOO_MANY)
+                # over TLS an answer would need a handshake first: closed without one
+                if self.tls_context is None:
+                    self._refuse(client_sock, TOO_MANY)
+                else:
+                    with contextlib.suppress(OSError):
+                        client_sock.close()
                 return
             self.open_per_peer[conn.peer] += 1
         else:
             conn.peer = ""  # not counted
+        if self.tls_context is not None:
+            try:
+                conn.sock = self.tls_context.wrap_socket(
+                    client_sock, server_side=True, do_handshake_on_connect=False,
+                    suppress_ragged_eofs=self.cfg.suppress_ragged_eofs)
+            except OSError:  # the client is gone already
+                conn.close()
+                return
+            conn.tls = conn.handshaking = True
         self.nr_conns += 1
         conn.head_deadline = time.monotonic() + Limits.header_timeout_seconds
         self.enqueue_req(conn)
@@ -142,12 +187,27 @@ class GuardedThreadWorker(ThreadWorker):
             conn.head_deadline = time.monotonic() + Limits.header_timeout_seconds
         conn.sock.setblocking(False)
         self.reading_heads[conn] = None
+        conn.waiting_for = selectors.EVENT_READ
         self.poller.register(conn.sock, selectors.EVENT_READ,
                              partial(self._on_head_readable, conn))
-        if conn.head:
+        if conn.tls:  # the handshake starts, or decrypted bytes may be buffered already
+            self._tls_progress(conn)
+        elif conn.head:
             self._head_progress(conn)
 
+    def finish_request(self, conn: GuardedConn, fs) -> None:
+        """A kept-alive TLS connection whose next request is decrypted already (in OpenSSL's
+        buffer, so the socket will not turn readable) goes straight back to head reading."""
+        if (conn.tls and not fs.cancelled() and fs.exception() is None
+                and fs.result() is True and _pending(conn.sock)):
+            self.enqueue_req(conn)
+            return
+        super().finish_request(conn, fs)
+
     def _on_head_readable(self, conn: GuardedConn, _sock) -> None:
+        if conn.tls:
+            self._tls_progress(conn)
+            return
         try:
             data = conn.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -170,6 +230,41 @@ class GuardedThreadWorker(ThreadWorker):
             self.enqueue_req(conn)
         elif len(conn.head) > MAX_HEAD_BYTES:
             self._drop(conn, TOO_LARGE)
+
+    def _tls_progress(self, conn: GuardedConn) -> None:
+        """Drive the handshake, then read decrypted bytes until the head is complete (or too
+        large) or OpenSSL needs more from the network; never blocks."""
+        try:
+            if conn.handshaking:
+                conn.sock.do_handshake()
+                conn.handshaking = False
+            while not head_complete(conn.head) and len(conn.head) <= MAX_HEAD_BYTES:
+                data = conn.sock.recv(READ_SIZE)
+                if not data:  # the client went away
+                    self._drop(conn)
+                    return
+                conn.head += data
+        except ssl.SSLWantReadError:
+            self._wait_for(conn, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._wait_for(conn, selectors.EVENT_WRITE)
+            return
+        except ssl.SSLError as error:
+            if conn.handshaking and error.reason == "HTTP_REQUEST":  # http:// on this port
+                with contextlib.suppress(OSError):
+                    socket.socket.send(conn.sock, PLAIN_HTTP)  # plain, past the TLS layer
+            self._drop(conn)
+            return
+        except OSError:  # reset
+            self._drop(conn)
+            return
+        self._head_progress(conn)
+
+    def _wait_for(self, conn: GuardedConn, event: int) -> None:
+        if conn.waiting_for != event:
+            conn.waiting_for = event
+            self.poller.modify(conn.sock, event, partial(self._on_head_readable, conn))
 
     def _stop_reading(self, conn: GuardedConn) -> None:
         self.reading_heads.pop(conn, None)
@@ -209,3 +304,11 @@ class GuardedThreadWorker(ThreadWorker):
                 self._drop(conn, TIMED_OUT if conn.head else None)
             elif self.alive:
                 break  # the rest are due later
+
+
+def _pending(sock: socket.socket) -> bool:
+    """Decrypted bytes waiting in a TLS socket's buffer."""
+    try:
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+    except (OSError, ValueError):
+        return False

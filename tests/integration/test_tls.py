@@ -1,0 +1,150 @@
+"""TLS served by `gateway serve` itself (`[server] certfile` / `keyfile`), for apps whose SDK
+hard-codes `https://`: every client here verifies the certificate against a CA made in the test.
+The worker reads request heads in its event loop (`gateway/http/worker.py`), so it drives the
+handshake there too: a trickling or never-finished handshake holds no thread and meets the
+head deadline, and the body deadline still answers 408 encrypted."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import trustme
+
+from gateway.db import make_engine
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, base_config
+from tests.helpers import basic, stored_payloads
+from tests.integration.test_admin_surface import console_sign_in
+
+
+class TestCA:
+    """A CA made for the test, a certificate it signed for 127.0.0.1 and localhost, and the
+    files: the CA certificate (what clients trust), the chain and the key (what serve loads)."""
+
+    __test__ = False
+
+    def __init__(self, folder: Path) -> None:
+        self.ca = trustme.CA()
+        server = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = folder / "test-ca.pem"
+        self.cert_file = folder / "gateway-cert.pem"
+        self.key_file = folder / "gateway-key.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        server.cert_chain_pems[0].write_to_path(str(self.cert_file))
+        server.private_key_pem.write_to_path(str(self.key_file))
+        os.chmod(self.key_file, 0o600)
+
+    def client_context(self) -> ssl.SSLContext:
+        """What an app does: verify the chain and the host name."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def server_settings(self, **more: Any) -> dict[str, Any]:
+        return {"certfile": str(self.cert_file), "keyfile": str(self.key_file), **more}
+
+
+def tls_gateway(tmp_path: Path, **server: Any) -> tuple[TestCA, LiveGateway]:
+    ca = TestCA(tmp_path)
+    raw = base_config(f"sqlite:///{tmp_path / 'g.db'}", destinations=[],
+                      server=ca.server_settings(**server))
+    return ca, LiveGateway(tmp_path, raw, workers=1, tls_ca=str(ca.ca_file))
+
+
+def track(user: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"userId": user, "event": "Opened"}).encode()
+    return body, {**basic(WRITE_KEY), "Content-Type": "application/json"}
+
+
+def raw_request(user: str) -> bytes:
+    body, headers = track(user)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (f"POST /v1/track HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def tls_connect(ca: TestCA, port: int, timeout: float = 10) -> ssl.SSLSocket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return ca.client_context().wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+def tls_connect_untrusted(port: int) -> None:
+    """A client that trusts only the system's CAs, as an app would without the test CA."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        ssl.create_default_context().wrap_socket(sock, server_hostname="127.0.0.1").close()
+
+
+def read_answers(sock: socket.socket, count: int) -> bytes:
+    answers = b""
+    while answers.count(b"HTTP/1.1 ") < count or not answers.endswith(b"}"):
+        chunk = sock.recv(4096)
+        assert chunk, answers
+        answers += chunk
+    return answers
+
+
+def test_apps_over_verified_tls_keep_alive_pipelining_and_https_everywhere(
+        tmp_path: Path) -> None:
+    """A verifying client is served over TLS; two requests on one kept-alive connection, two
+    pipelined in one TLS record; the settings advertise https; the console cookie is Secure;
+    every event is stored. A plain-HTTP client on the port is told to use https."""
+    ca, gateway = tls_gateway(tmp_path)
+    try:
+        connection = http.client.HTTPSConnection("127.0.0.1", gateway.port, timeout=10,
+                                                 context=ca.client_context())
+        for user in ("kept-1", "kept-2"):
+            body, headers = track(user)
+            connection.request("POST", "/v1/track", body=body, headers=headers)
+            answer = connection.getresponse()
+            assert (answer.status, json.loads(answer.read())) == (200, {"success": True})
+            if user == "kept-1":
+                first_socket = connection.sock
+        assert connection.sock is first_socket  # the second request rode the same connection
+        connection.close()
+
+        with tls_connect(ca, gateway.port) as sock:
+            sock.sendall(raw_request("piped-1") + raw_request("piped-2"))  # one TLS record
+            assert read_answers(sock, 2).count(b"HTTP/1.1 200 OK") == 2
+            sock.sendall(raw_request("piped-3"))  # and the connection is still kept alive
+            assert read_answers(sock, 1).startswith(b"HTTP/1.1 200 OK")
+
+        # the certificate is really checked: a client without the test CA refuses it
+        with pytest.raises(ssl.SSLCertVerificationError):
+            tls_connect_untrusted(gateway.port)
+
+        settings = requests.get(f"{gateway.url}/v1/projects/{WRITE_KEY}/settings",
+                                verify=gateway.verify, timeout=10).json()
+        segment = settings["integrations"]["Segment.io"]
+        assert (segment["protocol"], segment["apiHost"]) == \
+            ("https", f"127.0.0.1:{gateway.port}/v1")
+
+        browser = requests.Session()
+        browser.verify = gateway.verify
+        browser.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace verify
+        signed_in = console_sign_in(browser, gateway.url, ADMIN_TOKEN)
+        assert signed_in.status_code == 302
+        cookie = next(value for value in signed_in.raw.headers.getlist("Set-Cookie")
+                      if value.startswith("gw_console="))
+        assert "Secure" in cookie.split("; ")
+
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as plain:
+            plain.sendall(raw_request("plain"))
+            answer = plain.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request")
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == "tls_required"
+
+        engine = make_engine(gateway.database_url)
+        try:
+            users = sorted(p["userId"] for p in stored_payloads(engine))
+        finally:
+            engine.dispose()
+        assert users == ["kept-1", "kept-2", "piped-1", "piped-2", "piped-3"]
+    finally:
+        gateway.stop()
