@@ -70,6 +70,24 @@ def raw_request(user: str) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+TLS_RECORD = 16384  # the most plaintext one TLS record carries
+
+
+def padded_request(user: str, size: int) -> bytes:
+    """A track request of exactly `size` bytes, head and body."""
+    body, headers = track(user)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+    def build(pad: int) -> bytes:
+        padded = body[:-1] + b',"properties":{"pad":"' + b"p" * pad + b'"}}'
+        return (f"POST /v1/track HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+                f"Content-Length: {len(padded)}\r\n\r\n").encode() + padded
+
+    request = build(size - len(build(20000)) + 20000)  # the length has 5 digits either way
+    assert len(request) == size, (len(request), size)
+    return request
+
+
 def tls_connect(ca: TestCA, port: int, timeout: float = 10) -> ssl.SSLSocket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     return ca.client_context().wrap_socket(sock, server_hostname="127.0.0.1")
@@ -115,6 +133,13 @@ def test_apps_over_verified_tls_keep_alive_pipelining_and_https_everywhere(
             sock.sendall(raw_request("piped-3"))  # and the connection is still kept alive
             assert read_answers(sock, 1).startswith(b"HTTP/1.1 200 OK")
 
+        with tls_connect(ca, gateway.port) as sock:
+            # the second request decrypted already while the socket is not readable: the
+            # first ends exactly where the thread's 8 KB read of the second TLS record ends
+            first = padded_request("big", TLS_RECORD + 8192)
+            sock.sendall(first + raw_request("after-big"))
+            assert read_answers(sock, 2).count(b"HTTP/1.1 200 OK") == 2
+
         # the certificate is really checked: a client without the test CA refuses it
         with pytest.raises(ssl.SSLCertVerificationError):
             tls_connect_untrusted(gateway.port)
@@ -145,6 +170,117 @@ def test_apps_over_verified_tls_keep_alive_pipelining_and_https_everywhere(
             users = sorted(p["userId"] for p in stored_payloads(engine))
         finally:
             engine.dispose()
-        assert users == ["kept-1", "kept-2", "piped-1", "piped-2", "piped-3"]
+        assert users == ["after-big", "big", "kept-1", "kept-2", "piped-1", "piped-2",
+                         "piped-3"]
     finally:
+        gateway.stop()
+
+
+HEAD_DEADLINE = 3
+TRICKLERS = 6  # more than the threads: each would hold one if heads were read on threads
+THREADS = 2
+
+
+def client_hello(ca: TestCA) -> bytes:
+    """The first flight of a verifying client, as bytes (what an app's TLS stack sends)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ca.client_context().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+class Outcome:
+    """What one slow client was answered (its first line, b"" when closed) and when."""
+
+    def __init__(self) -> None:
+        self.answer: bytes | None = None
+        self.held = 0.0
+
+
+def trickle_head(ca: TestCA, port: int, outcome: Outcome, stop: threading.Event) -> None:
+    """Finish the handshake, then send the request line and one header line every 0.5 s."""
+    with tls_connect(ca, port) as sock:
+        opened = time.monotonic()
+        sock.sendall(b"POST /v1/track HTTP/1.1\r\nHost: x\r\n")
+        sock.settimeout(0.5)
+        n = 0
+        while not stop.is_set():
+            try:
+                answer = sock.recv(4096)
+            except TimeoutError:
+                n += 1
+                try:
+                    sock.sendall(f"X-Trickle-{n}: {n}\r\n".encode())
+                    continue
+                except OSError:
+                    answer = b""
+            except OSError:
+                answer = b""
+            outcome.answer, outcome.held = answer.split(b"\r\n", 1)[0], time.monotonic() - opened
+            return
+
+
+def stall_handshake(port: int, first_flight: bytes, outcome: Outcome) -> None:
+    """Send (part of) a ClientHello and never finish the handshake: when is it closed?"""
+    with socket.create_connection(("127.0.0.1", port), timeout=HEAD_DEADLINE + 10) as sock:
+        opened = time.monotonic()
+        sock.sendall(first_flight)
+        try:
+            while sock.recv(4096):  # the server's flight, if any, then its close
+                pass
+        except TimeoutError:
+            return  # never closed: outcome.answer stays None
+        except OSError:
+            pass
+        outcome.answer, outcome.held = b"", time.monotonic() - opened
+
+
+def test_tls_heads_trickled_or_handshakes_never_finished_hold_no_thread(tmp_path: Path) -> None:
+    """Over TLS as in the clear: clients that finish the handshake and trickle their head get
+    408 (encrypted) at the head deadline, clients that never finish the handshake are closed
+    then, and meanwhile the others are answered at once although the slow ones outnumber the
+    threads. A body stalled past its deadline is answered 408 over TLS too."""
+    ca, gateway = tls_gateway(tmp_path, header_timeout_seconds=HEAD_DEADLINE, threads=THREADS,
+                              body_timeout_seconds=2)
+    stop = threading.Event()
+    hello = client_hello(ca)
+    tricklers = [Outcome() for _ in range(TRICKLERS)]
+    stalled = [Outcome() for _ in range(4)]
+    threads = [threading.Thread(target=trickle_head, args=(ca, gateway.port, o, stop))
+               for o in tricklers]
+    threads += [threading.Thread(target=stall_handshake,
+                                 args=(gateway.port, hello if n % 2 else hello[:40], o))
+                for n, o in enumerate(stalled)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # all slow clients are in
+        session = requests.Session()
+        session.verify = gateway.verify
+        session.trust_env = False
+        latencies = []
+        for n in range(20):
+            body, headers = track(f"u{n}")
+            begun = time.perf_counter()
+            response = session.post(gateway.url + "/v1/track", data=body, headers=headers,
+                                    timeout=30)
+            latencies.append(time.perf_counter() - begun)
+            assert response.status_code == 200
+            time.sleep(0.05)
+        assert sorted(latencies)[-2] < 1.0, sorted(latencies)[-5:]
+
+        with tls_connect(ca, gateway.port) as sock:  # a body that stalls: 408 at its deadline
+            sock.sendall(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 1000\r\n\r\n{\"userId\":")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 408")
+
+        for thread in threads:
+            thread.join(timeout=HEAD_DEADLINE + 12)
+        assert [o.answer for o in tricklers] == [b"HTTP/1.1 408 Request Timeout"] * TRICKLERS
+        assert [o.answer for o in stalled] == [b""] * len(stalled)
+        for outcome in tricklers + stalled:
+            assert HEAD_DEADLINE - 1 <= outcome.held < HEAD_DEADLINE + 3, outcome.held
+    finally:
+        stop.set()
         gateway.stop()
