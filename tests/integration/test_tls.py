@@ -20,8 +20,9 @@ import pytest
 import requests
 import trustme
 
+from gateway.cli import main
 from gateway.db import make_engine
-from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, base_config
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, base_config, free_port, write_toml
 from tests.helpers import basic, stored_payloads
 from tests.integration.test_admin_surface import console_sign_in
 
@@ -284,3 +285,56 @@ def test_tls_heads_trickled_or_handshakes_never_finished_hold_no_thread(tmp_path
     finally:
         stop.set()
         gateway.stop()
+
+
+def test_check_and_serve_verify_the_certificate_and_key(tmp_path: Path, capsys) -> None:
+    """`gateway check` loads the files as serve does: ok when they match (relative paths are
+    the config file's folder's), WARN when others may read the key, FAIL when the key is not
+    the certificate's or a file is missing; `gateway serve` refuses to start on a FAIL. No
+    line quotes the key."""
+    ca = TestCA(tmp_path)
+    config = tmp_path / "gateway.toml"
+
+    def configure(**server: str) -> None:
+        write_toml(config, {"database_url": "sqlite:///gateway.db", "admin_token": ADMIN_TOKEN,
+                            "sources": [{"name": "web", "write_key": WRITE_KEY}],
+                            "server": server})
+        os.chmod(config, 0o600)
+
+    def check() -> tuple[int, list[str]]:
+        capsys.readouterr()
+        code = main(["--config", str(config), "check"])
+        captured = capsys.readouterr()
+        assert "PRIVATE KEY" not in captured.out + captured.err
+        return code, [" ".join(line.split()) for line in captured.out.splitlines()
+                      if "TLS" in line]
+
+    configure(certfile=ca.cert_file.name, keyfile=ca.key_file.name)  # relative to the file
+    assert main(["--config", str(config), "migrate"]) == 0
+    assert check() == (0, [f"ok TLS {ca.cert_file} and its key load"])
+
+    os.chmod(ca.key_file, 0o644)
+    code, lines = check()
+    assert code == 0 and lines[1].startswith("WARN TLS key file")
+    assert "group or others can read the private key; run chmod 600" in lines[1]
+    os.chmod(ca.key_file, 0o600)
+
+    other = ca.ca.issue_cert("127.0.0.1")  # a key of another certificate
+    other.private_key_pem.write_to_path(str(tmp_path / "other-key.pem"))
+    configure(certfile=ca.cert_file.name, keyfile="other-key.pem")
+    code, lines = check()
+    assert code == 1
+    assert lines == [f"FAIL TLS {tmp_path / 'other-key.pem'}: this private key is not the "
+                     "certificate's"]
+    capsys.readouterr()
+    assert main(["--config", str(config), "serve", "--bind", f"127.0.0.1:{free_port()}",
+                 "--no-worker"]) == 2
+    assert "this private key is not the certificate's" in capsys.readouterr().err
+
+    configure(certfile="missing.pem")
+    assert check() == (1, [f"FAIL TLS {tmp_path / 'missing.pem'}: file not found"])
+
+    configure(keyfile=ca.key_file.name)
+    capsys.readouterr()
+    assert main(["--config", str(config), "check"]) == 1
+    assert "[server]: field 'keyfile': set, but 'certfile' is not" in capsys.readouterr().out
