@@ -116,6 +116,7 @@ def test_apps_over_verified_tls_keep_alive_pipelining_and_https_everywhere(
     every event is stored. A plain-HTTP client on the port is told to use https."""
     ca, gateway = tls_gateway(tmp_path)
     try:
+        assert f"Serving on https://127.0.0.1:{gateway.port} " in gateway.log_text()
         connection = http.client.HTTPSConnection("127.0.0.1", gateway.port, timeout=10,
                                                  context=ca.client_context())
         for user in ("kept-1", "kept-2"):
