@@ -52,10 +52,11 @@ class TestCA:
         return {"certfile": str(self.cert_file), "keyfile": str(self.key_file), **more}
 
 
-def tls_gateway(tmp_path: Path, **server: Any) -> tuple[TestCA, LiveGateway]:
+def tls_gateway(tmp_path: Path, admin: dict[str, Any] | None = None,
+                **server: Any) -> tuple[TestCA, LiveGateway]:
     ca = TestCA(tmp_path)
     raw = base_config(f"sqlite:///{tmp_path / 'g.db'}", destinations=[],
-                      server=ca.server_settings(**server))
+                      server=ca.server_settings(**server), admin=admin or {})
     return ca, LiveGateway(tmp_path, raw, workers=1, tls_ca=str(ca.ca_file))
 
 
@@ -112,11 +113,14 @@ def read_answers(sock: socket.socket, count: int) -> bytes:
 def test_apps_over_verified_tls_keep_alive_pipelining_and_https_everywhere(
         tmp_path: Path) -> None:
     """A verifying client is served over TLS; two requests on one kept-alive connection, two
-    pipelined in one TLS record; the settings advertise https; the console cookie is Secure;
-    every event is stored. A plain-HTTP client on the port is told to use https."""
-    ca, gateway = tls_gateway(tmp_path)
+    pipelined in one TLS record; the settings advertise https; the console, on the admin
+    listener (TLS too), sets a Secure cookie; every event is stored. A plain-HTTP client on the port is told to use https."""
+    admin_port = free_port()
+    ca, gateway = tls_gateway(tmp_path, admin={"bind": f"127.0.0.1:{admin_port}"})
+    admin_url = f"https://127.0.0.1:{admin_port}"
     try:
         assert f"Serving on https://127.0.0.1:{gateway.port} " in gateway.log_text()
+        assert f"only on {admin_url}" in gateway.log_text()
         connection = http.client.HTTPSConnection("127.0.0.1", gateway.port, timeout=10,
                                                  context=ca.client_context())
         for user in ("kept-1", "kept-2"):
@@ -155,7 +159,7 @@ def test_apps_over_verified_tls_keep_alive_pipelining_and_https_everywhere(
         browser = requests.Session()
         browser.verify = gateway.verify
         browser.trust_env = False  # else $REQUESTS_CA_BUNDLE would replace verify
-        signed_in = console_sign_in(browser, gateway.url, ADMIN_TOKEN)
+        signed_in = console_sign_in(browser, admin_url, ADMIN_TOKEN)  # TLS there too
         assert signed_in.status_code == 302
         cookie = next(value for value in signed_in.raw.headers.getlist("Set-Cookie")
                       if value.startswith("gw_console="))
