@@ -243,10 +243,13 @@ def send(
     body: bytes,
     headers: dict[str, str],
     chunks: tuple[int, int] | None = None,
+    connection: http.client.HTTPConnection | None = None,
 ) -> Answer:
     """POST exactly these bytes with exactly these headers (plus Host and the framing):
-    Content-Length, or chunked as (first chunk size, then size of every other chunk)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    Content-Length, or chunked as (first chunk size, then size of every other chunk). On
+    `connection` when given (kept open: the SDKs' HTTP clients pool connections)."""
+    owned = connection is None
+    connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     try:
         connection.putrequest("POST", path, skip_accept_encoding=True)
         for name, value in headers.items():
@@ -267,7 +270,8 @@ def send(
         response = connection.getresponse()
         return Answer(response.status, response.read(), dict(response.getheaders()))
     finally:
-        connection.close()
+        if owned:
+            connection.close()
 
 
 # JSON writers ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ the new RudderStack SDKs rebuild the body with a fresh `sentAt`.
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from gateway.db import make_engine
 from gateway.messages import format_time
 from tests import mobile
 from tests.conftest import WRITE_KEY, LiveGateway
-from tests.helpers import stored_events
+from tests.helpers import stored_deliveries, stored_events
 
 PEER = "127.0.0.1"
 MS = timedelta(milliseconds=1)
@@ -149,6 +150,33 @@ def test_analytics_kotlin_chunked_gzip_text_plain(live_gateway, db, path) -> Non
     assert payloads[0]["context"]["library"] == {"name": "analytics-kotlin", "version": "1.24.1"}
 
 
+def test_analytics_kotlin_files_on_one_pooled_connection(live_gateway, db) -> None:
+    """OkHttp keeps the connection for the next upload: every chunked gzip body must be read to
+    its last chunk, or the next request on the socket is garbage."""
+    device = mobile.DeviceClock()
+    connection = http.client.HTTPConnection("127.0.0.1", live_gateway.port, timeout=15)
+    sent, sent_ats = [], []
+    try:
+        for n in range(3):
+            events = [mobile.kotlin_event("track", device.at(-n), event=f"Step {n}")]
+            body, sent_at = mobile.kotlin_batch_file(events, WRITE_KEY, device)
+            answer = mobile.send(
+                live_gateway.port,
+                "/v1/b",
+                mobile.gzip(body),
+                mobile.KOTLIN_HEADERS,
+                chunks=mobile.JAVA_CHUNKS,
+                connection=connection,
+            )
+            assert_success(answer)
+            assert answer.headers.get("Connection", "keep-alive").lower() != "close"
+            sent += events
+            sent_ats.append(sent_at)
+    finally:
+        connection.close()
+    assert_stored(db, sent, sent_ats)
+
+
 def test_analytics_kotlin_retry_keeps_the_first_corrected_time(live_gateway, db) -> None:
     """analytics-kotlin resends the very same file (its old `sentAt`) when the answer did not
     arrive: one row, its time corrected with the FIRST arrival's receivedAt, not the retry's
@@ -163,6 +191,7 @@ def test_analytics_kotlin_retry_keeps_the_first_corrected_time(live_gateway, db)
         )
     )
     between = datetime.now(UTC)
+    deliveries = len(stored_deliveries(db))
     time.sleep(1.2)
     assert_success(
         mobile.send(
@@ -170,6 +199,7 @@ def test_analytics_kotlin_retry_keeps_the_first_corrected_time(live_gateway, db)
         )
     )
     [payload] = assert_stored(db, events, sent_at)
+    assert len(stored_deliveries(db)) == deliveries > 0  # nothing routed twice
     assert parse(payload["receivedAt"]) <= between  # the first arrival's row and time
     assert parse(payload["timestamp"]) <= between - timedelta(seconds=30) + MS
 
@@ -359,30 +389,64 @@ def test_rudder_sdk_swift_pretty_sorted_raw_anonymous_id(live_gateway, db) -> No
     assert payloads[1]["groupId"] == "team/9"
 
 
-@pytest.mark.parametrize("swift", [False, True], ids=["kotlin", "swift"])
-def test_rudder_new_sdk_retry_with_fresh_sent_at(live_gateway, db, swift) -> None:
-    """The new RudderStack SDKs rebuild the body on every attempt: old `originalTimestamp`s, a
-    FRESH `sentAt`, and the retry headers. First attempt lost (never arrived): the retry is
-    stored, corrected with its own sentAt — the event keeps its real time, the minute it
-    waited in the queue included. Then a third attempt (the retry's answer lost): still one
-    row, the stored time unchanged."""
-    device = mobile.DeviceClock()
-    flavour = "swift" if swift else "kotlin"
-    events = [mobile.rudder_new_event("track", device.at(-65), flavour, event="Queued")]
+def _rudder_attempt(
+    sdk: str, events: list[dict[str, Any]], device: mobile.DeviceClock, attempt: int
+) -> tuple[bytes, str, dict[str, str]]:
+    """One upload attempt of `events` by `sdk`: the gzipped body, its sentAt, the headers.
+    1.x rebuilds the payload from its database on every flush; the new SDKs replace their
+    sentAt placeholder on every attempt and say it is a retry."""
+    if sdk == "android-1x":
+        body, sent_at = mobile.rudder_1x_payload(events, device, android=True)
+        headers = mobile.rudder_1x_headers(WRITE_KEY, mobile.RUDDER_ANON, android=True)
+        return mobile.gzip(body), sent_at, headers
+    swift = sdk == "swift"
     body, sent_at = mobile.rudder_new_body(events, device, pretty=swift)
     headers = {
         **mobile.rudder_new_headers(WRITE_KEY, mobile.RUDDER_ANON, swift=swift),
-        **mobile.rudder_retry_headers(1, 3500, "server-503"),
+        **mobile.rudder_retry_headers(attempt, 1000 * attempt, "server-503"),
     }
-    assert_success(mobile.send(live_gateway.port, "/v1/batch", mobile.gzip(body), headers))
-    [payload] = assert_stored(db, orjson.loads(body)["batch"], sent_at)
+    return mobile.gzip(body), sent_at, headers
+
+
+@pytest.mark.parametrize("sdk", ["android-1x", "kotlin", "swift"])
+def test_rudderstack_retry_with_fresh_sent_at(live_gateway, db, sdk) -> None:
+    """RudderStack SDKs rebuild the body on every attempt: the events' old
+    `originalTimestamp`s, a FRESH `sentAt`. The first attempt was lost (it never arrived): the
+    retry is stored and corrected with its own sentAt, so the event keeps its real time, the
+    minute it waited in the queue included. The next attempt (the retry's answer lost) leaves
+    that row and its time as they are."""
+    device = mobile.DeviceClock()
+    if sdk == "android-1x":
+        events = [mobile.rudder_android_event("track", device.at(-65), event="Queued")]
+    else:
+        events = [mobile.rudder_new_event("track", device.at(-65), sdk, event="Queued")]
+    body, sent_at, headers = _rudder_attempt(sdk, events, device, 1)
+    assert_success(mobile.send(live_gateway.port, "/v1/batch", body, headers))
+    as_sent = [{**e, "sentAt": sent_at} for e in events]
+    [payload] = assert_stored(db, as_sent, sent_at)
     assert_skew_corrected([payload], device, [-65])
-    first = dict(payload)
+    deliveries = len(stored_deliveries(db))
 
     time.sleep(1.1)
-    body2, sent_at2 = mobile.rudder_new_body(events, device, pretty=swift)
-    assert sent_at2 != sent_at
-    headers = {**headers, **mobile.rudder_retry_headers(2, 1100, "client-timeout")}
-    assert_success(mobile.send(live_gateway.port, "/v1/batch", mobile.gzip(body2), headers))
-    [payload] = assert_stored(db, orjson.loads(body)["batch"], sent_at)
-    assert payload == first
+    body, sent_at_2, headers = _rudder_attempt(sdk, events, device, 2)
+    assert sent_at_2 != sent_at
+    assert_success(mobile.send(live_gateway.port, "/v1/batch", body, headers))
+    assert assert_stored(db, as_sent, sent_at) == [payload]
+    assert len(stored_deliveries(db)) == deliveries > 0
+
+
+def test_b_alias_answers_browsers_with_cors(client) -> None:
+    """analytics.js batching posts to `{apiHost}/b` too: `/b` is a tracking path, so its
+    answers carry CORS headers like /v1/b's (without them the browser re-queues the batch)."""
+    origin = {"Origin": "https://shop.example"}
+    preflight = client.options("/b", headers={**origin, "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    body = orjson.dumps(
+        {"batch": [{"type": "track", "event": "E", "anonymousId": "a"}], "writeKey": WRITE_KEY}
+    )
+    answer = client.post("/b", data=body, headers={**origin, "Content-Type": "text/plain"})
+    assert answer.status_code == 200, answer.data
+    assert answer.get_json() == {"success": True}
+    assert answer.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert answer.headers["Access-Control-Allow-Credentials"] == "true"
