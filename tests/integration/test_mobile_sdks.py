@@ -46,7 +46,7 @@ def db(live_gateway: LiveGateway) -> Iterator[Engine]:
 
 
 def assert_success(answer: mobile.Answer) -> None:
-    """Every one of these SDKs counts exactly 200 as delivered (the body is not read)."""
+    """Every one of these SDKs counts 200 as delivered; the body is the gateway's promise."""
     assert answer.status == 200, answer
     assert orjson.loads(answer.body) == {"success": True}
 
