@@ -14,7 +14,7 @@ from flask import Flask, Request, Response, request
 
 # Paths browsers are meant to call from other origins.
 PUBLIC_PREFIXES = ("/v1/", "/beacon/", "/pixel/", "/sourceConfig")
-PUBLIC_PATHS = frozenset({"/", "/health", "/sourceConfig"})
+PUBLIC_PATHS = frozenset({"/", "/health", "/sourceConfig", "/b"})
 # Never cross-origin, even when the path is unknown (a 404 there tells a page nothing useful).
 PRIVATE_PREFIXES = ("/admin", "/console", "/metrics")
 PREFLIGHT_MAX_AGE = "900"

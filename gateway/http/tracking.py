@@ -32,7 +32,9 @@ SINGLE_PATHS = {
     "screen": "screen", "group": "group", "alias": "alias",
     "i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias",
 }
-BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/beacon/v1/batch")
+# `/b`: the Segment mobile SDKs post to `https://{apiHost}/b`, so an `apiHost` without `/v1`
+# (the gateway's bare host name) lands there.
+BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/b", "/beacon/v1/batch")
 # A 1×1 transparent GIF: the pixel API answers with it whatever happens.
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 SUCCESS = orjson.dumps({"success": True})
