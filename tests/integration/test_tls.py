@@ -114,7 +114,8 @@ def test_apps_over_verified_tls_keep_alive_pipelining_and_https_everywhere(
         tmp_path: Path) -> None:
     """A verifying client is served over TLS; two requests on one kept-alive connection, two
     pipelined in one TLS record; the settings advertise https; the console, on the admin
-    listener (TLS too), sets a Secure cookie; every event is stored. A plain-HTTP client on the port is told to use https."""
+    listener (TLS too), sets a Secure cookie; every event is stored. A plain-HTTP client on the
+    port is told to use https."""
     admin_port = free_port()
     ca, gateway = tls_gateway(tmp_path, admin={"bind": f"127.0.0.1:{admin_port}"})
     admin_url = f"https://127.0.0.1:{admin_port}"
