@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, request
 
 from gateway import filters, ingest, metrics, rejections
 from gateway.config import Config, Limits, Source
-from gateway.http import forwarded
+from gateway.http import clients, forwarded
 from gateway.http.deadline import body_expired
 from gateway.http.errors import ApiError, error_response
 from gateway.messages import RequestInfo, normalise_batch, strip_nul
@@ -103,6 +103,9 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
         _count(metrics.EVENTS_REJECTED, source.name, (r.message_type for r in rejected))
         _trace_rejected(source.name, rejected, received_at)
     if rejected and (single_call or not messages or config.limits.strict_batches):
+        if not messages and clients.resends_all_but_success(body, elements):
+            # nothing here can ever be stored, and a 400 would be sent again forever
+            return _rejected_answer(rejected)
         first = rejected[0]
         raise ApiError(400, first.code, first.message,
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
@@ -116,6 +119,11 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
     _count(metrics.EVENTS_ACCEPTED, source.name, (m.type for m in messages))
     if not rejected:
         return _json(SUCCESS)
+    return _rejected_answer(rejected)
+
+
+def _rejected_answer(rejected: list[Any]) -> Response:
+    """200 naming the refused messages: the others were stored (or there were none)."""
     return _json(orjson.dumps({"success": True, "rejected": [r.as_json() for r in rejected]}))
 
 

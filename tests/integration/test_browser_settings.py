@@ -238,7 +238,7 @@ def test_cors_on_a_wrong_method(client: FlaskClient) -> None:
 
 
 def test_cors_on_a_body_too_large(client: FlaskClient) -> None:
-    response = client.post("/v1/batch", data=b"x" * 600_000,
+    response = client.post("/v1/batch", data=b"x" * 1_100_000,
                            headers={"Origin": ORIGIN, **basic(WRITE_KEY)})
     assert_json_error(response, 413, "request_too_large")
     assert_cors(response)
