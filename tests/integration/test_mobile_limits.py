@@ -22,7 +22,8 @@ from gateway.config import Limits
 from tests.conftest import WRITE_KEY
 from tests.helpers import basic, stored_events, stored_payloads
 
-DEFAULTS = Limits()
+REQUEST_CAP = 1_048_576  # the defaults (README "Limits: which SDK needs what")
+MESSAGE_CAP = 131_072
 ANONYMOUS_ID = "6f1c1d5e-2b0a-4c8e-9d57-0d3f2a1b9c11"
 SENT_AT = "2026-12-06T04:00:01.000Z"
 
@@ -37,7 +38,8 @@ SEGMENT_FLUTTER = "analytics_flutter"
 
 
 def test_the_defaults_are_the_documented_ones() -> None:
-    assert (DEFAULTS.max_request_bytes, DEFAULTS.max_message_bytes) == (1_048_576, 131_072)
+    limits = Limits()
+    assert (limits.max_request_bytes, limits.max_message_bytes) == (REQUEST_CAP, MESSAGE_CAP)
 
 
 # builders ---------------------------------------------------------------------------------
@@ -96,7 +98,7 @@ def post(client: Any, path: str, request: tuple[bytes, dict[str, str]]) -> Any:
 def too_large(index: int, message_id: str) -> dict[str, Any]:
     """The `rejected` entry of a message over the cap."""
     return {"index": index, "code": "message_too_large", "messageId": message_id,
-            "message": f"a message may hold at most {DEFAULTS.max_message_bytes} bytes"}
+            "message": f"a message may hold at most {MESSAGE_CAP} bytes"}
 
 
 def refusals(engine: Any) -> list[dict[str, Any]]:
@@ -135,8 +137,8 @@ def test_a_60_kb_event_on_the_single_track_call_is_stored(client, engine) -> Non
 
 
 def test_the_message_cap_is_exact(client, engine) -> None:
-    at = sized(event(SEGMENT_KOTLIN, n=1), DEFAULTS.max_message_bytes)
-    over = sized(event(SEGMENT_KOTLIN, n=2), DEFAULTS.max_message_bytes + 1)
+    at = sized(event(SEGMENT_KOTLIN, n=1), MESSAGE_CAP)
+    over = sized(event(SEGMENT_KOTLIN, n=2), MESSAGE_CAP + 1)
     response = post(client, "/v1/b", segment_mobile_request([at, over]))
     assert response.status_code == 200
     assert response.get_json()["rejected"] == [too_large(1, over["messageId"])]
@@ -200,14 +202,14 @@ def test_the_request_cap_is_exact(client, engine) -> None:
         data = orjson.dumps({"batch": messages, "sentAt": SENT_AT})
         return data[:-1] + b" " * (size - len(data)) + b"}"  # JSON whitespace up to `size`
 
-    at = client.post("/v1/batch", data=gzip.compress(body(DEFAULTS.max_request_bytes)),
+    at = client.post("/v1/batch", data=gzip.compress(body(REQUEST_CAP)),
                      headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"})
     assert at.status_code == 200, at.get_data(as_text=True)
     assert len(stored_events(engine)) == 10
-    over = client.post("/v1/batch", data=gzip.compress(body(DEFAULTS.max_request_bytes + 1)),
+    over = client.post("/v1/batch", data=gzip.compress(body(REQUEST_CAP + 1)),
                        headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"})
     assert over.status_code == 413 and over.get_json()["code"] == "request_too_large"
-    plain = client.post("/v1/batch", data=body(DEFAULTS.max_request_bytes + 1),
+    plain = client.post("/v1/batch", data=body(REQUEST_CAP + 1),
                         headers=basic(WRITE_KEY))
     assert plain.status_code == 413 and plain.get_json()["code"] == "request_too_large"
     assert len(stored_events(engine)) == 10
@@ -229,7 +231,7 @@ def test_the_request_cap_is_exact(client, engine) -> None:
 ])
 def test_an_oversize_event_alone_gets_the_answer_its_sdk_drops(
         client, engine, library: str | None, status: int) -> None:
-    over = sized(event(library), DEFAULTS.max_message_bytes + 1)
+    over = sized(event(library), MESSAGE_CAP + 1)
     request = (rudder_1x_request if library in (RUDDER_ANDROID_1X, RUDDER_IOS_1X)
                else segment_mobile_request)([over])
     response = post(client, "/v1/batch", request)
@@ -257,7 +259,7 @@ def test_a_malformed_rudderstack_1x_batch_is_answered_200_and_recorded(client, e
 
 
 def test_the_library_may_be_named_in_the_batch_context(client, engine) -> None:
-    over = sized(event(None), DEFAULTS.max_message_bytes + 1)
+    over = sized(event(None), MESSAGE_CAP + 1)
     body = {"batch": [over], "context": {"library": {"name": RUDDER_ANDROID_1X}}}
     response = client.post("/v1/batch", data=orjson.dumps(body), headers=basic(WRITE_KEY))
     assert response.status_code == 200
@@ -265,7 +267,7 @@ def test_the_library_may_be_named_in_the_batch_context(client, engine) -> None:
 
 
 def test_a_single_call_from_rudderstack_1x_is_answered_200_too(client, engine) -> None:
-    over = sized(event(RUDDER_ANDROID_1X), DEFAULTS.max_message_bytes + 1)
+    over = sized(event(RUDDER_ANDROID_1X), MESSAGE_CAP + 1)
     response = client.post("/v1/track", data=orjson.dumps(over), headers=basic(WRITE_KEY))
     assert response.status_code == 200
     assert response.get_json()["rejected"][0]["code"] == "message_too_large"
