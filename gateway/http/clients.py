@@ -19,14 +19,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # `context.library.name` of the SDKs that resend every answer but 200/2xx (README table)
-RESEND_ALL_BUT_SUCCESS: frozenset[str] = frozenset({
-    "com.rudderstack.android.sdk.core",  # rudder-sdk-android 1.x
-    "com.rudderlabs.android.sdk.core",  # its package name before 1.0.x
-    "rudder-ios-library",  # rudder-sdk-ios 1.x
-    "analytics-react-native",  # @segment/analytics-react-native
-    "analytics_flutter",  # segment analytics_flutter (pub.dev name)…
-    "analytics-flutter",  # …and its repository's name
-})
+RESEND_ALL_BUT_SUCCESS: frozenset[str] = frozenset(
+    {
+        "com.rudderstack.android.sdk.core",  # rudder-sdk-android 1.x
+        "com.rudderlabs.android.sdk.core",  # its package name before 1.0.x
+        "rudder-ios-library",  # rudder-sdk-ios 1.x
+        "analytics-react-native",  # @segment/analytics-react-native
+        "analytics_flutter",  # segment analytics_flutter (pub.dev name)…
+        "analytics-flutter",  # …and its repository's name
+    }
+)
 
 
 def library_name(body: Mapping[str, Any], elements: Sequence[Any]) -> str | None:

@@ -44,16 +44,23 @@ def test_the_defaults_are_the_documented_ones() -> None:
 
 # builders ---------------------------------------------------------------------------------
 
+
 def event(library: str | None, n: int = 0, **fields: Any) -> dict[str, Any]:
     """A track event with the context every mobile SDK sets (library name and version; None:
     no library named)."""
     message = {
-        "type": "track", "event": "Product Viewed", "messageId": str(uuid.uuid4()),
-        "anonymousId": ANONYMOUS_ID, "channel": "mobile",
+        "type": "track",
+        "event": "Product Viewed",
+        "messageId": str(uuid.uuid4()),
+        "anonymousId": ANONYMOUS_ID,
+        "channel": "mobile",
         "originalTimestamp": "2026-12-06T03:59:59.500Z",
-        "context": {"library": {"name": library, "version": "1.0.0"},
-                    "app": {"name": "Shop", "version": "4.2", "build": "42"},
-                    "os": {"name": "Android", "version": "14"}, "locale": "en-US"},
+        "context": {
+            "library": {"name": library, "version": "1.0.0"},
+            "app": {"name": "Shop", "version": "4.2", "build": "42"},
+            "os": {"name": "Android", "version": "14"},
+            "locale": "en-US",
+        },
         "properties": {"n": n, "query": "size=42&colour=blue"},
         **fields,
     }
@@ -78,9 +85,12 @@ def rudder_1x_request(messages: list[dict[str, Any]]) -> tuple[bytes, dict[str, 
     batch = [{**m, "sentAt": SENT_AT} for m in messages]
     raw = json.dumps({"sentAt": SENT_AT, "batch": batch}, separators=(",", ":"))
     raw = raw.replace("=", "\\u003d")
-    headers = {**basic(WRITE_KEY), "Content-Type": "application/json; charset=utf-8",
-               "AnonymousId": base64.b64encode(ANONYMOUS_ID.encode()).decode(),
-               "Content-Encoding": "gzip"}
+    headers = {
+        **basic(WRITE_KEY),
+        "Content-Type": "application/json; charset=utf-8",
+        "AnonymousId": base64.b64encode(ANONYMOUS_ID.encode()).decode(),
+        "Content-Encoding": "gzip",
+    }
     return gzip.compress(raw.encode()), headers
 
 
@@ -97,8 +107,12 @@ def post(client: Any, path: str, request: tuple[bytes, dict[str, str]]) -> Any:
 
 def too_large(index: int, message_id: str) -> dict[str, Any]:
     """The `rejected` entry of a message over the cap."""
-    return {"index": index, "code": "message_too_large", "messageId": message_id,
-            "message": f"a message may hold at most {MESSAGE_CAP} bytes"}
+    return {
+        "index": index,
+        "code": "message_too_large",
+        "messageId": message_id,
+        "message": f"a message may hold at most {MESSAGE_CAP} bytes",
+    }
 
 
 def refusals(engine: Any) -> list[dict[str, Any]]:
@@ -108,6 +122,7 @@ def refusals(engine: Any) -> list[dict[str, Any]]:
 
 
 # RudderStack Android/iOS 1.x: 64 KiB per event ----------------------------------------------
+
 
 def test_a_60_kb_rudderstack_1x_event_is_stored_from_a_batch(client, engine) -> None:
     big = sized(event(RUDDER_ANDROID_1X), 60 * 1024)
@@ -147,12 +162,12 @@ def test_the_message_cap_is_exact(client, engine) -> None:
 
 # rudder-sdk-kotlin / -swift: batch files roll over past 500 KiB --------------------------------
 
+
 def test_a_545_kb_rudder_sdk_kotlin_batch_is_stored(client, engine) -> None:
     # pretty-printed events with sorted keys, just under its 32 KiB cap; the file stands one
     # byte short of 500 KiB when one more full event arrives: the request that rolls it over
     def encode(messages: list[dict[str, Any]]) -> bytes:
-        return json.dumps({"batch": messages, "sentAt": SENT_AT}, indent=2,
-                          sort_keys=True).encode()
+        return json.dumps({"batch": messages, "sentAt": SENT_AT}, indent=2, sort_keys=True).encode()
 
     full = 32 * 1024 - 600
     messages = [sized(event(RUDDER_KOTLIN, n=i), full) for i in range(15)]
@@ -161,9 +176,12 @@ def test_a_545_kb_rudder_sdk_kotlin_batch_is_stored(client, engine) -> None:
     messages += [filler, sized(event(RUDDER_KOTLIN, n=16), full)]
     body = encode(messages)
     assert 544_000 < len(body) < 546_000
-    headers = {**basic(WRITE_KEY), "Content-Type": "application/json",
-               "AnonymousId": base64.b64encode(ANONYMOUS_ID.encode()).decode(),
-               "Content-Encoding": "gzip"}
+    headers = {
+        **basic(WRITE_KEY),
+        "Content-Type": "application/json",
+        "AnonymousId": base64.b64encode(ANONYMOUS_ID.encode()).decode(),
+        "Content-Encoding": "gzip",
+    }
     response = client.post("/v1/batch", data=gzip.compress(body), headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json() == {"success": True}
@@ -172,21 +190,27 @@ def test_a_545_kb_rudder_sdk_kotlin_batch_is_stored(client, engine) -> None:
 
 # analytics_flutter: 500 KiB of events, the envelope not counted --------------------------------
 
+
 def test_a_512_180_byte_analytics_flutter_batch_is_stored(client, engine) -> None:
-    messages = [event(SEGMENT_FLUTTER, n=i, userId=None,
-                      originalTimestamp="2026-12-06T03:59:59.123456Z") for i in range(100)]
+    messages = [
+        event(SEGMENT_FLUTTER, n=i, userId=None, originalTimestamp="2026-12-06T03:59:59.123456Z")
+        for i in range(100)
+    ]
     messages = [sized(m, 5_000) for m in messages]
 
     def encode() -> bytes:
-        return json.dumps({"batch": messages, "sentAt": "2026-12-06T04:00:01.654321Z",
-                           "writeKey": WRITE_KEY}, separators=(",", ":")).encode()
+        return json.dumps(
+            {"batch": messages, "sentAt": "2026-12-06T04:00:01.654321Z", "writeKey": WRITE_KEY},
+            separators=(",", ":"),
+        ).encode()
 
     gap = 512_180 - len(encode())
     messages[-1]["properties"]["blob"] += "x" * gap
     data = encode()
     assert len(data) == 512_180
-    response = client.post("/v1/b", data=data,
-                           headers={"Content-Type": "application/json; charset=utf-8"})
+    response = client.post(
+        "/v1/b", data=data, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json() == {"success": True}
     stored = stored_payloads(engine)
@@ -195,6 +219,7 @@ def test_a_512_180_byte_analytics_flutter_batch_is_stored(client, engine) -> Non
 
 # the request cap ------------------------------------------------------------------------------
 
+
 def test_the_request_cap_is_exact(client, engine) -> None:
     messages = [sized(event(RUDDER_ANDROID_1X, n=i), 100_000) for i in range(10)]
 
@@ -202,15 +227,20 @@ def test_the_request_cap_is_exact(client, engine) -> None:
         data = orjson.dumps({"batch": messages, "sentAt": SENT_AT})
         return data[:-1] + b" " * (size - len(data)) + b"}"  # JSON whitespace up to `size`
 
-    at = client.post("/v1/batch", data=gzip.compress(body(REQUEST_CAP)),
-                     headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"})
+    at = client.post(
+        "/v1/batch",
+        data=gzip.compress(body(REQUEST_CAP)),
+        headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"},
+    )
     assert at.status_code == 200, at.get_data(as_text=True)
     assert len(stored_events(engine)) == 10
-    over = client.post("/v1/batch", data=gzip.compress(body(REQUEST_CAP + 1)),
-                       headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"})
+    over = client.post(
+        "/v1/batch",
+        data=gzip.compress(body(REQUEST_CAP + 1)),
+        headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"},
+    )
     assert over.status_code == 413 and over.get_json()["code"] == "request_too_large"
-    plain = client.post("/v1/batch", data=body(REQUEST_CAP + 1),
-                        headers=basic(WRITE_KEY))
+    plain = client.post("/v1/batch", data=body(REQUEST_CAP + 1), headers=basic(WRITE_KEY))
     assert plain.status_code == 413 and plain.get_json()["code"] == "request_too_large"
     assert len(stored_events(engine)) == 10
     assert [r["reason"] for r in refusals(engine)] == ["request_too_large"] * 2
@@ -218,34 +248,49 @@ def test_the_request_cap_is_exact(client, engine) -> None:
 
 # a message that can never be stored: each family gets the answer it drops ----------------------
 
-@pytest.mark.parametrize("library,status", [
-    (RUDDER_ANDROID_1X, 200),  # resends every non-200 answer, forever
-    (RUDDER_IOS_1X, 200),
-    (SEGMENT_REACT_NATIVE, 200),  # keeps a batch in its queue after any non-2xx
-    (SEGMENT_FLUTTER, 200),
-    (SEGMENT_KOTLIN, 400),  # deletes the batch on a 4xx other than 429
-    (SEGMENT_SWIFT, 400),  # deletes the batch on 400
-    (RUDDER_KOTLIN, 400),  # deletes the batch on 400 and 413
-    (RUDDER_SWIFT, 400),
-    (None, 400),  # no library named: the documented answer
-])
+
+@pytest.mark.parametrize(
+    "library,status",
+    [
+        (RUDDER_ANDROID_1X, 200),  # resends every non-200 answer, forever
+        (RUDDER_IOS_1X, 200),
+        (SEGMENT_REACT_NATIVE, 200),  # keeps a batch in its queue after any non-2xx
+        (SEGMENT_FLUTTER, 200),
+        (SEGMENT_KOTLIN, 400),  # deletes the batch on a 4xx other than 429
+        (SEGMENT_SWIFT, 400),  # deletes the batch on 400
+        (RUDDER_KOTLIN, 400),  # deletes the batch on 400 and 413
+        (RUDDER_SWIFT, 400),
+        (None, 400),  # no library named: the documented answer
+    ],
+)
 def test_an_oversize_event_alone_gets_the_answer_its_sdk_drops(
-        client, engine, library: str | None, status: int) -> None:
+    client, engine, library: str | None, status: int
+) -> None:
     over = sized(event(library), MESSAGE_CAP + 1)
-    request = (rudder_1x_request if library in (RUDDER_ANDROID_1X, RUDDER_IOS_1X)
-               else segment_mobile_request)([over])
+    request = (
+        rudder_1x_request
+        if library in (RUDDER_ANDROID_1X, RUDDER_IOS_1X)
+        else segment_mobile_request
+    )([over])
     response = post(client, "/v1/batch", request)
     assert response.status_code == status, response.get_data(as_text=True)
     rejected = [too_large(0, over["messageId"])]
     if status == 200:
         assert response.get_json() == {"success": True, "rejected": rejected}
     else:
-        assert response.get_json() == {"code": "message_too_large",
-                                       "message": rejected[0]["message"], "rejected": rejected}
+        assert response.get_json() == {
+            "code": "message_too_large",
+            "message": rejected[0]["message"],
+            "rejected": rejected,
+        }
     assert stored_events(engine) == []
     [entry] = refusals(engine)
     assert (entry["source"], entry["message_id"], entry["type"], entry["reason"]) == (
-        "web", over["messageId"], "track", "message_too_large")
+        "web",
+        over["messageId"],
+        "track",
+        "message_too_large",
+    )
 
 
 def test_a_malformed_rudderstack_1x_batch_is_answered_200_and_recorded(client, engine) -> None:
@@ -255,7 +300,8 @@ def test_a_malformed_rudderstack_1x_batch_is_answered_200_and_recorded(client, e
     assert [r["code"] for r in response.get_json()["rejected"]] == ["no_user_anon_id"]
     assert stored_events(engine) == []
     assert [(r["reason"], r["message_id"]) for r in refusals(engine)] == [
-        ("no_user_anon_id", nobody["messageId"])]
+        ("no_user_anon_id", nobody["messageId"])
+    ]
 
 
 def test_the_library_may_be_named_in_the_batch_context(client, engine) -> None:
