@@ -16,9 +16,11 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 
 from gateway import rejections
 from gateway.config import Limits
+from gateway.db import make_engine
 from tests.conftest import WRITE_KEY
 from tests.helpers import basic, stored_events, stored_payloads
 
@@ -163,9 +165,10 @@ def test_the_message_cap_is_exact(client, engine) -> None:
 # rudder-sdk-kotlin / -swift: batch files roll over past 500 KiB --------------------------------
 
 
-def test_a_545_kb_rudder_sdk_kotlin_batch_is_stored(client, engine) -> None:
-    # pretty-printed events with sorted keys, just under its 32 KiB cap; the file stands one
-    # byte short of 500 KiB when one more full event arrives: the request that rolls it over
+def rudder_kotlin_rollover_batch() -> tuple[list[dict[str, Any]], bytes]:
+    """Pretty-printed events with sorted keys, just under its 32 KiB cap; the file stands one
+    byte short of 500 KiB when one more full event arrives: the request that rolls it over."""
+
     def encode(messages: list[dict[str, Any]]) -> bytes:
         return json.dumps({"batch": messages, "sentAt": SENT_AT}, indent=2, sort_keys=True).encode()
 
@@ -176,13 +179,20 @@ def test_a_545_kb_rudder_sdk_kotlin_batch_is_stored(client, engine) -> None:
     messages += [filler, sized(event(RUDDER_KOTLIN, n=16), full)]
     body = encode(messages)
     assert 544_000 < len(body) < 546_000
-    headers = {
-        **basic(WRITE_KEY),
-        "Content-Type": "application/json",
-        "AnonymousId": base64.b64encode(ANONYMOUS_ID.encode()).decode(),
-        "Content-Encoding": "gzip",
-    }
-    response = client.post("/v1/batch", data=gzip.compress(body), headers=headers)
+    return messages, body
+
+
+RUDDER_KOTLIN_HEADERS = {
+    **basic(WRITE_KEY),
+    "Content-Type": "application/json",
+    "AnonymousId": base64.b64encode(ANONYMOUS_ID.encode()).decode(),
+    "Content-Encoding": "gzip",
+}
+
+
+def test_a_545_kb_rudder_sdk_kotlin_batch_is_stored(client, engine) -> None:
+    messages, body = rudder_kotlin_rollover_batch()
+    response = client.post("/v1/batch", data=gzip.compress(body), headers=RUDDER_KOTLIN_HEADERS)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json() == {"success": True}
     assert [p["messageId"] for p in stored_payloads(engine)] == [m["messageId"] for m in messages]
@@ -191,7 +201,9 @@ def test_a_545_kb_rudder_sdk_kotlin_batch_is_stored(client, engine) -> None:
 # analytics_flutter: 500 KiB of events, the envelope not counted --------------------------------
 
 
-def test_a_512_180_byte_analytics_flutter_batch_is_stored(client, engine) -> None:
+def flutter_full_batch() -> tuple[list[dict[str, Any]], bytes]:
+    """100 events, `"userId": null`, microsecond timestamps, the write key in the body: 512 180
+    bytes, as in issue 20."""
     messages = [
         event(SEGMENT_FLUTTER, n=i, userId=None, originalTimestamp="2026-12-06T03:59:59.123456Z")
         for i in range(100)
@@ -204,17 +216,46 @@ def test_a_512_180_byte_analytics_flutter_batch_is_stored(client, engine) -> Non
             separators=(",", ":"),
         ).encode()
 
-    gap = 512_180 - len(encode())
-    messages[-1]["properties"]["blob"] += "x" * gap
+    messages[-1]["properties"]["blob"] += "x" * (512_180 - len(encode()))
     data = encode()
     assert len(data) == 512_180
-    response = client.post(
-        "/v1/b", data=data, headers={"Content-Type": "application/json; charset=utf-8"}
-    )
+    return messages, data
+
+
+FLUTTER_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def test_a_512_180_byte_analytics_flutter_batch_is_stored(client, engine) -> None:
+    messages, data = flutter_full_batch()
+    response = client.post("/v1/b", data=data, headers=FLUTTER_HEADERS)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json() == {"success": True}
     stored = stored_payloads(engine)
-    assert len(stored) == 100 and all("userId" not in p for p in stored)
+    assert [p["messageId"] for p in stored] == [m["messageId"] for m in messages]
+    assert all("userId" not in p for p in stored)
+
+
+def test_the_full_batches_pass_the_real_server(live_gateway) -> None:
+    """Through `gateway serve` (gunicorn, the body deadline, chunked transfer as analytics-kotlin
+    sends it): nothing between the socket and the app caps them lower."""
+    engine = make_engine(live_gateway.database_url)
+    kotlin, kotlin_body = rudder_kotlin_rollover_batch()
+    response = requests.post(
+        live_gateway.url + "/v1/batch",
+        data=gzip.compress(kotlin_body),
+        headers=RUDDER_KOTLIN_HEADERS,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    flutter, flutter_body = flutter_full_batch()
+    chunks = (flutter_body[i : i + 65_536] for i in range(0, len(flutter_body), 65_536))
+    response = requests.post(  # a generator body goes out chunked, without Content-Length
+        live_gateway.url + "/v1/b", data=chunks, headers=FLUTTER_HEADERS, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    stored = [p["messageId"] for p in stored_payloads(engine)]
+    assert stored == [m["messageId"] for m in kotlin + flutter]
+    engine.dispose()
 
 
 # the request cap ------------------------------------------------------------------------------
