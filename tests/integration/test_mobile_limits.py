@@ -368,3 +368,39 @@ def test_a_bad_write_key_still_stops_rudderstack_1x(client) -> None:
     response = client.post("/v1/batch", data=data, headers={**headers, **basic("wk_nobody")})
     assert response.status_code == 401
     assert "invalid write key" in response.get_data(as_text=True).lower()
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An object `depth` levels deep (itself level 1)."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"d": value}
+    return value
+
+
+def test_a_message_nested_too_deep_is_refused_alone(client, engine) -> None:
+    # the body is level 1, `batch` 2, a message 3, its `properties` 4: 64 levels in all
+    fits = event(RUDDER_ANDROID_1X, n=1, properties=nested(61))
+    deep = event(RUDDER_ANDROID_1X, n=2, properties=nested(62))
+    response = post(client, "/v1/batch", rudder_1x_request([fits, deep]))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["rejected"] == [
+        {
+            "index": 1,
+            "code": "too_deep",
+            "messageId": deep["messageId"],
+            "message": "JSON nesting may be at most 64 levels deep",
+        }
+    ]
+    assert [p["messageId"] for p in stored_payloads(engine)] == [fits["messageId"]]
+    assert [(r["reason"], r["message_id"]) for r in refusals(engine)] == [
+        ("too_deep", deep["messageId"])
+    ]
+
+
+def test_a_rudderstack_1x_batch_of_one_deep_message_is_answered_200(client, engine) -> None:
+    deep = event(RUDDER_IOS_1X, properties=nested(62))
+    response = post(client, "/v1/batch", rudder_1x_request([deep]))
+    assert response.status_code == 200
+    assert [r["code"] for r in response.get_json()["rejected"]] == ["too_deep"]
+    assert stored_events(engine) == []
