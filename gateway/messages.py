@@ -252,12 +252,13 @@ def normalise(element: Any, info: RequestInfo, limits: Limits,
     """One message → a normalised Message, or MessageError saying what is wrong."""
     if not isinstance(element, dict):
         raise MessageError("invalid_message", "a message must be a JSON object")
+    # first: orjson cannot serialise what nests past 255 levels. A batch's messages sit two
+    # levels down (body, `batch`): the depth counts from the body
+    if nesting_exceeds(element, limits.max_json_depth, 1 if path_type else 3):
+        raise MessageError("too_deep", too_deep_text(limits))
     if limits.max_message_bytes and len(orjson.dumps(element)) > limits.max_message_bytes:
         raise MessageError("message_too_large",
                            f"a message may hold at most {limits.max_message_bytes} bytes")
-    # a batch's messages sit two levels down (body, `batch`): the depth counts from the body
-    if nesting_exceeds(element, limits.max_json_depth, 1 if path_type else 3):
-        raise MessageError("too_deep", too_deep_text(limits))
     kind = path_type or element.get("type")
     if not isinstance(kind, str) or kind not in SCHEMAS:
         raise MessageError("invalid_type", f"type must be one of {', '.join(MESSAGE_TYPES)}")
