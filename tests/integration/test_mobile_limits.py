@@ -408,9 +408,11 @@ def test_a_rudderstack_1x_batch_of_one_deep_message_is_answered_200(client, engi
 
 def test_a_message_nested_past_what_orjson_writes_is_refused_alone(client, engine) -> None:
     # orjson reads 1024 levels but writes only 255: the depth is checked before the size
-    deep = event(SEGMENT_KOTLIN, n=2, properties=nested(500))
     fits = event(SEGMENT_KOTLIN, n=1)
-    response = post(client, "/v1/b", segment_mobile_request([fits, deep]))
+    deep = event(SEGMENT_KOTLIN, n=2, properties={"d": "DEEP"})
+    data, headers = segment_mobile_request([fits, deep])
+    data = data.replace(b'"DEEP"', b'{"d":' * 499 + b"{}" + b"}" * 499)  # 501 levels in all
+    response = client.post("/v1/b", data=data, headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert [r["code"] for r in response.get_json()["rejected"]] == ["too_deep"]
     assert [p["messageId"] for p in stored_payloads(engine)] == [fits["messageId"]]
