@@ -45,8 +45,11 @@ def at_least(minimum: int, default: int) -> Any:
 class Limits:
     """Input bounds (tracking-api.md §9, DESIGN.md §7). Sizes are decompressed bytes."""
 
-    max_request_bytes: int = at_least(1, 512_000)
-    max_message_bytes: int = 32_768  # 0 = no per-message cap (RudderStack mode)
+    # Defaults fit what every Segment and RudderStack mobile SDK builds (README "Limits: which
+    # SDK needs what"): rudder-sdk-kotlin/-swift requests reach ~545 KB, RudderStack 1.x events
+    # 64 KiB. 0 = no per-message cap (RudderStack mode).
+    max_request_bytes: int = at_least(1, 1_048_576)
+    max_message_bytes: int = 131_072
     max_batch_messages: int = at_least(1, 2_500)
     max_json_depth: int = at_least(1, 64)
     max_message_id_length: int = at_least(1, 100)

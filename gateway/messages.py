@@ -187,6 +187,30 @@ def strip_nul(value: Any) -> Any:
     return value
 
 
+def nesting_exceeds(value: Any, limit: int, depth: int = 1) -> bool:
+    """True when `value`, counted as level `depth`, holds an object or array deeper than `limit`.
+    Iterative with one iterator per level: memory grows with the depth, not with the size."""
+    if not isinstance(value, dict | list):
+        return False
+    if depth > limit:
+        return True
+    stack = [iter(value.values() if isinstance(value, dict) else value)]
+    while stack:
+        for child in stack[-1]:
+            if isinstance(child, dict | list):
+                if depth + len(stack) > limit:
+                    return True
+                stack.append(iter(child.values() if isinstance(child, dict) else child))
+                break
+        else:
+            stack.pop()
+    return False
+
+
+def too_deep_text(limits: Limits) -> str:
+    return f"JSON nesting may be at most {limits.max_json_depth} levels deep"
+
+
 def normalise_batch(elements: list[Any], info: RequestInfo, limits: Limits,
                     path_type: str | None = None) -> tuple[list[Message], list[Rejection]]:
     """Validate and normalise every element. A messageId repeated within the request is a
@@ -228,6 +252,10 @@ def normalise(element: Any, info: RequestInfo, limits: Limits,
     """One message → a normalised Message, or MessageError saying what is wrong."""
     if not isinstance(element, dict):
         raise MessageError("invalid_message", "a message must be a JSON object")
+    # first: orjson cannot serialise what nests past 255 levels. A batch's messages sit two
+    # levels down (body, `batch`): the depth counts from the body
+    if nesting_exceeds(element, limits.max_json_depth, 1 if path_type else 3):
+        raise MessageError("too_deep", too_deep_text(limits))
     if limits.max_message_bytes and len(orjson.dumps(element)) > limits.max_message_bytes:
         raise MessageError("message_too_large",
                            f"a message may hold at most {limits.max_message_bytes} bytes")

@@ -7,7 +7,11 @@ the gateway's URL and a write key, and never contact their vendor.
   Segment's CDN, and `metrics.sampleRate` 0 keeps its telemetry home.
 - RudderStack JS v3 (`@rudderstack/analytics-js`, `configUrl` = the gateway) reads
   `GET /sourceConfig/?writeKey=…` (Basic auth too): a source with no device-mode destinations.
-  `config.statsCollection` is left out, which keeps its error and metrics reporting off.
+  The mobile SDKs read the same answer: rudder-sdk-android/ios 1.x send nothing unless
+  `source.enabled` is true; the new rudder-sdk-kotlin and rudder-sdk-swift fail to decode it
+  without `source.writeKey` and `source.updatedAt`, and rudder-sdk-swift also needs
+  `source.config.statsCollection.{errors,metrics}.enabled`. Both are false: every one of these
+  SDKs (JS v3 included) keeps its error and metrics reporting off unless they are true.
 
 Unknown keys are 401 and disabled sources 404, as on the tracking API (CORS: http/cors.py).
 The answers are small and change only with the config, so they are cached briefly and carry an
@@ -30,6 +34,10 @@ bp = Blueprint("browser", __name__)
 
 CACHE_SECONDS = 120  # short: a config change reaches browsers within two minutes
 WORKSPACE_ID = "event-gateway"  # one gateway is one workspace: the SDK only echoes it
+# The source config never changes what an SDK does (no destinations, stats off): one fixed time
+# keeps the answer, and so its ETag, the same in every process and across restarts.
+UPDATED_AT = "2026-01-01T00:00:00.000Z"
+STATS_OFF = {"errors": {"enabled": False}, "metrics": {"enabled": False}}
 
 
 def _config() -> Config:
@@ -76,9 +84,12 @@ def rudder_source_config_body(source: Source) -> dict[str, Any]:
         "source": {
             "id": source.name,
             "name": source.name,
-            "enabled": True,
+            # the key the caller authenticated with: the new SDKs decode it, nothing new leaks
+            "writeKey": source.write_key,
+            "enabled": True,  # 1.x SDKs send nothing without it
             "workspaceId": WORKSPACE_ID,
-            "config": {},
+            "updatedAt": UPDATED_AT,
+            "config": {"statsCollection": STATS_OFF},
             "destinations": [],
         },
     }

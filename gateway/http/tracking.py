@@ -20,10 +20,16 @@ from flask import Blueprint, Response, current_app, request
 
 from gateway import filters, ingest, metrics, rejections
 from gateway.config import Config, Limits, Source
-from gateway.http import forwarded
+from gateway.http import clients, forwarded
 from gateway.http.deadline import body_expired
 from gateway.http.errors import ApiError, error_response
-from gateway.messages import RequestInfo, normalise_batch, strip_nul
+from gateway.messages import (
+    RequestInfo,
+    nesting_exceeds,
+    normalise_batch,
+    strip_nul,
+    too_deep_text,
+)
 
 bp = Blueprint("tracking", __name__)
 
@@ -79,8 +85,8 @@ def pixel(path_name: str) -> Response:
             source = _source_for(key)
             message = _message_from_query(request.args)
             limits = _config().limits
-            if _nesting_exceeds(message, limits.max_json_depth):  # `a.b.c…` nests a level a dot
-                raise ApiError(400, "too_deep", _too_deep_text(limits))
+            if nesting_exceeds(message, limits.max_json_depth):  # `a.b.c…` nests a level a dot
+                raise ApiError(400, "too_deep", too_deep_text(limits))
             _accept(source, [message], {}, path_type=path_name, single_call=True)
         except ApiError as exc:
             current_app.logger.info("pixel request not stored: %s", exc.code)
@@ -105,6 +111,9 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
         _count(metrics.EVENTS_REJECTED, source.name, (r.message_type for r in rejected))
         _trace_rejected(source.name, rejected, received_at)
     if rejected and (single_call or not messages or config.limits.strict_batches):
+        if not messages and clients.resends_all_but_success(body, elements):
+            # nothing here can ever be stored, and a 400 would be sent again forever
+            return _rejected_answer(rejected)
         first = rejected[0]
         raise ApiError(400, first.code, first.message,
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
@@ -118,6 +127,11 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
     _count(metrics.EVENTS_ACCEPTED, source.name, (m.type for m in messages))
     if not rejected:
         return _json(SUCCESS)
+    return _rejected_answer(rejected)
+
+
+def _rejected_answer(rejected: list[Any]) -> Response:
+    """200 naming the refused messages: the others were stored (or there were none)."""
     return _json(orjson.dumps({"success": True, "rejected": [r.as_json() for r in rejected]}))
 
 
@@ -211,12 +225,12 @@ def _parse_body(limits: Limits) -> dict[str, Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth limit" in str(exc) or "recursion" in str(exc):
-            raise ApiError(400, "too_deep", _too_deep_text(limits)) from None
+            raise ApiError(400, "too_deep", too_deep_text(limits)) from None
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    if _nesting_exceeds(body, limits.max_json_depth):
-        raise ApiError(400, "too_deep", _too_deep_text(limits))
+    if _envelope_too_deep(body, limits.max_json_depth):  # messages: each alone (messages.py)
+        raise ApiError(400, "too_deep", too_deep_text(limits))
     if b"\\u0000" in raw:  # JSON carries NUL only as this escape: most bodies skip the walk
         strip_nul(body)
     return body
@@ -262,20 +276,13 @@ def _gunzip_bounded(raw: bytes, limit: int) -> bytes:
             return bytes(out)
 
 
-def _nesting_exceeds(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, dict | list))
-    return False
-
-
-def _too_deep_text(limits: Limits) -> str:
-    return f"JSON nesting may be at most {limits.max_json_depth} levels deep"
+def _envelope_too_deep(body: dict[str, Any], limit: int) -> bool:
+    """The body's depth outside its `batch` messages, which are checked one by one so that a
+    message nested too deep is refused alone (the body is level 1, `batch` level 2)."""
+    batch = body.get("batch")
+    if not isinstance(batch, list):
+        return nesting_exceeds(body, limit)
+    return limit < 2 or nesting_exceeds({k: v for k, v in body.items() if k != "batch"}, limit)
 
 
 def _client_ip(config: Config) -> str | None:

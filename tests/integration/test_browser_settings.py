@@ -107,9 +107,19 @@ def test_public_url_keeps_its_port(tmp_path: Path) -> None:
 
 # RudderStack JS v3: /sourceConfig -------------------------------------------------------------
 
-RUDDER_SOURCE = {"source": {"id": "web", "name": "web", "enabled": True,
-                            "workspaceId": browser.WORKSPACE_ID, "config": {},
-                            "destinations": []}}
+# what the 1.x SDKs read (`enabled` gates all sending) and what rudder-sdk-kotlin and -swift
+# decode (`writeKey`, `updatedAt`, Swift: `config.statsCollection`), byte for byte
+RUDDER_SOURCE_BYTES = (
+    b'{"source":{"id":"web","name":"web","writeKey":"' + WRITE_KEY.encode() + b'",'
+    b'"enabled":true,"workspaceId":"event-gateway","updatedAt":"2026-01-01T00:00:00.000Z",'
+    b'"config":{"statsCollection":{"errors":{"enabled":false},"metrics":{"enabled":false}}},'
+    b'"destinations":[]}}')
+RUDDER_SOURCE = {"source": {
+    "id": "web", "name": "web", "writeKey": WRITE_KEY, "enabled": True,
+    "workspaceId": browser.WORKSPACE_ID, "updatedAt": "2026-01-01T00:00:00.000Z",
+    "config": {"statsCollection": {"errors": {"enabled": False},
+                                   "metrics": {"enabled": False}}},
+    "destinations": []}}
 
 
 @pytest.mark.parametrize("path", ["/sourceConfig/", "/sourceConfig"])
@@ -117,8 +127,19 @@ def test_source_config_with_the_key_in_the_query(client: FlaskClient, path: str)
     response = get(client, path, query_string=RUDDER_QUERY)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json() == RUDDER_SOURCE
-    assert "statsCollection" not in response.get_json()["source"]["config"]
     assert_cors(response)
+
+
+def test_source_config_decodes_in_the_new_rudderstack_mobile_sdks(client: FlaskClient) -> None:
+    # rudder-sdk-kotlin / rudder-sdk-swift fetch it with the key as the Basic username
+    response = get(client, RUDDER, headers=basic(WRITE_KEY))
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_data() == RUDDER_SOURCE_BYTES
+    source = response.get_json()["source"]
+    assert isinstance(source["updatedAt"], str) and source["writeKey"] == WRITE_KEY
+    stats = source["config"]["statsCollection"]
+    assert stats["errors"]["enabled"] is False and stats["metrics"]["enabled"] is False
+    assert source["enabled"] is True  # the 1.x SDKs' gate
 
 
 def test_source_config_with_the_key_as_the_basic_username(client: FlaskClient) -> None:
@@ -217,7 +238,7 @@ def test_cors_on_a_wrong_method(client: FlaskClient) -> None:
 
 
 def test_cors_on_a_body_too_large(client: FlaskClient) -> None:
-    response = client.post("/v1/batch", data=b"x" * 600_000,
+    response = client.post("/v1/batch", data=b"x" * 1_100_000,
                            headers={"Origin": ORIGIN, **basic(WRITE_KEY)})
     assert_json_error(response, 413, "request_too_large")
     assert_cors(response)

@@ -305,7 +305,7 @@ def test_strict_mode_rejects_the_whole_request(database_url, engine) -> None:
 # §9 size and count limits ---------------------------------------------------------------------
 
 def test_oversized_message_is_rejected_alone(client, engine) -> None:
-    big = {**TRACK, "properties": {"blob": "x" * 33_000}}
+    big = {**TRACK, "properties": {"blob": "x" * 140_000}}  # over the 128 KiB default
     response = post(client, "/v1/batch", {"batch": [big, TRACK]})
     assert response.status_code == 200
     assert response.get_json()["rejected"][0]["code"] == "message_too_large"
@@ -313,18 +313,18 @@ def test_oversized_message_is_rejected_alone(client, engine) -> None:
 
 
 def test_oversized_single_call_is_400(client, engine) -> None:
-    big = {**TRACK, "properties": {"blob": "x" * 33_000}}
+    big = {**TRACK, "properties": {"blob": "x" * 140_000}}
     assert_error(post(client, "/v1/track", big), 400, "message_too_large")
 
 
 def test_oversized_request_is_413(client, engine) -> None:
-    batch = [{**TRACK, "properties": {"blob": "x" * 20_000}} for _ in range(30)]
+    batch = [{**TRACK, "properties": {"blob": "x" * 20_000}} for _ in range(55)]  # > 1 MiB
     assert_error(post(client, "/v1/batch", {"batch": batch}), 413, "request_too_large")
     assert stored_events(engine) == []
 
 
 def test_oversized_compressed_request_is_413_before_decompressing(client) -> None:
-    body = b"\x1f\x8b" + b"\0" * 600_000  # never decompressed: the raw size already fails
+    body = b"\x1f\x8b" + b"\0" * 1_100_000  # never decompressed: the raw size already fails
     assert_error(post(client, "/v1/batch", body, headers={"Content-Encoding": "gzip"}), 413,
                  "request_too_large")
 
@@ -533,7 +533,7 @@ def test_oversized_chunked_body_is_413_through_the_real_server(live_gateway) -> 
         connection.putheader(name, value)
     connection.endheaders()
     piece = b" " * 65_536
-    for _ in range(10):  # 640 KiB, no Content-Length to check up front
+    for _ in range(20):  # 1.25 MiB, no Content-Length to check up front
         connection.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
     connection.send(b"0\r\n\r\n")
     response = connection.getresponse()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from gateway.messages import (
     MessageError,
     RequestInfo,
     format_time,
+    nesting_exceeds,
     normalise,
     normalise_batch,
     parse_time,
@@ -82,7 +84,7 @@ def test_path_type_overrides_body_type() -> None:
 
 
 def test_message_size_limit_can_be_switched_off() -> None:
-    big = {"type": "track", "event": "e", "userId": "u", "properties": {"x": "y" * 40_000}}
+    big = {"type": "track", "event": "e", "userId": "u", "properties": {"x": "y" * 140_000}}
     with pytest.raises(MessageError) as caught:
         normalise(big, INFO, Limits())
     assert caught.value.code == "message_too_large"
@@ -102,3 +104,19 @@ def test_batch_limit_and_in_request_duplicates() -> None:
     accepted, rejected = normalise_batch(elements, INFO, Limits(max_batch_messages=5))
     assert [m.message_id for m in accepted] == ["m0", "m1", "m2"]
     assert [(r.index, r.code) for r in rejected] == [(5, "batch_too_long")]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value] if depth % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [1, 2, 63, 64, 65, 200])
+@pytest.mark.parametrize("start", [1, 3])
+def test_nesting_is_counted_from_the_given_level(depth: int, start: int) -> None:
+    assert nesting_exceeds(_nested(depth), 64, start) is (depth + start - 1 > 64)
+    wide = {"a": [1, {"b": "x"}], "c": _nested(depth), "d": [[]]}  # the deepest branch counts
+    assert nesting_exceeds(wide, 64, start) is (max(depth + 1, 3) + start - 1 > 64)
+    assert nesting_exceeds("scalar", 0) is False
