@@ -1,4 +1,4 @@
-"""The adapter contract (DESIGN.md §2.4): `transform(event, settings, lookup) → [HttpRequest]`.
+"""The adapter contract (docs/design.md §2.4): `transform(event, settings, lookup) → [HttpRequest]`.
 
 Adapters are pure: they build requests and raise one of a closed set of errors. The only I/O
 they may cause goes through the injected `lookup` (Kustomer's customer search, Custify's company
@@ -30,7 +30,7 @@ class HttpRequest:
     data: bytes | None = None  # exact body bytes, when a signature covers them (wins over json)
 
     def with_base(self, base: str | None) -> HttpRequest:
-        """Replace scheme, host and port (the `endpoint` override of DESIGN.md §4)."""
+        """Replace scheme, host and port (the `endpoint` override of docs/design.md §4)."""
         if not base:
             return self
         return dataclasses.replace(self, url=rebase_url(self.url, base))

@@ -7,7 +7,7 @@ on PostgreSQL the server's own work is not counted, for any of the three):
 
 * bare store: one executemany INSERT of the events rows, then commit — bench/ingest.py's
   bare-store ceiling without HTTP;
-* outbox floor: what DESIGN.md §2.1 and the contract need at the least, written as directly as
+* outbox floor: what docs/design.md §2.1 and the contract need at the least, written as directly as
   SQLAlchemy Core allows and with no validation: the dedup-aware insert (`ON CONFLICT DO NOTHING
   RETURNING`), the identity read of every key, the profiles' last-seen update, two delivery rows
   per event (INSERT … SELECT), one commit;

@@ -18,7 +18,7 @@ def create_app(config: Config | None = None) -> Flask:
         config = config_module.load(os.environ.get("GATEWAY_CONFIG"))
     app = Flask(__name__)
     app.json.sort_keys = False
-    # Every body is bounded (DESIGN.md §2.7): the tracking routes check the exact limit
+    # Every body is bounded (docs/design.md §2.7): the tracking routes check the exact limit
     # themselves; this also bounds the admin API's bodies.
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_request_bytes + 1
     app.extensions["gateway.config"] = config

@@ -1,7 +1,7 @@
 """Configuration: one TOML file (+ ``GATEWAY_*`` environment overrides) → frozen dataclasses.
 
-The file format is a contract (DESIGN.md §4): outside tools write it, so every mistake in it must
-stop start-up with one message that names the file, the table and the field.
+The file format is a contract (docs/design.md §4): outside tools write it, so every mistake in
+it must stop start-up with one message that names the file, the table and the field.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def at_least(minimum: int, default: int) -> Any:
 
 @dataclass(frozen=True)
 class Limits:
-    """Input bounds (tracking-api.md §9, DESIGN.md §7). Sizes are decompressed bytes."""
+    """Input bounds (tracking-api.md §9, docs/design.md §7). Sizes are decompressed bytes."""
 
     # Defaults fit what every Segment and RudderStack mobile SDK builds (README "Limits: which
     # SDK needs what"): rudder-sdk-kotlin/-swift requests reach ~545 KB, RudderStack 1.x events
@@ -79,7 +79,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class RetrySettings:
-    """When a failed delivery is tried again, and when it is given up (DESIGN.md §2.5)."""
+    """When a failed delivery is tried again, and when it is given up (docs/design.md §2.5)."""
 
     base_delay_seconds: int = 10  # doubled after each failure…
     max_delay_seconds: int = 300  # …up to this cap, ±20 % jitter
@@ -113,7 +113,7 @@ class AdminSettings:
     # then 429 + Retry-After until the oldest failure leaves the window; per process
     max_failed_auth: int = at_least(1, 10)
     failed_auth_window_seconds: int = at_least(1, 60)
-    # the older name of [metrics] require_token (DESIGN.md §7); None = not set
+    # the older name of [metrics] require_token (docs/design.md §7); None = not set
     metrics_require_token: bool | None = None
 
 
@@ -210,7 +210,7 @@ TABLES: dict[str, type] = {"limits": Limits, "server": ServerSettings, "retry": 
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
-    """`--config`, else `$GATEWAY_CONFIG`, else ./gateway.toml (DESIGN.md §4)."""
+    """`--config`, else `$GATEWAY_CONFIG`, else ./gateway.toml (docs/design.md §4)."""
     return Path(path or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
@@ -607,7 +607,7 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
 
 
 def _filters(item: Mapping[str, Any], where: str, table: str) -> Filters:
-    """The entry's `filters` table (beside `settings`, DESIGN.md §8), checked."""
+    """The entry's `filters` table (beside `settings`, docs/design.md §8), checked."""
     if "filters" not in item:
         return NO_FILTERS
     try:

@@ -292,7 +292,7 @@ def _apply_ip(payload: dict[str, Any], mode: str) -> None:
 
 
 def user_key(payload: Mapping[str, Any]) -> str:
-    """userId, else anonymousId (DESIGN.md §2.3), as text."""
+    """userId, else anonymousId (docs/design.md §2.3), as text."""
     for name in ("userId", "anonymousId"):
         value = payload.get(name)
         if value not in (None, ""):

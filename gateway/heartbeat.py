@@ -1,9 +1,9 @@
 """Liveness through the database: delivery workers beat, `/health` reads the beats.
 
-The database is the only shared state (DESIGN.md §2.8), so a heartbeat row is what lets any HTTP
-process on any machine tell whether a delivery worker is alive. A worker writes its row at most
-every `[worker] heartbeat_seconds`, removes it on a clean stop, and a row older than three
-intervals means that worker is gone.
+The database is the only shared state (docs/design.md §2.8), so a heartbeat row is what lets
+any HTTP process on any machine tell whether a delivery worker is alive. A worker writes its row
+at most every `[worker] heartbeat_seconds`, removes it on a clean stop, and a row older than
+three intervals means that worker is gone.
 """
 
 from __future__ import annotations

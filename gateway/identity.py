@@ -1,6 +1,6 @@
 """The identity graph: userId / anonymousId / email keys → one profile with merged traits.
 
-Updated inside the ingest transaction (DESIGN.md §2.1), one request at a time: the keys every
+Updated inside the ingest transaction (docs/design.md §2.1), one request at a time: the keys every
 message of the request mentions are read in one query, the graph is changed in memory, and only
 what changed is written back. Links are never undone, so merges are transitive by construction:
 merging re-points every key of the absorbed profile, and no key is ever deleted.

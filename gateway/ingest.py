@@ -1,6 +1,6 @@
 """Store accepted messages: events + identity changes + delivery rows in ONE transaction.
 
-This is the outbox of DESIGN.md §2.1: the tracking endpoint answers 200 only after `submit`
+This is the outbox of docs/design.md §2.1: the tracking endpoint answers 200 only after `submit`
 returns, so an accepted event and the work it causes are durable together or not at all.
 
 Group commit: a durable commit costs about a millisecond of wall time whatever it holds, so the

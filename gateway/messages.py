@@ -147,7 +147,7 @@ class Message:
 
     @property
     def user_key(self) -> str:
-        """Per-user ordering key (DESIGN.md §2.3): userId, else anonymousId."""
+        """Per-user ordering key (docs/design.md §2.3): userId, else anonymousId."""
         return self.user_id or self.anonymous_id or ""
 
 

@@ -1,4 +1,4 @@
-"""The tables (DESIGN.md §5), as SQLAlchemy Core metadata shared by the app and Alembic.
+"""The tables (docs/design.md §5), as SQLAlchemy Core metadata shared by the app and Alembic.
 
 Core, not the ORM: ingest writes hundreds of rows per request and the ORM's unit of work would
 cost more than the inserts themselves.

@@ -1,4 +1,4 @@
-"""The delivery row (DESIGN.md §2.1–§2.3, §7): its states and allowed moves, the per-user key,
+"""The delivery row (docs/design.md §2.1–§2.3, §7): its states and allowed moves, the per-user key,
 the inserts that queue deliveries, and the one guarded `transition()` every state change
 goes through (claiming, renewing a lease, recording a result, retrying a dead delivery).
 

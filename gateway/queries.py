@@ -1,6 +1,6 @@
 """Reading what the gateway stored: events, deliveries with attempts, identities.
 
-One module serves the admin API and the CLI alike (DESIGN.md §6: the CLI wraps these functions,
+One module serves the admin API and the CLI alike (docs/design.md §6: the CLI wraps these functions,
 not the HTTP API). Lists page newest first by id with an opaque cursor.
 """
 

@@ -1,5 +1,5 @@
 """Sending stored events again: replay (new delivery rows for a filter) and retry of a dead
-delivery. Both only write ordinary delivery rows; the worker does the rest (DESIGN.md §6)."""
+delivery. Both only write ordinary delivery rows; the worker does the rest (docs/design.md §6)."""
 
 from __future__ import annotations
 

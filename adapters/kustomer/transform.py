@@ -48,7 +48,7 @@ LOOKUP_FAILED = "Error while lookingUp Kustomer"
 
 
 def base_url(settings: Mapping[str, Any]) -> str:
-    """`baseEndpoint` wins; else Segment's `orgPod` picks the pod (DESIGN.md §7)."""
+    """`baseEndpoint` wins; else Segment's `orgPod` picks the pod (docs/design.md §7)."""
     endpoint = settings.get("baseEndpoint")
     if isinstance(endpoint, str) and endpoint.strip():
         return endpoint.strip().rstrip("/")

@@ -1,7 +1,7 @@
 """Segment-format webhook: POST each stored event, as Segment would, to a user-given URL.
 
 This is also how a user reaches Kustomer's Segment app or any Segment partner receiver
-(DESIGN.md §7): `apiKey` becomes the Basic username, `sharedSecret` signs the exact body
+(docs/design.md §7): `apiKey` becomes the Basic username, `sharedSecret` signs the exact body
 (`X-Signature` = hex HMAC-SHA1, as Segment's webhooks do), the non-secret settings travel in
 `X-Segment-Settings`.
 """

@@ -1,8 +1,8 @@
 """Claiming: take due deliveries under a lease, per destination, in one transaction.
 
 A claim takes, per (destination, user key), only the oldest unfinished delivery (the barrier of
-DESIGN.md §2.3) and moves it to `delivering` through `outbox.transition`. A lease that would run
-out during a long send is renewed (`renew`), so a slow answer is never sent twice.
+docs/design.md §2.3) and moves it to `delivering` through `outbox.transition`. A lease that
+would run out during a long send is renewed (`renew`), so a slow answer is never sent twice.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def _claim_order(row: Any) -> tuple[int, int]:
 
 def _due_statement() -> Any:
     """The due deliveries of one destination, each the oldest unfinished delivery of its user
-    key (the barrier of DESIGN.md §2.3): up to `limit` of each kind (expired leases, due
+    key (the barrier of docs/design.md §2.3): up to `limit` of each kind (expired leases, due
     retries, due new ones). Each kind is read through (destination, state, next_attempt_at),
     oldest first, stopping at `limit`; so a claim costs the same whatever other destinations
     hold, and whatever this one has already finished. Built once, bound per claim."""

@@ -1,4 +1,4 @@
-"""Per-destination limits: the `[destinations.limits]` table beside `settings` (DESIGN.md §8).
+"""Per-destination limits: the `[destinations.limits]` table beside `settings` (docs/design.md §8).
 
     [[destinations]]
     name = "cio"

@@ -1,4 +1,5 @@
-"""The status rule's verdict, and the backoff / give-up rules (DESIGN.md §2.5), as pure functions.
+"""The status rule's verdict, and the backoff / give-up rules (docs/design.md §2.5), as pure
+functions.
 
 RudderStack's router defaults: 10 s doubling to a 5 min cap; give up only once a delivery has
 had at least 3 attempts **and** its first attempt is more than 3 h old.

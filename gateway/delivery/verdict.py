@@ -1,4 +1,4 @@
-"""One outcome shape and the one decision about it (DESIGN.md §2.5).
+"""One outcome shape and the one decision about it (docs/design.md §2.5).
 
 Sending produces an `Outcome` (what happened: an HTTP answer, no answer, an adapter's refusal,
 a crash, or "sent back unsent"); `classify` turns it into a `Verdict` (delivered, retry at a

@@ -1,5 +1,5 @@
 """The admin API (`/admin/v1/*`, Bearer admin token) and the operational routes `/health` and
-`/metrics` (DESIGN.md §6). Every route wraps a function of gateway.queries / gateway.replay."""
+`/metrics` (docs/design.md §6). Every route wraps a function of gateway.queries / gateway.replay."""
 
 from __future__ import annotations
 

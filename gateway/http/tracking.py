@@ -2,7 +2,7 @@
 
 Request-level problems (auth, body, JSON, size) reject the whole request with a JSON error;
 message-level problems drop only that message (§8). 200 is answered only after `ingest.submit`
-committed the events (DESIGN.md §2.1).
+committed the events (docs/design.md §2.1).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-12-01
 
 `/health` answers for the whole deployment, whichever process or machine serves it, so the
-liveness it reports lives where every process can see it (DESIGN.md §2.8).
+liveness it reports lives where every process can see it (docs/design.md §2.8).
 """
 
 from collections.abc import Sequence

@@ -2,7 +2,7 @@
 copied into the repository), under $GATEWAY_EXTRA_FIXTURES/<dest>/ and under
 tests/adapters/cases/<dest>/ (our own cases, same format), compared as tests/fixtures/README.md
 says. Sockets are blocked throughout: the
-adapters must do no network I/O of their own (DESIGN.md §2.4)."""
+adapters must do no network I/O of their own (docs/design.md §2.4)."""
 
 from __future__ import annotations
 

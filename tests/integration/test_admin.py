@@ -1,4 +1,4 @@
-"""The admin API (DESIGN.md §6) over real data: ingested by the app, delivered by the worker to
+"""The admin API (docs/design.md §6) over real data: ingested by the app, delivered by the worker to
 a stand-in destination."""
 
 from __future__ import annotations

@@ -301,7 +301,7 @@ def test_a_real_server_under_concurrent_load_stores_every_200_once(
 
 def test_deliveries_follow_arrival_order_when_messages_are_routed_differently(
         client, engine) -> None:
-    """Per-user order (DESIGN.md §2.3) follows delivery ids: a user's messages routed to
+    """Per-user order (docs/design.md §2.3) follows delivery ids: a user's messages routed to
     different sets of destinations (their `integrations` objects) must still get their
     deliveries to one destination in arrival order."""
     only_cio = {"All": False, "Customer.io": True}

@@ -1,4 +1,4 @@
-"""The delivery state machine allows exactly the moves of DESIGN.md §2.2."""
+"""The delivery state machine allows exactly the moves of docs/design.md §2.2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The repository stands alone (DESIGN.md §8): a fresh clone with nothing beside it runs the
+"""The repository stands alone (docs/design.md §8): a fresh clone with nothing beside it runs the
 README's commands and its tests. Nothing tracked may point outside the repository."""
 
 from __future__ import annotations
