@@ -1,5 +1,5 @@
 """The console's pages timed against a large database: every page must stay fast at size
-(issue 13: under 300 ms with 10 M events).
+(target: under 300 ms with 10 M events).
 
 Loads events, deliveries and profiles with bench/scale.py's straight-SQL loader (two deliveries
 per event: 98 % delivered, 1 % dead, 1 % skipped), adds attempts for the newest deliveries, then

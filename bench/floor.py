@@ -13,7 +13,7 @@ on PostgreSQL the server's own work is not counted, for any of the three):
   per event (INSERT … SELECT), one commit;
 * gateway: `normalise_batch` (marshmallow) + `ingest.store`, the real code without HTTP.
 
-The ratio gateway ÷ bare store is issue 11's "CPU per event ≤ 2×" target; the floor ÷ bare store
+The ratio gateway ÷ bare store is the "CPU per event ≤ 2×" target; the floor ÷ bare store
 says how much of it the contract itself takes before any code of ours runs.
 """
 

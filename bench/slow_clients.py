@@ -6,10 +6,10 @@ same `gateway serve` (SQLite, ingest only), side by side.
 
 Slow bodies: connections announce a 1,000-byte body and send 10 bytes; half then send nothing,
 half one byte every 200 ms. Each is cut off at the body deadline (408) and replaced at once, so
-the server always has `--slow` of them. Target (issue 9): p99 of the other clients < 100 ms, and
+the server always has `--slow` of them. Target: p99 of the other clients < 100 ms, and
 every slow connection answered 408 at the deadline, not after gunicorn's 60 s worker timeout.
 
-Slow heads (issue 19): `--heads` connections from one other peer address (127.0.0.2) each send a
+Slow heads: `--heads` connections from one other peer address (127.0.0.2) each send a
 request line, then one header line every `--head-every` seconds, never finishing the head; each
 one answered or refused is replaced at once. Target: p99 of the other clients < 100 ms and
 `/health` (probed every 0.5 s, 5 s timeout) answering every probe.

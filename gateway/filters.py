@@ -1,4 +1,4 @@
-"""Destination filters and privacy transforms (issue 14): pure functions over one event payload.
+"""Source and destination filters and privacy transforms: pure functions over one event payload.
 
 The same `filters` table sits in a `[[sources]]` entry (what must never be stored: applied at
 ingest, before the event is written) and in a `[[destinations]]` entry, beside `settings`

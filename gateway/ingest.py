@@ -203,7 +203,7 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
     first arrival is the new one, later ones are duplicates."""
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
-    # issue 14: a suppressed person's messages are answered 200 but neither stored nor routed
+    # a suppressed person's messages are answered 200 but neither stored nor routed
     suppressed = suppressed_messages(connection, requests)
     for request in requests:
         for m in request.messages:

@@ -186,7 +186,7 @@ rejections = Table(
     Index(None, "message_id", "id"),
 )
 
-# Regulations (issue 14, gateway/regulations): what was asked and what came of it. Never the
+# Regulations (gateway/regulations): what was asked and what came of it. Never the
 # subject's keys: `subject_kind` says which kind of key was given, not its value.
 regulations = Table(
     "regulations", metadata,

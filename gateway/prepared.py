@@ -3,7 +3,7 @@
 Recording a round of results is one `executemany` of an UPDATE and one of an INSERT. Through
 SQLAlchemy's Core each row pays for building its parameter set and for every value's type
 processing in Python (a UTC datetime passes two processors and a `%`-format on SQLite): measured
-(issue 12), 0.2 ms of the worker's GIL time per delivery, more than the HTTP request itself. A
+with py-spy, 0.2 ms of the worker's GIL time per delivery, more than the HTTP request itself. A
 `Prepared` statement is compiled by SQLAlchemy once per dialect (so the SQL is exactly what Core
 would send) and each value is converted by the same type's processor — except UTC datetimes,
 converted by `utc_datetime_converter` to the very value the processors produce (a unit test holds

@@ -1,4 +1,4 @@
-"""Retention: the delivery worker's pruning loop (`[retention]`, issue 14).
+"""Retention: the delivery worker's pruning loop (`[retention]`).
 
 Each rule deletes its oldest expired rows in small batches, one short transaction each, paced
 so that pruning takes at most `max_busy_percent` of the time and ingest is not held up: on

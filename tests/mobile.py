@@ -1,8 +1,9 @@
 """Requests built as the mobile SDKs build them, for tests/integration/test_mobile_sdks.py.
 
-The SDKs cannot be downloaded here; each builder follows that SDK's source (issue 20 lists the
-versions read): the path it posts to, its headers, how it frames the body (chunked, gzip, a
-batch file written line by line, strings spliced into JSON) and its JSON writer's quirks:
+The SDKs cannot be downloaded here; each builder follows that SDK's source (the README's "What
+each SDK does with each answer" lists the versions read): the path it posts to, its headers, how
+it frames the body (chunked, gzip, a batch file written line by line, strings spliced into JSON)
+and its JSON writer's quirks:
 
 - analytics-kotlin: kotlinx.serialization (compact, raw UTF-8), `"userId": ""` by default,
   the batch file `{"batch":[…],"sentAt":…,"writeKey":…}` gzipped into a chunked `text/plain` POST.

@@ -198,7 +198,7 @@ def explain_message() -> Response:
 
 @bp.post("/regulations")
 def create_regulation() -> tuple[Response, int]:
-    """Issue 14: suppress / unsuppress / delete / suppress_with_delete a person. 202: the
+    """Suppress / unsuppress / delete / suppress_with_delete a person. 202: the
     gateway's part is done; a deletion's destination part is `running` until they answer.
     `"dry_run": true` answers 200 with what it would cover (the profile's keys, row counts,
     destinations) and changes nothing."""

@@ -1,4 +1,4 @@
-"""Regulations (issue 14, Segment's regulation types): suppress, unsuppress, delete and
+"""Regulations (Segment's regulation types): suppress, unsuppress, delete and
 suppress_with_delete a person, given by one key and resolved to their whole identity profile.
 
 `service.create` does the gateway's part in one transaction (suppression rows, deleted rows,

@@ -1,4 +1,4 @@
-"""regulations: suppression and deletion by user (issue 14, part 1)
+"""regulations: suppression and deletion by user
 
 Revision ID: 0007
 Revises: 0006

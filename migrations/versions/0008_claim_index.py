@@ -7,7 +7,7 @@ Create Date: 2026-12-01
 The worker claims per destination. Through (state, next_attempt_at) every claim read the due
 rows of every destination, so one destination's backlog (a destination that hangs, a
 destination removed from the configuration) made every other destination's claims slower, and
-the cost of a claim grew with the whole queue (issue 12). (destination, state, next_attempt_at)
+the cost of a claim grew with the whole queue. (destination, state, next_attempt_at)
 lets a claim read only its destination's due rows, oldest first, and stop at its limit. It
 replaces the old index: nothing else read it, so ingest keeps the same number of indexes.
 """

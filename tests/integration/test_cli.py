@@ -147,7 +147,7 @@ def write_config(folder: Path, database_url: str, **extra: Any) -> Path:
 
 def test_a_weak_admin_token_stops_everything_but_check(database_url: str,
                                                      tmp_path: Path) -> None:
-    """Security issue M1: `gateway check` said ok for "x". Now check flags it on its own line
+    """A weak admin token: `gateway check` once said ok for "x". Now check flags it on its own line
     (and goes on with the rest), and every other command refuses to start, in one line; the
     token is never printed."""
     path = write_config(tmp_path, database_url, admin_token="change-me")

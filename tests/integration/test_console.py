@@ -176,7 +176,7 @@ def test_counts_are_capped(client: FlaskClient, engine, monkeypatch: pytest.Monk
 
 
 def test_destinations_show_the_workers_circuit_state(client: FlaskClient) -> None:
-    """Issue 13: the destinations overview shows the circuit / rate-limit state where there is
+    """The destinations overview shows the circuit / rate-limit state where there is
     one — the delivery worker publishes it per destination (metrics.publish_lane)."""
     from gateway import metrics
 
@@ -224,7 +224,7 @@ def test_the_stream_sends_an_event_whose_commit_came_after_a_newer_ones(
 
 
 def test_the_desk_lists_a_regulations_deletion_deliveries(client: FlaskClient) -> None:
-    """A deletion request to a destination is a delivery without an event (issue 14): the
+    """A deletion request to a destination is a delivery without an event: the
     deliveries desk lists it (no link to an event page) instead of failing."""
     track(client, "m1")
     answer = client.post("/admin/v1/regulations", json={
@@ -238,7 +238,7 @@ def test_the_desk_lists_a_regulations_deletion_deliveries(client: FlaskClient) -
     assert "regulation" in text and "/console/events/None" not in text
 
 
-# sessions (security issue M1, L2, L10) ----------------------------------------------------------
+# sessions: server-side, revocable, ended by a new admin token -------------------------------------
 
 def test_anonymous_visitors_get_no_signed_cookie(client: FlaskClient) -> None:
     """M1: the old cookie was signed with a key derived from the admin token and handed to every

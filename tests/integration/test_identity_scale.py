@@ -1,4 +1,4 @@
-"""The identity lookup stays an index lookup however many profiles are stored (issue 11).
+"""The identity lookup stays an index lookup however many profiles are stored.
 
 A row-value `(kind, value) IN (VALUES …)` made SQLite read the whole identity_keys table on every
 request carrying two keys: 0.18 ms per request at a few profiles, 34 ms at 100,000. These tests

@@ -203,7 +203,7 @@ def test_a_545_kb_rudder_sdk_kotlin_batch_is_stored(client, engine) -> None:
 
 def flutter_full_batch() -> tuple[list[dict[str, Any]], bytes]:
     """100 events, `"userId": null`, microsecond timestamps, the write key in the body: 512 180
-    bytes, as in issue 20."""
+    bytes, as that SDK's code builds them."""
     messages = [
         event(SEGMENT_FLUTTER, n=i, userId=None, originalTimestamp="2026-12-06T03:59:59.123456Z")
         for i in range(100)

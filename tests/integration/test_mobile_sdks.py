@@ -1,4 +1,4 @@
-"""The mobile SDKs' own requests, byte for byte, against a live `gateway serve` (issue 20).
+"""The mobile SDKs' own requests, byte for byte, against a live `gateway serve`.
 
 The mobile SDKs cannot run here, so each request is built as that SDK's source builds it
 (tests/mobile.py): its path, headers, framing (chunked, gzip), JSON writer (escapes, key order,

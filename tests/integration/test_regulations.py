@@ -1,4 +1,4 @@
-"""Regulations (issue 14): suppress, unsuppress, delete and suppress_with_delete, over HTTP on
+"""Regulations: suppress, unsuppress, delete and suppress_with_delete, over HTTP on
 SQLite and PostgreSQL — the admin API of the real app, its tracking API, the real delivery
 worker, and stand-ins for Custify and Customer.io."""
 

@@ -1,4 +1,4 @@
-"""Security issue H2/M2 end to end: event values sent through the public write key reach the
+"""URL safety end to end: event values sent through the public write key reach the
 destination's stand-in only inside their own path segment, and a value no encoding makes safe
 (`..`, CR LF) ends the delivery `dead` with a reason naming the field, nothing sent."""
 

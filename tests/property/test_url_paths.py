@@ -1,4 +1,4 @@
-"""Property: no event value changes the shape of a destination URL (security issue H2, M2).
+"""Property: no event value changes the shape of a destination URL.
 
 Every adapter, for every kind of message that puts an event value into a URL (and the regulation
 deletions), gets random ids carrying `/ ? # % ..`, CR LF, other controls and unicode. Each

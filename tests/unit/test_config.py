@@ -306,7 +306,7 @@ def test_admin_surface_settings() -> None:
                         ).metrics.require_token is None
 
 
-# the admin token (security issue M1) -----------------------------------------------------------
+# the admin token: long, varied, no placeholder ----------------------------------------------------
 
 @pytest.mark.parametrize("token,reason", [
     ("x", "too short (1 characters, at least 32)"),

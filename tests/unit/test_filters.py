@@ -266,8 +266,8 @@ def test_retention_table_is_checked() -> None:
 
 
 def test_explain_names_the_filter_not_the_adapter_for_a_filtered_delivery() -> None:
-    """A destination filter's skip is the filter's decision (issue 14: 'so explain can say
-    why'), not the adapter's."""
+    """A destination filter's skip is the filter's decision (so explain can say
+    why), not the adapter's."""
     from types import SimpleNamespace
 
     from gateway.explain import _delivery_words

@@ -1,4 +1,4 @@
-"""The import graph the delivery design relies on (issue 12): adapters are pure and import
+"""The import graph the delivery design relies on: adapters are pure and import
 nothing of the gateway; ingest knows the outbox row, not the delivery machinery."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`classify`: the one decision about an attempt's outcome (issue 12), as a pure function."""
+"""`classify`: the one decision about an attempt's outcome, as a pure function."""
 
 from __future__ import annotations
 
