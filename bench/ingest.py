@@ -12,7 +12,7 @@ app:
 * gateway: `python -m gateway.cli serve` with one source and two destinations.
 
 The load comes from other processes (threads in a spawn pool) speaking HTTP/1.1 over plain
-sockets, one connection per request (gunicorn's sync workers close it anyway): the cheapest
+sockets, one connection per request: the cheapest
 client we can write in Python, since on a small machine it shares the cores with the server.
 """
 

@@ -1,5 +1,6 @@
-"""`gateway events | deliveries | identities | replay | retry`: the admin functions on the
-command line, as tables or `--json` (docs/design.md §6: the same functions as the API, no HTTP)."""
+"""`gateway events | deliveries | identities | replay | retry | explain`: the admin functions on
+the command line, as tables or `--json` (docs/design.md §6: the same functions as the API, no
+HTTP)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The `gateway` command: serve, worker, migrate, destinations, and the admin commands
-(events, deliveries, identities, replay, retry)."""
+"""The `gateway` command: serve, worker, migrate, check, destinations, the admin commands
+(events, deliveries, identities, replay, retry, explain) and the regulation commands (suppress,
+unsuppress, delete, regulations)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,3 @@
-"""Delivery: claim, send, record and the loop that runs them (worker.py)."""
+"""Delivery: the loop (worker.py) claims due rows (claim.py) into per-destination lanes
+(lanes.py, limits.py), sends them (send.py, client.py), classifies each outcome (verdict.py,
+retry.py) and records it (record.py)."""

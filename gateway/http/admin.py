@@ -1,5 +1,6 @@
 """The admin API (`/admin/v1/*`, Bearer admin token) and the operational routes `/health` and
-`/metrics` (docs/design.md §6). Every route wraps a function of gateway.queries / gateway.replay."""
+`/metrics` (docs/design.md §6). Every admin route wraps a function of gateway.queries,
+gateway.replay, gateway.explain or gateway.regulations.service."""
 
 from __future__ import annotations
 
