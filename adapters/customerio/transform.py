@@ -25,9 +25,11 @@ from adapters.customerio import mappings as m
 from adapters.mapping import (
     CREATED_AT_ONLY,
     EMAIL,
+    HISTORICAL_TIMESTAMP,
     MISSING,
     USER_ID_ONLY,
     construct,
+    either,
     first_present,
     get_path,
     js_string,
@@ -176,22 +178,29 @@ def identify_attributes(event: Mapping[str, Any]) -> dict[str, Any]:
 def event_time(event: Mapping[str, Any]) -> Any:
     """Unix seconds of `timestamp || originalTimestamp`; MISSING with neither; None (JSON
     null, the reference's NaN) when the value is no date."""
-    value = event.get("timestamp") if truthy(event.get("timestamp")) else event.get(
-        "originalTimestamp")
+    value = either(event, HISTORICAL_TIMESTAMP)
     if not truthy(value):
         return MISSING
     return unix_seconds(value)
+
+
+def page_name(event: Mapping[str, Any]) -> Any:
+    """`name || properties.url`, as it is: the one page-name rule of both API modes."""
+    return either(event, m.PAGE_NAME)
+
+
+def screen_name(event: Mapping[str, Any]) -> Any:
+    """`event || properties.name`, as it is: the one screen-name rule of both API modes."""
+    return either(event, m.SCREEN_NAME)
 
 
 def event_name(event: Mapping[str, Any], kind: str) -> Any:
     if kind == "track":
         name = event.get("event")
     elif kind == "page":
-        name = event.get("name") if truthy(event.get("name")) else get_path(event,
-                                                                            "properties.url")
+        name = page_name(event)
     else:
-        screen = event.get("event") if truthy(event.get("event")) else get_path(
-            event, "properties.name")
+        screen = screen_name(event)
         name = f"Viewed {'undefined' if screen in (None, MISSING) else js_string(screen)} Screen"
     return js_string(name) if truthy(name) else (None if name is MISSING else name)
 
@@ -245,8 +254,7 @@ def _event_body(event: Mapping[str, Any], kind: str, name: Any) -> dict[str, Any
 
 def _anonymous(event: Mapping[str, Any], kind: str, body: dict[str, Any]) -> dict[str, Any]:
     if kind == "screen":
-        screen = event.get("event") if truthy(event.get("event")) else get_path(
-            event, "properties.name")
+        screen = screen_name(event)
         text = js_string(screen) if truthy(screen) else ""
         body["name"] = f"Viewed {cut_utf8(text, m.ANONYMOUS_SCREEN_BYTES)} Screen"
     else:
