@@ -1,10 +1,10 @@
 """Customer.io: people, events, page and screen views, devices, merges (alias) and objects
-(group). Router mode batches objects (v1) or, with `v2Batching`, everything (v2 batch API)."""
+(group), one request per event (Track API v1) or, with `v2Batching`, every event an item of the
+v2 batch API."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from marshmallow import fields, validate
@@ -18,8 +18,8 @@ from adapters.base import (
     SettingsSchema,
     secret,
 )
-from adapters.customerio import batching
 from adapters.customerio import transform as customerio
+from adapters.customerio import v2
 
 
 class CustomerIoSettings(SettingsSchema):
@@ -33,27 +33,6 @@ class CustomerIoSettings(SettingsSchema):
     v2Batching = fields.Boolean(metadata={
         "description": "send everything through the v2 batch API (RudderStack's flag-gated "
                        "router v2)"})
-
-
-@dataclass(frozen=True)
-class ApiMode:
-    """One way of talking to Customer.io: processor mode sends one request per event (the
-    handler table); router mode groups events (`router`). `worker_batches`: the worker hands
-    this mode's deliveries to the router."""
-
-    name: str
-    router: Callable[[Sequence[BatchItem]], list[BatchOutput]]
-    worker_batches: bool
-
-
-# v1: Track API v1 per event (processor), group objects batched in router mode; v2: every
-# event an item of /api/v2/batch (`v2Batching`, RudderStack's flag-gated router v2).
-V1 = ApiMode("v1", batching.batch_v1, worker_batches=False)
-V2 = ApiMode("v2", batching.batch_v2, worker_batches=True)
-
-
-def api_mode(settings: Mapping[str, Any]) -> ApiMode:
-    return V2 if settings.get("v2Batching") else V1
 
 
 class CustomerIoAdapter(Adapter):
@@ -75,14 +54,18 @@ class CustomerIoAdapter(Adapter):
         customerio.delete_users(settings or {}, users, send)
 
     def rejected_items(self, status: int, body: Any) -> dict[int, str]:
-        return batching.rejected_items(status, body)
+        return v2.rejected_items(status, body)
 
     def batches(self, settings: Mapping[str, Any]) -> bool:
-        return api_mode(settings).worker_batches
+        return bool(settings.get("v2Batching"))
 
     def transform_batch(self, items: Sequence[BatchItem], lookup: Lookup) -> list[BatchOutput]:
-        mode = V2 if any(api_mode(item.settings) is V2 for item in items) else V1
-        return mode.router(items)
+        """With `v2Batching`, the v2 batch API; without, each event on its own (Track API v1),
+        as the worker sends it: RudderStack's v1 router also batches group objects, always to
+        the US host, which would send an EU workspace's objects to the US."""
+        if any(self.batches(item.settings) for item in items):
+            return v2.batch(items)
+        return super().transform_batch(items, lookup)
 
 
 ADAPTER = CustomerIoAdapter()

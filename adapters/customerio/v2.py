@@ -279,6 +279,19 @@ def _chunks(built: list[_Built]) -> list[list[_Built]]:
     return chunks
 
 
+def rejected_items(status: int, body: Any) -> dict[int, str]:
+    """A 207 names the items that failed by `batch_index`; they fail, the others succeed."""
+    if status != 207 or not isinstance(body, Mapping):
+        return {}
+    failures: dict[int, str] = {}
+    for error in body.get("errors") or []:
+        if isinstance(error, Mapping) and isinstance(error.get("batch_index"), int):
+            failures[error["batch_index"]] = (f"reason: {error.get('reason')}, field: "
+                                              f"{error.get('field')}, message: "
+                                              f"{error.get('message')}")
+    return failures
+
+
 def _dont_batch(item: BatchItem) -> bool:
     return isinstance(item.key, Mapping) and item.key.get("dontBatch") is True
 
