@@ -1,11 +1,13 @@
-"""Customer.io processor mode (customerio-behaviour.md): one event → one request."""
+"""Customer.io processor mode, Track API v1 (customerio-behaviour.md): one event → one
+request; and the rules v2 batch items share (credentials, host, Reverse-ETL identity, identify
+attributes, event time, page and screen names, device platform, merge keys, group objects)."""
 
 from __future__ import annotations
 
 import base64
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from adapters.base import (
@@ -16,10 +18,8 @@ from adapters.base import (
     InvalidEvent,
     Lookup,
     Unsupported,
-    dispatch,
     error_for_status,
     message_type,
-    no_lookups,
 )
 from adapters.customerio import mappings as m
 from adapters.mapping import (
@@ -69,45 +69,31 @@ def unsupported(event: Mapping[str, Any], kind: str) -> AdapterError:
     return InvalidEvent(f"could not determine type {kind}")
 
 
-def transform(event: Mapping[str, Any], settings: Mapping[str, Any]) -> HttpRequest:
-    """Processor mode: one event → one request (router v1 batches the group objects)."""
-    [request] = dispatch(HANDLERS, check, unsupported, event, settings, no_lookups)
-    return request
+Build = Callable[[Mapping[str, Any], Any, str, dict[str, str], Mapping[str, Any]], HttpRequest]
 
 
-def _prepared(event: Mapping[str, Any], settings: Mapping[str, Any]
-              ) -> tuple[Mapping[str, Any], Any, str, dict[str, str]]:
-    """What every handler starts from: the event with its Reverse-ETL identity, the userId,
-    the data centre's host and the credentials."""
-    event = with_retl_identity(event)
-    return event, first_present(event, USER_ID_ONLY), host(settings), credentials(settings)
-
-
-def identify(event: Mapping[str, Any], settings: Mapping[str, Any],
-             lookup: Lookup) -> list[HttpRequest]:
-    event, user_id, base, headers = _prepared(event, settings)
-    return [_identify(event, user_id, base, headers)]
-
-
-def activity(kind: str) -> Handler:
-    """track, page and screen: an event (or a device) of the person, or an anonymous event."""
+def handler(build: Build) -> Handler:
+    """A v1 handler: the event with its Reverse-ETL identity, its userId, the data centre's
+    host and the credentials, then the one request `build` makes of them."""
     def run(event: Mapping[str, Any], settings: Mapping[str, Any],
             lookup: Lookup) -> list[HttpRequest]:
-        event, user_id, base, headers = _prepared(event, settings)
-        return [_event(event, kind, user_id, settings, base, headers)]
+        event = with_retl_identity(event)
+        user_id = first_present(event, USER_ID_ONLY)
+        return [build(event, user_id, host(settings), credentials(settings), settings)]
     return run
 
 
-def alias(event: Mapping[str, Any], settings: Mapping[str, Any],
-          lookup: Lookup) -> list[HttpRequest]:
-    event, user_id, base, headers = _prepared(event, settings)
-    return [_alias(event, user_id, base, headers)]
+def activity(kind: str) -> Build:
+    """track, page and screen: an event (or a device) of the person, or an anonymous event."""
+    def build(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str, str],
+              settings: Mapping[str, Any]) -> HttpRequest:
+        return _event(event, kind, user_id, settings, base, headers)
+    return build
 
 
-def group(event: Mapping[str, Any], settings: Mapping[str, Any],
-          lookup: Lookup) -> list[HttpRequest]:
-    event, _, base, headers = _prepared(event, settings)
-    return [HttpRequest("POST", base + m.BATCH, headers, json=group_object(event))]
+def _group(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str, str],
+           settings: Mapping[str, Any]) -> HttpRequest:
+    return HttpRequest("POST", base + m.BATCH, headers, json=group_object(event))
 
 
 def with_retl_identity(event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -131,8 +117,8 @@ def customer_id(event: Mapping[str, Any], user_id: Any) -> Any:
     return user_id if user_id is not MISSING else first_present(event, EMAIL)
 
 
-def _identify(event: Mapping[str, Any], user_id: Any, base: str,
-              headers: dict[str, str]) -> HttpRequest:
+def _identify(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str, str],
+              settings: Mapping[str, Any]) -> HttpRequest:
     target = customer_id(event, user_id)
     if target is MISSING:
         raise InvalidEvent("userId or email is not present")
@@ -272,14 +258,18 @@ def cut_utf8(text: str, limit: int) -> str:
     return text.encode()[:limit].decode("utf-8", errors="ignore")
 
 
-def _alias(event: Mapping[str, Any], user_id: Any, base: str,
-           headers: dict[str, str]) -> HttpRequest:
+def _alias(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str, str],
+           settings: Mapping[str, Any]) -> HttpRequest:
     previous = event.get("previousId")
     if not truthy(user_id) or not truthy(previous):
         raise InvalidEvent("Both userId and previousId are mandatory for merge operation")
-    body = {"primary": {identifier_key(user_id): user_id},
-            "secondary": {identifier_key(previous): previous}}
-    return HttpRequest("POST", base + m.MERGE, headers, json=body)
+    return HttpRequest("POST", base + m.MERGE, headers, json=merge_body(user_id, previous))
+
+
+def merge_body(primary: Any, secondary: Any) -> dict[str, Any]:
+    """Each person of a merge keyed `email` when it looks like one, else `id` (both modes)."""
+    return {"primary": {identifier_key(primary): primary},
+            "secondary": {identifier_key(secondary): secondary}}
 
 
 def identifier_key(value: Any) -> str:
@@ -307,8 +297,9 @@ def _or_null(value: Any) -> Any:
 
 
 HANDLERS: dict[str, Handler] = {
-    "identify": identify, "track": activity("track"), "page": activity("page"),
-    "screen": activity("screen"), "alias": alias, "group": group,
+    "identify": handler(_identify), "track": handler(activity("track")),
+    "page": handler(activity("page")), "screen": handler(activity("screen")),
+    "alias": handler(_alias), "group": handler(_group),
 }
 
 

@@ -129,16 +129,11 @@ def _device_item(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[
 
 
 def _alias(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    user_id, previous = event["userId"], event["previousId"]
     return {"type": "person", "action": "merge",
-            "primary": {t.identifier_key(user_id): user_id},
-            "secondary": {t.identifier_key(previous): previous}}
+            **t.merge_body(event["userId"], event["previousId"])}
 
 
 def _group(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    if not any(v not in (MISSING, None, "") for v in (event.get("groupId", MISSING),
-                                                      get_path(event, "traits.groupId"))):
-        raise InvalidEvent('Missing required value from "groupId"')
     return t.group_object(event)
 
 
