@@ -1,18 +1,13 @@
 """Customer.io processor mode, Track API v1 (customerio-behaviour.md): one event → one
-request; and the rules v2 batch items share (credentials, host, Reverse-ETL identity, identify
-attributes, event time, page and screen names, device platform, merge keys, group objects)."""
+request, built from the rules both modes share (rules.py); and a regulation's deletion."""
 
 from __future__ import annotations
 
-import base64
-import copy
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from adapters.base import (
     AdapterError,
-    ConfigError,
     Handler,
     HttpRequest,
     InvalidEvent,
@@ -22,38 +17,28 @@ from adapters.base import (
     message_type,
 )
 from adapters.customerio import mappings as m
+from adapters.customerio.rules import (
+    credentials,
+    device_platform,
+    event_time,
+    group_object,
+    host,
+    identify_attributes,
+    merge_body,
+    page_name,
+    screen_name,
+    segment,
+    with_retl_identity,
+)
 from adapters.mapping import (
-    CREATED_AT_ONLY,
     EMAIL,
-    HISTORICAL_TIMESTAMP,
     MISSING,
     USER_ID_ONLY,
-    construct,
-    either,
     first_present,
     get_path,
     js_string,
     truthy,
-    unix_seconds,
 )
-from adapters.urls import URI_COMPONENT_SAFE, path_segment
-
-EMAIL_PATTERN = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@]+$")
-
-
-def credentials(settings: Mapping[str, Any]) -> dict[str, str]:
-    """Checked before anything in the event, siteID first (as the reference does)."""
-    site_id, api_key = settings.get("siteID"), settings.get("apiKey")
-    if not site_id:
-        raise ConfigError("siteID not found in Configs")
-    if not api_key:
-        raise ConfigError("apiKey not found in Configs")
-    token = base64.b64encode(f"{site_id}:{api_key}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-def host(settings: Mapping[str, Any]) -> str:
-    return m.EU_HOST if settings.get("datacenter") == "EU" else m.US_HOST
 
 
 def check(event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
@@ -96,23 +81,6 @@ def _group(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str,
     return HttpRequest("POST", base + m.BATCH, headers, json=group_object(event))
 
 
-def with_retl_identity(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Reverse ETL: the first externalId goes into the traits under its identifierType and,
-    when truthy, replaces userId."""
-    if not truthy(get_path(event, "context.mappedToDestination")):
-        return event
-    event = copy.deepcopy(dict(event))
-    identifier_type = get_path(event, "context.externalId.0.identifierType")
-    external_id = get_path(event, "context.externalId.0.id")
-    traits = event.get("traits") if event.get("traits") is not None else get_path(
-        event, "context.traits")
-    if isinstance(traits, dict) and isinstance(identifier_type, str):
-        traits[identifier_type] = None if external_id is MISSING else external_id
-    if truthy(external_id):
-        event["userId"] = external_id
-    return event
-
-
 def customer_id(event: Mapping[str, Any], user_id: Any) -> Any:
     return user_id if user_id is not MISSING else first_present(event, EMAIL)
 
@@ -132,54 +100,6 @@ def customer_segment(target: Any, user_id: Any) -> str:
     return segment(target, "userId" if user_id is not MISSING else "email")
 
 
-def segment(value: Any, field: str) -> str:
-    return path_segment(value, field, safe=URI_COMPONENT_SAFE)
-
-
-def identify_attributes(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The person's attributes, each step overwriting the one before (behaviour §identify)."""
-    body: dict[str, Any] = {}
-    root = event.get("traits") if truthy(event.get("traits")) else get_path(event,
-                                                                            "context.traits")
-    address = root.get("address") if isinstance(root, Mapping) else None
-    if isinstance(address, Mapping):
-        body.update({k: address[k] for k in m.ADDRESS_KEYS if address.get(k) is not None})
-    traits = event.get("traits") if event.get("traits") is not None else get_path(
-        event, "context.traits")
-    if isinstance(traits, Mapping):
-        body.update({k: v for k, v in traits.items() if k not in m.NOT_COPIED_TRAITS})
-    if isinstance(event.get("user_properties"), Mapping):
-        body.update(event["user_properties"])
-    created_at = first_present(event, CREATED_AT_ONLY)
-    if created_at is not MISSING:
-        body["created_at"] = unix_seconds(created_at)
-    when = event_time(event)
-    if when is not MISSING:
-        body["_timestamp"] = when
-    if truthy(event.get("anonymousId")):
-        body["anonymous_id"] = event["anonymousId"]
-    return body
-
-
-def event_time(event: Mapping[str, Any]) -> Any:
-    """Unix seconds of `timestamp || originalTimestamp`; MISSING with neither; None (JSON
-    null, the reference's NaN) when the value is no date."""
-    value = either(event, HISTORICAL_TIMESTAMP)
-    if not truthy(value):
-        return MISSING
-    return unix_seconds(value)
-
-
-def page_name(event: Mapping[str, Any]) -> Any:
-    """`name || properties.url`, as it is: the one page-name rule of both API modes."""
-    return either(event, m.PAGE_NAME)
-
-
-def screen_name(event: Mapping[str, Any]) -> Any:
-    """`event || properties.name`, as it is: the one screen-name rule of both API modes."""
-    return either(event, m.SCREEN_NAME)
-
-
 def event_name(event: Mapping[str, Any], kind: str) -> Any:
     if kind == "track":
         name = event.get("event")
@@ -189,13 +109,6 @@ def event_name(event: Mapping[str, Any], kind: str) -> Any:
         screen = screen_name(event)
         name = f"Viewed {'undefined' if screen in (None, MISSING) else js_string(screen)} Screen"
     return js_string(name) if truthy(name) else (None if name is MISSING else name)
-
-
-def device_platform(event: Mapping[str, Any]) -> str | None:
-    kind = get_path(event, "context.device.type")
-    if not isinstance(kind, str) or not kind:
-        return None
-    return "ios" if kind.lower() in m.APPLE_PLATFORMS else kind.lower()
 
 
 def _event(event: Mapping[str, Any], kind: str, user_id: Any, settings: Mapping[str, Any],
@@ -264,32 +177,6 @@ def _alias(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str,
     if not truthy(user_id) or not truthy(previous):
         raise InvalidEvent("Both userId and previousId are mandatory for merge operation")
     return HttpRequest("POST", base + m.MERGE, headers, json=merge_body(user_id, previous))
-
-
-def merge_body(primary: Any, secondary: Any) -> dict[str, Any]:
-    """Each person of a merge keyed `email` when it looks like one, else `id` (both modes)."""
-    return {"primary": {identifier_key(primary): primary},
-            "secondary": {identifier_key(secondary): secondary}}
-
-
-def identifier_key(value: Any) -> str:
-    return "email" if isinstance(value, str) and EMAIL_PATTERN.match(value) else "id"
-
-
-def group_object(event: Mapping[str, Any]) -> dict[str, Any]:
-    """A v2 object: the group, its attributes and the person's relationship to it."""
-    mapped = construct(event, m.GROUP)
-    action = mapped.get("action")
-    traits = event.get("traits")
-    attributes = {k: v for k, v in traits.items() if k != "action"} \
-        if isinstance(traits, Mapping) else {}
-    member = mapped.get("user_id") if truthy(mapped.get("user_id")) else mapped.get("email")
-    relationships = [{"identifiers": {identifier_key(member): member}}] if truthy(member) else []
-    return {"identifiers": {"object_id": mapped["object_id"],
-                            "object_type_id": mapped["object_type_id"]},
-            "type": "object",
-            "action": action if action in m.GROUP_ACTIONS else "identify",
-            "attributes": attributes, "cio_relationships": relationships}
 
 
 def _or_null(value: Any) -> Any:

@@ -24,7 +24,7 @@ from adapters.base import (
     InvalidEvent,
 )
 from adapters.customerio import mappings as m
-from adapters.customerio import transform as t
+from adapters.customerio import rules
 from adapters.customerio.shape import RECORD_OBJECTS, record_identifier, validate
 from adapters.mapping import (
     EMAIL,
@@ -63,8 +63,9 @@ def _identify(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str
     ids = identifiers(event, anonymous=False)
     if ids is None:
         raise InvalidEvent("userId or email is not present")
-    attributes = t.identify_attributes({k: v for k, v in event.items()
-                                        if k != "user_properties"})
+    # v2 leaves `user_properties` out of a person's attributes (v1 copies them)
+    attributes = rules.identify_attributes({k: v for k, v in event.items()
+                                            if k != "user_properties"})
     return {"type": "person", "action": "identify", "identifiers": ids,
             "attributes": attributes}
 
@@ -79,11 +80,11 @@ def _activity(kind: str) -> Callable[[Mapping[str, Any], Mapping[str, Any]], dic
             if not isinstance(name, str) or not name:
                 raise InvalidEvent("Event is a required field and should be a string")
         elif kind == "page":
-            name = t.page_name(event)
+            name = rules.page_name(event)
             if not isinstance(name, str):
                 raise InvalidEvent(NAME_NOT_STRING)
         else:
-            screen = t.screen_name(event)
+            screen = rules.screen_name(event)
             if not isinstance(screen, str):
                 raise InvalidEvent(NAME_NOT_STRING)
             name = f"Viewed {screen} Screen"
@@ -94,7 +95,7 @@ def _activity(kind: str) -> Callable[[Mapping[str, Any], Mapping[str, Any]], dic
         entry: dict[str, Any] = {"type": "person", "action": "event" if kind == "track" else kind,
                                  "identifiers": ids, "name": name,
                                  "attributes": properties if properties is not None else {}}
-        when = t.event_time(event)
+        when = rules.event_time(event)
         if when is not MISSING:
             entry["timestamp"] = when
         return entry
@@ -118,11 +119,11 @@ def _device_item(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[
     if ids is None or not truthy(token):
         return None  # not an error: the ordinary track item
     device: dict[str, Any] = {"token": token}
-    when = t.event_time(event)
+    when = rules.event_time(event)
     if when is not MISSING:
         device["last_used"] = when
     device["attributes"] = construct(event, m.DEVICE_ATTRIBUTES)
-    platform = t.device_platform(event)
+    platform = rules.device_platform(event)
     if platform:
         device["platform"] = platform
     return {"type": "person", "action": "add_device", "identifiers": ids, "device": device}
@@ -130,11 +131,11 @@ def _device_item(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[
 
 def _alias(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "person", "action": "merge",
-            **t.merge_body(event["userId"], event["previousId"])}
+            **rules.merge_body(event["userId"], event["previousId"])}
 
 
 def _group(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    return t.group_object(event)
+    return rules.group_object(event)
 
 
 # The item builder of each event type (stage 2 of an event-stream input).
@@ -153,7 +154,7 @@ def record_item(event: Mapping[str, Any], object_type: Any,
         raise ConfigError(f'Unsupported object type: "{object_type}"')
     if object_type == "event" and action not in ("insert", "update"):
         raise ConfigError(f'"{action}" is not supported for object type "event"')
-    t.credentials(settings)
+    rules.credentials(settings)
     key, value = record_identifier(event) or ("id", "")
     fields = dict(event.get("identifiers") or {})
     entry: dict[str, Any] = {"type": "person", "identifiers": {key: value}}
@@ -186,8 +187,8 @@ def build(item: BatchItem, settings: Mapping[str, Any], object_type: Any
     if event.get("type") == "record":
         entry = record_item(event, object_type, settings)
     else:
-        event = t.with_retl_identity(event)
-        t.credentials(settings)
+        event = rules.with_retl_identity(event)
+        rules.credentials(settings)
         entry = ITEMS[event["type"]](event, settings)
     encoded = orjson.dumps(entry)
     if len(encoded) > MAX_ITEM_BYTES:
@@ -241,8 +242,8 @@ def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
             failed.append(BatchOutput([item.key], error=error))
             continue
         (singles if _dont_batch(item) else built).append(one)
-    url = t.host(settings) + m.BATCH
-    headers = {**t.credentials(settings), "Content-Type": "application/json"} \
+    url = rules.host(settings) + m.BATCH
+    headers = {**rules.credentials(settings), "Content-Type": "application/json"} \
         if built or singles else {}
     successes = [_request(url, headers, chunk) for chunk in _chunks(built)]
     successes += [_request(url, headers, [one]) for one in singles]
