@@ -1,9 +1,9 @@
 """Customer.io router mode v2 (customerio-behaviour.md, "Router mode v2"): every event one item
 of POST …/api/v2/batch.
 
-Per group of inputs sharing one Config: stage 1 validates every input's shape (messages written
-`<path>: <text>`, joined with "; "), stage 2 builds the items of those that passed (the
-`dontBatch` ones last), then the items are chunked under 500,000 bytes, the successes sorted by
+Per group of inputs sharing one Config: stage 1 validates every input's shape (shape.py),
+stage 2 builds the items of those that passed (the `dontBatch` ones last) from the rules both
+modes share (rules.py), then the items are chunked under 500,000 bytes, the successes sorted by
 their smallest job id, and the errors follow (stage 1, stage 2, stage 2 of `dontBatch`).
 """
 
