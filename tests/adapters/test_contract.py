@@ -87,8 +87,8 @@ def test_destinations_listing_marks_secrets() -> None:
 
 
 def test_type_specific_adapters_share_the_handler_table_shape() -> None:
-    """Custify, Kustomer and Customer.io declare a handler per event type and inherit the
-    base class's `transform` (check → handler → or `unsupported`)."""
+    """Custify, Kustomer and Customer.io declare a handler per event type and use the one
+    `transform` (requires → handler → or `unsupported`)."""
     from adapters.base import Adapter
 
     for name, types in {"custify": {"identify", "track", "group"},
