@@ -149,42 +149,72 @@ def message_type(event: Mapping[str, Any]) -> str | None:
     return kind.lower() if isinstance(kind, str) and kind else None
 
 
+Requires = Callable[[Mapping[str, Any], Mapping[str, Any]], str]
+Refusal = Callable[[Mapping[str, Any], str], AdapterError]
+Router = Callable[[Sequence[BatchItem]], list[BatchOutput]]
+Deletion = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]], Lookup], None]
+
+
+def require_type(event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """The default precondition: the event has a type; returns it in lower case."""
+    kind = message_type(event)
+    if kind is None:
+        raise InvalidEvent("message type is required")
+    return kind
+
+
+def never(settings: Mapping[str, Any]) -> bool:
+    return False
+
+
+def no_rejections(status: int, body: Any) -> dict[int, str]:
+    return {}
+
+
+@dataclass(frozen=True, eq=False)
 class Adapter:
-    """Base of every destination: a name, its `integrations` names, a settings schema, and a
-    pure `transform`. Each folder exports an instance as `ADAPTER`.
+    """A destination declared as data (as Segment's action-destinations declare theirs): a
+    name, its `integrations` names, a settings schema, a handler per event type. Each folder
+    exports one as `ADAPTER`; the methods below are all the gateway calls.
 
-    The uniform shape: `handlers` maps each event type the destination takes to its handler;
-    `transform` runs the destination's own preconditions (`check`, in its reference's order),
-    then the type's handler, or refuses the type (`unsupported`). Destinations that take every
-    type the same way (webhook, console) override `transform` instead."""
+    `transform` runs `requires` (the destination's preconditions, in its reference's order),
+    then the type's handler, or refuses the type (`unsupported`, default: skipped). A
+    destination that takes every type the same way (webhook, console) gives `every_event`."""
 
-    name: str = ""
-    display_names: tuple[str, ...] = ()
+    name: str
+    display_names: tuple[str, ...]
     settings_schema: type[marshmallow.Schema] = SettingsSchema
     # requests per second the destination documents (its default rate limit; 0: none known)
     default_rate: float = 0.0
-
-    handlers: Mapping[str, Handler] = {}
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    requires: Requires = require_type
+    unsupported: Refusal | None = None
+    every_event: Handler | None = None
+    # router mode: `router` groups the events of the settings `batches_when` accepts, and
+    # `rejected` reads which items of a successful batch the destination refused anyway
+    router: Router | None = None
+    batches_when: Callable[[Mapping[str, Any]], bool] = never
+    rejected: Callable[[int, Any], dict[int, str]] = no_rejections
+    # a regulation's user deletion; None: the destination has no deletion API
+    deletion: Deletion | None = None
 
     def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
                   lookup: Lookup) -> list[HttpRequest]:
-        if not self.handlers:
-            raise NotImplementedError(f"{type(self).__name__}: no handlers and no transform")
-        return dispatch(self.handlers, self.check, self.unsupported, event, settings, lookup)
+        if self.every_event is not None:
+            return self.every_event(event, settings, lookup)
+        return dispatch(self.handlers, self.requires, self.refuse, event, settings, lookup)
 
-    def check(self, event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
-        """The preconditions before any handler; returns the event type (lower case)."""
-        kind = message_type(event)
-        if kind is None:
-            raise InvalidEvent("message type is required")
-        return kind
-
-    def unsupported(self, event: Mapping[str, Any], kind: str) -> AdapterError:
+    def refuse(self, event: Mapping[str, Any], kind: str) -> AdapterError:
         """The error for a type with no handler (default: skipped, never retried)."""
+        if self.unsupported is not None:
+            return self.unsupported(event, kind)
         return Unsupported(f"{event.get('type')} is unsupported for destination {self.name}")
 
     def transform_batch(self, items: Sequence[BatchItem], lookup: Lookup) -> list[BatchOutput]:
-        """Router mode. Default: each event on its own, one output per item, in order."""
+        """Router mode: the destination's `router` when its settings batch, else each event on
+        its own, one output per item, in order."""
+        if self.router is not None and any(self.batches(item.settings) for item in items):
+            return self.router(items)
         outputs: list[BatchOutput] = []
         for item in items:
             try:
@@ -197,18 +227,25 @@ class Adapter:
     def rejected_items(self, status: int, body: Any) -> dict[int, str]:
         """After a batch request succeeded: the items the destination refused anyway, by their
         index in the batch, with the reason (Customer.io answers 207 with errors[])."""
-        return {}
+        return self.rejected(status, body)
+
+    @property
+    def deletes(self) -> bool:
+        """Does the destination have a user deletion API?"""
+        return self.deletion is not None
 
     def delete_users(self, settings: Mapping[str, Any] | None,
                      users: Sequence[Mapping[str, Any]], send: Lookup) -> None:
         """A regulation's user deletion (`users`: `{"userId"}` or `{"email"}` mappings), sent
-        through `send`; raise AdapterError as `transform` does. Default: the destination has no
-        deletion API, so the regulation reports it `unsupported`."""
-        raise Unsupported(f"{self.name} has no user deletion API")
+        through `send`; raise AdapterError as `transform` does. Without a deletion API, the
+        regulation reports it `unsupported`."""
+        if self.deletion is None:
+            raise Unsupported(f"{self.name} has no user deletion API")
+        self.deletion(settings or {}, users, send)
 
     def batches(self, settings: Mapping[str, Any]) -> bool:
         """Does the worker hand this destination's deliveries to `transform_batch`?"""
-        return False
+        return self.router is not None and self.batches_when(settings)
 
     def check_settings(self, settings: Mapping[str, Any]) -> str | None:
         """A message naming the first bad setting, or None (used when the config loads). An

@@ -59,6 +59,8 @@ class Field:
     exclude: tuple[str, ...] = ()  # keys dropped from an object value
     label: str | None = None  # the source a "Missing required value" error names, when the
     #                            reference names a path list by its name rather than its paths
+    spread: bool = False  # merge an object value's keys into `dest` ("": the top level), as
+    #                       JavaScript's `{...value}` does; a value that is no object adds nothing
 
 
 def get_path(obj: Any, path: str) -> Any:
@@ -110,6 +112,24 @@ def first_present(event: Any, paths: Iterable[str]) -> Any:
     return MISSING
 
 
+def first_truthy(event: Any, paths: Iterable[str]) -> Any:
+    """The first truthy value (JavaScript's `a || b` when every operand must count), else
+    MISSING: unlike `first_present`, 0 and false are passed over too."""
+    for path in paths:
+        value = get_path(event, path)
+        if truthy(value):
+            return value
+    return MISSING
+
+
+def either(event: Any, paths: tuple[str, ...]) -> Any:
+    """JavaScript's `a || b || c`: the first truthy value, else the last value as it is (so
+    a falsy last operand, or MISSING, comes back unchanged)."""
+    *first, last = paths
+    value = first_truthy(event, first)
+    return get_path(event, last) if value is MISSING else value
+
+
 def resolve(event: Any, sources: Paths) -> Any:
     if isinstance(sources, str):
         value = get_path(event, sources)
@@ -143,6 +163,13 @@ def construct(event: Any, fields: Iterable[Field]) -> dict[str, Any]:
             value = FORMATTERS[row.fmt](value)
             if value is MISSING:
                 continue
+        if row.spread:
+            if isinstance(value, Mapping):
+                node = out
+                for part in row.dest.split(".") if row.dest else ():
+                    node = node.setdefault(part, {})
+                node.update(value)
+            continue
         set_path(out, row.dest, value)
     return out
 

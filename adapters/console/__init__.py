@@ -21,20 +21,20 @@ class ConsoleSettings(SettingsSchema):
     pretty = fields.Boolean(load_default=False, metadata={"description": "indent the JSON"})
 
 
-class ConsoleAdapter(Adapter):
-    name = "console"
-    display_names = ("Console",)
-    settings_schema = ConsoleSettings
-
-    def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
-                  lookup: Lookup) -> list[HttpRequest]:
-        """One log record per event; its values escaped, so event data cannot forge a log line
-        or send a control sequence to the terminal showing the log."""
-        option = orjson.OPT_INDENT_2 if settings.get("pretty") else 0
-        log.info("console destination: %s %s %s", printable(event.get("type")),
-                 printable(event.get("messageId")),
-                 json_safe(orjson.dumps(dict(event), option=option).decode()))
-        return []
+def transform(event: Mapping[str, Any], settings: Mapping[str, Any],
+          lookup: Lookup) -> list[HttpRequest]:
+    """One log record per event; its values escaped, so event data cannot forge a log line
+    or send a control sequence to the terminal showing the log."""
+    option = orjson.OPT_INDENT_2 if settings.get("pretty") else 0
+    log.info("console destination: %s %s %s", printable(event.get("type")),
+             printable(event.get("messageId")),
+             json_safe(orjson.dumps(dict(event), option=option).decode()))
+    return []
 
 
-ADAPTER = ConsoleAdapter()
+ADAPTER = Adapter(
+    name="console",
+    display_names=("Console",),
+    settings_schema=ConsoleSettings,
+    every_event=transform,
+)

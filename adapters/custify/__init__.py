@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 from marshmallow import fields
 
-from adapters.base import Adapter, Lookup, SettingsSchema, Unsupported, secret
+from adapters.base import Adapter, SettingsSchema, secret
 from adapters.custify import transform as custify
 
 
@@ -20,21 +17,11 @@ class CustifySettings(SettingsSchema):
         "description": "dot path of the deduplication id (default: messageId)"})
 
 
-class CustifyAdapter(Adapter):
-    name = "custify"
-    display_names = ("Custify",)
-    settings_schema = CustifySettings
-    handlers = custify.HANDLERS
-
-    def check(self, event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
-        return custify.check(event, settings)
-
-    def delete_users(self, settings: Mapping[str, Any] | None,
-                     users: Sequence[Mapping[str, Any]], send: Lookup) -> None:
-        if users and all(u.get("email") and not u.get("userId") for u in users):
-            # a regulation for a person known by email alone: Custify deletes by user_id only
-            raise Unsupported("Custify deletes people by user_id; the profile has none")
-        custify.delete_users(settings, users, send)
-
-
-ADAPTER = CustifyAdapter()
+ADAPTER = Adapter(
+    name="custify",
+    display_names=("Custify",),
+    settings_schema=CustifySettings,
+    handlers=custify.HANDLERS,
+    requires=custify.check,
+    deletion=custify.delete_users,
+)

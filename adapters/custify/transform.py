@@ -181,6 +181,9 @@ def _post(path: str, api_key: str, body: dict[str, Any]) -> HttpRequest:
 def delete_users(settings: Mapping[str, Any] | None, users: Sequence[Mapping[str, Any]],
                  send: Lookup) -> None:
     """The regulation API: DELETE each user; 200 and 404 both mean gone."""
+    if users and all(u.get("email") and not u.get("userId") for u in users):
+        # a regulation for a person known by email alone: Custify deletes by user_id only
+        raise Unsupported("Custify deletes people by user_id; the profile has none")
     if not settings:
         raise ConfigError("Config for deletion not present")
     api_key = settings.get("apiKey")

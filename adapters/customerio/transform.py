@@ -1,57 +1,44 @@
-"""Customer.io processor mode (customerio-behaviour.md): one event → one request."""
+"""Customer.io processor mode, Track API v1 (customerio-behaviour.md): one event → one
+request, built from the rules both modes share (rules.py); and a regulation's deletion."""
 
 from __future__ import annotations
 
-import base64
-import copy
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from adapters.base import (
     AdapterError,
-    ConfigError,
     Handler,
     HttpRequest,
     InvalidEvent,
     Lookup,
     Unsupported,
-    dispatch,
     error_for_status,
     message_type,
-    no_lookups,
 )
 from adapters.customerio import mappings as m
+from adapters.customerio.rules import (
+    credentials,
+    device_platform,
+    event_time,
+    group_object,
+    host,
+    identify_attributes,
+    merge_body,
+    page_name,
+    screen_name,
+    segment,
+    with_retl_identity,
+)
 from adapters.mapping import (
-    CREATED_AT_ONLY,
     EMAIL,
     MISSING,
     USER_ID_ONLY,
-    construct,
     first_present,
     get_path,
     js_string,
     truthy,
-    unix_seconds,
 )
-from adapters.urls import URI_COMPONENT_SAFE, path_segment
-
-EMAIL_PATTERN = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@]+$")
-
-
-def credentials(settings: Mapping[str, Any]) -> dict[str, str]:
-    """Checked before anything in the event, siteID first (as the reference does)."""
-    site_id, api_key = settings.get("siteID"), settings.get("apiKey")
-    if not site_id:
-        raise ConfigError("siteID not found in Configs")
-    if not api_key:
-        raise ConfigError("apiKey not found in Configs")
-    token = base64.b64encode(f"{site_id}:{api_key}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-def host(settings: Mapping[str, Any]) -> str:
-    return m.EU_HOST if settings.get("datacenter") == "EU" else m.US_HOST
 
 
 def check(event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
@@ -67,70 +54,39 @@ def unsupported(event: Mapping[str, Any], kind: str) -> AdapterError:
     return InvalidEvent(f"could not determine type {kind}")
 
 
-def transform(event: Mapping[str, Any], settings: Mapping[str, Any]) -> HttpRequest:
-    """Processor mode: one event → one request (router v1 batches the group objects)."""
-    [request] = dispatch(HANDLERS, check, unsupported, event, settings, no_lookups)
-    return request
+Build = Callable[[Mapping[str, Any], Any, str, dict[str, str], Mapping[str, Any]], HttpRequest]
 
 
-def _prepared(event: Mapping[str, Any], settings: Mapping[str, Any]
-              ) -> tuple[Mapping[str, Any], Any, str, dict[str, str]]:
-    """What every handler starts from: the event with its Reverse-ETL identity, the userId,
-    the data centre's host and the credentials."""
-    event = with_retl_identity(event)
-    return event, first_present(event, USER_ID_ONLY), host(settings), credentials(settings)
-
-
-def identify(event: Mapping[str, Any], settings: Mapping[str, Any],
-             lookup: Lookup) -> list[HttpRequest]:
-    event, user_id, base, headers = _prepared(event, settings)
-    return [_identify(event, user_id, base, headers)]
-
-
-def activity(kind: str) -> Handler:
-    """track, page and screen: an event (or a device) of the person, or an anonymous event."""
+def handler(build: Build) -> Handler:
+    """A v1 handler: the event with its Reverse-ETL identity, its userId, the data centre's
+    host and the credentials, then the one request `build` makes of them."""
     def run(event: Mapping[str, Any], settings: Mapping[str, Any],
             lookup: Lookup) -> list[HttpRequest]:
-        event, user_id, base, headers = _prepared(event, settings)
-        return [_event(event, kind, user_id, settings, base, headers)]
+        event = with_retl_identity(event)
+        user_id = first_present(event, USER_ID_ONLY)
+        return [build(event, user_id, host(settings), credentials(settings), settings)]
     return run
 
 
-def alias(event: Mapping[str, Any], settings: Mapping[str, Any],
-          lookup: Lookup) -> list[HttpRequest]:
-    event, user_id, base, headers = _prepared(event, settings)
-    return [_alias(event, user_id, base, headers)]
+def activity(kind: str) -> Build:
+    """track, page and screen: an event (or a device) of the person, or an anonymous event."""
+    def build(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str, str],
+              settings: Mapping[str, Any]) -> HttpRequest:
+        return _event(event, kind, user_id, settings, base, headers)
+    return build
 
 
-def group(event: Mapping[str, Any], settings: Mapping[str, Any],
-          lookup: Lookup) -> list[HttpRequest]:
-    event, _, base, headers = _prepared(event, settings)
-    return [HttpRequest("POST", base + m.BATCH, headers, json=group_object(event))]
-
-
-def with_retl_identity(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Reverse ETL: the first externalId goes into the traits under its identifierType and,
-    when truthy, replaces userId."""
-    if not truthy(get_path(event, "context.mappedToDestination")):
-        return event
-    event = copy.deepcopy(dict(event))
-    identifier_type = get_path(event, "context.externalId.0.identifierType")
-    external_id = get_path(event, "context.externalId.0.id")
-    traits = event.get("traits") if event.get("traits") is not None else get_path(
-        event, "context.traits")
-    if isinstance(traits, dict) and isinstance(identifier_type, str):
-        traits[identifier_type] = None if external_id is MISSING else external_id
-    if truthy(external_id):
-        event["userId"] = external_id
-    return event
+def _group(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str, str],
+           settings: Mapping[str, Any]) -> HttpRequest:
+    return HttpRequest("POST", base + m.BATCH, headers, json=group_object(event))
 
 
 def customer_id(event: Mapping[str, Any], user_id: Any) -> Any:
     return user_id if user_id is not MISSING else first_present(event, EMAIL)
 
 
-def _identify(event: Mapping[str, Any], user_id: Any, base: str,
-              headers: dict[str, str]) -> HttpRequest:
+def _identify(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str, str],
+              settings: Mapping[str, Any]) -> HttpRequest:
     target = customer_id(event, user_id)
     if target is MISSING:
         raise InvalidEvent("userId or email is not present")
@@ -144,63 +100,15 @@ def customer_segment(target: Any, user_id: Any) -> str:
     return segment(target, "userId" if user_id is not MISSING else "email")
 
 
-def segment(value: Any, field: str) -> str:
-    return path_segment(value, field, safe=URI_COMPONENT_SAFE)
-
-
-def identify_attributes(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The person's attributes, each step overwriting the one before (behaviour §identify)."""
-    body: dict[str, Any] = {}
-    root = event.get("traits") if truthy(event.get("traits")) else get_path(event,
-                                                                            "context.traits")
-    address = root.get("address") if isinstance(root, Mapping) else None
-    if isinstance(address, Mapping):
-        body.update({k: address[k] for k in m.ADDRESS_KEYS if address.get(k) is not None})
-    traits = event.get("traits") if event.get("traits") is not None else get_path(
-        event, "context.traits")
-    if isinstance(traits, Mapping):
-        body.update({k: v for k, v in traits.items() if k not in m.NOT_COPIED_TRAITS})
-    if isinstance(event.get("user_properties"), Mapping):
-        body.update(event["user_properties"])
-    created_at = first_present(event, CREATED_AT_ONLY)
-    if created_at is not MISSING:
-        body["created_at"] = unix_seconds(created_at)
-    when = event_time(event)
-    if when is not MISSING:
-        body["_timestamp"] = when
-    if truthy(event.get("anonymousId")):
-        body["anonymous_id"] = event["anonymousId"]
-    return body
-
-
-def event_time(event: Mapping[str, Any]) -> Any:
-    """Unix seconds of `timestamp || originalTimestamp`; MISSING with neither; None (JSON
-    null, the reference's NaN) when the value is no date."""
-    value = event.get("timestamp") if truthy(event.get("timestamp")) else event.get(
-        "originalTimestamp")
-    if not truthy(value):
-        return MISSING
-    return unix_seconds(value)
-
-
 def event_name(event: Mapping[str, Any], kind: str) -> Any:
     if kind == "track":
         name = event.get("event")
     elif kind == "page":
-        name = event.get("name") if truthy(event.get("name")) else get_path(event,
-                                                                            "properties.url")
+        name = page_name(event)
     else:
-        screen = event.get("event") if truthy(event.get("event")) else get_path(
-            event, "properties.name")
+        screen = screen_name(event)
         name = f"Viewed {'undefined' if screen in (None, MISSING) else js_string(screen)} Screen"
     return js_string(name) if truthy(name) else (None if name is MISSING else name)
-
-
-def device_platform(event: Mapping[str, Any]) -> str | None:
-    kind = get_path(event, "context.device.type")
-    if not isinstance(kind, str) or not kind:
-        return None
-    return "ios" if kind.lower() in m.APPLE_PLATFORMS else kind.lower()
 
 
 def _event(event: Mapping[str, Any], kind: str, user_id: Any, settings: Mapping[str, Any],
@@ -245,8 +153,7 @@ def _event_body(event: Mapping[str, Any], kind: str, name: Any) -> dict[str, Any
 
 def _anonymous(event: Mapping[str, Any], kind: str, body: dict[str, Any]) -> dict[str, Any]:
     if kind == "screen":
-        screen = event.get("event") if truthy(event.get("event")) else get_path(
-            event, "properties.name")
+        screen = screen_name(event)
         text = js_string(screen) if truthy(screen) else ""
         body["name"] = f"Viewed {cut_utf8(text, m.ANONYMOUS_SCREEN_BYTES)} Screen"
     else:
@@ -264,34 +171,12 @@ def cut_utf8(text: str, limit: int) -> str:
     return text.encode()[:limit].decode("utf-8", errors="ignore")
 
 
-def _alias(event: Mapping[str, Any], user_id: Any, base: str,
-           headers: dict[str, str]) -> HttpRequest:
+def _alias(event: Mapping[str, Any], user_id: Any, base: str, headers: dict[str, str],
+           settings: Mapping[str, Any]) -> HttpRequest:
     previous = event.get("previousId")
     if not truthy(user_id) or not truthy(previous):
         raise InvalidEvent("Both userId and previousId are mandatory for merge operation")
-    body = {"primary": {identifier_key(user_id): user_id},
-            "secondary": {identifier_key(previous): previous}}
-    return HttpRequest("POST", base + m.MERGE, headers, json=body)
-
-
-def identifier_key(value: Any) -> str:
-    return "email" if isinstance(value, str) and EMAIL_PATTERN.match(value) else "id"
-
-
-def group_object(event: Mapping[str, Any]) -> dict[str, Any]:
-    """A v2 object: the group, its attributes and the person's relationship to it."""
-    mapped = construct(event, m.GROUP)
-    action = mapped.get("action")
-    traits = event.get("traits")
-    attributes = {k: v for k, v in traits.items() if k != "action"} \
-        if isinstance(traits, Mapping) else {}
-    member = mapped.get("user_id") if truthy(mapped.get("user_id")) else mapped.get("email")
-    relationships = [{"identifiers": {identifier_key(member): member}}] if truthy(member) else []
-    return {"identifiers": {"object_id": mapped["object_id"],
-                            "object_type_id": mapped["object_type_id"]},
-            "type": "object",
-            "action": action if action in m.GROUP_ACTIONS else "identify",
-            "attributes": attributes, "cio_relationships": relationships}
+    return HttpRequest("POST", base + m.MERGE, headers, json=merge_body(user_id, previous))
 
 
 def _or_null(value: Any) -> Any:
@@ -299,8 +184,9 @@ def _or_null(value: Any) -> Any:
 
 
 HANDLERS: dict[str, Handler] = {
-    "identify": identify, "track": activity("track"), "page": activity("page"),
-    "screen": activity("screen"), "alias": alias, "group": group,
+    "identify": handler(_identify), "track": handler(activity("track")),
+    "page": handler(activity("page")), "screen": handler(activity("screen")),
+    "alias": handler(_alias), "group": handler(_group),
 }
 
 

@@ -1,15 +1,15 @@
 """Customer.io router mode v2 (customerio-behaviour.md, "Router mode v2"): every event one item
 of POST …/api/v2/batch.
 
-Per group of inputs sharing one Config: stage 1 validates every input's shape (messages written
-`<path>: <text>`, joined with "; "), stage 2 builds the items of those that passed (the
-`dontBatch` ones last), then the items are chunked under 500,000 bytes, the successes sorted by
+Per group of inputs sharing one Config: stage 1 validates every input's shape (shape.py),
+stage 2 builds the items of those that passed (the `dontBatch` ones last) from the rules both
+modes share (rules.py), then the items are chunked under 500,000 bytes, the successes sorted by
 their smallest job id, and the errors follow (stage 1, stage 2, stage 2 of `dontBatch`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +24,14 @@ from adapters.base import (
     InvalidEvent,
 )
 from adapters.customerio import mappings as m
-from adapters.customerio import transform as t
+from adapters.customerio import rules
+from adapters.customerio.shape import RECORD_OBJECTS, record_identifier, validate
 from adapters.mapping import (
     EMAIL,
     MISSING,
     USER_ID_ONLY,
+    construct,
+    first_truthy,
     get_path,
     js_string,
     truthy,
@@ -37,180 +40,11 @@ from adapters.mapping import (
 
 MAX_BATCH_BYTES = 500_000
 MAX_ITEM_BYTES = 32_768
-EVENT_TYPES = ("identify", "track", "page", "screen", "alias", "group")
-RECORD_ACTIONS = ("insert", "update", "delete")
-RECORD_OBJECTS = ("person", "event")
-ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
-GATE_KEYS = ("userId", "anonymousId", "traits.email", "context.traits.email",
-             "context.mappedToDestination")
-RECORD_ID_KEYS = ("cio_id", "id", "email")
-NO_IDENTITY = "message: userId, email or anonymousId is required"
-NO_RECORD_ID = "message: A non-empty `id` or `email` identifier is required"
 NAME_NOT_STRING = "Event Name type should be a string"
 DEVICE_NOT_PRESENT = "userId/email or device_token not present"
 
 
-# -- stage 1: shape -----------------------------------------------------------------------------
-
-def js_type(value: Any) -> str:
-    """The JavaScript type name zod reports (`received <T>`)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _options(values: Iterable[str]) -> str:
-    return " | ".join(f"'{v}'" for v in values)
-
-
-def _enum(path: str, container: Mapping[str, Any], key: str,
-          allowed: Sequence[str]) -> str | None:
-    if key not in container:
-        return f"{path}: Required"
-    value = container[key]
-    if isinstance(value, str):
-        return None if value in allowed else (
-            f"{path}: Invalid enum value. Expected {_options(allowed)}, received '{value}'")
-    return f"{path}: Expected {_options(allowed)}, received {js_type(value)}"
-
-
-def config_problems(settings: Mapping[str, Any]) -> list[str]:
-    """`destination.Config` problems in key order: siteID, apiKey, datacenter,
-    deviceTokenEventName. Extra keys are allowed."""
-    problems = []
-    for key in ("siteID", "apiKey"):
-        path = f"destination.Config.{key}"
-        if key not in settings:
-            problems.append(f"{path}: Required")
-        elif not isinstance(settings[key], str):
-            problems.append(f"{path}: Expected string, received {js_type(settings[key])}")
-        elif settings[key] == "":
-            problems.append(f"{path}: {key} is required")
-    if "datacenter" in settings:
-        problem = _enum("destination.Config.datacenter", settings, "datacenter", ("US", "EU"))
-        if problem:
-            problems.append(problem)
-    token_event = settings.get("deviceTokenEventName", MISSING)
-    if token_event is not MISSING and not isinstance(token_event, str):
-        problems.append("destination.Config.deviceTokenEventName: Expected string, received "
-                        f"{js_type(token_event)}")
-    return problems
-
-
-def event_problems(event: Mapping[str, Any]) -> list[str]:
-    problems = []
-    problem = _enum("message.type", event, "type", EVENT_TYPES)
-    if problem:
-        problems.append(problem)
-    for key in ID_FIELDS:
-        value = event.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int
-                                                                             | float)):
-            problems.append(f"message.{key}: Invalid input")
-    if problems:
-        return problems
-    if event["type"] == "alias":
-        gate = truthy(event.get("userId")) and truthy(event.get("previousId"))
-    else:
-        gate = event["type"] == "group" or any(truthy(get_path(event, k)) for k in GATE_KEYS)
-    return [] if gate else [NO_IDENTITY]
-
-
-def record_problems(event: Mapping[str, Any], extra: Mapping[str, Any]) -> list[str]:
-    problems = []
-    action = _enum("message.action", event, "action", RECORD_ACTIONS)
-    if action:
-        problems.append(action)
-    identifiers = event.get("identifiers", MISSING)
-    if identifiers is MISSING:
-        problems.append("message.identifiers: Required")
-    elif not isinstance(identifiers, Mapping):
-        problems.append(f"message.identifiers: Expected object, received {js_type(identifiers)}")
-    if not problems and _record_identifier(event) is None:
-        problems.append(NO_RECORD_ID)
-    if "connection" in extra:
-        problems += connection_problems(extra["connection"])
-    return problems
-
-
-def connection_problems(connection: Any) -> list[str]:
-    if not isinstance(connection, Mapping):
-        return [f"connection: Expected object, received {js_type(connection)}"]
-    config = connection.get("config", MISSING)
-    if config is MISSING:
-        return ["connection.config: Required"]
-    if not isinstance(config, Mapping):
-        return [f"connection.config: Expected object, received {js_type(config)}"]
-    destination = config.get("destination", MISSING)
-    if destination is MISSING:
-        return ["connection.config.destination: Required"]
-    if not isinstance(destination, Mapping):
-        return [f"connection.config.destination: Expected object, received "
-                f"{js_type(destination)}"]
-    path = "connection.config.destination"
-    problems = []
-    problem = _enum(f"{path}.object", destination, "object", RECORD_OBJECTS)
-    if problem:
-        problems.append(problem)
-    sync = destination.get("syncMode", MISSING)
-    if sync is not MISSING and not isinstance(sync, str):
-        problems.append(f"{path}.syncMode: Expected string, received {js_type(sync)}")
-    for key in ("identifierMappings", "fieldMappings"):
-        value = destination.get(key, MISSING)
-        if value is MISSING:
-            continue
-        if not isinstance(value, list):
-            problems.append(f"{path}.{key}: Expected array, received {js_type(value)}")
-            continue
-        for index, pair in enumerate(value):
-            if not isinstance(pair, Mapping):
-                problems.append(f"{path}.{key}.{index}: Expected object, received "
-                                f"{js_type(pair)}")
-                continue
-            for side in ("from", "to"):
-                if side not in pair:
-                    problems.append(f"{path}.{key}.{index}.{side}: Required")
-                elif not isinstance(pair[side], str):
-                    problems.append(f"{path}.{key}.{index}.{side}: Expected string, received "
-                                    f"{js_type(pair[side])}")
-    return problems
-
-
-def validate(item: BatchItem) -> AdapterError | None:
-    """Stage 1 for one input: None, or one 400 error whose class says its errorType
-    (ConfigError when every problem is under destination or connection)."""
-    event = item.event
-    message = (record_problems(event, item.extra) if event.get("type") == "record"
-               else event_problems(event))
-    config = config_problems(item.settings)
-    ordered = [p for p in message if p.startswith("message")] + config + [
-        p for p in message if p.startswith("connection")]
-    distinct = list(dict.fromkeys(ordered))
-    if not distinct:
-        return None
-    text = "; ".join(distinct)
-    if all(not p.startswith("message") for p in distinct):
-        return ConfigError(text)
-    return InvalidEvent(text)
-
-
 # -- stage 2: items -----------------------------------------------------------------------------
-
-def first_truthy(event: Mapping[str, Any], paths: Iterable[str]) -> Any:
-    for path in paths:
-        value = get_path(event, path)
-        if truthy(value):
-            return value
-    return MISSING
-
 
 def identifiers(event: Mapping[str, Any], anonymous: bool = True) -> dict[str, Any] | None:
     """{id}, else {email: String(email)}, else {anonymous_id} (when allowed); None if none."""
@@ -229,8 +63,9 @@ def _identify(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str
     ids = identifiers(event, anonymous=False)
     if ids is None:
         raise InvalidEvent("userId or email is not present")
-    attributes = t.identify_attributes({k: v for k, v in event.items()
-                                        if k != "user_properties"})
+    # v2 leaves `user_properties` out of a person's attributes (v1 copies them)
+    attributes = rules.identify_attributes({k: v for k, v in event.items()
+                                            if k != "user_properties"})
     return {"type": "person", "action": "identify", "identifiers": ids,
             "attributes": attributes}
 
@@ -245,13 +80,11 @@ def _activity(kind: str) -> Callable[[Mapping[str, Any], Mapping[str, Any]], dic
             if not isinstance(name, str) or not name:
                 raise InvalidEvent("Event is a required field and should be a string")
         elif kind == "page":
-            name = event.get("name") if truthy(event.get("name")) else get_path(
-                event, "properties.url")
+            name = rules.page_name(event)
             if not isinstance(name, str):
                 raise InvalidEvent(NAME_NOT_STRING)
         else:
-            screen = event.get("event") if truthy(event.get("event")) else get_path(
-                event, "properties.name")
+            screen = rules.screen_name(event)
             if not isinstance(screen, str):
                 raise InvalidEvent(NAME_NOT_STRING)
             name = f"Viewed {screen} Screen"
@@ -262,7 +95,7 @@ def _activity(kind: str) -> Callable[[Mapping[str, Any], Mapping[str, Any]], dic
         entry: dict[str, Any] = {"type": "person", "action": "event" if kind == "track" else kind,
                                  "identifiers": ids, "name": name,
                                  "attributes": properties if properties is not None else {}}
-        when = t.event_time(event)
+        when = rules.event_time(event)
         if when is not MISSING:
             entry["timestamp"] = when
         return entry
@@ -286,36 +119,23 @@ def _device_item(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[
     if ids is None or not truthy(token):
         return None  # not an error: the ordinary track item
     device: dict[str, Any] = {"token": token}
-    when = t.event_time(event)
+    when = rules.event_time(event)
     if when is not MISSING:
         device["last_used"] = when
-    context = {"device_os": "context.os.name", "device_model": "context.device.model",
-               "app_version": "context.app.version", "device_locale": "context.locale"}
-    attributes = {}
-    for key, path in context.items():
-        value = get_path(event, path)
-        if truthy(value) or value == 0 or value is False:
-            attributes[key] = value
-    attributes.update(event.get("properties") or {})
-    device["attributes"] = attributes
-    platform = t.device_platform(event)
+    device["attributes"] = construct(event, m.DEVICE_ATTRIBUTES)
+    platform = rules.device_platform(event)
     if platform:
         device["platform"] = platform
     return {"type": "person", "action": "add_device", "identifiers": ids, "device": device}
 
 
 def _alias(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    user_id, previous = event["userId"], event["previousId"]
     return {"type": "person", "action": "merge",
-            "primary": {t.identifier_key(user_id): user_id},
-            "secondary": {t.identifier_key(previous): previous}}
+            **rules.merge_body(event["userId"], event["previousId"])}
 
 
 def _group(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    if not any(v not in (MISSING, None, "") for v in (event.get("groupId", MISSING),
-                                                      get_path(event, "traits.groupId"))):
-        raise InvalidEvent('Missing required value from "groupId"')
-    return t.group_object(event)
+    return rules.group_object(event)
 
 
 # The item builder of each event type (stage 2 of an event-stream input).
@@ -323,17 +143,6 @@ ITEMS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]
     "identify": _identify, "track": _activity("track"), "page": _activity("page"),
     "screen": _activity("screen"), "alias": _alias, "group": _group,
 }
-
-
-def _record_identifier(event: Mapping[str, Any]) -> tuple[str, str] | None:
-    fields = event.get("identifiers")
-    if not isinstance(fields, Mapping):
-        return None
-    for key in RECORD_ID_KEYS:
-        value = fields.get(key)
-        if isinstance(value, str) and value:
-            return key, value
-    return None
 
 
 def record_item(event: Mapping[str, Any], object_type: Any,
@@ -345,8 +154,8 @@ def record_item(event: Mapping[str, Any], object_type: Any,
         raise ConfigError(f'Unsupported object type: "{object_type}"')
     if object_type == "event" and action not in ("insert", "update"):
         raise ConfigError(f'"{action}" is not supported for object type "event"')
-    t.credentials(settings)
-    key, value = _record_identifier(event) or ("id", "")
+    rules.credentials(settings)
+    key, value = record_identifier(event) or ("id", "")
     fields = dict(event.get("identifiers") or {})
     entry: dict[str, Any] = {"type": "person", "identifiers": {key: value}}
     if object_type == "event":
@@ -378,8 +187,8 @@ def build(item: BatchItem, settings: Mapping[str, Any], object_type: Any
     if event.get("type") == "record":
         entry = record_item(event, object_type, settings)
     else:
-        event = t.with_retl_identity(event)
-        t.credentials(settings)
+        event = rules.with_retl_identity(event)
+        rules.credentials(settings)
         entry = ITEMS[event["type"]](event, settings)
     encoded = orjson.dumps(entry)
     if len(encoded) > MAX_ITEM_BYTES:
@@ -433,8 +242,8 @@ def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
             failed.append(BatchOutput([item.key], error=error))
             continue
         (singles if _dont_batch(item) else built).append(one)
-    url = t.host(settings) + m.BATCH
-    headers = {**t.credentials(settings), "Content-Type": "application/json"} \
+    url = rules.host(settings) + m.BATCH
+    headers = {**rules.credentials(settings), "Content-Type": "application/json"} \
         if built or singles else {}
     successes = [_request(url, headers, chunk) for chunk in _chunks(built)]
     successes += [_request(url, headers, [one]) for one in singles]
@@ -464,6 +273,19 @@ def _chunks(built: list[_Built]) -> list[list[_Built]]:
     if current:
         chunks.append(current)
     return chunks
+
+
+def rejected_items(status: int, body: Any) -> dict[int, str]:
+    """A 207 names the items that failed by `batch_index`; they fail, the others succeed."""
+    if status != 207 or not isinstance(body, Mapping):
+        return {}
+    failures: dict[int, str] = {}
+    for error in body.get("errors") or []:
+        if isinstance(error, Mapping) and isinstance(error.get("batch_index"), int):
+            failures[error["batch_index"]] = (f"reason: {error.get('reason')}, field: "
+                                              f"{error.get('field')}, message: "
+                                              f"{error.get('message')}")
+    return failures
 
 
 def _dont_batch(item: BatchItem) -> bool:

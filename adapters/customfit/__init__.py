@@ -46,27 +46,28 @@ NO_URL = ("required in webhook mode: CustomFit's Segment receiver URL is not pub
           "so there is no default (ask CustomFit for it, or use mode = \"native\")")
 
 
-class CustomFitAdapter(Adapter):
-    name = "customfit"
-    display_names = ("CustomFit", "CustomFit.ai")
-    settings_schema = CustomFitSettings
-
-    def transform(self, event: Mapping[str, Any], settings: Mapping[str, Any],
-                  lookup: Lookup) -> list[HttpRequest]:
-        key = settings.get("apiKey")
-        if not key:
-            raise ConfigError("apiKey is required")
-        kind = event.get("type")
-        if not isinstance(kind, str) or not kind:
-            raise InvalidEvent("message type is required")
-        if kind.lower() not in SUPPORTED:
-            raise Unsupported(f"{kind} is unsupported for destination CustomFit")
-        if settings.get("mode", "webhook") == "native":
-            return [native_request(event, kind.lower(), key)]
-        url = settings.get("endpointUrl")
-        if not url:
-            raise ConfigError(f"endpointUrl is {NO_URL}")
-        return [segment_post(url, event, key)]
+def transform(event: Mapping[str, Any], settings: Mapping[str, Any],
+          lookup: Lookup) -> list[HttpRequest]:
+    """Every type the same way: the API key, a supported type, then the mode's request."""
+    key = settings.get("apiKey")
+    if not key:
+        raise ConfigError("apiKey is required")
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidEvent("message type is required")
+    if kind.lower() not in SUPPORTED:
+        raise Unsupported(f"{kind} is unsupported for destination CustomFit")
+    if settings.get("mode", "webhook") == "native":
+        return [native_request(event, kind.lower(), key)]
+    url = settings.get("endpointUrl")
+    if not url:
+        raise ConfigError(f"endpointUrl is {NO_URL}")
+    return [segment_post(url, event, key)]
 
 
-ADAPTER = CustomFitAdapter()
+ADAPTER = Adapter(
+    name="customfit",
+    display_names=("CustomFit", "CustomFit.ai"),
+    settings_schema=CustomFitSettings,
+    every_event=transform,
+)

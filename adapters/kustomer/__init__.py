@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import ValidationError, fields, validates
 
-from adapters.base import Adapter, AdapterError, ConfigError, SettingsSchema, secret
+from adapters.base import Adapter, ConfigError, SettingsSchema, secret
 from adapters.kustomer import transform as kustomer
 
 
@@ -32,19 +31,12 @@ class KustomerSettings(SettingsSchema):
             raise ValidationError(exc.reason) from None
 
 
-class KustomerAdapter(Adapter):
-    name = "kustomer"
-    display_names = ("Kustomer",)
-    settings_schema = KustomerSettings
-    default_rate = 4.0  # Kustomer: 300/min on the smallest plan; stay under it (docs, section 4)
-
-    handlers = kustomer.HANDLERS
-
-    def check(self, event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
-        return kustomer.check(event, settings)
-
-    def unsupported(self, event: Mapping[str, Any], kind: str) -> AdapterError:
-        return kustomer.unsupported(event, kind)
-
-
-ADAPTER = KustomerAdapter()
+ADAPTER = Adapter(
+    name="kustomer",
+    display_names=("Kustomer",),
+    settings_schema=KustomerSettings,
+    default_rate=4.0,  # Kustomer: 300/min on the smallest plan; stay under it (docs, section 4)
+    handlers=kustomer.HANDLERS,
+    requires=kustomer.check,
+    unsupported=kustomer.unsupported,
+)

@@ -135,8 +135,8 @@ def destinations_asked(config: Config) -> dict[str, dict[str, str]]:
 
 
 def deletes(adapter: Adapter) -> bool:
-    """Does the adapter override the base class's `delete_users` (which is Unsupported)?"""
-    return type(adapter).delete_users is not Adapter.delete_users
+    """Does the adapter declare a deletion API (else its `delete_users` is Unsupported)?"""
+    return adapter.deletes
 
 
 def subject_payload(profile: Profile) -> dict[str, list[str]]:

@@ -87,8 +87,8 @@ def test_destinations_listing_marks_secrets() -> None:
 
 
 def test_type_specific_adapters_share_the_handler_table_shape() -> None:
-    """Custify, Kustomer and Customer.io declare a handler per event type and inherit the
-    base class's `transform` (check → handler → or `unsupported`)."""
+    """Custify, Kustomer and Customer.io declare a handler per event type and use the one
+    `transform` (requires → handler → or `unsupported`)."""
     from adapters.base import Adapter
 
     for name, types in {"custify": {"identify", "track", "group"},
@@ -98,3 +98,14 @@ def test_type_specific_adapters_share_the_handler_table_shape() -> None:
         adapter = DESTINATION_TYPES[name]
         assert set(adapter.handlers) == types, name
         assert type(adapter).transform is Adapter.transform, name
+
+
+def test_every_adapter_is_declared_as_data() -> None:
+    """No subclass forwarding to module functions: each ADAPTER is an `Adapter(...)` value,
+    and what it can do (route, batch, delete) reads off its declaration."""
+    for name, adapter in DESTINATION_TYPES.items():
+        assert type(adapter) is Adapter, name
+    assert {n for n, a in DESTINATION_TYPES.items() if a.deletes} == {"custify", "customerio"}
+    assert {n for n, a in DESTINATION_TYPES.items() if a.router} == {"customerio"}
+    assert {n for n, a in DESTINATION_TYPES.items() if a.every_event} == {
+        "customfit", "webhook", "console"}

@@ -12,6 +12,8 @@ from adapters.mapping import (
     Field,
     construct,
     drop_empty,
+    either,
+    first_truthy,
     get_path,
     js_string,
     resolve,
@@ -76,3 +78,27 @@ def test_small_helpers() -> None:
     assert unix_seconds("2026-01-01T00:00:00Z") == 1767225600
     assert rebase_url("https://api.x.com/v1/a?b=c", "http://127.0.0.1:9000") == (
         "http://127.0.0.1:9000/v1/a?b=c")
+
+
+@pytest.mark.parametrize("paths,expected", [
+    (("userId", "properties.flag", "context.traits.zero", "context.traits.email"), "c@x.io"),
+    (("userId", "properties.flag"), MISSING), (("nope",), MISSING)])
+def test_first_truthy_passes_over_every_falsy_value(paths, expected) -> None:
+    assert first_truthy(EVENT, paths) == expected
+
+
+@pytest.mark.parametrize("paths,expected", [
+    (("userId", "anonymousId"), "a1"), (("userId", "properties.flag"), False),
+    (("anonymousId", "nope"), "a1"), (("userId", "nope"), MISSING)])
+def test_either_is_javascripts_or_chain(paths, expected) -> None:
+    """`a || b`: the first truthy, else the last operand as it is (false stays false)."""
+    value = either(EVENT, paths)
+    assert (value, type(value)) == (expected, type(expected))
+
+
+def test_a_spread_row_merges_an_object_and_ignores_anything_else() -> None:
+    rows = (Field("first", "anonymousId"), Field("", "context.traits", spread=True),
+            Field("nested", "properties", spread=True), Field("", "anonymousId", spread=True))
+    out = construct(EVENT, rows)
+    assert out == {"first": "a1", "email": "c@x.io", "zero": 0,
+                   "nested": {"flag": False, "nan": EVENT["properties"]["nan"], "empty": ""}}
