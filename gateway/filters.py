@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from adapters.base import BatchItem, BatchOutput, Unsupported
+from gateway.outbox import user_key_of
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 IP_MODES = ("keep", "truncate", "drop")
@@ -133,7 +134,8 @@ def decide(filters: Filters, payload: Mapping[str, Any]) -> Dropped | None:
     if filters.keep and not any(matches(rule, payload) for rule in filters.keep):
         names = ", ".join(repr(rule.name) for rule in filters.keep)
         return Dropped(f"matched no keep filter ({names})")
-    if filters.sample is not None and not sampled_in(user_key(payload), filters.sample):
+    if filters.sample is not None and not sampled_in(
+            user_key_of(payload.get("userId"), payload.get("anonymousId")), filters.sample):
         return Dropped(f"outside the {filters.sample:g} % sample")
     return None
 
@@ -289,15 +291,6 @@ def _apply_ip(payload: dict[str, Any], mode: str) -> None:
             del holder[key]
         else:
             holder[key] = value
-
-
-def user_key(payload: Mapping[str, Any]) -> str:
-    """userId, else anonymousId (DESIGN.md §2.3), as text."""
-    for name in ("userId", "anonymousId"):
-        value = payload.get(name)
-        if value not in (None, ""):
-            return str(value)
-    return ""
 
 
 def sampled_in(key: str, percent: float) -> bool:

@@ -145,11 +145,6 @@ class Message:
     def event(self) -> str | None:
         return self.payload.get("event") if self.type == "track" else None
 
-    @property
-    def user_key(self) -> str:
-        """Per-user ordering key (DESIGN.md §2.3): userId, else anonymousId."""
-        return self.user_id or self.anonymous_id or ""
-
 
 @dataclass(frozen=True)
 class RequestInfo:

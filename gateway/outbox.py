@@ -70,9 +70,19 @@ def check_transition(current: str, target: str) -> str:
     return target
 
 
-def user_key() -> Any:
+def user_key_of(user_id: object, anonymous_id: object) -> str:
     """The per-user key of the barrier (§2.3): userId, else anonymousId, else '' (one queue for
-    every event with neither). Written once, used by every insert."""
+    every row with neither; no email fallback). The one rule: `user_key()` is it in SQL for the
+    inserts, and sampling and a regulation's deletion call this."""
+    for value in (user_id, anonymous_id):
+        if value not in (None, ""):
+            return str(value)
+    return ""
+
+
+def user_key() -> Any:
+    """`user_key_of` in SQL, over the events row (stored ids are never '': normalise makes a
+    blank id absent). Used by every insert that copies events."""
     return func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from gateway.identity import Key, key_value, links_of
 from gateway.messages import Message
 from gateway.models import identities, identity_keys
+from gateway.outbox import user_key_of
 
 TYPES = ("suppress", "unsuppress", "delete", "suppress_with_delete")
 SUBJECT_KINDS = {"user_id": "userId", "anonymous_id": "anonymousId", "email": "email"}
@@ -107,12 +108,11 @@ class Profile:
 
     @property
     def user_key(self) -> str:
-        """The deliveries' per-user key (userId, else anonymousId): deletion requests queue
-        behind what was sent for this person before, and ahead of what comes after."""
-        for kind in ("userId", "anonymousId", "email"):
-            if self.values(kind):
-                return self.values(kind)[0]
-        return ""
+        """The deliveries' per-user key (`outbox.user_key_of`, the events' rule): deletion
+        requests queue behind what was sent for this person before, and ahead of what comes
+        after."""
+        return user_key_of(next(iter(self.values("userId")), None),
+                           next(iter(self.values("anonymousId")), None))
 
 
 def resolve(connection: Connection, subject: Subject, lock: bool = False) -> Profile:
