@@ -178,6 +178,15 @@ def transition(connection: Connection, sources: str | Iterable[str], target: str
     return result.rowcount
 
 
+def revive(connection: Connection, ids: Sequence[int], now: datetime | None = None) -> int:
+    """Move dead deliveries back to pending with a fresh retry window (an explicit retry: one
+    from the admin API, or every dead one a console filter matches). Rows no longer dead stay
+    as they are; returns how many moved."""
+    now = now or datetime.now(UTC)
+    return transition(connection, DEAD, PENDING, ids, next_attempt_at=now,
+                      first_attempt_at=None, lease_expires_at=None, updated_at=now)
+
+
 def transition_each(connection: Connection, source: str, target: str,
                     rows: Sequence[Mapping[str, Any]], memo: dict[Any, Any] | None = None
                     ) -> int:

@@ -125,19 +125,15 @@ def dead_selection(filters: Mapping[str, str]) -> Select:
 
 
 def retry_dead_matching(engine: Engine, filters: Mapping[str, str]) -> int:
-    """Move up to RETRY_CAP dead deliveries matching the filter back to pending (as
-    replay.retry_dead does for one), in chunks; returns how many moved."""
+    """Move up to RETRY_CAP dead deliveries matching the filter back to pending (`outbox.revive`,
+    as replay.retry_dead does for one), in chunks; returns how many moved."""
     with engine.connect() as connection:
         ids = [r.id for r in connection.execute(
             dead_selection(filters).order_by(deliveries.c.id).limit(RETRY_CAP))]
     moved = 0
     for start in range(0, len(ids), 1000):
-        now = datetime.now(UTC)
         with write_transaction(engine) as connection:  # the guarded move: still dead only
-            moved += outbox.transition(connection, outbox.DEAD, outbox.PENDING,
-                                       ids[start:start + 1000], next_attempt_at=now,
-                                       first_attempt_at=None, lease_expires_at=None,
-                                       updated_at=now)
+            moved += outbox.revive(connection, ids[start:start + 1000])
     return moved
 
 
