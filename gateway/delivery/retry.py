@@ -1,4 +1,4 @@
-"""The status rule's verdict, and the backoff / give-up rules (DESIGN.md §2.5), as pure functions.
+"""The backoff / give-up rules (DESIGN.md §2.5), as pure functions.
 
 RudderStack's router defaults: 10 s doubling to a 5 min cap; give up only once a delivery has
 had at least 3 attempts **and** its first attempt is more than 3 h old.
@@ -6,28 +6,12 @@ had at least 3 attempts **and** its first attempt is more than 3 h old.
 
 from __future__ import annotations
 
-import enum
 import math
 import random
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_tz
-
-from adapters.status import is_retryable_status, is_success
-
-
-class Verdict(enum.Enum):
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    DEAD = "dead"
-
-
-def classify_status(status: int) -> Verdict:
-    """An HTTP answer's verdict on its own (the full decision is `verdict.classify`)."""
-    if is_success(status):
-        return Verdict.DELIVERED
-    return Verdict.RETRY if is_retryable_status(status) else Verdict.DEAD
 
 
 @dataclass(frozen=True)
