@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.status import is_retryable_status, is_success
+from gateway.config import RetrySettings
 from gateway.delivery.retry import RetryPolicy, parse_retry_after
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -96,3 +97,12 @@ def test_the_cap_is_recorded_in_words() -> None:
     assert policy.cap_note(math.inf, "Fri, 31 Dec 99999 23:59:59 GMT") == (
         "Retry-After Fri, 31 Dec 99999 23:59:59 GMT (beyond any date) capped to 10800 s")
     assert policy.cap_note(20000.0, None) == "Retry-After 20000 s capped to 10800 s"
+
+
+def test_the_policy_defaults_are_the_settings_defaults() -> None:
+    """Defined once (config.RetrySettings); the policy is built from settings, never apart."""
+    assert RetryPolicy() == RetryPolicy.from_settings(RetrySettings())
+    tuned = RetryPolicy.from_settings(RetrySettings(base_delay_seconds=2, max_delay_seconds=9,
+                                                    min_attempts=5, retry_window_seconds=60))
+    assert (tuned.base_delay, tuned.max_delay, tuned.min_attempts, tuned.retry_window,
+            tuned.jitter) == (2, 9, 5, 60, RetryPolicy().jitter)
