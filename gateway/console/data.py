@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, or_, select
 
+from adapters.status import is_success
 from gateway import metrics, outbox, queries
 from gateway.db import write_transaction
 from gateway.ingest import clip_indexed
@@ -183,8 +184,8 @@ def last_hour(connection: Connection, now: datetime | None = None) -> Chart:
         since = max(since, min(r.started_at for r in rows))
     for row in rows:
         if row.started_at >= since:
-            ok = row.status is not None and 200 <= row.status < 300
-            bucket(row.destination, "delivered" if ok else "failed", row.started_at)
+            bucket(row.destination, "delivered" if is_success(row.status) else "failed",
+                   row.started_at)
     for row in connection.execute(
             select(deliveries.c.destination, deliveries.c.updated_at)
             .where(deliveries.c.state == outbox.DEAD).order_by(deliveries.c.id.desc())

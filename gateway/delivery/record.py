@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from adapters.status import is_success
 from gateway import metrics, outbox
 from gateway.db import write_transaction
 from gateway.delivery.client import excerpt, redact, redaction_window
@@ -185,8 +186,8 @@ def _succeeded(f: Finished) -> bool:
     o = f.outcome
     if o.accepted:
         return True
-    return (o.status is not None and 200 <= o.status <= 299 and not o.error_class
-            and o.error is None and o.rejected is None)
+    return (is_success(o.status) and not o.error_class and o.error is None
+            and o.rejected is None)
 
 
 def is_outage(exc: BaseException) -> bool:

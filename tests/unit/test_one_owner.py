@@ -6,15 +6,28 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import adapters
 import gateway
+from adapters.status import is_success
 from gateway.delivery import client, retry
 
-ROOT = Path(gateway.__file__).parent
+ROOTS = (Path(gateway.__file__).parent, Path(adapters.__file__).parent)
 
 
 def modules() -> dict[str, ast.Module]:
-    return {str(path.relative_to(ROOT.parent)): ast.parse(path.read_text(), str(path))
-            for path in sorted(ROOT.rglob("*.py"))}
+    """Every production module of `gateway` and `adapters`, by path (e.g. gateway/outbox.py)."""
+    return {str(path.relative_to(root.parent)): ast.parse(path.read_text(), str(path))
+            for root in ROOTS for path in sorted(root.rglob("*.py"))}
+
+
+def test_the_2xx_check_is_adapters_status_only() -> None:
+    inline = [f"{path}:{node.lineno}" for path, tree in modules().items()
+              if path != "adapters/status.py" for node in ast.walk(tree)
+              if isinstance(node, ast.Compare)
+              and {200, 299} & {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}
+              and {299, 300} & {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}]
+    assert inline == []
+    assert [is_success(s) for s in (None, 199, 200, 299, 300)] == [False, False, True, True, False]
 
 
 def test_unused_copies_of_the_status_rule_are_gone() -> None:
