@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import DESTINATION_TYPES
+from adapters.known import unknown_key
 from gateway import filters as filters_module
 from gateway.db import DatabaseProblem, sqlite_file
 from gateway.delivery.limits import Limits as DestinationLimits
@@ -643,10 +644,9 @@ def _load_table(cls: type, values: Any, where: str, table: str) -> Any:
 
 
 def _reject_unknown(item: Mapping[str, Any], allowed: set[str], where: str, table: str) -> None:
-    unknown = sorted(set(item) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: {table}: unknown field {unknown[0]!r} "
-                          f"(allowed: {', '.join(sorted(allowed))})")
+    problem = unknown_key(item, allowed)
+    if problem:
+        raise ConfigError(f"{where}: {table}: {problem}")
 
 
 def _required_str(item: Mapping[str, Any], key: str, where: str, table: str) -> str:

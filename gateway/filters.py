@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from adapters.base import BatchItem, BatchOutput, Unsupported
+from adapters.known import unknown_key
 from gateway.outbox import user_key_of
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -502,9 +503,6 @@ def _strings(item: Mapping[str, Any], key: str, where: str) -> list[str]:
 
 
 def _unknown(raw: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
-    for key in sorted(raw):
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{prefix}unknown field {key!r}{hint} "
-                             f"(allowed: {', '.join(allowed)})")
+    problem = unknown_key(raw, allowed)
+    if problem:
+        raise ValueError(f"{prefix}{problem}")

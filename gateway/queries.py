@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, or_, select
 
+from adapters.known import unknown_key
 from gateway import identity
 from gateway.ingest import clip_indexed
 from gateway.messages import parse_time
@@ -231,9 +232,9 @@ def _checked(filters: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, 
 
 
 def _reject_unknown(filters: Mapping[str, str], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(filters) - set(allowed))
-    if unknown:
-        raise QueryError(f"unknown filter {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    problem = unknown_key(filters, allowed, "filter")
+    if problem:
+        raise QueryError(problem)
 
 
 def _iso(value: datetime | None) -> str | None:

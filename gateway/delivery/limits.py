@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from adapters.known import unknown_key
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -65,10 +67,9 @@ def parse_limits(raw: Any, default_rate: float = 0.0) -> Limits:
         return Limits(rate_per_second=default_rate)
     if not isinstance(raw, dict):
         raise LimitsError("must be a table")
-    known = [f.name for f in fields(Limits)]
-    for key in sorted(raw):
-        if key not in known:
-            raise LimitsError(f"unknown field {key!r} (known: {', '.join(known)})")
+    problem = unknown_key(raw, [f.name for f in fields(Limits)])
+    if problem:
+        raise LimitsError(problem)
     values: dict[str, Any] = {"rate_per_second": default_rate}
     for key, value in raw.items():
         kind, low, high = _BOUNDS[key]

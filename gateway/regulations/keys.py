@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from adapters.known import unknown_key
 from gateway.identity import Key, key_value, links_of
 from gateway.messages import Message
 from gateway.models import identities, identity_keys
@@ -46,9 +47,9 @@ def parse_request(body: Any) -> tuple[str, Subject]:
         raise InvalidRequest('expected {"type": "suppress"|"unsuppress"|"delete"|'
                              '"suppress_with_delete", "subject": {"user_id"|"anonymous_id"|'
                              '"email": "…"}}')
-    unknown = sorted(set(body) - {"type", "subject", "dry_run"})
-    if unknown:
-        raise InvalidRequest(f"unknown field {unknown[0]!r} (allowed: type, subject, dry_run)")
+    problem = unknown_key(body, ("type", "subject", "dry_run"))
+    if problem:
+        raise InvalidRequest(problem)
     if not isinstance(body.get("dry_run", False), bool):
         raise InvalidRequest("dry_run: true or false")
     kind = body.get("type")
