@@ -359,6 +359,12 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
+def iso_text(value: datetime | None) -> str | None:
+    """A stored time as the admin API, the CLI and the console show it: ISO-8601 as stored,
+    `Z` for UTC (None stays None). The one timestamp-to-text rule of the read side."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
 def format_time(value: datetime) -> str:
     """RFC 3339 with milliseconds and `Z`, as both vendors emit it (years below 1000 padded:
     strftime's %Y does not pad them on every platform)."""

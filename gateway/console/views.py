@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.console import auth, bp, data
 from gateway.explain import explain, explain_event
 from gateway.http.browser import public_base_url
+from gateway.messages import iso_text
 from gateway.models import events
 from gateway.replay import Conflict, NotFound, replay, retry_dead
 
@@ -284,7 +285,7 @@ def mask(key: str) -> str:
 
 
 def iso(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+    return iso_text(value) or ""
 
 
 bp.add_app_template_filter(mask, "mask")

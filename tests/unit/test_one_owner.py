@@ -4,12 +4,14 @@ not come back (read from the source, by AST)."""
 from __future__ import annotations
 
 import ast
+from datetime import UTC, datetime
 from pathlib import Path
 
 import adapters
 import gateway
 from adapters.status import is_success
 from gateway.delivery import client, retry
+from gateway.messages import iso_text
 
 ROOTS = (Path(gateway.__file__).parent, Path(adapters.__file__).parent)
 
@@ -33,3 +35,17 @@ def test_the_2xx_check_is_adapters_status_only() -> None:
 def test_unused_copies_of_the_status_rule_are_gone() -> None:
     assert not hasattr(retry, "Verdict") and not hasattr(retry, "classify_status")
     assert not hasattr(client, "retry_after_seconds")
+
+
+def test_one_timestamp_to_text_helper() -> None:
+    """`messages.iso_text` only: no module turns a time into text by `.isoformat().replace`."""
+    copies = [f"{path}:{node.lineno}" for path, tree in modules().items()
+              if path != "gateway/messages.py" for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "replace" and isinstance(node.func.value, ast.Call)
+              and isinstance(node.func.value.func, ast.Attribute)
+              and node.func.value.func.attr == "isoformat"]
+    assert copies == []
+    assert iso_text(datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=UTC)) \
+        == "2026-01-02T03:04:05.000600Z"
+    assert iso_text(None) is None
