@@ -43,9 +43,9 @@ import orjson
 
 from adapters.base import BatchItem, BatchOutput, Unsupported
 from adapters.known import unknown_key
+from gateway.models import MESSAGE_TYPES
 from gateway.outbox import user_key_of
 
-MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 IP_MODES = ("keep", "truncate", "drop")
 # Top-level fields of a message (Segment spec + what the gateway adds); a path must start
 # with one of these, so `propertes.email` is a config error, not a filter that never matches.

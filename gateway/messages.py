@@ -18,8 +18,8 @@ import orjson
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
 from gateway.config import Limits
+from gateway.models import MESSAGE_TYPES
 
-MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MESSAGE_ID_COLUMN = 255  # events.message_id: the cap whatever [limits] says
 # The earliest event time stored: PostgreSQL reads a timestamptz back in the session's time
 # zone, and year 1 seen from a zone west of UTC is 1 BC, which psycopg refuses to load.

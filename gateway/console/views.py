@@ -19,13 +19,14 @@ from gateway.console import auth, bp, data
 from gateway.explain import explain, explain_event
 from gateway.http.browser import public_base_url
 from gateway.messages import iso_text
-from gateway.models import events
+from gateway.models import MESSAGE_TYPES, events
 from gateway.replay import Conflict, NotFound, replay, retry_dead
 
 STREAM_SECONDS = 25.0  # one stream's life; EventSource reconnects with Last-Event-ID
 POLL_SECONDS = 0.25  # a committed event is on the page within about this
 LOOK_BACK = 2_000  # ids below the newest sent that may still commit (two group commits' worth)
 PAGE = 50
+LIVE_TYPES = ("track", *(kind for kind in MESSAGE_TYPES if kind != "track"))  # commonest first
 REPLAY_FILTERS = ("source", "type", "event", "user_id", "anonymous_id", "since", "until")
 
 
@@ -78,7 +79,7 @@ def live() -> str:
         newest = data.newest_event_id(connection)
     return render_template("console/live.html", rows=rows, filters=filters, newest=newest,
                            paged=before is not None, sources=_config().sources,
-                           types=("track", "identify", "page", "screen", "group", "alias"),
+                           types=LIVE_TYPES,
                            older=rows[-1]["id"] if len(rows) == PAGE else None)
 
 

@@ -30,14 +30,13 @@ from gateway.messages import (
     strip_nul,
     too_deep_text,
 )
+from gateway.models import MESSAGE_TYPES
 
 bp = Blueprint("tracking", __name__)
 
-SINGLE_PATHS = {
-    "identify": "identify", "track": "track", "page": "page",
-    "screen": "screen", "group": "group", "alias": "alias",
-    "i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias",
-}
+# each type's own path, and its first letter (`/v1/t`, as the pixel and short clients post)
+SINGLE_PATHS = {**{kind: kind for kind in MESSAGE_TYPES},
+                **{kind[0]: kind for kind in MESSAGE_TYPES}}
 # `/b`: the Segment mobile SDKs post to `https://{apiHost}/b`, so an `apiHost` without `/v1`
 # (the gateway's bare host name) lands there.
 BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/b", "/beacon/v1/batch")

@@ -11,7 +11,8 @@ import adapters
 import gateway
 from adapters.status import is_success
 from gateway.delivery import client, retry
-from gateway.messages import iso_text
+from gateway.messages import SCHEMAS, iso_text
+from gateway.models import MESSAGE_TYPES
 
 ROOTS = (Path(gateway.__file__).parent, Path(adapters.__file__).parent)
 
@@ -49,3 +50,15 @@ def test_one_timestamp_to_text_helper() -> None:
     assert iso_text(datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=UTC)) \
         == "2026-01-02T03:04:05.000600Z"
     assert iso_text(None) is None
+
+
+def test_the_message_types_are_listed_once() -> None:
+    """`models.MESSAGE_TYPES`: ingest, filters, the tracking paths and the console read it
+    (ingest's schema per type is keyed by the same names)."""
+    every = set(MESSAGE_TYPES)
+    lists = [path for path, tree in modules().items() if path.startswith("gateway/")
+             for node in ast.walk(tree)
+             if isinstance(node, ast.Tuple | ast.List | ast.Set | ast.Dict)
+             and every <= {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}]
+    assert lists == ["gateway/messages.py", "gateway/models.py"]  # SCHEMAS, the list
+    assert tuple(SCHEMAS) == MESSAGE_TYPES
