@@ -4,8 +4,11 @@ not come back (read from the source, by AST)."""
 from __future__ import annotations
 
 import ast
+import errno
 from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 import adapters
 import gateway
@@ -62,3 +65,20 @@ def test_the_message_types_are_listed_once() -> None:
              and every <= {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}]
     assert lists == ["gateway/messages.py", "gateway/models.py"]  # SCHEMAS, the list
     assert tuple(SCHEMAS) == MESSAGE_TYPES
+
+
+def test_a_database_outage_is_decided_in_one_place() -> None:
+    """`storage_state.is_outage`: ingest's group commit and the worker's recorder both ask it."""
+    from gateway import ingest, storage_state
+    from gateway.delivery import record
+
+    assert ingest.is_outage is record.is_outage is storage_state.is_outage
+    assert not hasattr(ingest, "_is_outage")
+    cause = Exception("server closed the connection")
+    invalidated = DBAPIError("SELECT 1", {}, cause, connection_invalidated=True)
+    outages = [OperationalError("SELECT 1", {}, cause), InterfaceError("SELECT 1", {}, cause),
+               invalidated, OSError(errno.EROFS, "read-only file system")]
+    refusals = [IntegrityError("INSERT", {}, cause), DBAPIError("SELECT 1", {}, cause),
+                OSError(errno.ENOENT, "gone"), ValueError("bad value")]
+    assert [storage_state.is_outage(e) for e in outages] == [True] * 4
+    assert [storage_state.is_outage(e) for e in refusals] == [False] * 4
