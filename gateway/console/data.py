@@ -215,15 +215,12 @@ def circuit_status() -> Callable[[Connection, str], Any] | None:
     return lane_status
 
 
-_CIRCUIT_WORDS = {0.0: "closed", 0.5: "half-open", 1.0: "open"}
-
-
 def _lane_words(lane: dict[str, float] | None) -> str | None:
     """The delivery worker's own per-destination state (lanes.py), as it publishes it to the
     gauges any process can read (metrics.destination_status); None before it has published."""
     if not lane or "circuit_open" not in lane:
         return None
-    words = _CIRCUIT_WORDS.get(lane["circuit_open"], "open")
+    words = metrics.CIRCUIT_STATE.get(lane["circuit_open"], "open")
     if "rate_tokens" in lane:
         words += f", {lane['rate_tokens']:g} tokens"
     return words

@@ -82,3 +82,17 @@ def test_a_database_outage_is_decided_in_one_place() -> None:
                 OSError(errno.ENOENT, "gone"), ValueError("bad value")]
     assert [storage_state.is_outage(e) for e in outages] == [True] * 4
     assert [storage_state.is_outage(e) for e in refusals] == [False] * 4
+
+
+def test_the_circuit_vocabulary_is_mapped_once() -> None:
+    """lanes' states → the gauge's numbers → the console's words, through metrics' one map."""
+    from gateway import metrics
+    from gateway.console import data
+    from gateway.delivery import lanes
+
+    assert set(metrics.CIRCUIT_VALUE) == {lanes.CLOSED, lanes.HALF_OPEN, lanes.OPEN}
+    assert not hasattr(data, "_CIRCUIT_WORDS")
+    for state in (lanes.CLOSED, lanes.HALF_OPEN, lanes.OPEN):
+        metrics.publish_lane("one-owner-test", {"circuit": state, "in_flight": 0, "tokens": 2})
+        said = data._lane_words(metrics.destination_status()["one-owner-test"])
+        assert said == f"{state}, 2 tokens"
