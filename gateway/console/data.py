@@ -6,8 +6,7 @@ so a page costs the same with ten rows or ten million.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -195,24 +194,11 @@ def last_hour(connection: Connection, now: datetime | None = None) -> Chart:
     return Chart(out, since)
 
 
-def circuit_status() -> Callable[[Connection, str], Any] | None:
-    """The per-destination circuit/rate-limit state, when the delivery side provides one
-    (`gateway.delivery.circuit.status(connection, destination)`); None keeps it off the page."""
-    for module in ("gateway.delivery.circuit", "gateway.delivery.breaker", "gateway.outbox"):
-        try:
-            found = getattr(importlib.import_module(module), "status", None)
-        except ImportError:
-            continue
-        if callable(found):
-            return found
-    lanes: dict[str, dict[str, float]] | None = None
-
-    def lane_status(connection: Connection, destination: str) -> str | None:
-        nonlocal lanes
-        if lanes is None:  # read once per page
-            lanes = metrics.destination_status()
-        return _lane_words(lanes.get(destination))
-    return lane_status
+def circuit_words(destinations: Iterable[str]) -> dict[str, str | None]:
+    """Per destination, its circuit/rate-limit state in words ("open, 3 tokens"), as the
+    delivery worker last published it (read once per page); None before it has."""
+    lanes = metrics.destination_status()
+    return {name: _lane_words(lanes.get(name)) for name in destinations}
 
 
 def _lane_words(lane: dict[str, float] | None) -> str | None:

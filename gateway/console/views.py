@@ -242,16 +242,9 @@ def replay_form() -> Any:
 def destinations() -> str:
     config = _config()
     gauges = data.queue_gauges(_engine())
-    status = data.circuit_status()
     with _engine().connect() as connection:
         chart = data.last_hour(connection)
-        circuits = {}
-        if status is not None:
-            for d in config.destinations:
-                try:
-                    circuits[d.name] = status(connection, d.name)
-                except Exception:  # someone else's function: the page stays up without it
-                    current_app.logger.exception("circuit status of %s", d.name)
+    circuits = data.circuit_words(d.name for d in config.destinations)
     rows = []
     for d in config.destinations:
         depth, age = gauges.get(d.name, (0, 0.0))
@@ -261,7 +254,7 @@ def destinations() -> str:
                      "series": series, "totals": {k: sum(v) for k, v in series.items()},
                      "bars": _bars(series), "circuit": circuits.get(d.name)})
     covered = (datetime.now(UTC) - chart.since).total_seconds()
-    return render_template("console/destinations.html", rows=rows, circuits=status is not None,
+    return render_template("console/destinations.html", rows=rows,
                            covered=None if covered >= 3590 else _age(covered))
 
 

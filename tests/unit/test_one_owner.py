@@ -96,3 +96,14 @@ def test_the_circuit_vocabulary_is_mapped_once() -> None:
         metrics.publish_lane("one-owner-test", {"circuit": state, "in_flight": 0, "tokens": 2})
         said = data._lane_words(metrics.destination_status()["one-owner-test"])
         assert said == f"{state}, 2 tokens"
+
+
+def test_the_console_reads_circuits_without_probing_modules_by_name() -> None:
+    from gateway import metrics
+    from gateway.console import data
+
+    source = (ROOTS[0] / "console" / "data.py").read_text()
+    assert "importlib" not in source and not hasattr(data, "circuit_status")
+    metrics.publish_lane("probe-test", {"circuit": "half-open", "in_flight": 1, "tokens": 0.5})
+    assert data.circuit_words(["probe-test", "never-published"]) \
+        == {"probe-test": "half-open, 0.5 tokens", "never-published": None}
