@@ -25,7 +25,7 @@ MESSAGE_ID_COLUMN = 255  # events.message_id: the cap whatever [limits] says
 # zone, and year 1 seen from a zone west of UTC is 1 BC, which psycopg refuses to load.
 EARLIEST_EVENT_TIME = datetime(1, 1, 2, tzinfo=UTC)
 NO_ID = "a message needs a userId or an anonymousId"
-MISSING = "Missing data for required field."  # marshmallow's own text for required fields
+REQUIRED_TEXT = "Missing data for required field."  # marshmallow's own text for required fields
 
 
 class Identifier(fields.Field):
@@ -93,7 +93,7 @@ class AliasSchema(MessageSchema):
     def _needs_an_id(self, data: Mapping[str, Any], **kwargs: Any) -> None:
         for name in ("userId", "previousId"):
             if not data.get(name):
-                raise ValidationError(MISSING, name)
+                raise ValidationError(REQUIRED_TEXT, name)
 
 
 class NamedSchema(MessageSchema):
@@ -277,7 +277,7 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
         return "invalid_message", str(text)
     if text == NO_ID:
         return "no_user_anon_id", NO_ID
-    if text == MISSING:
+    if text == REQUIRED_TEXT:
         return "missing_field", f"{field} is required"
     return "invalid_field", f"{field}: {text}"
 

@@ -32,7 +32,7 @@ from adapters.known import unknown_key
 
 
 @dataclass(frozen=True)
-class Limits:
+class DestinationLimits:
     concurrency: int | None = None  # None: the worker's concurrency
     rate_per_second: float = 0.0  # 0: unlimited
     burst: int | None = None  # None: one second's worth
@@ -61,13 +61,13 @@ class LimitsError(ValueError):
     """A bad `limits` entry: the message names the field and what it must be."""
 
 
-def parse_limits(raw: Any, default_rate: float = 0.0) -> Limits:
-    """`[destinations.limits]` → Limits, or LimitsError naming the first bad field."""
+def parse_limits(raw: Any, default_rate: float = 0.0) -> DestinationLimits:
+    """`[destinations.limits]` → DestinationLimits, or LimitsError naming the first bad field."""
     if raw is None:
-        return Limits(rate_per_second=default_rate)
+        return DestinationLimits(rate_per_second=default_rate)
     if not isinstance(raw, dict):
         raise LimitsError("must be a table")
-    problem = unknown_key(raw, [f.name for f in fields(Limits)])
+    problem = unknown_key(raw, [f.name for f in fields(DestinationLimits)])
     if problem:
         raise LimitsError(problem)
     values: dict[str, Any] = {"rate_per_second": default_rate}
@@ -81,4 +81,4 @@ def parse_limits(raw: Any, default_rate: float = 0.0) -> Limits:
             raise LimitsError(f"field {key!r}: must be {what} from {low:g} to {high:g}, "
                               f"not {value!r}")
         values[key] = kind(value)
-    return Limits(**values)
+    return DestinationLimits(**values)

@@ -98,7 +98,7 @@ def message_keys(message: Message) -> set[Key]:
 
 
 @dataclass(frozen=True)
-class Profile:
+class SubjectProfile:
     """The subject's whole identity profile (every linked key), or the subject alone."""
 
     id: int | None
@@ -116,7 +116,7 @@ class Profile:
                            next(iter(self.values("anonymousId")), None))
 
 
-def resolve(connection: Connection, subject: Subject, lock: bool = False) -> Profile:
+def resolve(connection: Connection, subject: Subject, lock: bool = False) -> SubjectProfile:
     """The profile owning the subject's key, with all its keys. `lock` takes the profile row
     FOR UPDATE (PostgreSQL), as ingest's identity load does, so no request links a key to it
     meanwhile."""
@@ -124,13 +124,13 @@ def resolve(connection: Connection, subject: Subject, lock: bool = False) -> Pro
                                                       identity_keys.c.value == subject.value)
     profile_id = connection.execute(owner).scalar_one_or_none()
     if profile_id is None:
-        return Profile(None, frozenset({subject.key}))
+        return SubjectProfile(None, frozenset({subject.key}))
     if lock:
         connection.execute(select(identities.c.id).where(identities.c.id == profile_id)
                            .with_for_update())
     rows = connection.execute(select(identity_keys.c.kind, identity_keys.c.value)
                               .where(identity_keys.c.identity_id == profile_id)).all()
-    return Profile(profile_id, frozenset({subject.key, *((r.kind, r.value) for r in rows)}))
+    return SubjectProfile(profile_id, frozenset({subject.key, *((r.kind, r.value) for r in rows)}))
 
 
 def hashes(keys: Iterable[Key]) -> set[str]:

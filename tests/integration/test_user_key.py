@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from gateway import outbox
 from gateway.models import events
-from gateway.regulations.keys import Profile
+from gateway.regulations.keys import SubjectProfile
 from tests.conftest import WRITE_KEY
 from tests.helpers import basic
 
@@ -21,9 +21,10 @@ def test_the_rule_prefers_user_id_then_anonymous_id_and_never_email() -> None:
 
 
 def test_a_profile_keys_its_deletions_as_its_events_are_keyed() -> None:
-    both = Profile(1, frozenset({("userId", "u"), ("anonymousId", "a"), ("email", "e@x.io")}))
-    anon = Profile(2, frozenset({("anonymousId", "a"), ("email", "e@x.io")}))
-    email_only = Profile(None, frozenset({("email", "e@x.io")}))
+    both = SubjectProfile(1, frozenset({("userId", "u"), ("anonymousId", "a"),
+                                        ("email", "e@x.io")}))
+    anon = SubjectProfile(2, frozenset({("anonymousId", "a"), ("email", "e@x.io")}))
+    email_only = SubjectProfile(None, frozenset({("email", "e@x.io")}))
     assert (both.user_key, anon.user_key, email_only.user_key) == ("u", "a", "")
 
 

@@ -107,3 +107,19 @@ def test_the_console_reads_circuits_without_probing_modules_by_name() -> None:
     metrics.publish_lane("probe-test", {"circuit": "half-open", "in_flight": 1, "tokens": 0.5})
     assert data.circuit_words(["probe-test", "never-published"]) \
         == {"probe-test": "half-open, 0.5 tokens", "never-published": None}
+
+
+def test_one_meaning_per_name() -> None:
+    """A class or constant name is defined at the top of one module of the gateway only (the
+    adapters' own `ConfigError` and `MISSING` are theirs; the gateway names none of its own so).
+    """
+    defined: dict[str, list[str]] = {}
+    for path, tree in modules().items():
+        for node in tree.body:
+            names = [node.name] if isinstance(node, ast.ClassDef) else [
+                t.id for t in node.targets if isinstance(t, ast.Name)] \
+                if isinstance(node, ast.Assign) else []
+            for name in names:
+                defined.setdefault(name, []).append(path)
+    for name in ("Verdict", "Limits", "ConfigError", "Profile", "MISSING"):
+        assert len(defined.get(name, [])) <= 1, (name, defined[name])
