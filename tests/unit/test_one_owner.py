@@ -123,3 +123,16 @@ def test_one_meaning_per_name() -> None:
                 defined.setdefault(name, []).append(path)
     for name in ("Verdict", "Limits", "ConfigError", "Profile", "MISSING"):
         assert len(defined.get(name, [])) <= 1, (name, defined[name])
+
+
+def test_the_app_objects_are_spelled_once() -> None:
+    """`gateway/http/context.py` names the config, engine and storage keys; no module reaches
+    for them by key or keeps a local `_config()`/`_engine()` of its own."""
+    keys = {"gateway.config", "gateway.engine", "gateway.storage"}
+    spelled = sorted({path for path, tree in modules().items()
+                      if path != "gateway/http/context.py" for node in ast.walk(tree)
+                      if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+                      and node.slice.value in keys})
+    local = sorted({path for path, tree in modules().items() for node in ast.walk(tree)
+                    if isinstance(node, ast.FunctionDef) and node.name in ("_config", "_engine")})
+    assert (spelled, local) == ([], [])
