@@ -8,13 +8,13 @@ upsert), which production wires to the real HTTP client and tests replay from fi
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import marshmallow
 
+from adapters.known import unknown_key
 from adapters.status import is_retryable_status
 
 
@@ -277,12 +277,8 @@ class Adapter:
     def unknown_setting(self, settings: Mapping[str, Any]) -> str | None:
         """The first key neither this destination nor RudderStack's generic config knows, with
         the closest known name."""
-        known = sorted(f.data_key or name for name, f in self.settings_schema().fields.items())
-        for key in sorted(set(settings) - set(known) - GENERIC_SETTINGS):
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-            return f"unknown setting {key!r} ({hint})"
-        return None
+        known = {f.data_key or name for name, f in self.settings_schema().fields.items()}
+        return unknown_key(set(settings) - GENERIC_SETTINGS, known, "setting")
 
     def secret_settings(self) -> frozenset[str]:
         """Setting names whose values must never be logged or shown (metadata secret=True)."""

@@ -10,5 +10,6 @@ def is_retryable_status(status: int) -> bool:
     return status in (408, 429) or (500 <= status <= 599 and status not in (501, 505))
 
 
-def is_success(status: int) -> bool:
-    return 200 <= status <= 299
+def is_success(status: int | None) -> bool:
+    """A 2xx answer (None: no answer at all, never a success). The one success check."""
+    return status is not None and 200 <= status <= 299

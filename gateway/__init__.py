@@ -21,11 +21,9 @@ def create_app(config: Config | None = None) -> Flask:
     # Every body is bounded (docs/design.md §2.7): the tracking routes check the exact limit
     # themselves; this also bounds the admin API's bodies.
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_request_bytes + 1
-    app.extensions["gateway.config"] = config
-    app.extensions["gateway.engine"] = make_engine(config.database_url)
-    app.extensions["gateway.storage"] = StorageState("storage")
+    from gateway.http import admin, browser, context, cors, deadline, errors, tracking
 
-    from gateway.http import admin, browser, cors, deadline, errors, tracking
+    context.install(app, config, make_engine(config.database_url), StorageState("storage"))
 
     errors.init_app(app)
     deadline.init_app(app, config.server.body_timeout_seconds)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters import DESTINATION_TYPES
 from gateway import config as config_module
 from gateway import heartbeat
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigFileError
 from gateway.db import (
     DatabaseProblem,
     describe_database_error,
@@ -39,7 +39,7 @@ def check(path: Path) -> int:
     a database."""
     try:
         config = config_module.load(path, check_settings=False, check_admin_token=False)
-    except ConfigError as exc:
+    except ConfigFileError as exc:
         return report([(FAIL, "config", str(exc))])
     lines: list[Line] = [(OK, "config", str(path.resolve())), check_admin_token(config)]
     database = check_database(config.database_url)

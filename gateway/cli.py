@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import admin_cli, regulations_cli, supervisor
 from gateway import config as config_module
-from gateway.config import Config, ConfigError
+from gateway.config import Config, ConfigFileError
 from gateway.db import (
     DatabaseProblem,
     describe_database_error,
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
-    except ConfigError as exc:
+    except ConfigFileError as exc:
         return _fail(f"configuration error: {exc}", 2)
     except (DatabaseProblem, SQLAlchemyError, CommandError) as exc:
         return _fail(describe_database_error(exc, _database_url(args)),
@@ -170,7 +170,7 @@ def _database_url(args: argparse.Namespace) -> str:
     """The URL a failure is about, for the message (the config loaded fine to get this far)."""
     try:
         return config_module.load(args.config, check_settings=False).database_url
-    except ConfigError:
+    except ConfigFileError:
         return "the configured database"
 
 
@@ -184,7 +184,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not path.exists() and not args.init and _config_named(args):
         # a typo in --config or $GATEWAY_CONFIG must not start an empty installation that
         # looks healthy while every SDK gets 401
-        raise ConfigError(f"{path}: file not found (gateway serve writes a new config only "
+        raise ConfigFileError(f"{path}: file not found (gateway serve writes a new config only "
                           f"at the default ./{config_module.DEFAULT_CONFIG_PATH}, or with "
                           "--init)")
     if not path.exists():
@@ -201,12 +201,12 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = config_module.parse_bind(args.bind or config.server.bind)
     admin = config_module.parse_bind(config.admin.bind) if config.admin.bind else None
     if admin == (host, port):
-        raise ConfigError(f"{path}: [admin]: field 'bind': {config.admin.bind!r} is also the "
+        raise ConfigFileError(f"{path}: [admin]: field 'bind': {config.admin.bind!r} is also the "
                           "address served (--bind); the admin listener needs its own")
     tls_problem = config.server.certfile and tls.load_problem(config.server.certfile,
                                                              config.server.keyfile)
     if tls_problem:  # before binding: every worker would fail on it
-        raise ConfigError(f"{path}: [server]: TLS: {tls_problem}")
+        raise ConfigFileError(f"{path}: [server]: TLS: {tls_problem}")
     workers = args.workers or config.server.workers or os.cpu_count() or 1
     try:
         return supervisor.serve(path.resolve(), host, port, workers,

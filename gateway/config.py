@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters import DESTINATION_TYPES
+from adapters.known import unknown_key
 from gateway import filters as filters_module
 from gateway.db import DatabaseProblem, sqlite_file
-from gateway.delivery.limits import Limits as DestinationLimits
-from gateway.delivery.limits import LimitsError, parse_limits
+from gateway.delivery.limits import DestinationLimits, LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
 from gateway.http.peers import parse_network
 
@@ -32,7 +32,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
-class ConfigError(Exception):
+class ConfigFileError(Exception):
     """The configuration cannot be used; the message says where and why."""
 
 
@@ -226,17 +226,17 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
 
 
 def read_config(config_path: Path) -> dict[str, Any]:
-    """The parsed file, or a ConfigError saying in one line why it cannot be read."""
+    """The parsed file, or a ConfigFileError saying in one line why it cannot be read."""
     try:
         return tomllib.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{config_path}: file not found") from None
+        raise ConfigFileError(f"{config_path}: file not found") from None
     except IsADirectoryError:
-        raise ConfigError(f"{config_path}: is a folder; --config names a TOML file") from None
+        raise ConfigFileError(f"{config_path}: is a folder; --config names a TOML file") from None
     except OSError as exc:
-        raise ConfigError(f"{config_path}: cannot read it: {exc.strerror or exc}") from None
+        raise ConfigFileError(f"{config_path}: cannot read it: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+        raise ConfigFileError(f"{config_path}: not valid TOML: {exc}") from None
 
 
 def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
@@ -258,7 +258,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     if check_admin_token:
         problem = admin_token_problem(admin_token)
         if problem:
-            raise ConfigError(f"{where}: {describe_admin_token(env or {})}: {problem}")
+            raise ConfigFileError(f"{where}: {describe_admin_token(env or {})}: {problem}")
     sources = _load_sources(raw.get("sources", []), where)
     destinations = _load_destinations(raw.get("destinations", []), sources, where,
                                       check_settings)
@@ -325,7 +325,7 @@ def _checked_tls(server: ServerSettings, base_dir: Path | None,
     directory); a keyfile alone is a mistake. Whether the files load is `gateway serve`'s and
     `gateway check`'s business (`gateway/http/tls.py`)."""
     if server.keyfile and not server.certfile:
-        raise ConfigError(f"{where}: [server]: field 'keyfile': set, but 'certfile' is not "
+        raise ConfigFileError(f"{where}: [server]: field 'keyfile': set, but 'certfile' is not "
                           "(TLS needs the certificate; the key alone serves nothing)")
 
     def anchored(path: str) -> str:
@@ -367,22 +367,22 @@ def format_bind(host: str, port: int) -> str:
 
 
 def _normal_bind(bind: str, where: str, table: str = "[server]") -> str:
-    """[server] bind as gunicorn takes it (`localhost` → `localhost:8080`), or a ConfigError."""
+    """[server] bind as gunicorn takes it (`localhost` → `localhost:8080`), or a ConfigFileError."""
     try:
         return format_bind(*parse_bind(bind))
     except ValueError as exc:
-        raise ConfigError(f"{where}: {table}: field 'bind': {exc}") from None
+        raise ConfigFileError(f"{where}: {table}: field 'bind': {exc}") from None
 
 
 def _normal_proxies(entries: tuple[str, ...], where: str) -> tuple[str, ...]:
     """[server] trusted_proxies checked and written as gunicorn's forwarded_allow_ips takes
-    them (`10.1.2.3/8` → `10.0.0.0/8`; a single address stays as it is), or a ConfigError."""
+    them (`10.1.2.3/8` → `10.0.0.0/8`; a single address stays as it is), or a ConfigFileError."""
     normal = []
     for entry in entries:
         try:
             network = parse_network(entry)
         except ValueError as exc:
-            raise ConfigError(f"{where}: [server]: field 'trusted_proxies': {exc}") from None
+            raise ConfigFileError(f"{where}: [server]: field 'trusted_proxies': {exc}") from None
         single = network.num_addresses == 1 and "/" not in entry
         normal.append(str(network.network_address) if single else str(network))
     return tuple(normal)
@@ -394,7 +394,7 @@ def _checked_admin(admin: AdminSettings, public_bind: str, where: str) -> AdminS
         return dataclasses.replace(admin, bind="")
     bind = _normal_bind(admin.bind, where, "[admin]")
     if parse_bind(bind) == parse_bind(public_bind):
-        raise ConfigError(f"{where}: [admin]: field 'bind': {bind!r} is also [server] bind; "
+        raise ConfigFileError(f"{where}: [admin]: field 'bind': {bind!r} is also [server] bind; "
                           "the admin listener needs an address or port of its own")
     return dataclasses.replace(admin, bind=bind)
 
@@ -406,7 +406,7 @@ def _checked_metrics(metrics: MetricsSettings, admin: AdminSettings,
     if metrics.require_token is None:
         return MetricsSettings(require_token=older)
     if older is not None and older != metrics.require_token:
-        raise ConfigError(f"{where}: [metrics]: field 'require_token' says "
+        raise ConfigFileError(f"{where}: [metrics]: field 'require_token' says "
                           f"{str(metrics.require_token).lower()} but [admin] "
                           f"metrics_require_token says {str(older).lower()}: keep one")
     return metrics
@@ -458,13 +458,14 @@ def parse_public_url(text: str) -> str:
 
 
 def _normal_public_url(text: str, where: str) -> str:
-    """[server] public_url normalised, "" left as "" (the request's own host), or a ConfigError."""
+    """[server] public_url normalised, "" left as "" (the request's own host), or a
+    ConfigFileError."""
     if not text.strip():
         return ""
     try:
         return parse_public_url(text)
     except ValueError as exc:
-        raise ConfigError(f"{where}: [server]: field 'public_url': {exc}") from None
+        raise ConfigFileError(f"{where}: [server]: field 'public_url': {exc}") from None
 
 
 # Names the program and its test suite read, besides GATEWAY_DATABASE_URL, GATEWAY_ADMIN_TOKEN
@@ -530,22 +531,22 @@ def _from_env_text(text: str, type_name: Any) -> Any:
 
 def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
     if not isinstance(items, list):
-        raise ConfigError(f"{where}: [[sources]] must be an array of tables")
+        raise ConfigFileError(f"{where}: [[sources]] must be an array of tables")
     sources: list[Source] = []
     seen_names: set[str] = set()
     seen_keys: set[str] = set()
     for index, item in enumerate(items, 1):
         table = f"[[sources]] #{index}"
         if not isinstance(item, dict):
-            raise ConfigError(f"{where}: {table} must be a table")
+            raise ConfigFileError(f"{where}: {table} must be a table")
         _reject_unknown(item, {"name", "write_key", "enabled", "filters"}, where, table)
         name = _required_str(item, "name", where, table)
         table = f"[[sources]] #{index} ({name!r})"
         key = _required_str(item, "write_key", where, table)
         if name in seen_names:
-            raise ConfigError(f"{where}: {table}: field 'name': duplicate source name {name!r}")
+            raise ConfigFileError(f"{where}: {table}: field 'name': duplicate source name {name!r}")
         if key in seen_keys:
-            raise ConfigError(f"{where}: {table}: field 'write_key': duplicate write key")
+            raise ConfigFileError(f"{where}: {table}: field 'write_key': duplicate write key")
         seen_names.add(name)
         seen_keys.add(key)
         sources.append(Source(name, key, _bool(item, "enabled", True, where, table),
@@ -556,7 +557,7 @@ def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
 def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
                        check_settings: bool = True) -> tuple[Destination, ...]:
     if not isinstance(items, list):
-        raise ConfigError(f"{where}: [[destinations]] must be an array of tables")
+        raise ConfigFileError(f"{where}: [[destinations]] must be an array of tables")
     source_names = tuple(s.name for s in sources)
     destinations: list[Destination] = []
     seen: set[str] = set()
@@ -564,40 +565,41 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
     for index, item in enumerate(items, 1):
         table = f"[[destinations]] #{index}"
         if not isinstance(item, dict):
-            raise ConfigError(f"{where}: {table} must be a table")
+            raise ConfigFileError(f"{where}: {table} must be a table")
         _reject_unknown(item, allowed, where, table)
         name = _required_str(item, "name", where, table)
         table = f"[[destinations]] #{index} ({name!r})"
         if name in seen:
-            raise ConfigError(f"{where}: {table}: field 'name': duplicate destination name")
+            raise ConfigFileError(f"{where}: {table}: field 'name': duplicate destination name")
         seen.add(name)
         kind = _required_str(item, "type", where, table)
         if kind not in DESTINATION_TYPES:
             known = ", ".join(sorted(DESTINATION_TYPES))
-            raise ConfigError(
+            raise ConfigFileError(
                 f"{where}: {table}: field 'type': unknown destination type {kind!r} "
                 f"(known: {known})")
         linked = item.get("sources", list(source_names))
         if not isinstance(linked, list) or not all(isinstance(s, str) for s in linked):
-            raise ConfigError(f"{where}: {table}: field 'sources': must be a list of source names")
+            raise ConfigFileError(
+                f"{where}: {table}: field 'sources': must be a list of source names")
         for source_name in linked:
             if source_name not in source_names:
-                raise ConfigError(
+                raise ConfigFileError(
                     f"{where}: {table}: field 'sources': no source named {source_name!r}")
         endpoint = item.get("endpoint")
         if endpoint is not None and (not isinstance(endpoint, str)
                                      or not endpoint.startswith(("http://", "https://"))):
-            raise ConfigError(f"{where}: {table}: field 'endpoint': must be an http(s) URL")
+            raise ConfigFileError(f"{where}: {table}: field 'endpoint': must be an http(s) URL")
         settings = item.get("settings", {})
         if not isinstance(settings, dict):
-            raise ConfigError(f"{where}: {table}: field 'settings': must be a table")
+            raise ConfigFileError(f"{where}: {table}: field 'settings': must be a table")
         problem = check_settings and DESTINATION_TYPES[kind].check_settings(settings)
         if problem:
-            raise ConfigError(f"{where}: {table}.settings: {problem}")
+            raise ConfigFileError(f"{where}: {table}.settings: {problem}")
         try:
             limits = parse_limits(item.get("limits"), DESTINATION_TYPES[kind].default_rate)
         except LimitsError as exc:
-            raise ConfigError(f"{where}: {table}.limits: {exc}") from None
+            raise ConfigFileError(f"{where}: {table}.limits: {exc}") from None
         destinations.append(Destination(
             name=name, type=kind, sources=tuple(linked),
             enabled=_bool(item, "enabled", True, where, table),
@@ -613,12 +615,12 @@ def _filters(item: Mapping[str, Any], where: str, table: str) -> Filters:
     try:
         return filters_module.parse(item["filters"])
     except ValueError as exc:
-        raise ConfigError(f"{where}: {table}.filters: {exc}") from None
+        raise ConfigFileError(f"{where}: {table}.filters: {exc}") from None
 
 
 def _load_table(cls: type, values: Any, where: str, table: str) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: {table} must be a table")
+        raise ConfigFileError(f"{where}: {table} must be a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     _reject_unknown(values, set(fields), where, table)
     converted: dict[str, Any] = {}
@@ -626,40 +628,40 @@ def _load_table(cls: type, values: Any, where: str, table: str) -> Any:
         kind = str(fields[name].type)
         minimum = fields[name].metadata.get("min", 0)
         if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ConfigError(f"{where}: {table}: field {name!r}: must be a whole number")
+            raise ConfigFileError(f"{where}: {table}: field {name!r}: must be a whole number")
         if kind == "int" and value < minimum:
-            raise ConfigError(f"{where}: {table}: field {name!r}: must be at least {minimum}")
+            raise ConfigFileError(f"{where}: {table}: field {name!r}: must be at least {minimum}")
         optional = kind == "bool | None" and value is None  # "auto" from the environment
         if kind in ("bool", "bool | None") and not isinstance(value, bool) and not optional:
-            raise ConfigError(f"{where}: {table}: field {name!r}: must be true or false")
+            raise ConfigFileError(f"{where}: {table}: field {name!r}: must be true or false")
         if kind == "str" and not isinstance(value, str):
-            raise ConfigError(f"{where}: {table}: field {name!r}: must be a string")
+            raise ConfigFileError(f"{where}: {table}: field {name!r}: must be a string")
         if kind.startswith("tuple"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{where}: {table}: field {name!r}: must be a list of strings")
+                raise ConfigFileError(
+                    f"{where}: {table}: field {name!r}: must be a list of strings")
             value = tuple(value)
         converted[name] = value
     return cls(**converted)
 
 
 def _reject_unknown(item: Mapping[str, Any], allowed: set[str], where: str, table: str) -> None:
-    unknown = sorted(set(item) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: {table}: unknown field {unknown[0]!r} "
-                          f"(allowed: {', '.join(sorted(allowed))})")
+    problem = unknown_key(item, allowed)
+    if problem:
+        raise ConfigFileError(f"{where}: {table}: {problem}")
 
 
 def _required_str(item: Mapping[str, Any], key: str, where: str, table: str) -> str:
     value = item.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: {table}: field {key!r}: required, a non-empty string")
+        raise ConfigFileError(f"{where}: {table}: field {key!r}: required, a non-empty string")
     return value
 
 
 def _bool(item: Mapping[str, Any], key: str, default: bool, where: str, table: str) -> bool:
     value = item.get(key, default)
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {table}: field {key!r}: must be true or false")
+        raise ConfigFileError(f"{where}: {table}: field {key!r}: must be true or false")
     return value
 
 
@@ -670,14 +672,14 @@ def write_default(path: Path) -> tuple[str, str]:
     while admin_token_problem(admin_token):  # one in billions spells a placeholder word
         admin_token = secrets.token_urlsafe(32)
     if not path.parent.is_dir():
-        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise ConfigFileError(f"cannot write {path}: folder {path.parent} does not exist")
     try:
         # created 0600 from the start: it holds secrets
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(STARTER_TEMPLATE.format(write_key=write_key, admin_token=admin_token))
     except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise ConfigFileError(f"cannot write {path}: {exc.strerror or exc}") from None
     return write_key, admin_token
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, select
 # state machine moves, e.g. to gateway/outbox.py).
 from gateway import outbox, rejections, routing
 from gateway.config import Config, Destination
+from gateway.messages import iso_text
 from gateway.models import deliveries, events
 from gateway.queries import QueryError, delivery_summary, event_summary
 
@@ -125,7 +126,7 @@ def _delivery_words(d: Any) -> tuple[str, str]:
     last = _last(d)
     if d.state == outbox.DELIVERED:
         status = f"HTTP {d.last_status}" if d.last_status is not None else "no status"
-        return d.state, f"delivered at {_iso(d.updated_at)} ({status}, {attempts})"
+        return d.state, f"delivered at {iso_text(d.updated_at)} ({status}, {attempts})"
     if d.state == outbox.SKIPPED:
         reason = d.last_error or "no reason recorded"
         if reason.startswith("Filtered: "):  # the destination's filters (gateway/filters.py)
@@ -134,13 +135,13 @@ def _delivery_words(d: Any) -> tuple[str, str]:
     if d.state == outbox.DEAD:
         return d.state, f"dead after {attempts}: {last or 'no error recorded'}"
     if d.state == outbox.RETRYING:
-        return d.state, (f"retrying after {attempts}; next attempt at {_iso(d.next_attempt_at)}"
+        return d.state, (f"retrying after {attempts}; next attempt at {iso_text(d.next_attempt_at)}"
                          f"; last error: {last or 'none recorded'}")
     if d.state == outbox.DELIVERING:
         return d.state, f"being sent now (attempt {d.attempts + 1})"
     if d.state == outbox.PENDING:
         again = f" (again, after {attempts}; last error: {last})" if d.attempts else ""
-        return d.state, f"queued: first attempt due at {_iso(d.next_attempt_at)}{again}"
+        return d.state, f"queued: first attempt due at {iso_text(d.next_attempt_at)}{again}"
     return d.state, f"state {d.state}"
 
 
@@ -173,6 +174,3 @@ def _summary(found: list[dict[str, Any]], refused: Sequence[dict[str, Any]]) -> 
                      f"{refusals[0]['reason']}")
     return "; ".join(parts)
 
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")

@@ -42,8 +42,10 @@ from typing import Any
 import orjson
 
 from adapters.base import BatchItem, BatchOutput, Unsupported
+from adapters.known import unknown_key
+from gateway.models import MESSAGE_TYPES
+from gateway.outbox import user_key_of
 
-MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 IP_MODES = ("keep", "truncate", "drop")
 # Top-level fields of a message (Segment spec + what the gateway adds); a path must start
 # with one of these, so `propertes.email` is a config error, not a filter that never matches.
@@ -133,7 +135,8 @@ def decide(filters: Filters, payload: Mapping[str, Any]) -> Dropped | None:
     if filters.keep and not any(matches(rule, payload) for rule in filters.keep):
         names = ", ".join(repr(rule.name) for rule in filters.keep)
         return Dropped(f"matched no keep filter ({names})")
-    if filters.sample is not None and not sampled_in(user_key(payload), filters.sample):
+    if filters.sample is not None and not sampled_in(
+            user_key_of(payload.get("userId"), payload.get("anonymousId")), filters.sample):
         return Dropped(f"outside the {filters.sample:g} % sample")
     return None
 
@@ -289,15 +292,6 @@ def _apply_ip(payload: dict[str, Any], mode: str) -> None:
             del holder[key]
         else:
             holder[key] = value
-
-
-def user_key(payload: Mapping[str, Any]) -> str:
-    """userId, else anonymousId (docs/design.md §2.3), as text."""
-    for name in ("userId", "anonymousId"):
-        value = payload.get(name)
-        if value not in (None, ""):
-            return str(value)
-    return ""
 
 
 def sampled_in(key: str, percent: float) -> bool:
@@ -509,9 +503,6 @@ def _strings(item: Mapping[str, Any], key: str, where: str) -> list[str]:
 
 
 def _unknown(raw: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
-    for key in sorted(raw):
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{prefix}unknown field {key!r}{hint} "
-                             f"(allowed: {', '.join(allowed)})")
+    problem = unknown_key(raw, allowed)
+    if problem:
+        raise ValueError(f"{prefix}{problem}")

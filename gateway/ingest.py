@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway import outbox
 from gateway.config import Config
@@ -34,7 +34,7 @@ from gateway.messages import Message
 from gateway.models import events
 from gateway.regulations.suppression import suppressed_messages
 from gateway.routing import destinations_for_source, route
-from gateway.storage_state import is_storage_error
+from gateway.storage_state import is_outage
 
 MAX_TRANSACTION_TRIES = 5
 MAX_GROUP_MESSAGES = 1000  # one group commit writes at most this many messages…
@@ -152,7 +152,7 @@ def _write_group(engine: Engine, group: list[_Request]) -> None:
             for request, result in zip(group, _store_with_retries(engine, group), strict=True):
                 request.result = result
         except Exception as exc:
-            if len(group) == 1 or _is_outage(exc):
+            if len(group) == 1 or is_outage(exc):
                 for request in group:
                     request.error = exc
             else:
@@ -170,14 +170,6 @@ def _write_group(engine: Engine, group: list[_Request]) -> None:
         for request in group:
             request.finished = True
             request.wake.set()
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """The database itself failed (unreachable, disk full, read-only): every request of a group
-    would fail alone too, so they all get the error at once instead of N more attempts."""
-    return isinstance(exc, OperationalError | InterfaceError) or bool(
-        getattr(exc, "connection_invalidated", False)) or (
-        isinstance(exc, OSError) and is_storage_error(exc))
 
 
 def _store_with_retries(engine: Engine, requests: list[_Request]) -> list[StoreResult]:

@@ -18,14 +18,14 @@ import orjson
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
 from gateway.config import Limits
+from gateway.models import MESSAGE_TYPES
 
-MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MESSAGE_ID_COLUMN = 255  # events.message_id: the cap whatever [limits] says
 # The earliest event time stored: PostgreSQL reads a timestamptz back in the session's time
 # zone, and year 1 seen from a zone west of UTC is 1 BC, which psycopg refuses to load.
 EARLIEST_EVENT_TIME = datetime(1, 1, 2, tzinfo=UTC)
 NO_ID = "a message needs a userId or an anonymousId"
-MISSING = "Missing data for required field."  # marshmallow's own text for required fields
+REQUIRED_TEXT = "Missing data for required field."  # marshmallow's own text for required fields
 
 
 class Identifier(fields.Field):
@@ -93,7 +93,7 @@ class AliasSchema(MessageSchema):
     def _needs_an_id(self, data: Mapping[str, Any], **kwargs: Any) -> None:
         for name in ("userId", "previousId"):
             if not data.get(name):
-                raise ValidationError(MISSING, name)
+                raise ValidationError(REQUIRED_TEXT, name)
 
 
 class NamedSchema(MessageSchema):
@@ -144,11 +144,6 @@ class Message:
     @property
     def event(self) -> str | None:
         return self.payload.get("event") if self.type == "track" else None
-
-    @property
-    def user_key(self) -> str:
-        """Per-user ordering key (docs/design.md §2.3): userId, else anonymousId."""
-        return self.user_id or self.anonymous_id or ""
 
 
 @dataclass(frozen=True)
@@ -282,7 +277,7 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
         return "invalid_message", str(text)
     if text == NO_ID:
         return "no_user_anon_id", NO_ID
-    if text == MISSING:
+    if text == REQUIRED_TEXT:
         return "missing_field", f"{field} is required"
     return "invalid_field", f"{field}: {text}"
 
@@ -362,6 +357,12 @@ def parse_time(value: Any) -> datetime | None:
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
+
+
+def iso_text(value: datetime | None) -> str | None:
+    """A stored time as the admin API, the CLI and the console show it: ISO-8601 as stored,
+    `Z` for UTC (None stays None). The one timestamp-to-text rule of the read side."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def format_time(value: datetime) -> str:

@@ -51,12 +51,14 @@ IN_FLIGHT = Gauge("gateway_destination_in_flight", "Deliveries being sent",
 RATE_TOKENS = Gauge("gateway_destination_rate_tokens",
                     "Requests the destination's rate limit lets out now",
                     ["destination"], multiprocess_mode="mostrecent")
-_CIRCUIT_VALUE = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
+# The circuit's states (lanes.py) as the gauge holds them, and back: the one mapping.
+CIRCUIT_VALUE = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
+CIRCUIT_STATE = {value: state for state, value in CIRCUIT_VALUE.items()}
 
 
 def publish_lane(destination: str, status: dict) -> None:
     """Mirror one lane's `status()` into the gauges above."""
-    CIRCUIT_OPEN.labels(destination).set(_CIRCUIT_VALUE.get(status["circuit"], 1.0))
+    CIRCUIT_OPEN.labels(destination).set(CIRCUIT_VALUE.get(status["circuit"], 1.0))
     IN_FLIGHT.labels(destination).set(status["in_flight"])
     RATE_TOKENS.labels(destination).set(status["tokens"])
 

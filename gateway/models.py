@@ -72,6 +72,9 @@ class JSONText(TypeDecorator):
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
         return None if value is None else orjson.loads(value)
 
+# The message types an events row holds (`type`): the one list ingest accepts, filters name and
+# the console offers. Here, at the bottom of the imports, so every side can read it.
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 
 events = Table(
     "events", metadata,

@@ -70,9 +70,19 @@ def check_transition(current: str, target: str) -> str:
     return target
 
 
-def user_key() -> Any:
+def user_key_of(user_id: object, anonymous_id: object) -> str:
     """The per-user key of the barrier (§2.3): userId, else anonymousId, else '' (one queue for
-    every event with neither). Written once, used by every insert."""
+    every row with neither; no email fallback). The one rule: `user_key()` is it in SQL for the
+    inserts, and sampling and a regulation's deletion call this."""
+    for value in (user_id, anonymous_id):
+        if value not in (None, ""):
+            return str(value)
+    return ""
+
+
+def user_key() -> Any:
+    """`user_key_of` in SQL, over the events row (stored ids are never '': normalise makes a
+    blank id absent). Used by every insert that copies events."""
     return func.coalesce(events.c.user_id, events.c.anonymous_id, literal(""))
 
 
@@ -166,6 +176,15 @@ def transition(connection: Connection, sources: str | Iterable[str], target: str
         where.append(deliveries.c.lease_expires_at == lease)
     result = connection.execute(update(deliveries).where(*where).values(state=target, **values))
     return result.rowcount
+
+
+def revive(connection: Connection, ids: Sequence[int], now: datetime | None = None) -> int:
+    """Move dead deliveries back to pending with a fresh retry window (an explicit retry: one
+    from the admin API, or every dead one a console filter matches). Rows no longer dead stay
+    as they are; returns how many moved."""
+    now = now or datetime.now(UTC)
+    return transition(connection, DEAD, PENDING, ids, next_attempt_at=now,
+                      first_attempt_at=None, lease_expires_at=None, updated_at=now)
 
 
 def transition_each(connection: Connection, source: str, target: str,

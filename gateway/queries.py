@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, or_, select
 
+from adapters.known import unknown_key
 from gateway import identity
 from gateway.ingest import clip_indexed
-from gateway.messages import parse_time
+from gateway.messages import iso_text, parse_time
 from gateway.models import deliveries, delivery_attempts, events
 
 MAX_LIMIT = 1000
@@ -111,23 +111,23 @@ def get_identity(connection: Connection, filters: Mapping[str, str]) -> dict[str
     found = identity.lookup(connection, *given[0])
     if found is None:
         return None
-    return {**found, "first_seen": _iso(found["first_seen"]),
-            "last_seen": _iso(found["last_seen"])}
+    return {**found, "first_seen": iso_text(found["first_seen"]),
+            "last_seen": iso_text(found["last_seen"])}
 
 
 def event_summary(row: Any) -> dict[str, Any]:
     return {"id": row.id, "source": row.source, "message_id": row.message_id, "type": row.type,
             "event": row.event, "user_id": row.user_id, "anonymous_id": row.anonymous_id,
-            "timestamp": _iso(row.timestamp), "received_at": _iso(row.received_at)}
+            "timestamp": iso_text(row.timestamp), "received_at": iso_text(row.received_at)}
 
 
 def delivery_summary(row: Any) -> dict[str, Any]:
     return {"id": row.id, "event_id": row.event_id, "destination": row.destination,
             "user_key": row.user_key, "state": row.state, "attempts": row.attempts,
-            "next_attempt_at": _iso(row.next_attempt_at), "last_status": row.last_status,
+            "next_attempt_at": iso_text(row.next_attempt_at), "last_status": row.last_status,
             "last_error": row.last_error, "replay_id": row.replay_id,
             "regulation_id": row.regulation_id,
-            "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at)}
+            "created_at": iso_text(row.created_at), "updated_at": iso_text(row.updated_at)}
 
 
 def _attempts_of(connection: Connection, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -138,7 +138,7 @@ def _attempts_of(connection: Connection, ids: list[int]) -> dict[int, list[dict[
                                 .where(delivery_attempts.c.delivery_id.in_(ids))
                                 .order_by(delivery_attempts.c.id)):
         out.setdefault(a.delivery_id, []).append({
-            "number": a.number, "started_at": _iso(a.started_at), "duration_ms": a.duration_ms,
+            "number": a.number, "started_at": iso_text(a.started_at), "duration_ms": a.duration_ms,
             "status": a.status, "error_class": a.error_class, "excerpt": a.excerpt})
     return out
 
@@ -231,10 +231,7 @@ def _checked(filters: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, 
 
 
 def _reject_unknown(filters: Mapping[str, str], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(filters) - set(allowed))
-    if unknown:
-        raise QueryError(f"unknown filter {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    problem = unknown_key(filters, allowed, "filter")
+    if problem:
+        raise QueryError(problem)
 
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from gateway.db import write_transaction
+from gateway.messages import iso_text
 from gateway.models import events, rejections
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ def recent(connection: Connection, limit: int = 50, before: int | None = None,
 
 
 def as_json(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "received_at": _iso(row.received_at), "source": row.source,
+    return {"id": row.id, "received_at": iso_text(row.received_at), "source": row.source,
             "message_id": row.message_id, "type": row.message_type, "reason": row.reason,
             "detail": row.detail, "duplicate_of": row.duplicate_of}
 
@@ -251,7 +252,7 @@ def _resolve_duplicates(engine: Engine, job: _Duplicates) -> list[dict[str, Any]
                            events.c.received_at != job.received_at)):
                 rows.append(_row(Entry(
                     job.received_at, job.source, found.message_id, found.type, "duplicate",
-                    f"a resend of event {found.id} (received {_iso(found.received_at)}): "
+                    f"a resend of event {found.id} (received {iso_text(found.received_at)}): "
                     "accepted and dropped, the original is not sent again", found.id)))
     return rows
 
@@ -262,6 +263,3 @@ def _clip(value: str | None, size: int) -> str | None:
     value = value.replace("\x00", "")
     return value if len(value) <= size else value[:size - 1] + "…"
 
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")

@@ -55,7 +55,6 @@ def replay(engine: Engine, config: Config, destination: str, filters: Mapping[st
 
 def retry_dead(engine: Engine, delivery_id: int) -> None:
     """Move a dead delivery back to pending, with a fresh retry window."""
-    now = datetime.now(UTC)
     with write_transaction(engine) as connection:
         state = connection.execute(select(deliveries.c.state)
                                    .where(deliveries.c.id == delivery_id)).scalar_one_or_none()
@@ -63,6 +62,4 @@ def retry_dead(engine: Engine, delivery_id: int) -> None:
             raise NotFound(f"no delivery {delivery_id}")
         if state != outbox.DEAD:
             raise Conflict(f"delivery {delivery_id} is {state}; only a dead delivery is retried")
-        outbox.transition(connection, outbox.DEAD, outbox.PENDING, [delivery_id],
-                          next_attempt_at=now, first_attempt_at=None, lease_expires_at=None,
-                          updated_at=now)
+        outbox.revive(connection, [delivery_id])

@@ -16,7 +16,7 @@ import threading
 import time
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 log = logging.getLogger("gateway.storage")
 RESET_POOL_EVERY = 1.0  # seconds: at most one pool reset per second during an outage
@@ -35,6 +35,15 @@ def is_storage_error(exc: BaseException) -> bool:
     """The event store cannot take writes now (a retryable 503, not a bug's 500)."""
     return isinstance(exc, SQLAlchemyError) or (
         isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The database itself failed (unreachable, disk full, read-only), as opposed to refusing
+    one row's values: every write would fail alone too. Ingest fails a whole group commit at
+    once on it; the worker stops recording and holds its results until storage is back."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated) or (
+        isinstance(exc, OSError) and is_storage_error(exc))  # the files beside SQLite's
 
 
 def short_reason(exc: BaseException) -> str:

@@ -29,6 +29,7 @@ from adapters.mapping import (
     get_path,
     truthy,
 )
+from adapters.status import is_success
 from adapters.urls import query_value
 
 NO_ID = "Email or userId is mandatory"
@@ -111,7 +112,7 @@ def _upsert_company(company: dict[str, Any], api_key: str, lookup: Lookup) -> No
     response = lookup(HttpRequest("POST", f"{m.BASE_URL}/company",
                                   {"Content-Type": "application/json",
                                    "Authorization": f"Bearer {api_key}"}, json=company))
-    if not 200 <= response.status <= 299:
+    if not is_success(response.status):
         detail = json.dumps(response.body, separators=(",", ":")) if response.body is not None \
             else response.text
         raise error_for_status(response.status or 500,

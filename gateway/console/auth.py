@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from flask import (
     Response,
     abort,
-    current_app,
     g,
     make_response,
     redirect,
@@ -27,11 +26,9 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import Engine
 
-from gateway.config import Config
 from gateway.console import sessions
-from gateway.http import auth_throttle
+from gateway.http import auth_throttle, context
 
 COOKIE = "gw_console"
 LOGIN_COOKIE = "gw_login"
@@ -39,12 +36,6 @@ MAX_TOKEN = 4096  # bytes of a submitted token we are willing to compare
 MAX_NEXT = 2000  # characters of a `next` path we are willing to redirect to
 
 
-def _config() -> Config:
-    return current_app.extensions["gateway.config"]
-
-
-def _engine() -> Engine:
-    return current_app.extensions["gateway.engine"]
 
 
 def session() -> sessions.Session | None:
@@ -53,8 +44,8 @@ def session() -> sessions.Session | None:
         found = None
         raw = request.cookies.get(COOKIE)
         if raw:
-            config = _config()
-            found = sessions.find(_engine(), raw, config.admin_token, config.console,
+            config = context.config()
+            found = sessions.find(context.engine(), raw, config.admin_token, config.console,
                                   touch=request.endpoint != "console.stream")
         g.console_session = found
     return g.console_session
@@ -89,7 +80,7 @@ def finish(response: Response) -> Response:
 
 def check_token(given: str) -> bool:
     """The admin token, compared in constant time."""
-    return hmac.compare_digest(given.encode()[:MAX_TOKEN], _config().admin_token.encode())
+    return hmac.compare_digest(given.encode()[:MAX_TOKEN], context.config().admin_token.encode())
 
 
 def attempt_sign_in(target: str) -> Response:
@@ -98,8 +89,8 @@ def attempt_sign_in(target: str) -> Response:
     auth_throttle.refuse_if_blocked()
     if not check_token(request.form.get("token", "")):
         return sign_in_refused(target)
-    config = _config()
-    session_id, g.console_session = sessions.open_session(_engine(), config.admin_token,
+    config = context.config()
+    session_id, g.console_session = sessions.open_session(context.engine(), config.admin_token,
                                                           config.console)
     response = redirect(target)
     response.set_cookie(COOKIE, session_id, max_age=config.console.session_lifetime_seconds,
@@ -120,9 +111,9 @@ def sign_out(response: Response, everywhere: bool = False) -> Response:
     """End this session (or every session) in the database, then drop the cookie."""
     found = session()
     if everywhere:
-        sessions.revoke_all(_engine())
+        sessions.revoke_all(context.engine())
     elif found is not None:
-        sessions.revoke(_engine(), found)
+        sessions.revoke(context.engine(), found)
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="Strict",
                            secure=request.is_secure)
     return response

@@ -6,14 +6,14 @@ so a page costs the same with ten rows or ten million.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, or_, select
 
+from adapters.status import is_success
 from gateway import metrics, outbox, queries
 from gateway.db import write_transaction
 from gateway.ingest import clip_indexed
@@ -125,19 +125,15 @@ def dead_selection(filters: Mapping[str, str]) -> Select:
 
 
 def retry_dead_matching(engine: Engine, filters: Mapping[str, str]) -> int:
-    """Move up to RETRY_CAP dead deliveries matching the filter back to pending (as
-    replay.retry_dead does for one), in chunks; returns how many moved."""
+    """Move up to RETRY_CAP dead deliveries matching the filter back to pending (`outbox.revive`,
+    as replay.retry_dead does for one), in chunks; returns how many moved."""
     with engine.connect() as connection:
         ids = [r.id for r in connection.execute(
             dead_selection(filters).order_by(deliveries.c.id).limit(RETRY_CAP))]
     moved = 0
     for start in range(0, len(ids), 1000):
-        now = datetime.now(UTC)
         with write_transaction(engine) as connection:  # the guarded move: still dead only
-            moved += outbox.transition(connection, outbox.DEAD, outbox.PENDING,
-                                       ids[start:start + 1000], next_attempt_at=now,
-                                       first_attempt_at=None, lease_expires_at=None,
-                                       updated_at=now)
+            moved += outbox.revive(connection, ids[start:start + 1000])
     return moved
 
 
@@ -187,8 +183,8 @@ def last_hour(connection: Connection, now: datetime | None = None) -> Chart:
         since = max(since, min(r.started_at for r in rows))
     for row in rows:
         if row.started_at >= since:
-            ok = row.status is not None and 200 <= row.status < 300
-            bucket(row.destination, "delivered" if ok else "failed", row.started_at)
+            bucket(row.destination, "delivered" if is_success(row.status) else "failed",
+                   row.started_at)
     for row in connection.execute(
             select(deliveries.c.destination, deliveries.c.updated_at)
             .where(deliveries.c.state == outbox.DEAD).order_by(deliveries.c.id.desc())
@@ -198,27 +194,11 @@ def last_hour(connection: Connection, now: datetime | None = None) -> Chart:
     return Chart(out, since)
 
 
-def circuit_status() -> Callable[[Connection, str], Any] | None:
-    """The per-destination circuit/rate-limit state, when the delivery side provides one
-    (`gateway.delivery.circuit.status(connection, destination)`); None keeps it off the page."""
-    for module in ("gateway.delivery.circuit", "gateway.delivery.breaker", "gateway.outbox"):
-        try:
-            found = getattr(importlib.import_module(module), "status", None)
-        except ImportError:
-            continue
-        if callable(found):
-            return found
-    lanes: dict[str, dict[str, float]] | None = None
-
-    def lane_status(connection: Connection, destination: str) -> str | None:
-        nonlocal lanes
-        if lanes is None:  # read once per page
-            lanes = metrics.destination_status()
-        return _lane_words(lanes.get(destination))
-    return lane_status
-
-
-_CIRCUIT_WORDS = {0.0: "closed", 0.5: "half-open", 1.0: "open"}
+def circuit_words(destinations: Iterable[str]) -> dict[str, str | None]:
+    """Per destination, its circuit/rate-limit state in words ("open, 3 tokens"), as the
+    delivery worker last published it (read once per page); None before it has."""
+    lanes = metrics.destination_status()
+    return {name: _lane_words(lanes.get(name)) for name in destinations}
 
 
 def _lane_words(lane: dict[str, float] | None) -> str | None:
@@ -226,7 +206,7 @@ def _lane_words(lane: dict[str, float] | None) -> str | None:
     gauges any process can read (metrics.destination_status); None before it has published."""
     if not lane or "circuit_open" not in lane:
         return None
-    words = _CIRCUIT_WORDS.get(lane["circuit_open"], "open")
+    words = metrics.CIRCUIT_STATE.get(lane["circuit_open"], "open")
     if "rate_tokens" in lane:
         words += f", {lane['rate_tokens']:g} tokens"
     return words

@@ -10,30 +10,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from flask import Response, abort, current_app, make_response, redirect, render_template, request
+from flask import Response, abort, make_response, redirect, render_template, request
 from flask import url_for as url
 
 from gateway import identity, outbox, queries, rejections
-from gateway.config import Config
 from gateway.console import auth, bp, data
 from gateway.explain import explain, explain_event
+from gateway.http import context
 from gateway.http.browser import public_base_url
-from gateway.models import events
+from gateway.messages import iso_text
+from gateway.models import MESSAGE_TYPES, events
 from gateway.replay import Conflict, NotFound, replay, retry_dead
 
 STREAM_SECONDS = 25.0  # one stream's life; EventSource reconnects with Last-Event-ID
 POLL_SECONDS = 0.25  # a committed event is on the page within about this
 LOOK_BACK = 2_000  # ids below the newest sent that may still commit (two group commits' worth)
 PAGE = 50
+LIVE_TYPES = ("track", *(kind for kind in MESSAGE_TYPES if kind != "track"))  # commonest first
 REPLAY_FILTERS = ("source", "type", "event", "user_id", "anonymous_id", "since", "until")
 
 
-def _config() -> Config:
-    return current_app.extensions["gateway.config"]
-
-
-def _engine():
-    return current_app.extensions["gateway.engine"]
 
 
 # sign-in ---------------------------------------------------------------------------------------
@@ -72,12 +68,12 @@ def live() -> str:
     filters = data.feed_filters(request.args)
     before = queries.parse_id(request.args.get("before", "")) if request.args.get("before") \
         else None
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         rows = data.events_before(connection, before, filters, PAGE)
         newest = data.newest_event_id(connection)
     return render_template("console/live.html", rows=rows, filters=filters, newest=newest,
-                           paged=before is not None, sources=_config().sources,
-                           types=("track", "identify", "page", "screen", "group", "alias"),
+                           paged=before is not None, sources=context.config().sources,
+                           types=LIVE_TYPES,
                            older=rows[-1]["id"] if len(rows) == PAGE else None)
 
 
@@ -88,7 +84,7 @@ def stream() -> Response:
     filters = data.feed_filters(request.args)
     given = request.headers.get("Last-Event-ID") or request.args.get("after", "")
     after = queries.parse_id(given) if given not in ("", "0") else 0
-    engine = _engine()
+    engine = context.engine()
     if after is None:
         abort(400, "after: an event id")
     if not given:
@@ -128,13 +124,13 @@ def stream() -> Response:
 def event(event_id: int | None) -> str:
     if event_id is None:
         abort(404)
-    engine = _engine()
+    engine = context.engine()
     with engine.connect() as connection:
         found = queries.get_event(connection, event_id)
         if found is None:
             abort(404, f"no event {event_id}")
         row = connection.execute(events.select().where(events.c.id == event_id)).one()
-        why = explain_event(connection, _config(), row,
+        why = explain_event(connection, context.config(), row,
                             rejections.for_message(connection, row.message_id, row.source))
         profile = None
         for kind, value in (("userId", row.user_id), ("anonymousId", row.anonymous_id)):
@@ -152,11 +148,11 @@ def explain_page() -> str:
     message_id = request.args.get("message_id", "").strip()
     found = None
     if message_id:
-        rejections.flush(_engine(), timeout=1.0)
-        with _engine().connect() as connection:
-            found = explain(connection, _config(), message_id,
+        rejections.flush(context.engine(), timeout=1.0)
+        with context.engine().connect() as connection:
+            found = explain(connection, context.config(), message_id,
                             request.args.get("source") or None)
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         recent = rejections.recent(connection, limit=20)
     return render_template("console/explain.html", found=found, message_id=message_id,
                            recent=recent)
@@ -171,12 +167,12 @@ def _desk_filters() -> dict[str, str]:
 
 @bp.get("/deliveries")
 def deliveries(notice: str | None = None, status: int = 200) -> Any:
-    config = _config()
+    config = context.config()
     names = [d.name for d in config.destinations]
     wanted = {"state": request.args.get("state") or outbox.DEAD}
     if request.args.get("destination"):
         wanted["destination"] = request.args["destination"]
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         counts = data.state_counts(connection, names)
         page = queries.list_deliveries(connection, wanted, PAGE, request.args.get("cursor"))
     body = render_template("console/deliveries.html", counts=counts, states=outbox.STATES,
@@ -190,7 +186,7 @@ def retry_one(delivery_id: int | None) -> Any:
     if delivery_id is None:
         abort(404)
     try:
-        retry_dead(_engine(), delivery_id)
+        retry_dead(context.engine(), delivery_id)
     except NotFound:
         abort(404, f"no delivery {delivery_id}")
     except Conflict as exc:
@@ -205,14 +201,14 @@ def retry_one(delivery_id: int | None) -> Any:
 def retry_matching() -> Any:
     """Step one counts and asks; step two (confirm=<that count>) moves them."""
     filters = _desk_filters()
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         count = data.capped_count(connection, data.dead_selection(filters), data.RETRY_CAP)
     if request.form.get("confirm") is None:
         return render_template("console/confirm.html", filters=filters, count=count,
                                action=url("console.retry_matching"),
                                what=f"retry {count} dead deliveries",
                                cap=data.RETRY_CAP)
-    moved = data.retry_dead_matching(_engine(), filters)
+    moved = data.retry_dead_matching(context.engine(), filters)
     return deliveries(f"{moved:,} dead deliveries are pending again.")
 
 
@@ -224,7 +220,7 @@ def replay_form() -> Any:
                if request.form.get(k, "").strip()}
     dry_run = request.form.get("confirm") is None
     try:
-        result = replay(_engine(), _config(), destination, filters, dry_run=dry_run)
+        result = replay(context.engine(), context.config(), destination, filters, dry_run=dry_run)
     except queries.QueryError as exc:
         return deliveries(f"Replay refused: {exc}", 400)
     if dry_run:
@@ -238,18 +234,11 @@ def replay_form() -> Any:
 
 @bp.get("/destinations")
 def destinations() -> str:
-    config = _config()
-    gauges = data.queue_gauges(_engine())
-    status = data.circuit_status()
-    with _engine().connect() as connection:
+    config = context.config()
+    gauges = data.queue_gauges(context.engine())
+    with context.engine().connect() as connection:
         chart = data.last_hour(connection)
-        circuits = {}
-        if status is not None:
-            for d in config.destinations:
-                try:
-                    circuits[d.name] = status(connection, d.name)
-                except Exception:  # someone else's function: the page stays up without it
-                    current_app.logger.exception("circuit status of %s", d.name)
+    circuits = data.circuit_words(d.name for d in config.destinations)
     rows = []
     for d in config.destinations:
         depth, age = gauges.get(d.name, (0, 0.0))
@@ -259,20 +248,20 @@ def destinations() -> str:
                      "series": series, "totals": {k: sum(v) for k, v in series.items()},
                      "bars": _bars(series), "circuit": circuits.get(d.name)})
     covered = (datetime.now(UTC) - chart.since).total_seconds()
-    return render_template("console/destinations.html", rows=rows, circuits=status is not None,
+    return render_template("console/destinations.html", rows=rows,
                            covered=None if covered >= 3590 else _age(covered))
 
 
 @bp.get("/sources")
 def sources() -> str:
-    return render_template("console/sources.html", sources=_config().sources,
+    return render_template("console/sources.html", sources=context.config().sources,
                            base=public_base_url())
 
 
 @bp.post("/sources/<name>/key")
 def reveal_key(name: str) -> Response:
     """The write key, only to a signed-in POST with the CSRF token (never in the page HTML)."""
-    for source in _config().sources:
+    for source in context.config().sources:
         if source.name == name:
             return Response(orjson.dumps({"write_key": source.write_key}),
                             mimetype="application/json", headers={"Cache-Control": "no-store"})
@@ -284,7 +273,7 @@ def mask(key: str) -> str:
 
 
 def iso(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+    return iso_text(value) or ""
 
 
 bp.add_app_template_filter(mask, "mask")

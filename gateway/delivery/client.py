@@ -15,7 +15,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -23,7 +22,6 @@ import orjson
 import urllib3
 
 from adapters.base import HttpRequest, Lookup, LookupResponse, Retryable
-from gateway.delivery.retry import parse_retry_after
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -259,7 +257,3 @@ def _base64_cores(raw: bytes) -> list[str]:
 
 
 _URLSAFE = str.maketrans("+/", "-_")
-
-
-def retry_after_seconds(sent: Sent) -> float | None:
-    return parse_retry_after(sent.retry_after, datetime.now(UTC))

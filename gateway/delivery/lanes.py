@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from adapters.base import HttpRequest, Lookup, LookupResponse, Retryable
 from gateway.delivery.client import NoAnswer, Sent
-from gateway.delivery.limits import Limits
+from gateway.delivery.limits import DestinationLimits
 from gateway.delivery.verdict import Outcome, released
 
 SMOOTHING = 0.2  # weight of the newest observation in the running average
@@ -194,9 +194,9 @@ class CircuitBreaker:
 
 class Lane:
     def __init__(self, name: str, threads: int, batch_size: int, lease_seconds: float,
-                 batching: bool = False, limits: Limits | None = None,
+                 batching: bool = False, limits: DestinationLimits | None = None,
                  sink: Callable[[Done], None] | None = None) -> None:
-        limits = limits or Limits()
+        limits = limits or DestinationLimits()
         self.name = name
         self.limits = limits
         self.threads = limits.concurrency or threads

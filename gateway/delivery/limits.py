@@ -28,9 +28,11 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from adapters.known import unknown_key
+
 
 @dataclass(frozen=True)
-class Limits:
+class DestinationLimits:
     concurrency: int | None = None  # None: the worker's concurrency
     rate_per_second: float = 0.0  # 0: unlimited
     burst: int | None = None  # None: one second's worth
@@ -59,16 +61,15 @@ class LimitsError(ValueError):
     """A bad `limits` entry: the message names the field and what it must be."""
 
 
-def parse_limits(raw: Any, default_rate: float = 0.0) -> Limits:
-    """`[destinations.limits]` → Limits, or LimitsError naming the first bad field."""
+def parse_limits(raw: Any, default_rate: float = 0.0) -> DestinationLimits:
+    """`[destinations.limits]` → DestinationLimits, or LimitsError naming the first bad field."""
     if raw is None:
-        return Limits(rate_per_second=default_rate)
+        return DestinationLimits(rate_per_second=default_rate)
     if not isinstance(raw, dict):
         raise LimitsError("must be a table")
-    known = [f.name for f in fields(Limits)]
-    for key in sorted(raw):
-        if key not in known:
-            raise LimitsError(f"unknown field {key!r} (known: {', '.join(known)})")
+    problem = unknown_key(raw, [f.name for f in fields(DestinationLimits)])
+    if problem:
+        raise LimitsError(problem)
     values: dict[str, Any] = {"rate_per_second": default_rate}
     for key, value in raw.items():
         kind, low, high = _BOUNDS[key]
@@ -80,4 +81,4 @@ def parse_limits(raw: Any, default_rate: float = 0.0) -> Limits:
             raise LimitsError(f"field {key!r}: must be {what} from {low:g} to {high:g}, "
                               f"not {value!r}")
         values[key] = kind(value)
-    return Limits(**values)
+    return DestinationLimits(**values)

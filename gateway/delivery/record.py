@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from adapters.status import is_success
 from gateway import metrics, outbox
 from gateway.db import write_transaction
 from gateway.delivery.client import excerpt, redact, redaction_window
@@ -24,7 +24,7 @@ from gateway.delivery.send import Finished
 from gateway.delivery.verdict import Verdict, classify
 from gateway.models import deliveries, delivery_attempts
 from gateway.prepared import Prepared
-from gateway.storage_state import StorageState, is_storage_error, short_reason
+from gateway.storage_state import StorageState, is_outage, short_reason
 
 log = logging.getLogger("gateway.delivery.worker")
 
@@ -185,12 +185,5 @@ def _succeeded(f: Finished) -> bool:
     o = f.outcome
     if o.accepted:
         return True
-    return (o.status is not None and 200 <= o.status <= 299 and not o.error_class
-            and o.error is None and o.rejected is None)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """The database is unreachable or unusable (as opposed to refusing one row's values)."""
-    return isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated) or (
-        isinstance(exc, OSError) and is_storage_error(exc))  # the files beside SQLite's
+    return (is_success(o.status) and not o.error_class and o.error is None
+            and o.rejected is None)

@@ -1,5 +1,4 @@
-"""The status rule's verdict, and the backoff / give-up rules (docs/design.md §2.5), as pure
-functions.
+"""The backoff / give-up rules (docs/design.md §2.5), as pure functions.
 
 RudderStack's router defaults: 10 s doubling to a 5 min cap; give up only once a delivery has
 had at least 3 attempts **and** its first attempt is more than 3 h old.
@@ -7,7 +6,6 @@ had at least 3 attempts **and** its first attempt is more than 3 h old.
 
 from __future__ import annotations
 
-import enum
 import math
 import random
 import re
@@ -15,29 +13,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_tz
 
-from adapters.status import is_retryable_status, is_success
+from gateway.config import RetrySettings
 
-
-class Verdict(enum.Enum):
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    DEAD = "dead"
-
-
-def classify_status(status: int) -> Verdict:
-    """An HTTP answer's verdict on its own (the full decision is `verdict.classify`)."""
-    if is_success(status):
-        return Verdict.DELIVERED
-    return Verdict.RETRY if is_retryable_status(status) else Verdict.DEAD
+_DEFAULTS = RetrySettings()  # the defaults are defined once, where the config declares them
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    base_delay: float = 10.0  # seconds before the 2nd attempt
-    max_delay: float = 300.0
-    min_attempts: int = 3
-    retry_window: float = 3 * 3600.0  # seconds since the first attempt
+    """`RetrySettings` (config.py) at work: its defaults are the settings' own."""
+
+    base_delay: float = float(_DEFAULTS.base_delay_seconds)  # seconds before the 2nd attempt
+    max_delay: float = float(_DEFAULTS.max_delay_seconds)
+    min_attempts: int = _DEFAULTS.min_attempts
+    retry_window: float = float(_DEFAULTS.retry_window_seconds)  # since the first attempt
     jitter: float = 0.2  # ± fraction of the delay
+
+    @classmethod
+    def from_settings(cls, settings: RetrySettings) -> RetryPolicy:
+        return cls(base_delay=settings.base_delay_seconds, max_delay=settings.max_delay_seconds,
+                   min_attempts=settings.min_attempts,
+                   retry_window=settings.retry_window_seconds)
 
     def delay(self, attempts: int, retry_after: float | None = None,
               rng: random.Random | None = None) -> float:

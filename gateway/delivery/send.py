@@ -18,6 +18,7 @@ import orjson
 
 from adapters import DESTINATION_TYPES
 from adapters.base import Adapter, AdapterError, BatchItem, HttpRequest, Lookup, LookupResponse
+from adapters.status import is_success
 from gateway import filters
 from gateway.config import Destination
 from gateway.delivery.claim import Claimed
@@ -161,7 +162,7 @@ class Sender:
                 observe(sent)
             total_ms += sent.duration_ms
             last = Outcome(sent.status, sent.error_class, sent.text, total_ms, sent.retry_after)
-            if sent.status is None or not 200 <= sent.status <= 299:
+            if not is_success(sent.status):
                 break
         return last
 
@@ -193,7 +194,7 @@ class DestinationRemoved(AdapterError):
 
 
 def _rejected(adapter: Adapter, outcome: Outcome) -> dict[int, str]:
-    if outcome.status is None or not 200 <= outcome.status <= 299 or outcome.error_class:
+    if not is_success(outcome.status) or outcome.error_class:
         return {}
     try:
         body = orjson.loads(outcome.text) if outcome.text else None

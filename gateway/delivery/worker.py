@@ -46,9 +46,7 @@ __all__ = ["OTHER", "Claimed", "Finished", "Worker", "policy_from"]
 
 
 def policy_from(config: Config) -> RetryPolicy:
-    retry = config.retry
-    return RetryPolicy(base_delay=retry.base_delay_seconds, max_delay=retry.max_delay_seconds,
-                       min_attempts=retry.min_attempts, retry_window=retry.retry_window_seconds)
+    return RetryPolicy.from_settings(config.retry)
 
 
 class Worker:

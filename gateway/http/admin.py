@@ -15,8 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import BaseConverter
 
 from gateway import heartbeat, metrics, queries
-from gateway.config import Config
-from gateway.http import auth_throttle, listeners
+from gateway.http import auth_throttle, context, listeners
 from gateway.http.errors import ApiError, error_response
 from gateway.regulations import keys as regulation_keys
 from gateway.regulations import service as regulation_service
@@ -27,12 +26,6 @@ ops = Blueprint("ops", __name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin/v1")
 
 
-def _config() -> Config:
-    return current_app.extensions["gateway.config"]
-
-
-def _engine():
-    return current_app.extensions["gateway.engine"]
 
 
 def require_token() -> None:
@@ -40,7 +33,7 @@ def require_token() -> None:
     is refused before the comparison (gateway/http/auth_throttle.py)."""
     auth_throttle.refuse_if_blocked()
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    expected = _config().admin_token.encode()
+    expected = context.config().admin_token.encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
         auth_throttle.failed()
         error = ApiError(401, "unauthorized", "the admin API needs Authorization: Bearer <token>")
@@ -61,8 +54,8 @@ def health() -> Response | tuple[Response, int]:
     answer is the same from every process and machine. A worker is needed while a destination
     is enabled (or `serve` runs one beside us), past a start-up grace of three heartbeats. 503
     with the reasons when either is wrong; it recovers by itself when they are right again."""
-    config, engine = _config(), _engine()
-    storage = current_app.extensions["gateway.storage"]
+    config, engine = context.config(), context.engine()
+    storage = context.storage()
     body: dict[str, Any] = {"status": "ok", "database": "ok"}
     try:
         probe = current_app.extensions.get("gateway.http_heartbeat")
@@ -103,15 +96,15 @@ def health() -> Response | tuple[Response, int]:
 def prometheus() -> Response:
     """Counts only, no keys or contents; behind the token when [metrics] require_token says
     so, or by default when anyone may reach it (gateway/http/listeners.py)."""
-    if listeners.metrics_need_token(_config()):
+    if listeners.metrics_need_token(context.config()):
         require_token()
-    body, content_type = metrics.render(_engine())
+    body, content_type = metrics.render(context.engine())
     return Response(body, content_type=content_type)
 
 
 @bp.get("/events")
 def events() -> Response:
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         page = queries.list_events(connection, _filters(), *_paging())
     return jsonify(page.as_json())
 
@@ -136,7 +129,7 @@ def _row_id(value: int | None, what: str) -> int:
 @bp.get("/events/<id:event_id>")
 def event(event_id: int | None) -> Response:
     event_id = _row_id(event_id, "event")
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         found = queries.get_event(connection, event_id)
     if found is None:
         raise ApiError(404, "not_found", f"no event {event_id}")
@@ -145,7 +138,7 @@ def event(event_id: int | None) -> Response:
 
 @bp.get("/deliveries")
 def deliveries() -> Response:
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         page = queries.list_deliveries(connection, _filters(), *_paging())
     return jsonify(page.as_json())
 
@@ -154,18 +147,18 @@ def deliveries() -> Response:
 def retry(delivery_id: int | None) -> Response:
     delivery_id = _row_id(delivery_id, "delivery")
     try:
-        retry_dead(_engine(), delivery_id)
+        retry_dead(context.engine(), delivery_id)
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except Conflict as exc:
         raise ApiError(409, "not_dead", str(exc)) from None
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         return jsonify(queries.get_delivery(connection, delivery_id))
 
 
 @bp.get("/identities")
 def identities() -> Response:
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         found = queries.get_identity(connection, _filters())
     if found is None:
         raise ApiError(404, "not_found", "no identity has that key")
@@ -181,7 +174,7 @@ def replay_events() -> Response:
     filters = body.get("filter") or {}
     if not isinstance(filters, dict) or not all(isinstance(v, str) for v in filters.values()):
         raise ApiError(400, "invalid_body", "filter: an object of strings, as the events filters")
-    result = replay(_engine(), _config(), body["destination"], filters,
+    result = replay(context.engine(), context.config(), body["destination"], filters,
                     dry_run=bool(body.get("dry_run", False)))
     return jsonify(result)
 
@@ -191,9 +184,10 @@ def explain_message() -> Response:
     """Why a messageId did or did not reach each destination (gateway/explain.py)."""
     from gateway import explain, rejections
 
-    rejections.flush(_engine(), timeout=1.0)  # this process's queued refusals count too
-    with _engine().connect() as connection:
-        return jsonify(explain.explain(connection, _config(), request.args.get("message_id", ""),
+    rejections.flush(context.engine(), timeout=1.0)  # this process's queued refusals count too
+    with context.engine().connect() as connection:
+        return jsonify(explain.explain(connection, context.config(),
+                                       request.args.get("message_id", ""),
                                        request.args.get("source") or None))
 
 
@@ -209,13 +203,15 @@ def create_regulation() -> tuple[Response, int]:
     except regulation_keys.InvalidRequest as exc:
         raise ApiError(400, "invalid_regulation", str(exc)) from None
     if body.get("dry_run"):
-        return jsonify(regulation_service.preview(_engine(), _config(), kind, subject)), 200
-    return jsonify(regulation_service.create(_engine(), _config(), kind, subject)), 202
+        return jsonify(regulation_service.preview(context.engine(), context.config(), kind,
+                                                  subject)), 200
+    return jsonify(regulation_service.create(context.engine(), context.config(), kind,
+                                             subject)), 202
 
 
 @bp.get("/regulations")
 def list_regulations() -> Response:
-    with _engine().connect() as connection:
+    with context.engine().connect() as connection:
         page = regulation_service.list_page(connection, _filters(), *_paging())
     return jsonify(page.as_json())
 
@@ -223,7 +219,7 @@ def list_regulations() -> Response:
 @bp.get("/regulations/<id:regulation_id>")
 def regulation(regulation_id: int | None) -> Response:
     regulation_id = _row_id(regulation_id, "regulation")
-    found = regulation_service.get(_engine(), regulation_id)
+    found = regulation_service.get(context.engine(), regulation_id)
     if found is None:
         raise ApiError(404, "not_found", f"no regulation {regulation_id}")
     return jsonify(found)

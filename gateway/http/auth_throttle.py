@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from flask import current_app, request
 
-from gateway.http import forwarded
+from gateway.http import context, forwarded
 from gateway.http.errors import ApiError
 
 log = logging.getLogger("gateway.auth")
@@ -106,7 +106,7 @@ def escape(text: str) -> str:
 
 
 def init_app(app) -> None:
-    admin = app.extensions["gateway.config"].admin
+    admin = context.config(app).admin
     app.extensions["gateway.auth_throttle"] = AuthThrottle(
         admin.max_failed_auth, admin.failed_auth_window_seconds
     )
@@ -117,7 +117,7 @@ def _throttle() -> AuthThrottle:
 
 
 def _peer() -> str:
-    return forwarded.request_client(current_app.extensions["gateway.config"]) or "unknown"
+    return forwarded.request_client(context.config()) or "unknown"
 
 
 def refuse_if_blocked() -> None:

@@ -25,9 +25,10 @@ import urllib.parse
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
-from gateway.config import Config, Source
+from gateway.config import Source
+from gateway.http import context
 from gateway.http.tracking import _basic_username, _source_for
 
 bp = Blueprint("browser", __name__)
@@ -39,9 +40,6 @@ WORKSPACE_ID = "event-gateway"  # one gateway is one workspace: the SDK only ech
 UPDATED_AT = "2026-01-01T00:00:00.000Z"
 STATS_OFF = {"errors": {"enabled": False}, "metrics": {"enabled": False}}
 
-
-def _config() -> Config:
-    return current_app.extensions["gateway.config"]
 
 
 @bp.get("/v1/projects/<write_key>/settings")
@@ -97,7 +95,7 @@ def rudder_source_config_body(source: Source) -> dict[str, Any]:
 
 def public_base_url() -> str:
     """`[server] public_url`, else the scheme and Host of this request (no trailing slash)."""
-    configured = _config().server.public_url
+    configured = context.config().server.public_url
     if configured:
         return configured
     return f"{request.scheme}://{request.host}"

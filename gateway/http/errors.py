@@ -12,6 +12,7 @@ from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from gateway.http import context
 from gateway.storage_state import is_storage_error
 
 
@@ -54,7 +55,7 @@ def init_app(app: Flask) -> None:
     def _storage_error(exc: Exception) -> Response:
         # Not stored: answer with a retryable status so the SDK sends the batch again. One log
         # line per outage, not a traceback per request (gateway/storage_state.py).
-        app.extensions["gateway.storage"].failed(exc, app.extensions["gateway.engine"])
+        context.storage(app).failed(exc, context.engine(app))
         response = error_response(503, "storage_unavailable",
                                   "the event store is unavailable; retry later")
         response.headers["Retry-After"] = "1"

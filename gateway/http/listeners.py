@@ -15,9 +15,10 @@ import re
 import socket
 from typing import Any
 
-from flask import Flask, abort, current_app, request
+from flask import Flask, abort, request
 
 from gateway.config import Config, is_loopback_bind, parse_bind
+from gateway.http import context
 from gateway.http.cors import PRIVATE_PREFIXES
 
 WILDCARDS = frozenset({"0.0.0.0", "::"})
@@ -82,7 +83,7 @@ def metrics_need_token(config: Config) -> bool:
 
 
 def _gate() -> None:
-    bind = current_app.extensions["gateway.config"].admin.bind
+    bind = context.config().admin.bind
     if bind and is_admin_surface(request.path) and not arrived_on(request.environ, bind):
         abort(404)  # the same answer as any unknown path: the public side learns nothing
 

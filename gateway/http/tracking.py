@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, request
 
 from gateway import filters, ingest, metrics, rejections
 from gateway.config import Config, Limits, Source
-from gateway.http import clients, forwarded
+from gateway.http import clients, context, forwarded
 from gateway.http.deadline import body_expired
 from gateway.http.errors import ApiError, error_response
 from gateway.messages import (
@@ -30,14 +30,13 @@ from gateway.messages import (
     strip_nul,
     too_deep_text,
 )
+from gateway.models import MESSAGE_TYPES
 
 bp = Blueprint("tracking", __name__)
 
-SINGLE_PATHS = {
-    "identify": "identify", "track": "track", "page": "page",
-    "screen": "screen", "group": "group", "alias": "alias",
-    "i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias",
-}
+# each type's own path, and its first letter (`/v1/t`, as the pixel and short clients post)
+SINGLE_PATHS = {**{kind: kind for kind in MESSAGE_TYPES},
+                **{kind[0]: kind for kind in MESSAGE_TYPES}}
 # `/b`: the Segment mobile SDKs post to `https://{apiHost}/b`, so an `apiHost` without `/v1`
 # (the gateway's bare host name) lands there.
 BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/b", "/beacon/v1/batch")
@@ -45,9 +44,6 @@ BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/b", "/beacon/v1/batch")
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 SUCCESS = orjson.dumps({"success": True})
 
-
-def _config() -> Config:
-    return current_app.extensions["gateway.config"]
 
 
 @bp.post("/v1/<path_name>")
@@ -84,7 +80,7 @@ def pixel(path_name: str) -> Response:
             key = strip_nul(request.args.get("writeKey", ""))
             source = _source_for(key)
             message = _message_from_query(request.args)
-            limits = _config().limits
+            limits = context.config().limits
             if nesting_exceeds(message, limits.max_json_depth):  # `a.b.c…` nests a level a dot
                 raise ApiError(400, "too_deep", too_deep_text(limits))
             _accept(source, [message], {}, path_type=path_name, single_call=True)
@@ -97,7 +93,7 @@ def pixel(path_name: str) -> Response:
 
 def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type: str | None = None,
             single_call: bool = False) -> Response:
-    config = _config()
+    config = context.config()
     received_at = datetime.now(UTC)
     info = RequestInfo(
         received_at=received_at,
@@ -117,13 +113,13 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
         first = rejected[0]
         raise ApiError(400, first.code, first.message,
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
-    engine = current_app.extensions["gateway.engine"]
+    engine = context.engine()
     stored = filters.apply_to_messages(source.filters, messages)  # never stored if dropped
     result = ingest.submit(engine, config, source.name, stored, received_at)  # group commit
     if result.duplicates:  # resolved off the request path (gateway/rejections.py)
         rejections.record_duplicates(engine, source.name, [m.message_id for m in stored],
                                      received_at)
-    current_app.extensions["gateway.storage"].succeeded()
+    context.storage().succeeded()
     _count(metrics.EVENTS_ACCEPTED, source.name, (m.type for m in messages))
     if not rejected:
         return _json(SUCCESS)
@@ -138,7 +134,7 @@ def _rejected_answer(rejected: list[Any]) -> Response:
 def _trace_rejected(source: str, rejected: list[Any], received_at: datetime) -> None:
     """Leave refused messages in the bounded rejections record (queued, never raises)."""
     request.environ["gateway.rejections_traced"] = True
-    rejections.record(current_app.extensions["gateway.engine"], [
+    rejections.record(context.engine(), [
         rejections.Entry(received_at, source, r.message_id, r.message_type, r.code, r.message)
         for r in rejected])
 
@@ -160,8 +156,8 @@ def _trace_refusal(exc: ApiError) -> None:
     try:
         key = _basic_username() if exc.code != "invalid_authorization" else None
         key = key or request.args.get("writeKey")
-        found = _config().source_by_write_key(key) if key else None
-        rejections.record(current_app.extensions["gateway.engine"], [rejections.Entry(
+        found = context.config().source_by_write_key(key) if key else None
+        rejections.record(context.engine(), [rejections.Entry(
             datetime.now(UTC), found.name if found else None, None, None, exc.code,
             exc.message)])
     except Exception:  # the trace must never change the answer
@@ -179,8 +175,8 @@ def _authenticated_body() -> tuple[Source, dict[str, Any]]:
     key = _basic_username()
     if key is not None:
         source = _source_for(key)  # before reading the body: no work for unknown callers
-        return source, _parse_body(_config().limits)
-    body = _parse_body(_config().limits)
+        return source, _parse_body(context.config().limits)
+    body = _parse_body(context.config().limits)
     key = body.get("writeKey")
     if not isinstance(key, str) or not key:
         key = request.args.get("writeKey", "")
@@ -205,7 +201,7 @@ def _source_for(key: str) -> Source:
         raise ApiError(401, "missing_write_key",
                        "no write key: send it as the Basic auth username, as `writeKey` in the "
                        "body, or as the `writeKey` query parameter")
-    source = _config().source_by_write_key(key)
+    source = context.config().source_by_write_key(key)
     if source is None:
         raise ApiError(401, "invalid_write_key", "invalid write key")
     if not source.enabled:

@@ -51,7 +51,7 @@ MAX_HEAD_BYTES = 128 * 1024  # request line + headers; a real SDK sends a few KB
 READ_SIZE = 64 * 1024
 
 
-class Limits:
+class ConnectionLimits:
     """Set by `gateway.httpserver` before gunicorn forks its workers (inherited by each)."""
 
     header_timeout_seconds: float = 10.0
@@ -61,9 +61,9 @@ class Limits:
 
 def configure(header_timeout_seconds: float, max_connections_per_peer: int,
               trusted_proxies: tuple[str, ...]) -> None:
-    Limits.header_timeout_seconds = header_timeout_seconds
-    Limits.max_connections_per_peer = max_connections_per_peer
-    Limits.exempt = PeerMatcher(trusted_proxies)
+    ConnectionLimits.header_timeout_seconds = header_timeout_seconds
+    ConnectionLimits.max_connections_per_peer = max_connections_per_peer
+    ConnectionLimits.exempt = PeerMatcher(trusted_proxies)
 
 
 def _answer(status: str, code: str, message: str, extra: str = "") -> bytes:
@@ -150,8 +150,8 @@ class GuardedThreadWorker(ThreadWorker):
             return
         conn = GuardedConn(self.cfg, client_sock, client_addr, listener.getsockname(),
                            self._forget)
-        if conn.peer and not Limits.exempt.matches(conn.peer):
-            if self.open_per_peer[conn.peer] >= Limits.max_connections_per_peer:
+        if conn.peer and not ConnectionLimits.exempt.matches(conn.peer):
+            if self.open_per_peer[conn.peer] >= ConnectionLimits.max_connections_per_peer:
                 # over TLS an answer would need a handshake first: closed without one
                 if self.tls_context is None:
                     self._refuse(client_sock, TOO_MANY)
@@ -172,7 +172,7 @@ class GuardedThreadWorker(ThreadWorker):
                 return
             conn.tls = conn.handshaking = True
         self.nr_conns += 1
-        conn.head_deadline = time.monotonic() + Limits.header_timeout_seconds
+        conn.head_deadline = time.monotonic() + ConnectionLimits.header_timeout_seconds
         self.enqueue_req(conn)
 
     def enqueue_req(self, conn: GuardedConn) -> None:
@@ -184,7 +184,7 @@ class GuardedThreadWorker(ThreadWorker):
             return
         if conn.parser is not None:  # kept alive: pipelined bytes may be buffered already
             conn.head[:0] = conn.parser.unreader.take_buffered()
-            conn.head_deadline = time.monotonic() + Limits.header_timeout_seconds
+            conn.head_deadline = time.monotonic() + ConnectionLimits.header_timeout_seconds
         conn.sock.setblocking(False)
         self.reading_heads[conn] = None
         conn.waiting_for = selectors.EVENT_READ

@@ -28,13 +28,13 @@ from gateway.models import (
     identity_keys,
     regulation_subjects,
 )
-from gateway.regulations.keys import Profile
+from gateway.regulations.keys import SubjectProfile
 
 # the longest one request of a send may take once started (delivery/client.py: connect + read)
 SEND_MARGIN = timedelta(seconds=35)
 
 
-def in_flight_until(connection: Connection, profile: Profile) -> datetime | None:
+def in_flight_until(connection: Connection, profile: SubjectProfile) -> datetime | None:
     """When the sends of the profile's events that a worker holds right now are surely over
     (their latest lease, plus one request's time), or None. delete_profile removes those rows
     but not the sends: the deletion requests wait until then, so no event of the person
@@ -54,14 +54,14 @@ COUNTED = ("events", "deliveries", "deliveries_cancelled", "delivery_attempts",
            "identity_keys", "identities")
 
 
-def _event_conditions(profile: Profile) -> list[Any]:
+def _event_conditions(profile: SubjectProfile) -> list[Any]:
     """The events of the profile: by any of its userIds or anonymousIds."""
     users, anonymous = profile.values("userId"), profile.values("anonymousId")
     return ([events.c.user_id.in_(users)] if users else []) + (
         [events.c.anonymous_id.in_(anonymous)] if anonymous else [])
 
 
-def count_profile(connection: Connection, profile: Profile) -> dict[str, int]:
+def count_profile(connection: Connection, profile: SubjectProfile) -> dict[str, int]:
     """What `delete_profile` would delete, per table, without deleting (a dry run)."""
     counts = dict.fromkeys(COUNTED, 0)
     conditions = _event_conditions(profile)
@@ -89,7 +89,7 @@ def _count(connection: Connection, table: Any, *where: Any) -> int:
         or 0
 
 
-def delete_profile(connection: Connection, profile: Profile) -> dict[str, int]:
+def delete_profile(connection: Connection, profile: SubjectProfile) -> dict[str, int]:
     """Delete every row of the profile; returns the count per table (and how many of the
     deliveries were still unfinished: cancelled)."""
     conditions = _event_conditions(profile)
@@ -115,7 +115,7 @@ def delete_profile(connection: Connection, profile: Profile) -> dict[str, int]:
 
 
 def queue_requests(connection: Connection, config: Config, regulation_id: int,
-                   profile: Profile, not_before: datetime | None = None) -> list[str]:
+                   profile: SubjectProfile, not_before: datetime | None = None) -> list[str]:
     """One deletion delivery per enabled destination (each adapter decides whether it can
     delete: those that cannot end `skipped`, reported `unsupported`). Returns their names."""
     names = [d.name for d in config.destinations if d.enabled]
@@ -139,7 +139,7 @@ def deletes(adapter: Adapter) -> bool:
     return adapter.deletes
 
 
-def subject_payload(profile: Profile) -> dict[str, list[str]]:
+def subject_payload(profile: SubjectProfile) -> dict[str, list[str]]:
     return {"userIds": profile.values("userId"), "anonymousIds": profile.values("anonymousId"),
             "emails": profile.values("email")}
 

@@ -14,9 +14,11 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from adapters.known import unknown_key
 from gateway.identity import Key, key_value, links_of
 from gateway.messages import Message
 from gateway.models import identities, identity_keys
+from gateway.outbox import user_key_of
 
 TYPES = ("suppress", "unsuppress", "delete", "suppress_with_delete")
 SUBJECT_KINDS = {"user_id": "userId", "anonymous_id": "anonymousId", "email": "email"}
@@ -45,9 +47,9 @@ def parse_request(body: Any) -> tuple[str, Subject]:
         raise InvalidRequest('expected {"type": "suppress"|"unsuppress"|"delete"|'
                              '"suppress_with_delete", "subject": {"user_id"|"anonymous_id"|'
                              '"email": "…"}}')
-    unknown = sorted(set(body) - {"type", "subject", "dry_run"})
-    if unknown:
-        raise InvalidRequest(f"unknown field {unknown[0]!r} (allowed: type, subject, dry_run)")
+    problem = unknown_key(body, ("type", "subject", "dry_run"))
+    if problem:
+        raise InvalidRequest(problem)
     if not isinstance(body.get("dry_run", False), bool):
         raise InvalidRequest("dry_run: true or false")
     kind = body.get("type")
@@ -96,7 +98,7 @@ def message_keys(message: Message) -> set[Key]:
 
 
 @dataclass(frozen=True)
-class Profile:
+class SubjectProfile:
     """The subject's whole identity profile (every linked key), or the subject alone."""
 
     id: int | None
@@ -107,15 +109,14 @@ class Profile:
 
     @property
     def user_key(self) -> str:
-        """The deliveries' per-user key (userId, else anonymousId): deletion requests queue
-        behind what was sent for this person before, and ahead of what comes after."""
-        for kind in ("userId", "anonymousId", "email"):
-            if self.values(kind):
-                return self.values(kind)[0]
-        return ""
+        """The deliveries' per-user key (`outbox.user_key_of`, the events' rule): deletion
+        requests queue behind what was sent for this person before, and ahead of what comes
+        after."""
+        return user_key_of(next(iter(self.values("userId")), None),
+                           next(iter(self.values("anonymousId")), None))
 
 
-def resolve(connection: Connection, subject: Subject, lock: bool = False) -> Profile:
+def resolve(connection: Connection, subject: Subject, lock: bool = False) -> SubjectProfile:
     """The profile owning the subject's key, with all its keys. `lock` takes the profile row
     FOR UPDATE (PostgreSQL), as ingest's identity load does, so no request links a key to it
     meanwhile."""
@@ -123,13 +124,13 @@ def resolve(connection: Connection, subject: Subject, lock: bool = False) -> Pro
                                                       identity_keys.c.value == subject.value)
     profile_id = connection.execute(owner).scalar_one_or_none()
     if profile_id is None:
-        return Profile(None, frozenset({subject.key}))
+        return SubjectProfile(None, frozenset({subject.key}))
     if lock:
         connection.execute(select(identities.c.id).where(identities.c.id == profile_id)
                            .with_for_update())
     rows = connection.execute(select(identity_keys.c.kind, identity_keys.c.value)
                               .where(identity_keys.c.identity_id == profile_id)).all()
-    return Profile(profile_id, frozenset({subject.key, *((r.kind, r.value) for r in rows)}))
+    return SubjectProfile(profile_id, frozenset({subject.key, *((r.kind, r.value) for r in rows)}))
 
 
 def hashes(keys: Iterable[Key]) -> set[str]:

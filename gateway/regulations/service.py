@@ -16,6 +16,7 @@ from gateway import outbox, queries
 from gateway.config import Config
 from gateway.db import write_transaction
 from gateway.delivery.client import redact
+from gateway.messages import iso_text
 from gateway.models import deliveries, delivery_attempts, regulation_subjects, regulations
 from gateway.regulations import deletion, suppression
 from gateway.regulations.keys import TYPES, InvalidRequest, Subject, make_subject, parse_request
@@ -223,7 +224,7 @@ def _render(connection: Connection, row: Any) -> dict[str, Any]:
         destinations = {d.destination: _destination(d, []) for d in live}
     return {"id": row.id, "type": row.type, "status": status, "subject_kind": _KIND_NAMES.get(
                 row.subject_kind, row.subject_kind),
-            "created_at": _iso(row.created_at), "finished_at": _iso(row.finished_at),
+            "created_at": iso_text(row.created_at), "finished_at": iso_text(row.finished_at),
             "counts": row.counts, "destinations": destinations or {}}
 
 
@@ -241,6 +242,3 @@ def _redact(text: str | None, secrets: list[str]) -> str | None:
 
 _KIND_NAMES = {"userId": "user_id", "anonymousId": "anonymous_id", "email": "email"}
 
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")

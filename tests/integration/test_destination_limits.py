@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy import func, select
 
 from gateway import create_app
-from gateway.config import Config, ConfigError, from_mapping
+from gateway.config import Config, ConfigFileError, from_mapping
 from gateway.delivery.client import HttpClient
 from gateway.delivery.worker import Worker
 from gateway.heartbeat import WORKER, Heartbeat
@@ -114,7 +114,8 @@ def test_limits_load_beside_settings_with_type_defaults(database_url: str) -> No
 
 
 @pytest.mark.parametrize("limits,message", [
-    ({"concurency": 2}, "limits: unknown field 'concurency' (known: concurrency,"),
+    ({"concurency": 2}, "limits: unknown field 'concurency' (did you mean 'concurrency'?)"),
+    ({"zzz": 2}, "limits: unknown field 'zzz' (known: concurrency,"),
     ({"concurrency": 0}, "limits: field 'concurrency': must be an integer from 1 to 256, not 0"),
     ({"concurrency": 2.5}, "field 'concurrency': must be an integer from 1 to 256, not 2.5"),
     ({"rate_per_second": -1}, "field 'rate_per_second': must be a number from 0 to 100000"),
@@ -123,7 +124,7 @@ def test_limits_load_beside_settings_with_type_defaults(database_url: str) -> No
     ("fast", "limits: must be a table"),
 ])
 def test_bad_limits_are_refused_precisely(limits: Any, message: str) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         from_mapping({"database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN,
                       "sources": [{"name": "b", "write_key": KEY_B}],
                       "destinations": [{"name": "hook", "type": "webhook", "settings": HOOK,
@@ -133,7 +134,7 @@ def test_bad_limits_are_refused_precisely(limits: Any, message: str) -> None:
 
 
 def test_limits_inside_settings_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"\.settings: unknown setting 'limits'"):
+    with pytest.raises(ConfigFileError, match=r"\.settings: unknown setting 'limits'"):
         from_mapping({"database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN,
                       "sources": [{"name": "b", "write_key": KEY_B}],
                       "destinations": [{"name": "hook", "type": "webhook",

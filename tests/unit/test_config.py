@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.config import (
-    ConfigError,
+    ConfigFileError,
     Limits,
     anchor_sqlite_path,
     from_mapping,
@@ -34,7 +34,7 @@ def raw(**overrides: Any) -> dict[str, Any]:
 
 
 def error_of(mapping: dict[str, Any]) -> str:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         from_mapping(mapping, "gateway.toml")
     return str(caught.value)
 
@@ -97,17 +97,17 @@ def test_environment_overrides() -> None:
 
 
 def test_bad_environment_value_is_reported_with_its_field() -> None:
-    with pytest.raises(ConfigError, match=r"\[limits\]: field .max_batch_messages."):
+    with pytest.raises(ConfigFileError, match=r"\[limits\]: field .max_batch_messages."):
         from_mapping(raw(), env={"GATEWAY_LIMITS_MAX_BATCH_MESSAGES": "lots"})
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "none.toml"
-    with pytest.raises(ConfigError, match=r"none\.toml: file not found"):
+    with pytest.raises(ConfigFileError, match=r"none\.toml: file not found"):
         load(missing, env={})
     broken = tmp_path / "broken.toml"
     broken.write_text("database_url = \n")
-    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
+    with pytest.raises(ConfigFileError, match=r"broken\.toml: not valid TOML"):
         load(broken, env={})
 
 
@@ -139,7 +139,8 @@ def test_zeros_that_mean_something_are_kept() -> None:
 
 
 def test_a_zero_from_the_environment_is_refused_too() -> None:
-    with pytest.raises(ConfigError, match=r"\[worker\]: field 'concurrency': must be at least 1"):
+    with pytest.raises(ConfigFileError,
+                       match=r"\[worker\]: field 'concurrency': must be at least 1"):
         from_mapping(raw(), env={"GATEWAY_WORKER_CONCURRENCY": "0"})
 
 
@@ -250,12 +251,12 @@ def test_a_bad_public_url_is_refused_naming_the_field(text: str, problem: str) -
 def test_public_url_from_the_environment_is_checked_too() -> None:
     env = {"GATEWAY_SERVER_PUBLIC_URL": "https://gw.example.com/e/"}
     assert from_mapping(raw(), env=env).server.public_url == "https://gw.example.com/e"
-    with pytest.raises(ConfigError, match="field 'public_url'"):
+    with pytest.raises(ConfigFileError, match="field 'public_url'"):
         from_mapping(raw(), env={"GATEWAY_SERVER_PUBLIC_URL": "gw.example.com"})
 
 
 def test_a_folder_or_an_unreadable_file_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
-    with pytest.raises(ConfigError, match="is a folder"):
+    with pytest.raises(ConfigFileError, match="is a folder"):
         load(tmp_path, env={})
     path = tmp_path / "gateway.toml"
     path.write_text(f'database_url = "sqlite://"\nadmin_token = "{ADMIN_TOKEN}"\n')
@@ -264,12 +265,13 @@ def test_a_folder_or_an_unreadable_file_is_one_clear_error(tmp_path: Path, monke
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Path, "read_text", refuse)
-    with pytest.raises(ConfigError, match=r"gateway\.toml: cannot read it: Permission denied"):
+    with pytest.raises(ConfigFileError, match=r"gateway\.toml: cannot read it: Permission denied"):
         load(path, env={})
 
 
 def test_writing_a_starter_into_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"cannot write .*x\.toml: folder .*sub does not exist"):
+    with pytest.raises(ConfigFileError,
+                       match=r"cannot write .*x\.toml: folder .*sub does not exist"):
         write_default(tmp_path / "sub" / "x.toml")
 
 
@@ -328,7 +330,7 @@ def test_a_weak_admin_token_is_refused_at_load(token: str, reason: str) -> None:
 
 
 def test_a_weak_admin_token_from_the_environment_names_the_variable() -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         from_mapping(raw(), "gateway.toml", env={"GATEWAY_ADMIN_TOKEN": "hunter2"})
     message = str(caught.value)
     assert message.startswith("gateway.toml: top level: field 'admin_token' "

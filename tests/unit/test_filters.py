@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import filters
-from gateway.config import ConfigError, from_mapping
+from gateway.config import ConfigFileError, from_mapping
 from gateway.filters import Dropped, apply, parse, sampled_in, truncate_ip
 from tests.conftest import ADMIN_TOKEN
 
@@ -234,17 +234,17 @@ def config_with(destination_filters: Any = None, source_filters: Any = None) -> 
      "unknown field 'like'"),
 ])
 def test_bad_filters_are_refused_with_the_field_named(raw: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ConfigFileError) as error:
         config_with(destination_filters=raw)
     assert "[[destinations]] #1 ('hook').filters: " in str(error.value)
     assert message in str(error.value)
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ConfigFileError) as error:
         config_with(source_filters=raw)
     assert "[[sources]] #1 ('web').filters: " in str(error.value)
 
 
 def test_filters_must_be_a_table_and_the_salt_stays_out_of_reprs() -> None:
-    with pytest.raises(ConfigError, match=r"\.filters: must be a table"):
+    with pytest.raises(ConfigFileError, match=r"\.filters: must be a table"):
         config_with(destination_filters=["drop"])
     parsed = parse({"hash_fields": ["traits.email"], "hash_salt": SALT})
     assert SALT not in repr(parsed)
@@ -254,11 +254,11 @@ def test_retention_table_is_checked() -> None:
     base = {"database_url": "sqlite:///x.db", "admin_token": ADMIN_TOKEN}
     assert from_mapping(base).retention.events_days == 30
     assert from_mapping({**base, "retention": {"events_days": 0}}).retention.events_days == 0
-    with pytest.raises(ConfigError, match=r"\[retention\]: field 'dead_days': must be a whole"):
+    with pytest.raises(ConfigFileError, match=r"\[retention\]: field 'dead_days': must be a whole"):
         from_mapping({**base, "retention": {"dead_days": 1.5}})
-    with pytest.raises(ConfigError, match=r"\[retention\]: unknown field 'event_days'"):
+    with pytest.raises(ConfigFileError, match=r"\[retention\]: unknown field 'event_days'"):
         from_mapping({**base, "retention": {"event_days": 3}})
-    with pytest.raises(ConfigError, match="must be at least 0"):
+    with pytest.raises(ConfigFileError, match="must be at least 0"):
         from_mapping({**base, "retention": {"attempts_days": -1}})
     env = {"GATEWAY_RETENTION_EVENTS_DAYS": "3"}
     assert from_mapping(base, env=env).retention.events_days == 3

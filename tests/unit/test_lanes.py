@@ -12,7 +12,7 @@ import pytest
 from adapters.base import HttpRequest, LookupResponse, Retryable
 from gateway.delivery.client import HttpClient, NoAnswer, Sent
 from gateway.delivery.lanes import CLOSED, HALF_OPEN, OPEN, Done, Lane, TokenBucket
-from gateway.delivery.limits import Limits
+from gateway.delivery.limits import DestinationLimits
 from gateway.delivery.send import Sender
 from gateway.delivery.verdict import Outcome, crashed
 
@@ -28,7 +28,7 @@ class Clock:
 
 
 def lane(**limits: float) -> Lane:
-    return Lane("d", 1, 10, 60, limits=Limits(**limits))  # type: ignore[arg-type]
+    return Lane("d", 1, 10, 60, limits=DestinationLimits(**limits))  # type: ignore[arg-type]
 
 
 def test_a_resized_bucket_refills_at_its_new_rate() -> None:
@@ -126,7 +126,7 @@ def test_a_lookup_that_raises_something_else_frees_the_probe() -> None:
 def test_a_probe_without_a_token_is_given_back() -> None:
     """Half-open, the probe let through but no token in time: the next probe may still go
     (else the circuit would stay half-open forever, waiting for an answer that never comes)."""
-    one = Lane("d", 1, 10, 0.04, limits=Limits(rate_per_second=0.001, burst=1,
+    one = Lane("d", 1, 10, 0.04, limits=DestinationLimits(rate_per_second=0.001, burst=1,
                                                   circuit_failures=1, circuit_open_seconds=0.01))
     one.bucket.tokens = 0.0
     one.breaker.state, one.breaker.opened_at = OPEN, 0.0
@@ -165,7 +165,8 @@ def test_a_probe_whose_request_raised_before_going_out_lets_the_next_probe_go(
     again (`free()` 0, every `gate` refused) until the worker restarts. `Sender.one` catches
     the error and records a crash (`caught`); a task may also raise."""
     finished: queue.SimpleQueue[Done] = queue.SimpleQueue()
-    one = Lane("d", 1, 10, 60, limits=Limits(circuit_failures=1, circuit_open_seconds=0.01),
+    one = Lane("d", 1, 10, 60,
+               limits=DestinationLimits(circuit_failures=1, circuit_open_seconds=0.01),
                sink=finished.put)
     try:
         one.observe(Sent(None, "refused", 1, error_class="ConnectionError"))

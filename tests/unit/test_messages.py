@@ -91,13 +91,6 @@ def test_message_size_limit_can_be_switched_off() -> None:
     assert normalise(big, INFO, Limits(max_message_bytes=0)).type == "track"
 
 
-def test_user_key_prefers_user_id() -> None:
-    both = normalise({"type": "track", "event": "e", "userId": "u", "anonymousId": "a"}, INFO,
-                     Limits())
-    anon = normalise({"type": "track", "event": "e", "anonymousId": "a"}, INFO, Limits())
-    assert (both.user_key, anon.user_key) == ("u", "a")
-
-
 def test_batch_limit_and_in_request_duplicates() -> None:
     elements = [{"type": "track", "event": "e", "userId": "u", "messageId": f"m{i % 3}"}
                 for i in range(6)]

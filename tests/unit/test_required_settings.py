@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.check_cli import check
-from gateway.config import ConfigError, from_mapping
+from gateway.config import ConfigFileError, from_mapping
 from tests.conftest import ADMIN_TOKEN, write_toml
 
 VALID = {
@@ -38,7 +38,7 @@ def test_the_valid_settings_load(kind: str) -> None:
 
 @pytest.mark.parametrize(("kind", "name", "value"), EMPTIED)
 def test_an_empty_required_setting_is_refused_at_load(kind: str, name: str, value: str) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         from_mapping(config(kind, {**VALID[kind], name: value}), "gateway.toml")
     message = str(caught.value)
     assert "gateway.toml" in message and "[[destinations]] #1 ('dest').settings" in message

@@ -1,4 +1,4 @@
-"""The one classifier and the backoff / give-up rules, as tables."""
+"""The status rule (adapters/status) and the backoff / give-up rules, as tables."""
 
 from __future__ import annotations
 
@@ -8,22 +8,25 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.delivery.retry import RetryPolicy, Verdict, classify_status, parse_retry_after
+from adapters.status import is_retryable_status, is_success
+from gateway.config import RetrySettings
+from gateway.delivery.retry import RetryPolicy, parse_retry_after
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("status,verdict", [
-    (200, Verdict.DELIVERED), (201, Verdict.DELIVERED), (202, Verdict.DELIVERED),
-    (204, Verdict.DELIVERED), (207, Verdict.DELIVERED),
-    (408, Verdict.RETRY), (429, Verdict.RETRY), (500, Verdict.RETRY), (502, Verdict.RETRY),
-    (503, Verdict.RETRY), (504, Verdict.RETRY), (599, Verdict.RETRY),
-    (501, Verdict.DEAD), (505, Verdict.DEAD), (400, Verdict.DEAD), (401, Verdict.DEAD),
-    (403, Verdict.DEAD), (404, Verdict.DEAD), (413, Verdict.DEAD), (422, Verdict.DEAD),
-    (301, Verdict.DEAD),
+    (200, "delivered"), (201, "delivered"), (202, "delivered"), (204, "delivered"),
+    (207, "delivered"),
+    (408, "retry"), (429, "retry"), (500, "retry"), (502, "retry"), (503, "retry"),
+    (504, "retry"), (599, "retry"),
+    (501, "dead"), (505, "dead"), (400, "dead"), (401, "dead"), (403, "dead"), (404, "dead"),
+    (413, "dead"), (422, "dead"), (301, "dead"),
 ])
-def test_classify_status(status: int, verdict: Verdict) -> None:
-    assert classify_status(status) is verdict
+def test_the_status_rule(status: int, verdict: str) -> None:
+    said = ("delivered" if is_success(status)
+            else "retry" if is_retryable_status(status) else "dead")
+    assert said == verdict
 
 
 def test_backoff_doubles_from_10s_to_a_5_minute_cap() -> None:
@@ -94,3 +97,12 @@ def test_the_cap_is_recorded_in_words() -> None:
     assert policy.cap_note(math.inf, "Fri, 31 Dec 99999 23:59:59 GMT") == (
         "Retry-After Fri, 31 Dec 99999 23:59:59 GMT (beyond any date) capped to 10800 s")
     assert policy.cap_note(20000.0, None) == "Retry-After 20000 s capped to 10800 s"
+
+
+def test_the_policy_defaults_are_the_settings_defaults() -> None:
+    """Defined once (config.RetrySettings); the policy is built from settings, never apart."""
+    assert RetryPolicy() == RetryPolicy.from_settings(RetrySettings())
+    tuned = RetryPolicy.from_settings(RetrySettings(base_delay_seconds=2, max_delay_seconds=9,
+                                                    min_attempts=5, retry_window_seconds=60))
+    assert (tuned.base_delay, tuned.max_delay, tuned.min_attempts, tuned.retry_window,
+            tuned.jitter) == (2, 9, 5, 60, RetryPolicy().jitter)
