@@ -4,6 +4,7 @@ GATEWAY_TEST_POSTGRES_URL is set), the app on it, and a real `gateway serve` on 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,11 +21,16 @@ from sqlalchemy import create_engine, text
 from gateway import create_app
 from gateway.config import Config, from_mapping
 from gateway.db import migrate, normalise_url
+from gateway.delivery.worker import Worker
+from tests.standin import StandIn
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
 WRITE_KEY = "wk_test_web"
 OTHER_KEY = "wk_test_server"
 ADMIN_TOKEN = "test-admin-token-k3v9q2x7m4w8p6z1"
+EXPLAIN_SECRET = "explain-secret-9"
+BROWSER_DIR = Path(__file__).resolve().parent / "integration" / "browser"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
 
 
 def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
@@ -197,3 +203,56 @@ def live_gateway(database_url: str, tmp_path: Path) -> Iterator[LiveGateway]:
     gateway = LiveGateway(tmp_path, base_config(database_url))
     yield gateway
     gateway.stop()
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    """A destination stand-in on a free port (tests/standin.py), closed afterwards."""
+    server = StandIn()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The path of a Chromium, or the test is skipped."""
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no Chromium found (apt-get install chromium; .ci/run installs it where it can)")
+
+
+def explain_config(database_url: str, endpoint: str) -> dict[str, Any]:
+    """Two sources and four destinations: one of each branch `explain` can tell."""
+    return {
+        "database_url": database_url, "admin_token": ADMIN_TOKEN,
+        "sources": [{"name": "web", "write_key": WRITE_KEY},
+                    {"name": "server", "write_key": "wk_server"}],
+        "destinations": [
+            {"name": "hook", "type": "webhook", "endpoint": endpoint, "sources": ["web"],
+             "settings": {"webhookUrl": "https://h.example/in", "apiKey": EXPLAIN_SECRET}},
+            {"name": "cfy", "type": "custify", "endpoint": endpoint, "sources": ["web"],
+             "settings": {"apiKey": "cfy-key"}},
+            {"name": "server-only", "type": "webhook", "endpoint": endpoint,
+             "sources": ["server"], "settings": {"webhookUrl": "https://h.example/s"}},
+            {"name": "off", "type": "webhook", "enabled": False, "sources": ["web"],
+             "settings": {"webhookUrl": "https://h.example/o"}},
+        ],
+        "retry": {"base_delay_seconds": 600},
+    }
+
+
+@pytest.fixture
+def explain_setup(database_url: str, tmp_path: Path) -> Iterator[tuple[Any, Worker, StandIn, Path]]:
+    """The app on `explain_config`, its worker, the stand-in and the config file."""
+    standin = StandIn()
+    raw = explain_config(database_url, standin.url)
+    path = tmp_path / "gateway.toml"
+    write_toml(path, raw)
+    app = create_app(from_mapping(raw))
+    worker = Worker(app.extensions["gateway.engine"], app.extensions["gateway.config"])
+    yield app, worker, standin, path
+    worker.close()
+    standin.close()
+    app.extensions["gateway.engine"].dispose()

@@ -28,8 +28,7 @@ from gateway.delivery.worker import Worker
 from gateway.heartbeat import WORKER, Heartbeat
 from gateway.models import heartbeats
 from tests.conftest import ADMIN_TOKEN, POSTGRES_URL, WRITE_KEY, free_port, write_toml
-from tests.helpers import basic
-from tests.integration.test_worker import drain
+from tests.helpers import basic, drain
 from tests.standin import Answer, StandIn
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,16 +22,10 @@ from gateway.heartbeat import WORKER, Heartbeat
 from gateway.metrics import destination_status
 from gateway.models import delivery_attempts
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import stored_deliveries
-from tests.integration.test_worker_isolation import (
-    KEY_B,
-    Running,
-    send,
-    tracks,
-    wait_for,
-)
+from tests.helpers import Running, send, stored_deliveries, tracks, wait_for
 from tests.standin import Answer, Hanging, StandIn
 
+KEY_B = "wk_isolation_b"
 HOOK = {"webhookUrl": "https://hooks.example/in"}
 
 
@@ -46,13 +39,6 @@ def config_for(database_url: str, url: str, limits: dict[str, Any] | None = None
         "retry": {"base_delay_seconds": 0},
         "worker": {"concurrency": 4, "poll_interval_ms": 20, "lease_seconds": 60, **worker},
     })
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.close()
 
 
 class Timed:

@@ -10,7 +10,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from gateway.delivery import worker as worker_module
 from gateway.delivery.worker import Finished, Worker
 from gateway.models import deliveries, delivery_attempts
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import basic, stored_deliveries
+from tests.helpers import Running, send, stored_deliveries, tracks, wait_for
 from tests.standin import Answer, Hanging, StandIn
 
 KEY_A, KEY_B = "wk_isolation_a", "wk_isolation_b"
@@ -63,24 +63,6 @@ def one_destination(database_url: str, url: str, **retry: int) -> Config:
     })
 
 
-class Running:
-    """`Worker.run` in a thread, stopped (in-flight work finished) on exit."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=worker.run, args=(self.stop,), daemon=True)
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join(40)
-        assert not self.thread.is_alive(), "the worker did not stop"
-
-
 @pytest.fixture
 def stuck() -> Iterator[Hanging]:
     server = Hanging()
@@ -93,27 +75,6 @@ def healthy() -> Iterator[StandIn]:
     server = StandIn()
     yield server
     server.close()
-
-
-def send(app, key: str, messages: list[dict[str, Any]]) -> None:
-    response = app.test_client().post("/v1/batch", json={"batch": messages},
-                                      headers=basic(key))
-    assert response.status_code == 200, response.get_data(as_text=True)
-
-
-def tracks(prefix: str, count: int) -> list[dict[str, Any]]:
-    """One event for each of `count` users (no per-user barrier between them)."""
-    return [{"type": "track", "userId": f"{prefix}-{n}", "event": "e",
-             "messageId": f"{prefix}-{n}"} for n in range(count)]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def count(engine, *where: Any) -> int:
