@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -236,3 +237,32 @@ RAW = {
     )
 }
 """The characters that must never reach an operator's terminal raw."""
+
+
+class FakeClock:
+    """A clock that moves only when told to (`advance`): `monotonic` and `now` for a Worker,
+    so back-off, renewal and stop tests step time instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+        self.start = datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.seconds - 1000.0)
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
+def step(worker: Worker, clock: FakeClock, seconds: float, by: float = 0.125,
+         stop: threading.Event | None = None, pause: float = 0.0) -> None:
+    """Turn `worker`'s loop once at each step of `by` fake seconds, `seconds` of them (the
+    first turn at the current time, the last at `seconds` later)."""
+    stop = stop or threading.Event()
+    for n in range(round(seconds / by) + 1):
+        if n:
+            clock.advance(by)
+        worker.turn(stop, pause)
