@@ -257,8 +257,14 @@ class FakeClock:
         self.seconds += seconds
 
 
-def step(worker: Worker, clock: FakeClock, seconds: float, by: float = 0.125,
-         stop: threading.Event | None = None, pause: float = 0.0) -> None:
+def step(
+    worker: Worker,
+    clock: FakeClock,
+    seconds: float,
+    by: float = 0.125,
+    stop: threading.Event | None = None,
+    pause: float = 0.0,
+) -> None:
     """Turn `worker`'s loop once at each step of `by` fake seconds, `seconds` of them (the
     first turn at the current time, the last at `seconds` later)."""
     stop = stop or threading.Event()

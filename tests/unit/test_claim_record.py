@@ -23,13 +23,22 @@ from tests.standin import Answer, StandIn
 
 
 def hook_config(database_url: str, url: str) -> Config:
-    return from_mapping({
-        "database_url": database_url, "admin_token": ADMIN_TOKEN,
-        "sources": [{"name": "web", "write_key": WRITE_KEY}],
-        "destinations": [{"name": "hook", "type": "webhook", "endpoint": url,
-                          "settings": {"webhookUrl": "https://hooks.example/in"}}],
-        "retry": {"base_delay_seconds": 0},
-    })
+    return from_mapping(
+        {
+            "database_url": database_url,
+            "admin_token": ADMIN_TOKEN,
+            "sources": [{"name": "web", "write_key": WRITE_KEY}],
+            "destinations": [
+                {
+                    "name": "hook",
+                    "type": "webhook",
+                    "endpoint": url,
+                    "settings": {"webhookUrl": "https://hooks.example/in"},
+                }
+            ],
+            "retry": {"base_delay_seconds": 0},
+        }
+    )
 
 
 @pytest.fixture
@@ -49,8 +58,9 @@ def ids(engine: Engine) -> list[int]:
 
 def set_rows(engine: Engine, delivery_ids: list[int], **values: Any) -> None:
     with engine.begin() as connection:
-        connection.execute(deliveries.update().where(deliveries.c.id.in_(delivery_ids))
-                           .values(**values))
+        connection.execute(
+            deliveries.update().where(deliveries.c.id.in_(delivery_ids)).values(**values)
+        )
 
 
 def test_a_claim_takes_expired_leases_then_due_retries_then_new_ones(stored) -> None:
@@ -77,7 +87,8 @@ def test_a_claim_takes_each_kind_oldest_first_and_stops_at_the_room(stored) -> N
 
 
 def test_a_result_is_recorded_only_under_the_lease_it_was_claimed_with(
-        stored, database_url: str, standin: StandIn) -> None:
+    stored, database_url: str, standin: StandIn
+) -> None:
     app, engine = stored
     worker = Worker(engine, app.extensions["gateway.config"])
     try:
@@ -86,8 +97,7 @@ def test_a_result_is_recorded_only_under_the_lease_it_was_claimed_with(
         assert len(standin.requests) == 2
         taken_over, kept = claimed
         # another worker took the first over once its lease ran out: a new lease in the row
-        set_rows(engine, [taken_over.id], lease_expires_at=taken_over.lease + timedelta(
-            seconds=30))
+        set_rows(engine, [taken_over.id], lease_expires_at=taken_over.lease + timedelta(seconds=30))
         assert worker.recorder.record_safely(finished) == []
         rows = {r["id"]: r for r in stored_deliveries(engine)}
         assert rows[taken_over.id]["state"] == "delivering"  # left to the worker holding it
@@ -95,15 +105,18 @@ def test_a_result_is_recorded_only_under_the_lease_it_was_claimed_with(
         assert rows[kept.id]["state"] == "delivered" and rows[kept.id]["attempts"] == 1
         with engine.connect() as connection:
             attempts = connection.execute(
-                select(delivery_attempts.c.delivery_id, func.count())
-                .group_by(delivery_attempts.c.delivery_id)).all()
+                select(delivery_attempts.c.delivery_id, func.count()).group_by(
+                    delivery_attempts.c.delivery_id
+                )
+            ).all()
         assert [tuple(a) for a in attempts] == [(kept.id, 1)]
     finally:
         worker.close()
 
 
 def test_the_worker_renews_the_leases_of_what_it_still_sends_once_half_has_gone(
-        stored, standin: StandIn) -> None:
+    stored, standin: StandIn
+) -> None:
     app, engine = stored
     standin.answer_for = lambda r: Answer(delay=1.0)  # still sending while the clock moves
     clock = FakeClock()
@@ -125,8 +138,11 @@ def test_the_worker_renews_the_leases_of_what_it_still_sends_once_half_has_gone(
         assert set(renewed) == set(claimed)
         assert all(renewed[i] > claimed[i] for i in claimed)
         assert {c.id: c.lease for c in worker.sending.values()} == renewed
-        wait_for(lambda: worker.turn(stop, 0.05) and not worker.sending
-                 and not worker.unrecorded, 10, "the answers")
+        wait_for(
+            lambda: worker.turn(stop, 0.05) and not worker.sending and not worker.unrecorded,
+            10,
+            "the answers",
+        )
         rows = [r for r in stored_deliveries(engine) if r["id"] in claimed]
         assert {(r["state"], r["attempts"]) for r in rows} == {("delivered", 1)}
     finally:
@@ -136,6 +152,9 @@ def test_the_worker_renews_the_leases_of_what_it_still_sends_once_half_has_gone(
 def leases(engine: Engine) -> dict[int, datetime]:
     """The lease of every delivery being sent, as the worker holds it (aware, UTC)."""
     with engine.connect() as connection:
-        rows = connection.execute(select(deliveries.c.id, deliveries.c.lease_expires_at)
-                                  .where(deliveries.c.state == "delivering")).all()
+        rows = connection.execute(
+            select(deliveries.c.id, deliveries.c.lease_expires_at).where(
+                deliveries.c.state == "delivering"
+            )
+        ).all()
     return {i: lease if lease.tzinfo else lease.replace(tzinfo=UTC) for i, lease in rows}
