@@ -26,6 +26,8 @@ from tests.conftest import (
 )
 from tests.helpers import basic, console_sign_in, stored_payloads
 
+pytestmark = pytest.mark.slow  # every test starts `gateway serve` or the CLI in a subprocess
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TRACK = {"userId": "u1", "event": "Bought", "messageId": "m-1"}
 

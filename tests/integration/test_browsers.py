@@ -45,6 +45,8 @@ from tests.conftest import BROWSER_DIR, OTHER_KEY, WRITE_KEY, LiveGateway, base_
 from tests.helpers import wait_for_rows
 from tests.node import node_packages
 
+pytestmark = pytest.mark.slow  # node, esbuild and a headless Chromium
+
 BROWSER_PACKAGES = {"@segment/analytics-next": "1", "@rudderstack/analytics-js": "3",
                     "puppeteer-core": "24", "esbuild": "0"}
 PAGE_SITE = "http://127.0.0.1"  # the network isolation key of the page's requests (both ports)

@@ -29,6 +29,8 @@ from tests.conftest import BROWSER_DIR, POSTGRES_URL, WRITE_KEY, LiveGateway, ba
 from tests.node import node_packages
 from tests.standin import Answer, StandIn
 
+pytestmark = pytest.mark.slow  # node and a headless Chromium against `gateway serve`
+
 PACKAGES = {"puppeteer-core": "24"}
 TOKEN = "console-admin-token-7-k3v9q2x7m4w8p6z1"
 SECRET = "hook-secret-4242"

@@ -19,6 +19,8 @@ from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway
 from tests.helpers import basic, wait_until_finished
 from tests.standin import StandIn
 
+pytestmark = pytest.mark.slow  # `gateway serve` with its delivery worker
+
 SALT = "test-salt-0123456789"
 CARD = "4111-1111-SECRET"
 SSN = "078-05-1120-SECRET"

@@ -266,6 +266,7 @@ class Renamer:
             self.sqlite.close()
 
 
+@pytest.mark.slow
 def test_a_real_server_under_concurrent_load_stores_every_200_once(
         database_url: str, tmp_path: Path) -> None:
     gateway = LiveGateway(tmp_path, base_config(database_url), workers=2)

@@ -24,6 +24,8 @@ from gateway.db import migrate
 from tests.conftest import WRITE_KEY, base_config
 from tests.helpers import basic, stored_events, wait_for
 
+pytestmark = pytest.mark.slow  # `gateway serve`, and an outage that lasts seconds
+
 RECOVERY_SECONDS = 10
 
 

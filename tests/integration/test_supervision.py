@@ -24,6 +24,8 @@ from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, free_port, write
 from tests.helpers import basic, stored_deliveries, stored_events, wait_for
 from tests.standin import StandIn
 
+pytestmark = pytest.mark.slow  # every test starts `gateway serve` and kills its children
+
 
 def children_of(pid: int) -> set[int]:
     """Every live descendant of `pid`, read from /proc."""

@@ -25,6 +25,8 @@ from gateway.db import make_engine
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, base_config, free_port, write_toml
 from tests.helpers import basic, console_sign_in, stored_payloads
 
+pytestmark = pytest.mark.slow  # `gateway serve` over TLS
+
 
 class TestCA:
     """A CA made for the test, a certificate it signed for 127.0.0.1 and localhost, and the

@@ -212,6 +212,7 @@ def test_unknown_content_encoding_is_415(client, engine) -> None:
     assert stored_events(engine) == []
 
 
+@pytest.mark.slow
 def test_chunked_body_through_the_real_server(live_gateway) -> None:
     body = orjson.dumps({"batch": [TRACK]})
     connection = http.client.HTTPConnection("127.0.0.1", live_gateway.port, timeout=10)
@@ -535,6 +536,7 @@ def test_storage_failure_is_a_retryable_503_not_a_500(tmp_path) -> None:
     app.extensions["gateway.engine"].dispose()
 
 
+@pytest.mark.slow
 def test_oversized_chunked_body_is_413_through_the_real_server(live_gateway) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", live_gateway.port, timeout=10)
     connection.putrequest("POST", "/v1/batch")

@@ -121,6 +121,7 @@ def healthy_rate(app, engine, prefix: str, events: int) -> float:
 
 # -- 1. a hanging destination holds only its own threads ----------------------------------------
 
+@pytest.mark.slow
 def test_a_hanging_destination_does_not_slow_the_others(database_url: str, stuck: Hanging,
                                                         healthy: StandIn) -> None:
     config = two_destinations(database_url, stuck.url, healthy.url)
@@ -189,6 +190,7 @@ def test_claims_are_per_destination(database_url: str, stuck: Hanging,
 
 # -- 2. Retry-After of any size -----------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header,note", [
     ("99999999999999", "Retry-After 99999999999999 s capped to 10800 s"),
     ("Fri, 31 Dec 99999 23:59:59 GMT", "capped to 10800 s"),
@@ -406,6 +408,7 @@ def test_a_stop_during_a_database_outage_gives_up_recording_in_time(
 
 # -- 5. the run loop ticks, even beside a hanging destination -----------------------------------
 
+@pytest.mark.slow
 def test_the_run_loop_ticks_while_a_destination_hangs(database_url: str, stuck: Hanging,
                                                       healthy: StandIn) -> None:
     config = two_destinations(database_url, stuck.url, healthy.url, poll_interval_ms=100)

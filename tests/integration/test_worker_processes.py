@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway import create_app
 from gateway.config import from_mapping
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
 from tests.helpers import basic, wait_until_delivered
 from tests.standin import Answer, StandIn
+
+pytestmark = pytest.mark.slow  # `gateway worker` processes, one of them killed
 
 USERS = ("u1", "u2", "u3", "u4")
 
