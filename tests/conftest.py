@@ -56,13 +56,23 @@ def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
     return raw
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated to the newest revision, copied for each test: migrating
+    costs ~0.1 s, a copy ~1 ms (SQLite removes the -wal when migrate closes it)."""
+    path = tmp_path_factory.mktemp("migrated") / "gateway.db"
+    migrate(f"sqlite:///{path}")
+    assert not Path(f"{path}-wal").exists(), "the migrated file must stand alone"
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A freshly migrated database: a file for SQLite, a private schema on PostgreSQL."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'gateway.db'}"
-        migrate(url)
-        yield url
+        path = tmp_path / "gateway.db"
+        shutil.copy2(request.getfixturevalue("migrated_sqlite"), path)  # mode 0600 too
+        yield f"sqlite:///{path}"
         return
     if not POSTGRES_URL:
         pytest.skip("GATEWAY_TEST_POSTGRES_URL is not set")
