@@ -4,7 +4,6 @@ SQLite and PostgreSQL; the real app ingests, the real worker delivers over HTTP.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from gateway.config import Config, from_mapping
 from gateway.delivery.worker import Worker
 from gateway.models import delivery_attempts
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
-from tests.helpers import basic, drain, stored_deliveries
+from tests.helpers import FakeClock, basic, drain, stored_deliveries
 from tests.standin import Answer, StandIn
 
 SECRET = "wh-secret-key-123"
@@ -109,14 +108,14 @@ def test_400_is_dead_with_the_reason_and_does_not_block_the_user(setup, standin)
 def test_429_retry_after_is_honoured(database_url: str, standin: StandIn) -> None:
     config = hook_config(database_url, standin.url)
     app = create_app(config)
-    worker = Worker(app.extensions["gateway.engine"], config)
+    clock = FakeClock()  # the worker's `now` stands still: the due time is exact
+    worker = Worker(app.extensions["gateway.engine"], config, now=clock.now)
     standin.script = [Answer(429, {"error": "slow down"}, {"Retry-After": "30"})]
     send(app, track("u1", 0))
-    before = datetime.now(UTC)
     worker.run_once()
     [row] = stored_deliveries(worker.engine)
     assert row["state"] == "retrying" and row["last_status"] == 429
-    assert 29 <= (row["next_attempt_at"] - before).total_seconds() <= 32
+    assert (row["next_attempt_at"] - clock.now()).total_seconds() == 30
     worker.run_once()  # not due yet: nothing is sent
     assert len(standin.requests) == 1
     worker.close()
