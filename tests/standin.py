@@ -45,7 +45,11 @@ class StandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll: shutdown() waits for the loop's next look, 0.5 s by default, which
+        # was most of the fast tests' teardown
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

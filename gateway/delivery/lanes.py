@@ -195,8 +195,13 @@ class CircuitBreaker:
 class Lane:
     def __init__(self, name: str, threads: int, batch_size: int, lease_seconds: float,
                  batching: bool = False, limits: DestinationLimits | None = None,
-                 sink: Callable[[Done], None] | None = None) -> None:
+                 sink: Callable[[Done], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        """`monotonic` and `now`: the lane's clocks, its bucket's and breaker's too."""
         limits = limits or DestinationLimits()
+        self.monotonic = monotonic
+        self.now = now
         self.name = name
         self.limits = limits
         self.threads = limits.concurrency or threads
@@ -213,9 +218,10 @@ class Lane:
             thread.start()
         self.in_flight = 0
         self.seconds_per_delivery: float | None = None  # unknown until the first result
-        self.bucket = TokenBucket(limits.rate_per_second, limits.bucket_size)
+        self.bucket = TokenBucket(limits.rate_per_second, limits.bucket_size, monotonic)
         self.workers = 1  # live worker processes sharing this destination's rate limit
-        self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_seconds)
+        self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_seconds,
+                                      monotonic)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
 
@@ -242,12 +248,12 @@ class Lane:
     def gate(self) -> Outcome | None:
         """Asked before each request: None to send, or why the delivery goes back unsent."""
         if not self.breaker.allow():
-            wait = max(0.0, self.breaker.retry_at() - time.monotonic())
+            wait = max(0.0, self.breaker.retry_at() - self.monotonic())
             return released("not sent: the destination's circuit is open",
-                            datetime.now(UTC) + timedelta(seconds=wait))
+                            self.now() + timedelta(seconds=wait))
         if not self.bucket.take(self.stopping, most=self.lease_seconds / 4 or 1.0):
             self.breaker.release()
-            return released("not sent: rate limit", datetime.now(UTC))
+            return released("not sent: rate limit", self.now())
         return None
 
     def share(self, workers: int) -> None:
@@ -276,7 +282,7 @@ class Lane:
         delivery is tried again later, never lost."""
         def run(request: HttpRequest) -> LookupResponse:
             if not self.breaker.allow():
-                wait = max(0.0, self.breaker.retry_at() - time.monotonic())
+                wait = max(0.0, self.breaker.retry_at() - self.monotonic())
                 raise Retryable("lookup not sent: the destination's circuit is open", 503, wait)
             # taken even with no configured rate: the bucket also holds the destination's
             # own pause (x-ratelimit-remaining 0), which the lookups must wait out too
@@ -313,14 +319,14 @@ class Lane:
                 "in_flight": self.in_flight, "threads": self.threads,
                 "rate_per_second": self.limits.rate_per_second, "workers": self.workers,
                 "tokens": round(self.bucket.available(), 2),
-                "paused_seconds": round(max(0.0, self.bucket.paused_until - time.monotonic()),
+                "paused_seconds": round(max(0.0, self.bucket.paused_until - self.monotonic()),
                                         3)}
 
     def _serve(self) -> None:
         """One sending thread: take a task, run it, hand the result to the sink."""
         while (task := self._inbox.get()) is not None:
             work, items, count = task
-            started = time.monotonic()
+            started = time.monotonic()  # a real duration, whatever the lane's clock
             try:
                 done = Done(self, items, work(items), None)
             except Exception as exc:  # the worker retries what a crashed task held

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,10 @@ _HELD = (select(deliveries.c.id)
 
 
 class Recorder:
-    def __init__(self, engine: Engine, policy: RetryPolicy) -> None:
+    def __init__(self, engine: Engine, policy: RetryPolicy,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        """`now`: when results are recorded, the base of each retry's due time."""
+        self.now = now
         self.engine = engine
         self.policy = policy
         self.state = StorageState("recording delivery results", log, settle=0)
@@ -77,7 +80,7 @@ class Recorder:
 
     def record(self, finished: Sequence[Finished]) -> None:
         """Write every attempt and next state in one transaction (lease-guarded)."""
-        now = datetime.now(UTC)
+        now = self.now()
         by_lease: dict[datetime, list[int]] = {}  # a round's claims share one or two leases
         for f in finished:
             by_lease.setdefault(f.claimed.lease, []).append(f.claimed.id)
@@ -128,7 +131,7 @@ class Recorder:
         reason = short_reason(exc)
         log.error("delivery %s: its result could not be recorded (%s); it will be retried",
                   finished.claimed.id, reason)
-        now = datetime.now(UTC)
+        now = self.now()
         claimed = finished.claimed
         delay = self.policy.delay(claimed.attempts + 1)
         with contextlib.suppress(Exception), write_transaction(self.engine) as connection:

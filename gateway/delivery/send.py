@@ -76,13 +76,16 @@ Observe = Callable[[Sent], None]
 
 
 class Sender:
-    def __init__(self, client: HttpClient, lease_seconds: float) -> None:
+    def __init__(self, client: HttpClient, lease_seconds: float,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        """`now`: when a send starts, against its lease (a fake clock in tests)."""
         self.client = client
         self.lease_seconds = lease_seconds
+        self.now = now
 
     def one(self, claimed: Claimed, target: Target | None, gate: Gate | None = None,
             observe: Observe | None = None) -> list[Finished]:
-        started = datetime.now(UTC)
+        started = self.now()
         if self.lease_too_short(claimed, started):
             return [Finished(claimed, target, started, released("not sent: lease too short"))]
         try:
@@ -96,7 +99,7 @@ class Sender:
               observe: Observe | None = None) -> list[Finished]:
         """Router mode: the adapter groups the events into requests; each output's fate is
         the fate of every delivery it covers."""
-        started = datetime.now(UTC)
+        started = self.now()
         if any(self.lease_too_short(c, started) for c in claimed):
             return [Finished(c, target, started, released("not sent: lease too short"))
                     for c in claimed]

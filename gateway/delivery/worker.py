@@ -49,17 +49,27 @@ def policy_from(config: Config) -> RetryPolicy:
     return RetryPolicy.from_settings(config.retry)
 
 
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class Worker:
     def __init__(self, engine: Engine, config: Config, client: HttpClient | None = None,
-                 tick: Callable[[], None] | None = None) -> None:
+                 tick: Callable[[], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = utcnow) -> None:
+        """`monotonic` and `now` are the clocks of back-off, renewal and stopping (and of the
+        lanes, the sender and the recorder): tests step fake ones instead of sleeping."""
+        self.monotonic = monotonic
+        self.now = now
         self.engine = engine
         self.ticks: list[Callable[[], None]] = [tick] if tick else []  # once per loop turn
         self.config = config
         settings = config.worker
         self.client = client or HttpClient(pool_size=max(8, settings.concurrency * 2))
         self.policy = policy_from(config)
-        self.sender = Sender(self.client, settings.lease_seconds)
-        self.recorder = Recorder(engine, self.policy)
+        self.sender = Sender(self.client, settings.lease_seconds, now=now)
+        self.recorder = Recorder(engine, self.policy, now=now)
         # every destination resolved once: adapter, lookup client, secrets, batching
         self.targets: dict[str, Target] = {
             d.name: resolve(d, self.client) for d in config.destinations if d.enabled}
@@ -71,10 +81,11 @@ class Worker:
         # configured (they are finished as dead, never left pending forever)
         self.lanes = {name: Lane(name, settings.concurrency, settings.batch_size,
                                  settings.lease_seconds, t.batches,
-                                 t.destination.limits, self.finished.put)
+                                 t.destination.limits, self.finished.put,
+                                 monotonic=monotonic, now=now)
                       for name, t in self.targets.items()}
         self.other_lane = Lane("other", 1, settings.batch_size, settings.lease_seconds,
-                               sink=self.finished.put)
+                               sink=self.finished.put, monotonic=monotonic, now=now)
         # a destination's lookups (Kustomer's customer search) and deletions go through its
         # lane too: its circuit breaker and its rate limit
         self.targets = {name: dataclasses.replace(t, lookup=self.lanes[name].guarded(t.lookup))
@@ -114,15 +125,24 @@ class Worker:
         """Deliver until `stop` is set, then finish what is in flight. Every wait is bounded,
         so `tick` runs at least once per poll interval whatever a destination does."""
         pause = self.config.worker.poll_interval_ms / 1000
-        while not stop.is_set() or self._in_flight():
-            for tick in self.ticks:
-                tick()
-            self._share_limits()
-            claimed = 0 if stop.is_set() or self.unrecorded else self._claim_into_lanes()
-            self.unrecorded += self._drain(wait=pause if not claimed else 0.0)
-            self._record_pending(stop)
-            self._renew_leases()
-            self._publish()
+        while self.turn(stop, pause):
+            pass
+
+    def turn(self, stop: threading.Event, pause: float) -> bool:
+        """One turn of the loop, waiting up to `pause` seconds for a result when nothing was
+        claimed (tests step this with a fake clock); False once stopped with nothing in
+        flight."""
+        if stop.is_set() and not self._in_flight():
+            return False
+        for tick in self.ticks:
+            tick()
+        self._share_limits()
+        claimed = 0 if stop.is_set() or self.unrecorded else self._claim_into_lanes()
+        self.unrecorded += self._drain(wait=pause if not claimed else 0.0)
+        self._record_pending(stop)
+        self._renew_leases()
+        self._publish()
+        return True
 
     def on_tick(self, callback: Callable[[], None]) -> None:
         """Call `callback` once per loop turn (the liveness heartbeat)."""
@@ -150,7 +170,7 @@ class Worker:
         """Destinations with unfinished rows that are no longer configured: looked up at start
         and then every ORPHANS_EVERY seconds (an HTTP process with a newer configuration may
         still queue for a destination this worker does not know), not on every claim."""
-        now = time.monotonic()
+        now = self.monotonic()
         if now >= self._next_orphans:
             self._next_orphans = now + ORPHANS_EVERY
             self._orphan_names = orphans(self.engine, list(self.lanes))
@@ -169,7 +189,7 @@ class Worker:
 
     def _publish(self) -> None:
         """The lanes' state into the gauges, once a second (not every loop turn)."""
-        now = time.monotonic()
+        now = self.monotonic()
         if now < self._next_publish:
             return
         self._next_publish = now + PUBLISH_EVERY
@@ -185,13 +205,13 @@ class Worker:
         Stopping keeps trying for STOP_RECORDING seconds (well inside the supervisor's stop
         timeout, so a stop never ends in SIGKILL), then gives up: the leases then hand the
         deliveries to the next worker, which sends them again."""
-        if not self.unrecorded or time.monotonic() < self._next_record:
+        if not self.unrecorded or self.monotonic() < self._next_record:
             return
         left = self.recorder.record_safely(self.unrecorded)
         if stop.is_set() and self._stopping_since is None:
-            self._stopping_since = time.monotonic()
+            self._stopping_since = self.monotonic()
         if left and self._stopping_since is not None \
-                and time.monotonic() - self._stopping_since >= STOP_RECORDING:
+                and self.monotonic() - self._stopping_since >= STOP_RECORDING:
             log.warning("stopping with %d delivery results unrecorded; their leases will "
                         "expire and they will be sent again", len(left))
             left = []
@@ -200,7 +220,7 @@ class Worker:
             self._record_backoff = min(MAX_BACKOFF, max(MIN_BACKOFF, self._record_backoff * 2))
             if self._stopping_since is not None:  # the last try falls inside the limit
                 self._record_backoff = min(self._record_backoff, STOP_RECORDING / 4)
-            self._next_record = time.monotonic() + self._record_backoff
+            self._next_record = self.monotonic() + self._record_backoff
         else:
             self._record_backoff = 0.0
 
@@ -209,7 +229,7 @@ class Worker:
         lease = self.config.worker.lease_seconds
         if lease <= 0 or not self.sending:
             return
-        soon = datetime.now(UTC) + timedelta(seconds=lease * RENEW_AT)
+        soon = self.now() + timedelta(seconds=lease * RENEW_AT)
         due = [c for c in self.sending.values() if c.lease <= soon]
         if not due:
             return
@@ -223,32 +243,32 @@ class Worker:
 
     def _claim_into_lanes(self) -> int:
         """Claim for every lane with room (backing off while the database fails)."""
-        if time.monotonic() < self._next_claim:
+        if self.monotonic() < self._next_claim:
             return 0
         room = {name: lane.free() for name, lane in self.lanes.items()}
         room[OTHER] = self.other_lane.free()
         if not any(room.values()):
             return 0
-        started = time.monotonic()
+        started = self.monotonic()
         try:
             claimed = self.claim(room)
         except Exception as exc:  # a database outage must not kill the worker
             self.claiming.failed(exc, self.engine)
             self._claim_backoff = min(MAX_BACKOFF, max(MIN_BACKOFF, self._claim_backoff * 2))
-            self._next_claim = time.monotonic() + self._claim_backoff
+            self._next_claim = self.monotonic() + self._claim_backoff
             return 0
         self._claim_backoff = 0.0
         self.claiming.succeeded()
-        self._after_claim(time.monotonic() - started)
+        self._after_claim(self.monotonic() - started)
         self._submit(claimed)
         return len(claimed)
 
     def _after_claim(self, seconds: float) -> None:
         """A slow claim on PostgreSQL: refresh the planner's statistics (claim.py says why),
         at most once a minute."""
-        if seconds < SLOW_CLAIM or time.monotonic() < self._next_analyze:
+        if seconds < SLOW_CLAIM or self.monotonic() < self._next_analyze:
             return
-        self._next_analyze = time.monotonic() + ANALYZE_EVERY
+        self._next_analyze = self.monotonic() + ANALYZE_EVERY
         try:
             if refresh_statistics(self.engine):
                 log.info("a claim took %.2f s: refreshed the deliveries table's statistics",
@@ -318,7 +338,7 @@ class Worker:
         if done.error is None:
             return done.result
         log.error("delivery task crashed", exc_info=done.error)
-        now = datetime.now(UTC)
+        now = self.now()
         return [Finished(c, None, now, crashed(done.error)) for c in done.items]
 
     def close(self) -> None:

@@ -12,8 +12,7 @@ from gateway import create_app
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from tests.conftest import WRITE_KEY
-from tests.helpers import basic
-from tests.integration.test_worker import drain
+from tests.helpers import basic, drain
 from tests.standin import Answer, StandIn
 
 TOKEN = "admin-token-for-tests-k3v9q2x7m4w8p6z1"

@@ -5,7 +5,6 @@ untrusted X-Forwarded-For entry)."""
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import sys
@@ -25,7 +24,9 @@ from tests.conftest import (
     free_port,
     write_toml,
 )
-from tests.helpers import basic, stored_payloads
+from tests.helpers import basic, console_sign_in, stored_payloads
+
+pytestmark = pytest.mark.slow  # every test starts `gateway serve` or the CLI in a subprocess
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TRACK = {"userId": "u1", "event": "Bought", "messageId": "m-1"}
@@ -62,17 +63,6 @@ def start(database_url: str, tmp_path: Path):
     yield run
     for gateway in started:
         gateway.stop()
-
-
-def csrf_of(text: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', text).group(1)
-
-
-def console_sign_in(session: requests.Session, url: str, token: str) -> requests.Response:
-    csrf = csrf_of(session.get(url + "/console/login").text)
-    return session.post(
-        url + "/console/login", data={"csrf": csrf, "token": token}, allow_redirects=False
-    )
 
 
 # [admin] bind ----------------------------------------------------------------------------------

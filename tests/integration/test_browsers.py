@@ -41,14 +41,14 @@ import pytest
 from sqlalchemy import Engine
 
 from gateway.db import make_engine
-from tests.conftest import OTHER_KEY, WRITE_KEY, LiveGateway, base_config
-from tests.helpers import stored_events
+from tests.conftest import BROWSER_DIR, OTHER_KEY, WRITE_KEY, LiveGateway, base_config
+from tests.helpers import wait_for_rows
 from tests.node import node_packages
 
-BROWSER_DIR = Path(__file__).resolve().parent / "browser"
+pytestmark = pytest.mark.slow  # node, esbuild and a headless Chromium
+
 BROWSER_PACKAGES = {"@segment/analytics-next": "1", "@rudderstack/analytics-js": "3",
                     "puppeteer-core": "24", "esbuild": "0"}
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
 PAGE_SITE = "http://127.0.0.1"  # the network isolation key of the page's requests (both ports)
 VENDOR_HOSTS = ("segment.com", "segment.io", "rudderstack.com", "rudderlabs.com")
 
@@ -85,15 +85,6 @@ RUDDER = BrowserSdk("rudder", OTHER_KEY, "server", "RudderLabs JavaScript SDK",
 
 
 # fixtures ------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no Chromium found (apt-get install chromium; .ci/run installs it where it can)")
-
 
 @dataclass(frozen=True)
 class Site:
@@ -187,15 +178,6 @@ def read_net_log(path: Path) -> list[dict[str, str]]:
             requests.append({"method": params.get("method", ""), "url": params["url"],
                              "page": params.get("network_isolation_key", "null").split(" ")[0]})
     return requests
-
-
-def wait_for_rows(db: Engine, source: str, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 10
-    while True:
-        rows = stored_events(db, source)
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
 
 
 def origin_of(url: str) -> str:

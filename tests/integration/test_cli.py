@@ -28,8 +28,7 @@ from gateway.delivery.worker import Worker
 from gateway.heartbeat import WORKER, Heartbeat
 from gateway.models import heartbeats
 from tests.conftest import ADMIN_TOKEN, POSTGRES_URL, WRITE_KEY, free_port, write_toml
-from tests.helpers import basic
-from tests.integration.test_worker import drain
+from tests.helpers import basic, drain
 from tests.standin import Answer, StandIn
 
 
@@ -145,6 +144,7 @@ def write_config(folder: Path, database_url: str, **extra: Any) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_weak_admin_token_stops_everything_but_check(database_url: str,
                                                      tmp_path: Path) -> None:
     """A weak admin token: `gateway check` once said ok for "x". Now check flags it on its own line
@@ -170,6 +170,7 @@ def test_a_weak_admin_token_stops_everything_but_check(database_url: str,
     assert "still-short" not in done.stdout
 
 
+@pytest.mark.slow
 def test_version() -> None:
     done = gateway("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"gateway {version('event-gateway')}"
@@ -187,6 +188,7 @@ def test_config_is_accepted_before_or_after_the_subcommand(setup, capsys) -> Non
     assert json.loads(capsys.readouterr().out)["id"] == first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,fragment", [
     (["--bind", "127.0.0.1:99999"], "port must be a number from 1 to 65535"),
     (["--bind", ":80x"], "port must be a number"),
@@ -205,6 +207,7 @@ def test_bind_defaults() -> None:
     assert build_parser().parse_args(["serve", "--bind", ":9000"]).bind == "127.0.0.1:9000"
 
 
+@pytest.mark.slow
 def test_config_path_problems_are_one_line(tmp_path: Path) -> None:
     done = gateway("--config", "sub/x.toml", "serve", "--init", cwd=tmp_path)
     assert done.returncode == 2
@@ -213,6 +216,7 @@ def test_config_path_problems_are_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "is a folder" in one_line(done.stderr)
 
 
+@pytest.mark.slow
 def test_serve_writes_a_config_only_at_the_default_path_or_with_init(tmp_path: Path) -> None:
     """A typo in --config or $GATEWAY_CONFIG must not start an empty installation with a new
     write key (healthy-looking while every SDK gets 401): it is an error, as for every other
@@ -330,6 +334,7 @@ def test_other_database_errors_and_ctrl_c_are_one_line_too(tmp_path: Path, capsy
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_database_problem_as_a_subprocess_has_no_traceback(tmp_path: Path) -> None:
     path = write_config(tmp_path, f"postgresql://u:pw@127.0.0.1:{free_port()}/gw")
     done = gateway("--config", str(path), "migrate")
@@ -372,6 +377,7 @@ def test_relative_sqlite_path_is_found_from_any_folder(tmp_path: Path, capsys,
     assert path.exists()
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly(setup) -> None:
     path, _, _ = setup
     process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(path),
@@ -381,6 +387,7 @@ def test_a_closed_pipe_ends_quietly(setup) -> None:
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
+@pytest.mark.slow
 def test_unknown_environment_variables_are_warned_about_once(setup) -> None:
     path, _, _ = setup
     done = gateway("--config", str(path), "events",

@@ -25,10 +25,11 @@ import pytest
 import requests
 from segment.analytics import Client
 
-from tests.conftest import POSTGRES_URL, WRITE_KEY, LiveGateway, base_config, pg_schema
-from tests.integration.test_browsers import BROWSER_DIR, chromium  # noqa: F401 (fixture)
+from tests.conftest import BROWSER_DIR, POSTGRES_URL, WRITE_KEY, LiveGateway, base_config, pg_schema
 from tests.node import node_packages
 from tests.standin import Answer, StandIn
+
+pytestmark = pytest.mark.slow  # node and a headless Chromium against `gateway serve`
 
 PACKAGES = {"puppeteer-core": "24"}
 TOKEN = "console-admin-token-7-k3v9q2x7m4w8p6z1"
@@ -94,7 +95,7 @@ def standin(database: str) -> Iterator[StandIn]:  # one per database run: its ow
 
 
 @pytest.fixture(scope="module")
-def gateway(database: str, standin: StandIn, chromium: str,  # noqa: F811
+def gateway(database: str, standin: StandIn, chromium: str,
             tmp_path_factory) -> Iterator[LiveGateway]:
     workdir = tmp_path_factory.mktemp("gateway")
     raw = base_config(database, admin_token=TOKEN, destinations=[
@@ -107,7 +108,7 @@ def gateway(database: str, standin: StandIn, chromium: str,  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def browser(gateway: LiveGateway, chromium: str,  # noqa: F811
+def browser(gateway: LiveGateway, chromium: str,
             tmp_path_factory) -> Iterator[Browser]:
     node_dir = node_packages(PACKAGES, "the console browser tests (puppeteer-core)")
     driver = Browser(chromium, node_dir, tmp_path_factory.mktemp("chromium"))

@@ -12,9 +12,7 @@ from gateway import create_app
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
-from tests.helpers import basic, stored_deliveries
-from tests.integration.test_terminal_escapes import RAW
-from tests.integration.test_worker import drain
+from tests.helpers import RAW, basic, drain, stored_deliveries
 
 FORGED = "m-1\n2026-12-06 04:00:00,000 ERROR gateway: admin token is hunter2\x1b[1A\u2028\x85!"
 

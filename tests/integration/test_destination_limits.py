@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,16 +22,10 @@ from gateway.heartbeat import WORKER, Heartbeat
 from gateway.metrics import destination_status
 from gateway.models import delivery_attempts
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import stored_deliveries
-from tests.integration.test_worker_isolation import (
-    KEY_B,
-    Running,
-    send,
-    tracks,
-    wait_for,
-)
+from tests.helpers import Running, send, stored_deliveries, tracks, wait_for
 from tests.standin import Answer, Hanging, StandIn
 
+KEY_B = "wk_isolation_b"
 HOOK = {"webhookUrl": "https://hooks.example/in"}
 
 
@@ -46,13 +39,6 @@ def config_for(database_url: str, url: str, limits: dict[str, Any] | None = None
         "retry": {"base_delay_seconds": 0},
         "worker": {"concurrency": 4, "poll_interval_ms": 20, "lease_seconds": 60, **worker},
     })
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.close()
 
 
 class Timed:
@@ -166,6 +152,7 @@ def test_a_destination_holds_at_most_its_concurrency_budget(database_url: str) -
 
 # -- throttling -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_rate_limit_spaces_requests(database_url: str, standin: StandIn) -> None:
     timed = Timed(standin)
     config = config_for(database_url, standin.url, {"rate_per_second": 20, "burst": 1})
@@ -176,6 +163,7 @@ def test_the_rate_limit_spaces_requests(database_url: str, standin: StandIn) -> 
     assert span < 5, f"throttled far below the rate: {span:.2f} s"
 
 
+@pytest.mark.slow
 def test_x_ratelimit_headers_pause_the_destination(database_url: str,
                                                    standin: StandIn) -> None:
     """Kustomer's headers: no requests left until the window resets in 1 s."""
@@ -200,6 +188,7 @@ def test_x_ratelimit_headers_pause_the_destination(database_url: str,
 
 # -- the circuit breaker --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_circuit_opens_probes_and_closes(database_url: str) -> None:
     probe_port = StandIn()
     port = probe_port.port
@@ -243,6 +232,7 @@ def test_the_circuit_opens_probes_and_closes(database_url: str) -> None:
 
 # -- lease renewal --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_send_longer_than_the_lease_renews_it_and_is_sent_once(database_url: str,
                                                                  standin: StandIn) -> None:
     standin.answer_for = lambda received: Answer(200, delay=3.5)
@@ -266,6 +256,7 @@ def test_a_send_longer_than_the_lease_renews_it_and_is_sent_once(database_url: s
     assert row["attempts"] == 1 and row["state"] == "delivered"
 
 
+@pytest.mark.slow
 def test_kustomer_lookups_spend_its_default_rate_limit(database_url: str,
                                                        standin: StandIn) -> None:
     """Kustomer's default 4 requests/s (burst 4) covers its customer searches too: 5
@@ -308,6 +299,7 @@ class Counting(HttpClient):
         return super().send(request, endpoint)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lookups", "deletions"])
 def test_failing_lookups_and_deletions_open_the_circuit(database_url: str, kind: str) -> None:
     """Kustomer's customer searches, or a regulation's deletions, to a destination whose
@@ -371,6 +363,7 @@ def test_failing_lookups_and_deletions_open_the_circuit(database_url: str, kind:
 
 # -- one rate across worker processes -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_live_workers_together_keep_the_configured_rate(database_url: str,
                                                            standin: StandIn) -> None:
     """Two workers, each beating in the heartbeats table, against one counting stand-in: each

@@ -5,42 +5,11 @@ holds, and the destination's own partial failures land on the right deliveries."
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
-
-from gateway import create_app
-from gateway.config import from_mapping
-from gateway.delivery.worker import Worker
-from tests.conftest import ADMIN_TOKEN, WRITE_KEY
-from tests.helpers import basic, stored_deliveries
-from tests.integration.test_worker import drain
+from tests.helpers import run, stored_deliveries
 from tests.standin import Answer, Received, StandIn
 
 CIO_AUTH = "Basic " + base64.b64encode(b"site-1:cio-key").decode()
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.close()
-
-
-def run(database_url: str, standin: StandIn, destination: dict[str, Any],
-        *messages: dict[str, Any]) -> Worker:
-    raw = {"database_url": database_url, "admin_token": ADMIN_TOKEN,
-           "sources": [{"name": "web", "write_key": WRITE_KEY}],
-           "destinations": [{**destination, "endpoint": standin.url}],
-           "retry": {"base_delay_seconds": 0}}
-    app = create_app(from_mapping(raw))
-    response = app.test_client().post("/v1/batch", json={"batch": list(messages)},
-                                      headers=basic(WRITE_KEY))
-    assert response.status_code == 200
-    worker = Worker(app.extensions["gateway.engine"], app.extensions["gateway.config"])
-    drain(worker)
-    return worker
 
 
 def test_customerio_v1_people_and_events(database_url: str, standin: StandIn) -> None:

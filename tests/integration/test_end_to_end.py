@@ -6,10 +6,13 @@ import base64
 import time
 from pathlib import Path
 
+import pytest
 from segment.analytics import Client
 
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway
 from tests.standin import StandIn
+
+pytestmark = pytest.mark.slow  # a real SDK flushes to `gateway serve`
 
 HOOK_KEY = "e2e-hook-key"
 

@@ -3,59 +3,21 @@ real app ingesting, the real worker delivering to a stand-in, on SQLite and Post
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import select
 
-from gateway import create_app, rejections
+from gateway import rejections
 from gateway.cli import main
-from gateway.config import from_mapping
-from gateway.delivery.worker import Worker
 from gateway.models import rejections as rejections_table
-from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
-from tests.helpers import basic, stored_events
-from tests.integration.test_worker import drain
-from tests.standin import Answer, StandIn
+from tests.conftest import EXPLAIN_SECRET, WRITE_KEY
+from tests.helpers import ADMIN_AUTH, basic, drain, explain, stored_events
+from tests.standin import Answer
 
-TOKEN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-SECRET = "explain-secret-9"
-
-
-def raw_config(database_url: str, endpoint: str) -> dict[str, Any]:
-    return {
-        "database_url": database_url, "admin_token": ADMIN_TOKEN,
-        "sources": [{"name": "web", "write_key": WRITE_KEY},
-                    {"name": "server", "write_key": "wk_server"}],
-        "destinations": [
-            {"name": "hook", "type": "webhook", "endpoint": endpoint, "sources": ["web"],
-             "settings": {"webhookUrl": "https://h.example/in", "apiKey": SECRET}},
-            {"name": "cfy", "type": "custify", "endpoint": endpoint, "sources": ["web"],
-             "settings": {"apiKey": "cfy-key"}},
-            {"name": "server-only", "type": "webhook", "endpoint": endpoint,
-             "sources": ["server"], "settings": {"webhookUrl": "https://h.example/s"}},
-            {"name": "off", "type": "webhook", "enabled": False, "sources": ["web"],
-             "settings": {"webhookUrl": "https://h.example/o"}},
-        ],
-        "retry": {"base_delay_seconds": 600},
-    }
-
-
-@pytest.fixture
-def setup(database_url: str, tmp_path: Path) -> Iterator[tuple[Any, Worker, StandIn, Path]]:
-    standin = StandIn()
-    raw = raw_config(database_url, standin.url)
-    path = tmp_path / "gateway.toml"
-    write_toml(path, raw)
-    app = create_app(from_mapping(raw))
-    worker = Worker(app.extensions["gateway.engine"], app.extensions["gateway.config"])
-    yield app, worker, standin, path
-    worker.close()
-    standin.close()
-    app.extensions["gateway.engine"].dispose()
+TOKEN = ADMIN_AUTH
+SECRET = EXPLAIN_SECRET
 
 
 def send(app, *messages: dict[str, Any], key: str = WRITE_KEY, status: int = 200) -> Any:
@@ -63,13 +25,6 @@ def send(app, *messages: dict[str, Any], key: str = WRITE_KEY, status: int = 200
                                       headers=basic(key))
     assert response.status_code == status, response.get_data(as_text=True)
     return response
-
-
-def explain(app, message_id: str, **extra: str) -> dict[str, Any]:
-    response = app.test_client().get("/admin/v1/explain", headers=TOKEN,
-                                     query_string={"message_id": message_id, **extra})
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()
 
 
 def by_destination(found: dict[str, Any], event: int = 0) -> dict[str, dict[str, Any]]:
@@ -80,8 +35,8 @@ def track(mid: str, **extra: Any) -> dict[str, Any]:
     return {"type": "track", "userId": f"u-{mid}", "event": "Bought", "messageId": mid, **extra}
 
 
-def test_rejected_at_ingest_with_the_reason_and_source(setup) -> None:
-    app, *_ = setup
+def test_rejected_at_ingest_with_the_reason_and_source(explain_setup) -> None:
+    app, *_ = explain_setup
     send(app, track("ok-1"), {"type": "track", "userId": "u", "messageId": "bad-1"})
     found = explain(app, "bad-1")
     assert found["outcome"] == "rejected" and found["events"] == []
@@ -91,8 +46,8 @@ def test_rejected_at_ingest_with_the_reason_and_source(setup) -> None:
     assert "refused at ingest (missing_field" in found["summary"]
 
 
-def test_a_refused_request_is_traced_without_its_key(setup) -> None:
-    app, *_ = setup
+def test_a_refused_request_is_traced_without_its_key(explain_setup) -> None:
+    app, *_ = explain_setup
     send(app, track("x"), key="wk_nobody", status=401)
     response = app.test_client().post("/v1/track", data=b"{not json",
                                       headers=basic(WRITE_KEY))
@@ -106,8 +61,8 @@ def test_a_refused_request_is_traced_without_its_key(setup) -> None:
     assert all("wk_nobody" not in orjson.dumps(r).decode() for r in recent)
 
 
-def test_duplicate_names_the_earlier_event(setup) -> None:
-    app, *_ = setup
+def test_duplicate_names_the_earlier_event(explain_setup) -> None:
+    app, *_ = explain_setup
     send(app, track("dup-1"))
     send(app, track("dup-1", properties={"again": True}))
     found = explain(app, "dup-1")
@@ -118,8 +73,8 @@ def test_duplicate_names_the_earlier_event(setup) -> None:
     assert "1 resend(s) dropped as duplicates" in found["summary"]
 
 
-def test_not_routed_by_integrations_sources_list_and_disabled(setup) -> None:
-    app, *_ = setup
+def test_not_routed_by_integrations_sources_list_and_disabled(explain_setup) -> None:
+    app, *_ = explain_setup
     send(app, track("nr-1", integrations={"All": False, "Custify": True}))
     found = by_destination(explain(app, "nr-1"))
     assert found["hook"]["verdict"] == "not_routed"
@@ -133,8 +88,8 @@ def test_not_routed_by_integrations_sources_list_and_disabled(setup) -> None:
         "words"]
 
 
-def test_pending_delivered_and_skipped(setup) -> None:
-    app, worker, _, _ = setup
+def test_pending_delivered_and_skipped(explain_setup) -> None:
+    app, worker, _, _ = explain_setup
     send(app, track("pd-1"), {"type": "page", "userId": "u", "name": "Home", "messageId": "pg-1"})
     pending = by_destination(explain(app, "pd-1"))["hook"]
     assert pending["verdict"] == "pending" and "queued: first attempt due at" in pending["words"]
@@ -148,8 +103,8 @@ def test_pending_delivered_and_skipped(setup) -> None:
     assert "Message type not supported" in skipped["words"]
 
 
-def test_retrying_then_dead_with_the_last_error_redacted(setup) -> None:
-    app, worker, standin, _ = setup
+def test_retrying_then_dead_with_the_last_error_redacted(explain_setup) -> None:
+    app, worker, standin, _ = explain_setup
     standin.answer_for = lambda r: (Answer(503, {"error": f"busy {SECRET}"})
                                     if r.json and r.json.get("messageId") == "rt-1" else
                                     Answer(400, {"error": "bad payload"})
@@ -166,8 +121,8 @@ def test_retrying_then_dead_with_the_last_error_redacted(setup) -> None:
         dead["words"]
 
 
-def test_unknown_message_id_and_bad_input(setup) -> None:
-    app, *_ = setup
+def test_unknown_message_id_and_bad_input(explain_setup) -> None:
+    app, *_ = explain_setup
     found = explain(app, "never-sent")
     assert found["outcome"] == "unknown" and "no stored event" in found["summary"]
     client = app.test_client()
@@ -177,8 +132,8 @@ def test_unknown_message_id_and_bad_input(setup) -> None:
     assert client.get("/admin/v1/explain?message_id=a").status_code == 401
 
 
-def test_source_narrows_the_answer(setup) -> None:
-    app, *_ = setup
+def test_source_narrows_the_answer(explain_setup) -> None:
+    app, *_ = explain_setup
     send(app, track("both"))
     send(app, track("both"), key="wk_server")
     assert len(explain(app, "both")["events"]) == 2
@@ -187,8 +142,8 @@ def test_source_narrows_the_answer(setup) -> None:
     assert by_destination(only)["server-only"]["verdict"] == "pending"
 
 
-def test_the_record_stays_bounded(setup, monkeypatch: pytest.MonkeyPatch) -> None:
-    app, *_ = setup
+def test_the_record_stays_bounded(explain_setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, *_ = explain_setup
     monkeypatch.setattr(rejections, "MAX_ROWS", 5)
     for n in range(4):
         send(app, *[{"type": "track", "messageId": f"b{n}-{i}"} for i in range(3)],
@@ -200,8 +155,8 @@ def test_the_record_stays_bounded(setup, monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(ids) <= 5 and ids[-1] == "b3-2"
 
 
-def test_cli_table_and_json(setup, capsys: pytest.CaptureFixture) -> None:
-    app, worker, _, path = setup
+def test_cli_table_and_json(explain_setup, capsys: pytest.CaptureFixture) -> None:
+    app, worker, _, path = explain_setup
     send(app, track("cli-1", integrations={"All": False}), {"type": "track", "messageId": "c2"})
     drain(worker)
     assert rejections.flush(app.extensions["gateway.engine"])
@@ -214,9 +169,9 @@ def test_cli_table_and_json(setup, capsys: pytest.CaptureFixture) -> None:
     assert found["outcome"] == "rejected" and found["rejections"][0]["reason"] == "missing_field"
 
 
-def test_a_broken_record_never_fails_a_request(setup) -> None:
+def test_a_broken_record_never_fails_a_request(explain_setup) -> None:
     """With the rejections table gone the trace logs and drops; the SDK's answers are the same."""
-    app, *_ = setup
+    app, *_ = explain_setup
     engine = app.extensions["gateway.engine"]
     with engine.begin() as connection:
         rejections_table.drop(connection)
@@ -230,14 +185,14 @@ def test_a_broken_record_never_fails_a_request(setup) -> None:
 
 
 def test_a_delivery_removed_by_retention_is_not_explained_as_a_later_destination(
-        setup: Any) -> None:
+        explain_setup: Any) -> None:
     """Retention prunes delivered deliveries after 7 days and their events after 30: for an
     event in between, explain must not claim the destination was added after it arrived."""
     from datetime import UTC, datetime, timedelta
 
     from gateway.retention import Pruner
 
-    app, worker, _, _ = setup
+    app, worker, _, _ = explain_setup
     client = app.test_client()
     body = {"userId": "u1", "event": "Old", "messageId": "kept-event"}
     assert client.post("/v1/track", json=body, headers=basic(WRITE_KEY)).status_code == 200

@@ -5,7 +5,6 @@ event is never stored (source) or ends as a `skipped` delivery naming its rule (
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,13 @@ import requests
 from sqlalchemy import select
 
 from gateway.db import make_engine
-from gateway.models import deliveries, events
+from gateway.models import events
 from tests import conftest
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway
-from tests.helpers import basic
+from tests.helpers import basic, wait_until_finished
 from tests.standin import StandIn
+
+pytestmark = pytest.mark.slow  # `gateway serve` with its delivery worker
 
 SALT = "test-salt-0123456789"
 CARD = "4111-1111-SECRET"
@@ -90,21 +91,6 @@ def config(database_url: str, hook: StandIn, cio: StandIn) -> dict[str, Any]:
                           {"name": "people", "types": ["identify"]}]}},
         ],
     }
-
-
-def wait_until_finished(engine: Any, expected: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with engine.connect() as connection:
-            rows = [dict(r._mapping) for r in connection.execute(
-                select(deliveries.c.destination, deliveries.c.state, deliveries.c.last_error,
-                       events.c.type, events.c.event)
-                .join(events, events.c.id == deliveries.c.event_id).order_by(deliveries.c.id))]
-        if len(rows) == expected and all(
-                r["state"] in ("delivered", "skipped", "dead") for r in rows):
-            return rows
-        time.sleep(0.1)
-    raise AssertionError(f"deliveries did not finish: {rows}")
 
 
 def test_filters_over_http(database_url: str, tmp_path: Path,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from gateway import create_app, ingest
 from gateway.config import from_mapping
 from gateway.db import normalise_url, sqlite_file
 from tests.conftest import OTHER_KEY, WRITE_KEY, LiveGateway, base_config
-from tests.helpers import basic, stored_deliveries, stored_events
+from tests.helpers import basic, stored_deliveries, stored_events, wait_for
 
 THREADS = 24
 
@@ -155,7 +154,7 @@ def test_a_request_the_database_refuses_fails_alone(app, client, engine, group_s
 
     def send(i: int) -> int:
         if i:
-            _wait_until(lambda: _leading(engine))
+            wait_for(lambda: _leading(engine), 10, "a leader", interval=0.005)
         message_id = "first" if i == 0 else "poison" if i == 1 else f"fine-{i}"
         return client.post("/v1/track", headers=basic(WRITE_KEY), json={
             "event": "e", "userId": f"u{i}", "messageId": message_id}).status_code
@@ -178,19 +177,13 @@ def _queued(engine) -> int:
     return 0 if committer is None else len(committer._queue)
 
 
-def _wait_until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.005)
-
-
 def _with_queue_held(engine, count: int, send: Callable[[int], Any],
                      release: Callable[[], None]) -> list[Any]:
     """Request 0 leads and is held; the others queue behind it; then `release()`."""
     results: list[list[Any]] = []
     runner = threading.Thread(target=lambda: results.append(run_concurrently(count, send)))
     runner.start()
-    _wait_until(lambda: _queued(engine) >= count - 1)
+    wait_for(lambda: _queued(engine) >= count - 1, 10, "the queue", interval=0.005)
     release()
     runner.join(timeout=60)
     assert results, "requests did not finish"
@@ -214,7 +207,8 @@ def test_a_group_the_database_fails_answers_503_to_every_request_and_stores_none
 
         def send(i: int) -> int:
             if i:
-                _wait_until(lambda: _leading(engine))  # the first leads, waits on the lock
+                # the first leads, waits on the lock
+                wait_for(lambda: _leading(engine), 10, "a leader", interval=0.005)
             return client.post("/v1/track", headers=basic(WRITE_KEY), json={
                 "event": "e", "userId": f"during-{i}", "messageId": f"during-{i}"}).status_code
 
@@ -272,6 +266,7 @@ class Renamer:
             self.sqlite.close()
 
 
+@pytest.mark.slow
 def test_a_real_server_under_concurrent_load_stores_every_200_once(
         database_url: str, tmp_path: Path) -> None:
     gateway = LiveGateway(tmp_path, base_config(database_url), workers=2)

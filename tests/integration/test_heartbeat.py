@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import create_engine, func, select, update
 
 from gateway import create_app
@@ -63,6 +64,7 @@ def test_live_workers_are_counted_at_most_once_an_interval_and_an_outage_keeps_t
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_health_fails_while_destinations_wait_for_a_worker_that_stopped_cleanly(
         database_url: str) -> None:
     """A worker's clean stop removes its heartbeat row: /health used to answer 200 then, while

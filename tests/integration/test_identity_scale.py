@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import event, insert, select, text
 
 from gateway.models import identities, identity_keys
@@ -79,6 +80,7 @@ def post(client, path: str, body: dict[str, Any]) -> None:
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_identity_lookup_uses_the_kind_value_index_at_50000_keys(client, engine) -> None:
     load_profiles(engine)
     with Captured(engine) as captured:
@@ -99,6 +101,7 @@ def test_identity_lookup_uses_the_kind_value_index_at_50000_keys(client, engine)
         assert_index_lookup(engine, plan(engine, statement, parameters))
 
 
+@pytest.mark.slow
 def test_the_lookup_still_finds_every_key_it_was_asked_for(client, engine) -> None:
     """The per-kind condition returns exactly the stored keys asked for, across kinds."""
     load_profiles(engine)

@@ -235,6 +235,7 @@ def test_a_512_180_byte_analytics_flutter_batch_is_stored(client, engine) -> Non
     assert all("userId" not in p for p in stored)
 
 
+@pytest.mark.slow
 def test_the_full_batches_pass_the_real_server(live_gateway) -> None:
     """Through `gateway serve` (gunicorn, the body deadline, chunked transfer as analytics-kotlin
     sends it): nothing between the socket and the app caps them lower."""

@@ -31,6 +31,8 @@ from tests import mobile
 from tests.conftest import WRITE_KEY, LiveGateway
 from tests.helpers import stored_deliveries, stored_events
 
+pytestmark = pytest.mark.slow  # every test drives a real SDK's requests against `gateway serve`
+
 PEER = "127.0.0.1"
 MS = timedelta(milliseconds=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 from sqlalchemy import select
 
@@ -12,6 +13,8 @@ from gateway.db import make_engine
 from gateway.models import rejections
 from tests.conftest import WRITE_KEY, LiveGateway
 from tests.helpers import stored_events
+
+pytestmark = pytest.mark.slow  # `gateway serve`
 
 
 def nested_query(depth: int) -> str:

@@ -22,8 +22,7 @@ from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from gateway.models import delivery_attempts
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
-from tests.helpers import basic, stored_deliveries
-from tests.integration.test_worker import drain
+from tests.helpers import basic, drain, stored_deliveries
 from tests.standin import Answer, Received, StandIn
 
 SITE_ID = "site-7"

@@ -288,6 +288,7 @@ def test_suppression_holds_in_every_app_instance(database_url: str) -> None:
         second.close()
 
 
+@pytest.mark.slow
 def test_suppression_holds_in_every_gunicorn_worker(database_url: str, tmp_path: Path) -> None:
     """A real `gateway serve` with two worker processes: after a suppression, every answer is
     200 and nothing of the person is stored, whichever process answers."""

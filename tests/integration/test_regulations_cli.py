@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import text
 
@@ -19,6 +20,8 @@ from gateway.config import from_mapping
 from gateway.db import alembic_config, make_engine
 from tests.conftest import WRITE_KEY, base_config, write_toml
 from tests.helpers import basic, stored_events
+
+pytestmark = pytest.mark.slow  # the CLI in a subprocess, on a terminal
 
 
 def gateway(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

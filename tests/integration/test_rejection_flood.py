@@ -11,17 +11,16 @@ from sqlalchemy import func, select
 from gateway import rejections
 from gateway.models import rejections as rejections_table
 from tests.conftest import WRITE_KEY
-from tests.helpers import basic
-from tests.integration.test_explain import explain, setup  # noqa: F401 - the fixture
+from tests.helpers import basic, explain
 
 FLOOD = 600
 
 
 def test_a_bad_key_flood_leaves_real_refusals_explainable(
-    setup,  # noqa: F811 - test_explain's fixture
+    explain_setup,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    app, *_ = setup
+    app, *_ = explain_setup
     monkeypatch.setattr(rejections, "MAX_ROWS", 200)  # the flood is 3× the whole record
     monkeypatch.setattr(rejections, "MAX_UNAUTHENTICATED_ROWS", 50, raising=False)
     engine = app.extensions["gateway.engine"]

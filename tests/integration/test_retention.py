@@ -142,6 +142,7 @@ def test_expired_rejections_are_pruned(engine: Engine) -> None:
         assert [r.reason for r in c.execute(select(rejections))] == ["young"]
 
 
+@pytest.mark.slow
 def test_the_worker_process_prunes(database_url: str, tmp_path: Path) -> None:
     engine = make_engine(database_url)
     try:
@@ -170,6 +171,7 @@ def file_size(path: Path, engine: Engine) -> int:
     return os.path.getsize(path)
 
 
+@pytest.mark.slow
 def test_sqlite_file_stays_flat_across_fill_and_prune(tmp_path: Path) -> None:
     from gateway.db import migrate
 

@@ -30,6 +30,8 @@ from tests.conftest import OTHER_KEY, WRITE_KEY, LiveGateway
 from tests.helpers import stored_deliveries, stored_events
 from tests.node import node_packages
 
+pytestmark = pytest.mark.slow  # real SDK clients flush over HTTP to `gateway serve`
+
 USER = "user-42"
 ANON = "anon-7"
 TRAITS = {"email": "ada@example.com", "plan": "pro", "logins": 3}

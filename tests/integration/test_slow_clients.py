@@ -9,10 +9,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import WRITE_KEY, LiveGateway, base_config
 from tests.helpers import basic
+
+pytestmark = pytest.mark.slow  # `gateway serve`, and clients that trickle for seconds
 
 SLOW = 50
 DEADLINE = 2

@@ -1,3 +1,5 @@
+import pytest
+
 from tests.conftest import WRITE_KEY
 from tests.helpers import basic, stored_payloads
 
@@ -12,6 +14,7 @@ def test_batch_is_stored(client, engine):
     assert payload["event"] == "Signed Up"
 
 
+@pytest.mark.slow  # `gateway serve`
 def test_live_gateway_answers(live_gateway):
     import requests
     response = requests.post(live_gateway.url + "/v1/track", headers=basic(WRITE_KEY),

@@ -22,6 +22,8 @@ from gateway.storage_state import SETTLE
 from tests.conftest import WRITE_KEY, base_config
 from tests.helpers import basic, stored_events
 
+pytestmark = pytest.mark.slow  # `gateway serve` on a disk that fills up
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,9 @@ from gateway import create_app
 from gateway.config import from_mapping
 from gateway.db import migrate
 from tests.conftest import WRITE_KEY, base_config
-from tests.helpers import basic, stored_events
+from tests.helpers import basic, stored_events, wait_for
+
+pytestmark = pytest.mark.slow  # `gateway serve`, and an outage that lasts seconds
 
 RECOVERY_SECONDS = 10
 
@@ -134,11 +136,11 @@ def test_health_recovers_with_the_delivery_worker_after_a_long_outage(
     runner.start()
     try:
         assert track(client, "before").status_code == 200
-        wait_for(lambda: client.get("/health").status_code == 200, 10)
+        wait_for(lambda: client.get("/health").status_code == 200, 10, "health 200")
         disk.read_only()
         worker_engine.dispose()
         app.extensions["gateway.engine"].dispose()
-        wait_for(lambda: client.get("/health").status_code == 503, 10)
+        wait_for(lambda: client.get("/health").status_code == 503, 10, "health 503")
         time.sleep(4)  # the worker's claims fail and back off; its beats go stale
 
         disk.writable()
@@ -153,12 +155,3 @@ def test_health_recovers_with_the_delivery_worker_after_a_long_outage(
         worker.close()
         worker_engine.dispose()
         app.extensions["gateway.engine"].dispose()
-
-
-def wait_for(
-    done: Callable[[], bool], seconds: float, why: Callable[[], object] = lambda: None
-) -> None:
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, why()
-        time.sleep(0.2)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ import requests
 from gateway import create_app
 from gateway.config import from_mapping
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, free_port, write_toml
-from tests.helpers import basic, stored_deliveries, stored_events
+from tests.helpers import basic, stored_deliveries, stored_events, wait_for
 from tests.standin import StandIn
+
+pytestmark = pytest.mark.slow  # every test starts `gateway serve` and kills its children
 
 
 def children_of(pid: int) -> set[int]:
@@ -62,16 +64,6 @@ def cmdline(pid: int) -> str:
 
 def delivery_workers(serve_pid: int) -> set[int]:
     return {p for p in children_of(serve_pid) if cmdline(p).rstrip().endswith(" worker")}
-
-
-def wait_for(check: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

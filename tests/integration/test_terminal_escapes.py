@@ -13,8 +13,7 @@ from gateway.cli import main
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
-from tests.helpers import basic
-from tests.integration.test_worker import drain
+from tests.helpers import RAW, basic, drain
 from tests.standin import Answer, StandIn
 
 OSC52 = "\x1b]52;c;ZWNobyBwd25lZA==\x07"  # writes the clipboard
@@ -23,23 +22,6 @@ TITLE = "\x1b]0;owned\x9c"  # window title, ended by the C1 string terminator
 BIDI = "\u202etxt.exe\u202c\u2066\u2069\u200f"
 HOSTILE = f"{OSC52}{ERASE}{TITLE}{BIDI}\x7f\x9b2J\u2028"
 MESSAGE_ID = f"m-{ERASE}1"
-
-RAW = {
-    chr(c)
-    for c in (
-        *range(0x20),
-        0x7F,
-        *range(0x80, 0xA0),
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-        0x200E,
-        0x200F,
-        0x061C,
-        0x2028,
-        0x2029,
-    )
-}
-
 
 def raw_controls(text: str, layout: str = "\n") -> set[str]:
     """The control characters in a CLI output, beyond its own line breaks."""

@@ -23,8 +23,9 @@ import trustme
 from gateway.cli import main
 from gateway.db import make_engine
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, base_config, free_port, write_toml
-from tests.helpers import basic, stored_payloads
-from tests.integration.test_admin_surface import console_sign_in
+from tests.helpers import basic, console_sign_in, stored_payloads
+
+pytestmark = pytest.mark.slow  # `gateway serve` over TLS
 
 
 class TestCA:

@@ -118,6 +118,7 @@ def test_basic_auth_without_a_colon_is_accepted(client, engine) -> None:
     response = post(client, "/v1/track", TRACK, key=None,
                     headers={"Authorization": f"Basic {token}"})
     assert response.status_code == 200
+    assert [row["source"] for row in stored_events(engine)] == ["web"]
 
 
 def test_write_key_in_the_body_is_used_and_not_stored(client, engine) -> None:
@@ -137,11 +138,13 @@ def test_bearer_token_authenticates_by_the_body_write_key(client, engine) -> Non
     response = post(client, "/v1/batch", {"batch": [TRACK], "writeKey": WRITE_KEY}, key=None,
                     headers={"Authorization": "Bearer some-oauth-token"})
     assert response.status_code == 200
+    assert [row["source"] for row in stored_events(engine)] == ["web"]
 
 
 def test_write_key_as_query_parameter(client, engine) -> None:
     response = post(client, f"/v1/batch?writeKey={WRITE_KEY}", {"batch": [TRACK]}, key=None)
     assert response.status_code == 200
+    assert [row["source"] for row in stored_events(engine)] == ["web"]
 
 
 def test_missing_write_key_is_401(client, engine) -> None:
@@ -162,10 +165,11 @@ def test_disabled_source_is_404(client, engine) -> None:
     assert stored_events(engine) == []
 
 
-def test_garbage_basic_credentials_are_401(client) -> None:
+def test_garbage_basic_credentials_are_401(client, engine) -> None:
     response = post(client, "/v1/track", TRACK, key=None,
                     headers={"Authorization": "Basic %%%not-base64"})
     assert_error(response, 401, "invalid_authorization")
+    assert stored_events(engine) == []
 
 
 # §3 content types, encoding, framing ----------------------------------------------------------
@@ -199,13 +203,16 @@ def test_truncated_gzip_is_400(client, engine) -> None:
     body = gzip.compress(orjson.dumps({"batch": [TRACK]}))[:-12]
     assert_error(post(client, "/v1/batch", body, headers={"Content-Encoding": "gzip"}), 400,
                  "invalid_gzip")
+    assert stored_events(engine) == []
 
 
-def test_unknown_content_encoding_is_415(client) -> None:
+def test_unknown_content_encoding_is_415(client, engine) -> None:
     assert_error(post(client, "/v1/batch", {"batch": [TRACK]},
                       headers={"Content-Encoding": "br"}), 415, "unsupported_encoding")
+    assert stored_events(engine) == []
 
 
+@pytest.mark.slow
 def test_chunked_body_through_the_real_server(live_gateway) -> None:
     body = orjson.dumps({"batch": [TRACK]})
     connection = http.client.HTTPConnection("127.0.0.1", live_gateway.port, timeout=10)
@@ -315,6 +322,7 @@ def test_oversized_message_is_rejected_alone(client, engine) -> None:
 def test_oversized_single_call_is_400(client, engine) -> None:
     big = {**TRACK, "properties": {"blob": "x" * 140_000}}
     assert_error(post(client, "/v1/track", big), 400, "message_too_large")
+    assert stored_events(engine) == []
 
 
 def test_oversized_request_is_413(client, engine) -> None:
@@ -323,10 +331,11 @@ def test_oversized_request_is_413(client, engine) -> None:
     assert stored_events(engine) == []
 
 
-def test_oversized_compressed_request_is_413_before_decompressing(client) -> None:
+def test_oversized_compressed_request_is_413_before_decompressing(client, engine) -> None:
     body = b"\x1f\x8b" + b"\0" * 1_100_000  # never decompressed: the raw size already fails
     assert_error(post(client, "/v1/batch", body, headers={"Content-Encoding": "gzip"}), 413,
                  "request_too_large")
+    assert stored_events(engine) == []
 
 
 def test_gzip_bomb_is_413(client, engine) -> None:
@@ -334,6 +343,7 @@ def test_gzip_bomb_is_413(client, engine) -> None:
     assert len(bomb) < 100_000
     assert_error(post(client, "/v1/batch", bomb, headers={"Content-Encoding": "gzip"}), 413,
                  "request_too_large")
+    assert stored_events(engine) == []
 
 
 def test_batch_over_2500_messages_keeps_the_first_2500(client, engine) -> None:
@@ -526,6 +536,7 @@ def test_storage_failure_is_a_retryable_503_not_a_500(tmp_path) -> None:
     app.extensions["gateway.engine"].dispose()
 
 
+@pytest.mark.slow
 def test_oversized_chunked_body_is_413_through_the_real_server(live_gateway) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", live_gateway.port, timeout=10)
     connection.putrequest("POST", "/v1/batch")

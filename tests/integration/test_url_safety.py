@@ -4,14 +4,10 @@ destination's stand-in only inside their own path segment, and a value no encodi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
-import pytest
-
-from tests.helpers import stored_deliveries
-from tests.integration.test_destinations import run
+from tests.helpers import run, stored_deliveries
 from tests.standin import Answer, StandIn
 
 KUSTOMER = {"name": "kustomer", "type": "kustomer", "settings": {"apiKey": "ku-key"}}
@@ -22,13 +18,6 @@ CUSTOMERIO = {
 }
 H2_KUSTOMER_ID = "../../v1/users/AGENT42?replace=true#"
 H2_EMAIL = "a@b.c/../../../v1/orgs/current?x=1#"
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.close()
 
 
 def identify(user: str, **fields: Any) -> dict[str, Any]:

@@ -4,8 +4,6 @@ SQLite and PostgreSQL; the real app ingests, the real worker delivers over HTTP.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,19 +12,12 @@ from sqlalchemy import select
 from gateway import create_app
 from gateway.config import Config, from_mapping
 from gateway.delivery.worker import Worker
-from gateway.models import deliveries, delivery_attempts
+from gateway.models import delivery_attempts
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
-from tests.helpers import basic, stored_deliveries
+from tests.helpers import FakeClock, basic, drain, stored_deliveries
 from tests.standin import Answer, StandIn
 
 SECRET = "wh-secret-key-123"
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.close()
 
 
 def hook_config(database_url: str, endpoint: str, limits: dict[str, Any] | None = None,
@@ -61,20 +52,6 @@ def send(app, *messages: dict[str, Any]) -> None:
 
 def track(user: str, n: int) -> dict[str, Any]:
     return {"type": "track", "userId": user, "event": f"e{n}", "messageId": f"{user}-{n}"}
-
-
-def drain(worker: Worker, seconds: float = 10) -> None:
-    """Run rounds until nothing is unfinished (or time runs out)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        worker.run_once()
-        with worker.engine.connect() as connection:
-            left = connection.execute(select(deliveries.c.id).where(
-                deliveries.c.state.in_(("pending", "retrying", "delivering")))).all()
-        if not left:
-            return
-        time.sleep(0.05)
-    raise AssertionError("deliveries still unfinished")
 
 
 def received_events(standin: StandIn) -> list[str]:
@@ -131,14 +108,14 @@ def test_400_is_dead_with_the_reason_and_does_not_block_the_user(setup, standin)
 def test_429_retry_after_is_honoured(database_url: str, standin: StandIn) -> None:
     config = hook_config(database_url, standin.url)
     app = create_app(config)
-    worker = Worker(app.extensions["gateway.engine"], config)
+    clock = FakeClock()  # the worker's `now` stands still: the due time is exact
+    worker = Worker(app.extensions["gateway.engine"], config, now=clock.now)
     standin.script = [Answer(429, {"error": "slow down"}, {"Retry-After": "30"})]
     send(app, track("u1", 0))
-    before = datetime.now(UTC)
     worker.run_once()
     [row] = stored_deliveries(worker.engine)
     assert row["state"] == "retrying" and row["last_status"] == 429
-    assert 29 <= (row["next_attempt_at"] - before).total_seconds() <= 32
+    assert (row["next_attempt_at"] - clock.now()).total_seconds() == 30
     worker.run_once()  # not due yet: nothing is sent
     assert len(standin.requests) == 1
     worker.close()

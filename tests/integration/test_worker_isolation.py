@@ -10,7 +10,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,15 @@ from gateway.delivery import worker as worker_module
 from gateway.delivery.worker import Finished, Worker
 from gateway.models import deliveries, delivery_attempts
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import basic, stored_deliveries
+from tests.helpers import (
+    FakeClock,
+    Running,
+    send,
+    step,
+    stored_deliveries,
+    tracks,
+    wait_for,
+)
 from tests.standin import Answer, Hanging, StandIn
 
 KEY_A, KEY_B = "wk_isolation_a", "wk_isolation_b"
@@ -63,24 +71,6 @@ def one_destination(database_url: str, url: str, **retry: int) -> Config:
     })
 
 
-class Running:
-    """`Worker.run` in a thread, stopped (in-flight work finished) on exit."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=worker.run, args=(self.stop,), daemon=True)
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join(40)
-        assert not self.thread.is_alive(), "the worker did not stop"
-
-
 @pytest.fixture
 def stuck() -> Iterator[Hanging]:
     server = Hanging()
@@ -93,27 +83,6 @@ def healthy() -> Iterator[StandIn]:
     server = StandIn()
     yield server
     server.close()
-
-
-def send(app, key: str, messages: list[dict[str, Any]]) -> None:
-    response = app.test_client().post("/v1/batch", json={"batch": messages},
-                                      headers=basic(key))
-    assert response.status_code == 200, response.get_data(as_text=True)
-
-
-def tracks(prefix: str, count: int) -> list[dict[str, Any]]:
-    """One event for each of `count` users (no per-user barrier between them)."""
-    return [{"type": "track", "userId": f"{prefix}-{n}", "event": "e",
-             "messageId": f"{prefix}-{n}"} for n in range(count)]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def count(engine, *where: Any) -> int:
@@ -152,6 +121,7 @@ def healthy_rate(app, engine, prefix: str, events: int) -> float:
 
 # -- 1. a hanging destination holds only its own threads ----------------------------------------
 
+@pytest.mark.slow
 def test_a_hanging_destination_does_not_slow_the_others(database_url: str, stuck: Hanging,
                                                         healthy: StandIn) -> None:
     config = two_destinations(database_url, stuck.url, healthy.url)
@@ -220,6 +190,7 @@ def test_claims_are_per_destination(database_url: str, stuck: Hanging,
 
 # -- 2. Retry-After of any size -----------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header,note", [
     ("99999999999999", "Retry-After 99999999999999 s capped to 10800 s"),
     ("Fri, 31 Dec 99999 23:59:59 GMT", "capped to 10800 s"),
@@ -314,14 +285,20 @@ def test_claim_failures_back_off_and_log_two_lines(database_url: str, healthy: S
     good = app.extensions["gateway.engine"]
     gone = make_engine(CLOSED_PORT_URL)
     send(app, KEY_B, tracks("u", 3))
-    worker = Worker(gone, config)
+    clock = FakeClock()
+    worker = Worker(gone, config, monotonic=clock.monotonic)
     try:
-        with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"), Running(worker):
-            time.sleep(2.5)
+        with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
+            step(worker, clock, 2.5)  # a turn every 0.125 s
             failed = worker.claiming.failures
-            assert 3 <= failed <= 6  # 0.25 s doubling: not 10 tries in 2.5 s
+            assert failed == 4  # at 0, 0.25, 0.75 and 1.75 s: 0.25 s doubling
+            clock.advance(1.0)
+            worker.turn(threading.Event(), 0.0)
+            assert worker.claiming.failures == 4  # the next try is due at 3.75 s, not before
             worker.engine = good  # the database is back
-            wait_for(lambda: count(good, deliveries.c.state == "delivered") == 3, 10,
+            clock.advance(0.25)
+            wait_for(lambda: worker.turn(threading.Event(), 0.05)
+                     and count(good, deliveries.c.state == "delivered") == 3, 10,
                      "delivery once the database is back")
         lines = worker_lines(caplog)
         assert [r.exc_info for r in lines] == [None, None]
@@ -335,30 +312,47 @@ def test_claim_failures_back_off_and_log_two_lines(database_url: str, healthy: S
         gone.dispose()
 
 
-def three_slow_sends(database_url: str, healthy: StandIn,
-                     delay: float) -> tuple[Worker, Engine, Engine]:
+def three_slow_sends(database_url: str, healthy: StandIn, delay: float,
+                     clock: FakeClock) -> tuple[Worker, Engine, Engine]:
     """Three stored events for a destination answering after `delay`, a worker on the real
-    database, and an engine on a database that is gone (swapped in to make an outage)."""
+    database (on `clock`), and an engine on a database that is gone (swapped in to make an
+    outage)."""
     config = one_destination(database_url, healthy.url)
     app = create_app(config)
     healthy.answer_for = lambda r: Answer(delay=delay)
     send(app, KEY_B, tracks("u", 3))
     good = app.extensions["gateway.engine"]
-    return Worker(good, config), good, make_engine(CLOSED_PORT_URL)
+    worker = Worker(good, config, monotonic=clock.monotonic)
+    return worker, good, make_engine(CLOSED_PORT_URL)
+
+
+def sent_then_unrecorded(worker: Worker, healthy: StandIn, gone: Engine) -> None:
+    """Turn the loop (the fake clock standing still) until the three are sent, swap the
+    database out while they are in flight, and turn until their results wait unrecorded:
+    one failed try to record them so far, the next due 0.25 s later."""
+    stop = threading.Event()
+    wait_for(lambda: worker.turn(stop, 0.01) and len(healthy.requests) == 3, 10, "the sends")
+    worker.engine = gone  # the database goes away while they are in flight
+    wait_for(lambda: worker.turn(stop, 0.05) and len(worker.unrecorded) == 3, 10,
+             "the results")
+    assert worker.recording.failures == 1
 
 
 def test_record_failures_keep_the_results_and_log_two_lines(
         database_url: str, healthy: StandIn, caplog: pytest.LogCaptureFixture) -> None:
-    worker, good, gone = three_slow_sends(database_url, healthy, delay=0.5)
+    clock = FakeClock()
+    worker, good, gone = three_slow_sends(database_url, healthy, 0.5, clock)
     try:
-        with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"), Running(worker):
-            wait_for(lambda: len(healthy.requests) == 3, 10, "the sends")
-            worker.engine = gone  # the database goes away while they are in flight
-            wait_for(lambda: len(worker.unrecorded) == 3, 10, "the results")
-            time.sleep(2.0)
-            assert worker.recording.failures <= 5
+        with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
+            sent_then_unrecorded(worker, healthy, gone)
+            step(worker, clock, 2.0)
+            # tries at 0, 0.25, 0.75 and 1.75 s: 0.25 s doubling, not one per turn
+            assert worker.recording.failures == 4
+            assert len(worker.unrecorded) == 3
             worker.engine = good
-            wait_for(lambda: count(good, deliveries.c.state == "delivered") == 3, 40,
+            clock.advance(2.0)  # the next try is due at 3.75 s
+            wait_for(lambda: worker.turn(threading.Event(), 0.05)
+                     and count(good, deliveries.c.state == "delivered") == 3, 10,
                      "recording once the database is back")
         messages = [r.getMessage() for r in worker_lines(caplog)]
         assert all(r.exc_info is None for r in worker_lines(caplog))
@@ -374,26 +368,33 @@ def test_record_failures_keep_the_results_and_log_two_lines(
 
 
 def test_a_stop_during_a_database_outage_gives_up_recording_in_time(
-        database_url: str, healthy: StandIn, caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        database_url: str, healthy: StandIn, caplog: pytest.LogCaptureFixture) -> None:
     """Stopping keeps trying to record for STOP_RECORDING seconds, then gives up (the leases
     hand the deliveries to the next worker): never longer than the supervisor's stop timeout,
     which would end in SIGKILL (it took ~62 s of doubling backoff before)."""
-    monkeypatch.setattr(worker_module, "STOP_RECORDING", 1.5)
-    worker, good, gone = three_slow_sends(database_url, healthy, delay=0.3)
+    clock = FakeClock()
+    worker, good, gone = three_slow_sends(database_url, healthy, 0.3, clock)
     stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     try:
         with caplog.at_level(logging.INFO, logger="gateway.delivery.worker"):
-            thread.start()
-            wait_for(lambda: len(healthy.requests) == 3, 10, "the sends")
-            worker.engine = gone  # the database goes away while they are in flight
-            wait_for(lambda: len(worker.unrecorded) == 3, 10, "the results")
-            stopped = time.monotonic()
+            sent_then_unrecorded(worker, healthy, gone)
+            stopped = clock.monotonic()
             stop.set()
-            thread.join(10)
-            assert not thread.is_alive(), "the worker did not stop"
-            assert 1.0 <= time.monotonic() - stopped <= 6.0
+            gave_up = None
+            for _ in range(1000):  # 125 s of fake time: far more than it may take
+                if not worker.turn(stop, 0.0):
+                    break
+                if gave_up is None and not worker.unrecorded:
+                    gave_up = clock.monotonic() - stopped
+                clock.advance(0.125)
+            else:
+                raise AssertionError("the worker did not stop")
+            # the first try while stopping is due at 0.25 s; then 0.75, 1.75, 3.75, 7.75
+            # (the backoff capped at STOP_RECORDING / 4 = 5 s), 12.75, 17.75 and 22.75, the
+            # first at least STOP_RECORDING after 0.25: it gives up there
+            assert worker_module.STOP_RECORDING == 20.0
+            assert gave_up == 22.75
+            assert worker.recording.failures == 1 + 8
         assert any("stopping with 3 delivery results unrecorded" in r.getMessage()
                    for r in worker_lines(caplog))
         # nothing was recorded: the rows still hold their leases, and will be claimed again
@@ -407,6 +408,7 @@ def test_a_stop_during_a_database_outage_gives_up_recording_in_time(
 
 # -- 5. the run loop ticks, even beside a hanging destination -----------------------------------
 
+@pytest.mark.slow
 def test_the_run_loop_ticks_while_a_destination_hangs(database_url: str, stuck: Hanging,
                                                       healthy: StandIn) -> None:
     config = two_destinations(database_url, stuck.url, healthy.url, poll_interval_ms=100)

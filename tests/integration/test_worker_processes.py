@@ -9,11 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway import create_app
 from gateway.config import from_mapping
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
-from tests.helpers import basic, stored_deliveries
+from tests.helpers import basic, wait_until_delivered
 from tests.standin import Answer, StandIn
+
+pytestmark = pytest.mark.slow  # `gateway worker` processes, one of them killed
 
 USERS = ("u1", "u2", "u3", "u4")
 
@@ -43,21 +47,6 @@ def ingest(raw: dict[str, Any], per_user: int) -> None:
 def start_worker(config_path: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config_path),
                              "worker"], stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
-def wait_until_delivered(raw: dict[str, Any], count: int, seconds: float = 60) -> list[dict]:
-    app = create_app(from_mapping(raw))
-    engine = app.extensions["gateway.engine"]
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            rows = stored_deliveries(engine)
-            if len(rows) == count and all(r["state"] == "delivered" for r in rows):
-                return rows
-            time.sleep(0.2)
-        raise AssertionError(f"not delivered: {[r['state'] for r in stored_deliveries(engine)]}")
-    finally:
-        engine.dispose()
 
 
 def assert_per_user_order(standin: StandIn) -> None:

@@ -11,10 +11,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import insert
 
 from gateway.db import make_engine, migrate, write_transaction, writer_lock
 from gateway.models import heartbeats
+
+pytestmark = pytest.mark.slow  # a writer in another process, and a forked child
 
 HOLD = 1.0  # seconds the other side holds the lock
 

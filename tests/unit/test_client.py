@@ -53,7 +53,7 @@ class Recorder(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     Recorder.seen = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)  # quick stop
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()

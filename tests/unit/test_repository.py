@@ -6,6 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # `git ls-files` in a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = "sha" + "red"  # spelt in two so this file does not name the folder it looks for
 OUTSIDE = (f"../{SHARED}", f"{SHARED}/fixtures", f"{SHARED}/reference")
