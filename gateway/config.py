@@ -23,7 +23,7 @@ from adapters import DESTINATION_TYPES
 from adapters.known import unknown_key
 from gateway import filters as filters_module
 from gateway.db import DatabaseProblem, sqlite_file
-from gateway.delivery.limits import DestinationLimits, LimitsError, parse_limits
+from gateway.destination_limits import DestinationLimits, LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
 from gateway.http.peers import parse_network
 
@@ -164,7 +164,7 @@ class Destination:
     endpoint: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     filters: Filters = NO_FILTERS  # what this destination never receives (gateway/filters.py)
-    # [destinations.limits], beside settings (gateway/delivery/limits.py)
+    # [destinations.limits], beside settings (gateway/destination_limits.py)
     limits: DestinationLimits = field(default_factory=DestinationLimits)
 
     @property
