@@ -41,7 +41,6 @@ from typing import Any
 
 import orjson
 
-from adapters.base import BatchItem, BatchOutput, Unsupported
 from adapters.known import unknown_key
 from gateway.models import MESSAGE_TYPES
 from gateway.outbox import user_key_of
@@ -321,39 +320,6 @@ def apply_to_messages(filters: Filters, messages: list[Any]) -> list[Any]:
 
 def _id_text(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
-
-
-# --- the delivery worker's hooks: a dropped event is the adapter contract's Unsupported -------
-
-
-class Filtered(Unsupported):
-    """A destination filter dropped the event: the delivery ends `skipped` with the reason."""
-
-
-def for_destination(destination: Any, event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What the adapter of `destination` (anything with `.filters`) is given, or Filtered."""
-    if destination.filters.empty:
-        return event
-    result = apply(destination.filters, event)
-    if isinstance(result, Dropped):
-        raise Filtered(result.reason)
-    return result
-
-
-def split_batch(destination: Any, items: list[BatchItem]) -> tuple[list[BatchItem],
-                                                                   list[BatchOutput]]:
-    """Router mode: the items the filters let through (transformed), and one skipped output
-    per dropped item."""
-    if destination.filters.empty:
-        return items, []
-    kept: list[BatchItem] = []
-    dropped: list[BatchOutput] = []
-    for item in items:
-        try:
-            kept.append(dataclasses.replace(item, event=for_destination(destination, item.event)))
-        except Filtered as error:
-            dropped.append(BatchOutput([item.key], error=error))
-    return kept, dropped
 
 
 # --- checking the TOML table ------------------------------------------------------------------

@@ -10,14 +10,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
 from adapters import DESTINATION_TYPES
-from adapters.base import Adapter, AdapterError, BatchItem, HttpRequest, Lookup, LookupResponse
+from adapters.base import (
+    Adapter,
+    AdapterError,
+    BatchItem,
+    BatchOutput,
+    HttpRequest,
+    Lookup,
+    LookupResponse,
+    Unsupported,
+)
 from adapters.status import is_success
 from gateway import filters
 from gateway.config import Destination
@@ -30,7 +40,6 @@ from gateway.delivery.client import (
     secret_values,
 )
 from gateway.delivery.verdict import Outcome, crashed, refused, released
-from gateway.regulations.deletion import send_deletion
 
 log = logging.getLogger("gateway.delivery.worker")
 
@@ -106,7 +115,7 @@ class Sender:
         by_id = {c.id: c for c in claimed}
         settings = target.destination.settings
         items = [BatchItem(c.event, settings, key=c.id) for c in claimed]
-        items, skipped = filters.split_batch(target.destination, items)  # destination filters
+        items, skipped = split_batch(target.destination, items)  # destination filters
         try:
             outputs = skipped + (target.adapter.transform_batch(items, target.lookup)
                                  if items else [])
@@ -144,7 +153,7 @@ class Sender:
         if claimed.regulation_id is not None:  # a user deletion (a regulation), not an event
             return _deletion(claimed, target)
         try:
-            event = filters.for_destination(target.destination, claimed.event)  # may skip
+            event = for_destination(target.destination, claimed.event)  # may skip
             requests = target.adapter.transform(event, target.destination.settings,
                                                 target.lookup)
         except AdapterError as error:
@@ -204,3 +213,63 @@ def _rejected(adapter: Adapter, outcome: Outcome) -> dict[int, str]:
     except orjson.JSONDecodeError:
         return {}
     return adapter.rejected_items(outcome.status, body)
+
+
+# --- destination filters (gateway/filters.py): a dropped event is the contract's Unsupported --
+
+
+class Filtered(Unsupported):
+    """A destination filter dropped the event: the delivery ends `skipped` with the reason."""
+
+
+def for_destination(destination: Any, event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What the adapter of `destination` (anything with `.filters`) is given, or Filtered."""
+    if destination.filters.empty:
+        return event
+    result = filters.apply(destination.filters, event)
+    if isinstance(result, filters.Dropped):
+        raise Filtered(result.reason)
+    return result
+
+
+def split_batch(destination: Any, items: list[BatchItem]) -> tuple[list[BatchItem],
+                                                                   list[BatchOutput]]:
+    """Router mode: the items the filters let through (transformed), and one skipped output
+    per dropped item."""
+    if destination.filters.empty:
+        return items, []
+    kept: list[BatchItem] = []
+    dropped: list[BatchOutput] = []
+    for item in items:
+        try:
+            kept.append(dataclasses.replace(item, event=for_destination(destination, item.event)))
+        except Filtered as error:
+            dropped.append(BatchOutput([item.key], error=error))
+    return kept, dropped
+
+
+# --- a regulation's deletion (gateway/regulations) -------------------------------------------
+
+
+def send_deletion(adapter: Adapter, subject: Mapping[str, Any] | None,
+                  settings: Mapping[str, Any], lookup: Lookup) -> LookupResponse:
+    """Ask the adapter to delete the person at its destination (the worker's deletion branch).
+    Returns the last answer; raises the adapter's errors (Unsupported: nothing to do there)."""
+    if subject is None:
+        raise Unsupported("the deletion's keys were erased when its regulation finished: "
+                          "create a new delete regulation to send it again")
+    # by userId; by email only for a person known by no userId (Customer.io takes either)
+    users = [{"userId": user} for user in subject.get("userIds", [])] or [
+        {"email": email} for email in subject.get("emails", [])]
+    if not users:
+        raise Unsupported("the profile has no userId or email a destination can delete by")
+    answers: list[LookupResponse] = []
+
+    def send(request: HttpRequest) -> LookupResponse:
+        answers.append(lookup(request))
+        return answers[-1]
+
+    adapter.delete_users(settings, users, send)
+    if not answers:
+        raise Unsupported(f"{adapter.name}: nothing to delete by for this profile")
+    return answers[-1]

@@ -10,14 +10,13 @@ it needs wait in `regulation_subjects` and are erased once every destination has
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from adapters import DESTINATION_TYPES
-from adapters.base import Adapter, HttpRequest, Lookup, LookupResponse, Unsupported
+from adapters.base import Adapter
 from gateway import outbox
 from gateway.config import Config
 from gateway.models import (
@@ -142,30 +141,6 @@ def deletes(adapter: Adapter) -> bool:
 def subject_payload(profile: SubjectProfile) -> dict[str, list[str]]:
     return {"userIds": profile.values("userId"), "anonymousIds": profile.values("anonymousId"),
             "emails": profile.values("email")}
-
-
-def send_deletion(adapter: Adapter, subject: Mapping[str, Any] | None,
-                  settings: Mapping[str, Any], lookup: Lookup) -> LookupResponse:
-    """Ask the adapter to delete the person at its destination (the worker's deletion branch).
-    Returns the last answer; raises the adapter's errors (Unsupported: nothing to do there)."""
-    if subject is None:
-        raise Unsupported("the deletion's keys were erased when its regulation finished: "
-                          "create a new delete regulation to send it again")
-    # by userId; by email only for a person known by no userId (Customer.io takes either)
-    users = [{"userId": user} for user in subject.get("userIds", [])] or [
-        {"email": email} for email in subject.get("emails", [])]
-    if not users:
-        raise Unsupported("the profile has no userId or email a destination can delete by")
-    answers: list[LookupResponse] = []
-
-    def send(request: HttpRequest) -> LookupResponse:
-        answers.append(lookup(request))
-        return answers[-1]
-
-    adapter.delete_users(settings, users, send)
-    if not answers:
-        raise Unsupported(f"{adapter.name}: nothing to delete by for this profile")
-    return answers[-1]
 
 
 def _deleted(connection: Connection, statement: Any) -> int:
