@@ -30,21 +30,10 @@ from sqlalchemy import (
 )
 
 from gateway.messages import Message
-from gateway.models import identities, identity_keys
+from gateway.models import identities, identity_keys, key_value
 
 KINDS = ("userId", "anonymousId", "email")
 Key = tuple[str, str]
-MAX_KEY_LENGTH = 500  # identity_keys.value
-
-
-def key_value(value: str) -> str:
-    """A key as stored: up to MAX_KEY_LENGTH characters as it is; a longer one (a 600-character
-    userId, a 1000-character email) as its prefix and a SHA-256 of the whole, so it still fits
-    the column on every database and two long ids sharing a prefix stay two keys."""
-    if len(value) <= MAX_KEY_LENGTH:
-        return value
-    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
-    return value[:MAX_KEY_LENGTH - len(digest) - 1] + "#" + digest
 
 
 @dataclass

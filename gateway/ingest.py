@@ -29,9 +29,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from gateway import outbox
 from gateway.config import Config
 from gateway.db import write_transaction
-from gateway.identity import IdentityGraph, key_value
+from gateway.identity import IdentityGraph
 from gateway.messages import Message
-from gateway.models import events
+from gateway.models import clip_indexed, events
 from gateway.regulations.suppression import suppressed_messages
 from gateway.routing import destinations_for_source, route
 from gateway.storage_state import is_outage
@@ -273,13 +273,6 @@ def _insert_new_events(connection: Connection, rows: list[dict]) -> dict[tuple[s
     """(source, messageId) → id of the rows actually new."""
     statement = _INSERT_EVENTS[connection.dialect.name]
     return {(row.source, row.message_id): row.id for row in connection.execute(statement, rows)}
-
-
-def clip_indexed(value: str | None) -> str | None:
-    """Index columns hold 500 characters: a longer value is stored as its prefix and a hash of
-    the whole (identity.key_value), so it finds exactly its own events; the payload keeps the
-    full value. The admin API's filters go through this too."""
-    return None if value is None else key_value(value)
 
 
 def _is_transient(exc: DBAPIError) -> bool:

@@ -6,6 +6,7 @@ cost more than the inserts themselves.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -245,3 +246,25 @@ gateway_secrets = Table(
     Column("value", String(200), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
 )
+
+
+# --- values as the 500-character key and index columns hold them (identity, ingest, reads) ---
+
+MAX_KEY_LENGTH = 500  # identity_keys.value, events.event/user_id/anonymous_id
+
+
+def key_value(value: str) -> str:
+    """A key as stored: up to MAX_KEY_LENGTH characters as it is; a longer one (a 600-character
+    userId, a 1000-character email) as its prefix and a SHA-256 of the whole, so it still fits
+    the column on every database and two long ids sharing a prefix stay two keys."""
+    if len(value) <= MAX_KEY_LENGTH:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return value[:MAX_KEY_LENGTH - len(digest) - 1] + "#" + digest
+
+
+def clip_indexed(value: str | None) -> str | None:
+    """Index columns hold 500 characters: a longer value is stored as its prefix and a hash of
+    the whole (key_value), so it finds exactly its own events; the payload keeps the
+    full value. The admin API's filters go through this too."""
+    return None if value is None else key_value(value)

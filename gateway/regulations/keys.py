@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from adapters.known import unknown_key
-from gateway.identity import Key, key_value, links_of
+from gateway.identity import Key, links_of
 from gateway.messages import Message
-from gateway.models import identities, identity_keys
+from gateway.models import identities, identity_keys, key_value
 from gateway.outbox import user_key_of
 
 TYPES = ("suppress", "unsuppress", "delete", "suppress_with_delete")
