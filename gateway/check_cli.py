@@ -118,7 +118,8 @@ def check_tls(config: Config) -> list[Line]:
     if problem:
         return [(FAIL, "TLS", problem)]
     lines: list[Line] = [(OK, "TLS", f"{certfile} and its key load")]
-    mode = tls.key_mode_problem(certfile, keyfile)
+    # the private key should be the service user's alone (the keyfile, else the certfile)
+    mode = open_to_others(Path(keyfile or certfile), "the private key")
     if mode:
         lines.append((WARN, "TLS key file", mode))
     return lines
@@ -132,17 +133,22 @@ def check_file_modes(config_path: Path, url: str) -> list[Line]:
     if database is not None:
         files += [("database file", Path(f"{database}{suffix}")) for suffix in ("", "-wal",
                                                                                  "-shm")]
-    lines: list[Line] = []
-    for what, path in files:
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-        except OSError:
-            continue  # not there (yet): nothing to expose
-        if mode & 0o077:
-            access = "read" if mode & 0o044 else "write"
-            lines.append((WARN, what, f"{path} has mode {mode:04o}: group or others can "
-                                      f"{access} it; run chmod 600 {path}"))
-    return lines
+    return [(WARN, what, problem) for what, path in files
+            if (problem := open_to_others(path, "it"))]
+
+
+def open_to_others(path: Path, subject: str) -> str | None:
+    """The warning when group or others may read or write `path` (None when they may not, or
+    it is not there: nothing to expose, or another line reports it)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    access = "read" if mode & 0o044 else "write"
+    return (f"{path} has mode {mode:04o}: group or others can {access} {subject}; "
+            f"run chmod 600 {path}")
 
 
 def _sqlite_path(url: str) -> Path | None:

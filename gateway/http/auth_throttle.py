@@ -26,6 +26,7 @@ from flask import current_app, request
 
 from gateway.http import context, forwarded
 from gateway.http.errors import ApiError
+from gateway.http.peers import parse_address
 
 log = logging.getLogger("gateway.auth")
 
@@ -88,13 +89,10 @@ class AuthThrottle:
 
 def peer_key(peer: str) -> str:
     """The address counted: IPv4 as is, IPv6 as its /64; anything else as the text."""
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
+    address = parse_address(peer)  # IPv4-mapped IPv6 is its IPv4 address
+    if address is None:
         return peer
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
 

@@ -10,7 +10,6 @@ so the admin surface is closed rather than open when we cannot tell.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 import socket
 from typing import Any
@@ -20,6 +19,7 @@ from flask import Flask, abort, request
 from gateway.config import Config, is_loopback_bind, parse_bind
 from gateway.http import context
 from gateway.http.cors import PRIVATE_PREFIXES
+from gateway.http.peers import parse_address
 
 WILDCARDS = frozenset({"0.0.0.0", "::"})
 
@@ -36,13 +36,8 @@ def _addresses(host: str) -> frozenset[str]:
 
 def _plain(address: str) -> str:
     """`::ffff:127.0.0.1` → `127.0.0.1`; a zone (`fe80::1%eth0`) dropped."""
-    address = address.partition("%")[0]
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    mapped = getattr(parsed, "ipv4_mapped", None)
-    return str(mapped or parsed)
+    parsed = parse_address(address)
+    return str(parsed) if parsed is not None else address.partition("%")[0]
 
 
 def local_address(environ: dict[str, Any]) -> tuple[str, int] | None:

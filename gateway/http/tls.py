@@ -9,8 +9,6 @@ its `ssl_context` hook, ciphers and CA settings apply), and the checks `gateway 
 from __future__ import annotations
 
 import ssl
-import stat
-from pathlib import Path
 
 
 def server_context(cfg) -> ssl.SSLContext:
@@ -44,21 +42,4 @@ def load_problem(certfile: str, keyfile: str) -> str | None:
         return f"{files}: not a PEM certificate and private key ({exc.reason or exc})"
     except OSError as exc:
         return f"{certfile}: cannot read it ({exc.strerror or exc})"
-    return None
-
-
-def key_mode_problem(certfile: str, keyfile: str) -> str | None:
-    """The private key should be the service user's alone: a warning when group or others may
-    read or write the file that holds it (the keyfile, else the combined certfile)."""
-    path = Path(keyfile or certfile)
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return None  # load_problem reports it
-    if mode & 0o077:
-        access = "read" if mode & 0o044 else "write"
-        return (
-            f"{path} has mode {mode:04o}: group or others can {access} the private key; "
-            f"run chmod 600 {path}"
-        )
     return None
