@@ -25,8 +25,8 @@ from bench.ingest import ADMIN_TOKEN
 from bench.scale import load
 from gateway import create_app
 from gateway.config import from_mapping
-from gateway.db import make_engine, migrate
-from gateway.models import deliveries, events
+from gateway.store.db import make_engine, migrate
+from gateway.store.models import deliveries, events
 
 TOKEN = ADMIN_TOKEN
 

@@ -45,8 +45,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.ingest import ADMIN_TOKEN, machine_info, tree_cpu_seconds  # noqa: E402
 from gateway.config import WorkerSettings  # noqa: E402
-from gateway.db import make_engine, migrate, normalise_url  # noqa: E402
-from gateway.models import deliveries, delivery_attempts  # noqa: E402
+from gateway.store.db import make_engine, migrate, normalise_url  # noqa: E402
+from gateway.store.models import deliveries, delivery_attempts  # noqa: E402
 
 WRITE_KEY = "wk_bench_delivery"
 USERS = 2000

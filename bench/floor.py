@@ -39,11 +39,12 @@ from sqlalchemy import Engine, insert  # noqa: E402
 
 from bench.ingest import ADMIN_TOKEN  # noqa: E402
 from bench.ingest import database as bench_database  # noqa: E402
-from gateway import identity, ingest, outbox  # noqa: E402
+from gateway import identity, ingest  # noqa: E402
 from gateway.config import from_mapping  # noqa: E402
-from gateway.db import make_engine, write_transaction  # noqa: E402
 from gateway.messages import RequestInfo, normalise_batch  # noqa: E402
-from gateway.models import events, identities, identity_keys  # noqa: E402
+from gateway.store import outbox  # noqa: E402
+from gateway.store.db import make_engine, write_transaction  # noqa: E402
+from gateway.store.models import events, identities, identity_keys  # noqa: E402
 
 USERS = 1000
 SOURCE = "bench"

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--postgres URL] [--seconds N]
 
-Every server runs under gunicorn through `gateway.httpserver.run_gunicorn` itself (threaded
+Every server runs under gunicorn through `gateway.cli.httpserver.run_gunicorn` itself (threaded
 workers, one per core, access log off, control socket off), so the three differ only in the WSGI
 app:
 
@@ -48,8 +48,8 @@ if str(REPO) not in sys.path:
 import orjson  # noqa: E402
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
-from gateway.db import make_engine, migrate, normalise_url, write_transaction  # noqa: E402
-from gateway.models import deliveries, events  # noqa: E402
+from gateway.store.db import make_engine, migrate, normalise_url, write_transaction  # noqa: E402
+from gateway.store.models import deliveries, events  # noqa: E402
 
 WRITE_KEY = "wk_bench"
 ADMIN_TOKEN = "bench-admin-token-k3v9q2x7m4w8p6z1"  # 32+ characters: the config refuses less
@@ -123,7 +123,7 @@ def serve_ceiling(kind: str, config_path: str, bind: str, workers: int) -> None:
     """`bench/ingest.py _serve KIND …`: gunicorn exactly as `gateway serve` sets it up, with the
     gateway's app factory swapped for a ceiling app (workers call it after fork)."""
     import gateway
-    from gateway import httpserver, supervisor
+    from gateway.cli import httpserver, supervisor
 
     os.environ["GATEWAY_CONFIG"] = config_path
 

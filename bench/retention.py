@@ -45,9 +45,9 @@ from bench.ingest import (  # noqa: E402
     write_config,
 )
 from gateway.config import RetentionSettings  # noqa: E402
-from gateway.db import make_engine, sqlite_file  # noqa: E402
-from gateway.models import deliveries, delivery_attempts, events  # noqa: E402
 from gateway.retention import Pruner  # noqa: E402
+from gateway.store.db import make_engine, sqlite_file  # noqa: E402
+from gateway.store.models import deliveries, delivery_attempts, events  # noqa: E402
 
 PAYLOAD = "x" * 240  # with the JSON around it, ~300 bytes a payload
 

@@ -52,8 +52,8 @@ from bench.ingest import (  # noqa: E402
     write_config,
 )
 from gateway import queries  # noqa: E402
-from gateway.db import make_engine  # noqa: E402
-from gateway.models import deliveries, events, identities, identity_keys  # noqa: E402
+from gateway.store.db import make_engine  # noqa: E402
+from gateway.store.models import deliveries, events, identities, identity_keys  # noqa: E402
 
 ADMIN_INDEXES: tuple[tuple[str, str, list[str]], ...] = importlib.import_module(
     "migrations.versions.0003_admin_indexes").INDEXES

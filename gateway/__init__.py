@@ -8,8 +8,8 @@ from flask import Flask
 
 from gateway import config as config_module
 from gateway.config import Config
-from gateway.db import make_engine
-from gateway.storage_state import StorageState
+from gateway.store.db import make_engine
+from gateway.store.storage_state import StorageState
 
 
 def create_app(config: Config | None = None) -> Flask:

@@ -22,10 +22,10 @@ from typing import Any
 from adapters import DESTINATION_TYPES
 from adapters.known import unknown_key
 from gateway import filters as filters_module
-from gateway.db import DatabaseProblem, sqlite_file
 from gateway.destination_limits import DestinationLimits, LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
 from gateway.http.peers import parse_network
+from gateway.store.db import DatabaseProblem, sqlite_file
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
 DEFAULT_HOST = "127.0.0.1"

@@ -17,12 +17,13 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 # The one place the console and explain take delivery state names from (re-point it when the
-# state machine moves, e.g. to gateway/outbox.py).
-from gateway import outbox, rejections, routing
+# state machine moves, e.g. to gateway/store/outbox.py).
+from gateway import rejections, routing
 from gateway.config import Config, Destination
 from gateway.messages import iso_text
-from gateway.models import deliveries, events
 from gateway.queries import QueryError, delivery_summary, event_summary
+from gateway.store import outbox
+from gateway.store.models import deliveries, events
 
 __all__ = ["MAX_EVENTS", "explain", "explain_event"]
 

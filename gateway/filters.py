@@ -42,8 +42,8 @@ from typing import Any
 import orjson
 
 from adapters.known import unknown_key
-from gateway.models import MESSAGE_TYPES
-from gateway.outbox import user_key_of
+from gateway.store.models import MESSAGE_TYPES
+from gateway.store.outbox import user_key_of
 
 IP_MODES = ("keep", "truncate", "drop")
 # Top-level fields of a message (Segment spec + what the gateway adds); a path must start

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from gateway.db import write_transaction
-from gateway.models import heartbeats
+from gateway.store.db import write_transaction
+from gateway.store.models import heartbeats
 
 log = logging.getLogger(__name__)
 

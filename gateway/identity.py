@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 
 from gateway.messages import Message
-from gateway.models import identities, identity_keys, key_value
+from gateway.store.models import identities, identity_keys, key_value
 
 KINDS = ("userId", "anonymousId", "email")
 Key = tuple[str, str]

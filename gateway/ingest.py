@@ -26,15 +26,15 @@ from sqlalchemy import Connection, Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from gateway import outbox
 from gateway.config import Config
-from gateway.db import write_transaction
 from gateway.identity import IdentityGraph
 from gateway.messages import Message
-from gateway.models import clip_indexed, events
 from gateway.regulations.suppression import suppressed_messages
 from gateway.routing import destinations_for_source, route
-from gateway.storage_state import is_outage
+from gateway.store import outbox
+from gateway.store.db import write_transaction
+from gateway.store.models import clip_indexed, events
+from gateway.store.storage_state import is_outage
 
 MAX_TRANSACTION_TRIES = 5
 MAX_GROUP_MESSAGES = 1000  # one group commit writes at most this many messages…

@@ -18,7 +18,7 @@ import orjson
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
 from gateway.config import Limits
-from gateway.models import MESSAGE_TYPES
+from gateway.store.models import MESSAGE_TYPES
 
 MESSAGE_ID_COLUMN = 255  # events.message_id: the cap whatever [limits] says
 # The earliest event time stored: PostgreSQL reads a timestamptz back in the session's time

@@ -25,8 +25,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, func, select
 
-from gateway import outbox
-from gateway.models import deliveries
+from gateway.store import outbox
+from gateway.store.models import deliveries
 
 EVENTS_ACCEPTED = Counter("gateway_events_accepted_total", "Events stored",
                           ["source", "type"])

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Select, or_, select
 from adapters.known import unknown_key
 from gateway import identity
 from gateway.messages import iso_text, parse_time
-from gateway.models import clip_indexed, deliveries, delivery_attempts, events
+from gateway.store.models import clip_indexed, deliveries, delivery_attempts, events
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50

@@ -26,9 +26,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
 
-from gateway.db import write_transaction
 from gateway.messages import iso_text
-from gateway.models import events, rejections
+from gateway.store.db import write_transaction
+from gateway.store.models import events, rejections
 
 log = logging.getLogger(__name__)
 

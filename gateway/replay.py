@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 
-from gateway import outbox
 from gateway.config import Config
-from gateway.db import write_transaction
-from gateway.models import deliveries, events
 from gateway.queries import QueryError, event_selection
+from gateway.store import outbox
+from gateway.store.db import write_transaction
+from gateway.store.models import deliveries, events
 
 CHUNK = 5000
 Progress = Callable[[int, int], None]

@@ -22,11 +22,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, select
 
-from gateway import outbox
 from gateway.config import Config, RetentionSettings
-from gateway.db import write_transaction
-from gateway.models import deliveries, delivery_attempts, events, rejections
-from gateway.storage_state import StorageState
+from gateway.store import outbox
+from gateway.store.db import write_transaction
+from gateway.store.models import deliveries, delivery_attempts, events, rejections
+from gateway.store.storage_state import StorageState
 
 log = logging.getLogger(__name__)
 

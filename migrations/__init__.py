@@ -1,1 +1,1 @@
-"""Alembic environment and revisions; `gateway migrate` (gateway.db.migrate) runs them."""
+"""Alembic environment and revisions; `gateway migrate` (gateway.store.db.migrate) runs them."""

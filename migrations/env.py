@@ -1,9 +1,9 @@
-"""Alembic environment: runs revisions against the URL gateway.db.alembic_config sets."""
+"""Alembic environment: runs revisions against the URL gateway.store.db.alembic_config sets."""
 
 from alembic import context
 
-from gateway.db import make_engine
-from gateway.models import metadata
+from gateway.store.db import make_engine
+from gateway.store.models import metadata
 
 target_metadata = metadata
 

@@ -20,8 +20,8 @@ from sqlalchemy import create_engine, text
 
 from gateway import create_app
 from gateway.config import Config, from_mapping
-from gateway.db import migrate, normalise_url
 from gateway.delivery.worker import Worker
+from gateway.store.db import migrate, normalise_url
 from tests.standin import StandIn
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from gateway import create_app
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
-from gateway.models import deliveries, events
+from gateway.store.models import deliveries, events
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.standin import StandIn
 

@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, func, or_, select
 
 from adapters.status import is_success
-from gateway import metrics, outbox, queries
-from gateway.db import write_transaction
+from gateway import metrics, queries
 from gateway.messages import parse_time
-from gateway.models import clip_indexed, deliveries, delivery_attempts, events
+from gateway.store import outbox
+from gateway.store.db import write_transaction
+from gateway.store.models import clip_indexed, deliveries, delivery_attempts, events
 
 COUNT_CAP = 2_000  # counts above this show as "2,000+"…
 BULK_CAP = 1_000  # …and for the states that pile up by the million (delivered, skipped) this

@@ -25,8 +25,8 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.config import ConsoleSettings
-from gateway.db import write_transaction
-from gateway.models import console_sessions, gateway_secrets
+from gateway.store.db import write_transaction
+from gateway.store.models import console_sessions, gateway_secrets
 
 KEY_NAME = "console_session_key"
 ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)

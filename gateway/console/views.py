@@ -13,14 +13,15 @@ import orjson
 from flask import Response, abort, make_response, redirect, render_template, request
 from flask import url_for as url
 
-from gateway import identity, outbox, queries, rejections
+from gateway import identity, queries, rejections
 from gateway.console import auth, bp, data
 from gateway.explain import explain, explain_event
 from gateway.http import context
 from gateway.http.browser import public_base_url
 from gateway.messages import iso_text
-from gateway.models import MESSAGE_TYPES, events
 from gateway.replay import Conflict, NotFound, replay, retry_dead
+from gateway.store import outbox
+from gateway.store.models import MESSAGE_TYPES, events
 
 STREAM_SECONDS = 25.0  # one stream's life; EventSource reconnects with Last-Event-ID
 POLL_SECONDS = 0.25  # a committed event is on the page within about this

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import Engine, Integer, bindparam, exists, func, select, text, union_all
 from sqlalchemy.orm import aliased
 
-from gateway import outbox
-from gateway.db import write_transaction
-from gateway.models import deliveries, events, regulation_subjects
+from gateway.store import outbox
+from gateway.store.db import write_transaction
+from gateway.store.models import deliveries, events, regulation_subjects
 
 OTHER = ""  # claim key for deliveries of destinations no longer configured
 

@@ -16,15 +16,16 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, insert, select
 
 from adapters.status import is_success
-from gateway import metrics, outbox
-from gateway.db import write_transaction
+from gateway import metrics
 from gateway.delivery.client import excerpt, redact, redaction_window
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.send import Finished
 from gateway.delivery.verdict import Verdict, classify
-from gateway.models import deliveries, delivery_attempts
-from gateway.prepared import Prepared
-from gateway.storage_state import StorageState, is_outage, short_reason
+from gateway.store import outbox
+from gateway.store.db import write_transaction
+from gateway.store.models import deliveries, delivery_attempts
+from gateway.store.prepared import Prepared
+from gateway.store.storage_state import StorageState, is_outage, short_reason
 
 log = logging.getLogger("gateway.delivery.worker")
 

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 from adapters.base import AdapterError, Unsupported
 from adapters.status import is_retryable_status, is_success
-from gateway import outbox
 from gateway.delivery.retry import RetryPolicy, parse_retry_after
+from gateway.store import outbox
 
 REASON_CHARS = 500
 

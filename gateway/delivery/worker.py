@@ -30,7 +30,7 @@ from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.send import Finished, Sender, Target, resolve
 from gateway.delivery.verdict import crashed
 from gateway.heartbeat import WORKER, LiveCount
-from gateway.storage_state import StorageState
+from gateway.store.storage_state import StorageState
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from gateway.http.errors import ApiError, error_response
 from gateway.regulations import keys as regulation_keys
 from gateway.regulations import service as regulation_service
 from gateway.replay import Conflict, NotFound, replay, retry_dead
-from gateway.storage_state import is_storage_error, short_reason
+from gateway.store.storage_state import is_storage_error, short_reason
 
 ops = Blueprint("ops", __name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin/v1")

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from gateway.config import Config
-    from gateway.storage_state import StorageState
+    from gateway.store.storage_state import StorageState
 
 CONFIG = "gateway.config"
 ENGINE = "gateway.engine"

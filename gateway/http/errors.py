@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from gateway.http import context
-from gateway.storage_state import is_storage_error
+from gateway.store.storage_state import is_storage_error
 
 
 class ApiError(Exception):
@@ -54,7 +54,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(SQLAlchemyError)
     def _storage_error(exc: Exception) -> Response:
         # Not stored: answer with a retryable status so the SDK sends the batch again. One log
-        # line per outage, not a traceback per request (gateway/storage_state.py).
+        # line per outage, not a traceback per request (gateway/store/storage_state.py).
         context.storage(app).failed(exc, context.engine(app))
         response = error_response(503, "storage_unavailable",
                                   "the event store is unavailable; retry later")

@@ -30,7 +30,7 @@ from gateway.messages import (
     strip_nul,
     too_deep_text,
 )
-from gateway.models import MESSAGE_TYPES
+from gateway.store.models import MESSAGE_TYPES
 
 bp = Blueprint("tracking", __name__)
 

@@ -52,7 +52,7 @@ READ_SIZE = 64 * 1024
 
 
 class ConnectionLimits:
-    """Set by `gateway.httpserver` before gunicorn forks its workers (inherited by each)."""
+    """Set by `gateway.cli.httpserver` before gunicorn forks its workers (inherited by each)."""
 
     header_timeout_seconds: float = 10.0
     max_connections_per_peer: int = 128

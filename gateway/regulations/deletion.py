@@ -17,9 +17,10 @@ from sqlalchemy import Connection, delete, func, insert, or_, select
 
 from adapters import DESTINATION_TYPES
 from adapters.base import Adapter
-from gateway import outbox
 from gateway.config import Config
-from gateway.models import (
+from gateway.regulations.keys import SubjectProfile
+from gateway.store import outbox
+from gateway.store.models import (
     deliveries,
     delivery_attempts,
     events,
@@ -27,7 +28,6 @@ from gateway.models import (
     identity_keys,
     regulation_subjects,
 )
-from gateway.regulations.keys import SubjectProfile
 
 # the longest one request of a send may take once started (delivery/client.py: connect + read)
 SEND_MARGIN = timedelta(seconds=35)

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, select
 from adapters.known import unknown_key
 from gateway.identity import Key, links_of
 from gateway.messages import Message
-from gateway.models import identities, identity_keys, key_value
-from gateway.outbox import user_key_of
+from gateway.store.models import identities, identity_keys, key_value
+from gateway.store.outbox import user_key_of
 
 TYPES = ("suppress", "unsuppress", "delete", "suppress_with_delete")
 SUBJECT_KINDS = {"user_id": "userId", "anonymous_id": "anonymousId", "email": "email"}

@@ -12,15 +12,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from gateway import outbox, queries
+from gateway import queries
 from gateway.config import Config
-from gateway.db import write_transaction
 from gateway.delivery.client import redact
 from gateway.messages import iso_text
-from gateway.models import deliveries, delivery_attempts, regulation_subjects, regulations
 from gateway.regulations import deletion, suppression
 from gateway.regulations.keys import TYPES, InvalidRequest, Subject, make_subject, parse_request
 from gateway.regulations.keys import resolve as resolve_profile
+from gateway.store import outbox
+from gateway.store.db import write_transaction
+from gateway.store.models import deliveries, delivery_attempts, regulation_subjects, regulations
 
 __all__ = [
     "TYPES",

@@ -19,8 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from gateway import metrics
 from gateway.identity import Key
 from gateway.messages import Message
-from gateway.models import suppressed_keys
 from gateway.regulations.keys import hashes, key_hash, message_keys
+from gateway.store.models import suppressed_keys
 
 
 class _Request(Protocol):

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-24
 
-Column types are spelled out with plain SQLAlchemy types (not gateway.models' decorators) so
+Column types are spelled out with plain SQLAlchemy types (not gateway.store.models' decorators) so
 this revision keeps meaning the same thing when the models change.
 """
 

@@ -10,7 +10,7 @@ import pytest
 import adapters
 from adapters import DESTINATION_TYPES
 from adapters.base import Adapter, AdapterError, HttpRequest, LookupResponse, SettingsSchema
-from gateway.destinations_cli import describe, render
+from gateway.cli.destinations import describe, render
 
 # Settings that make each type usable; secret values are recognisable in any output.
 USABLE_SETTINGS = {

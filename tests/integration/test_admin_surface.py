@@ -15,7 +15,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from gateway.db import make_engine
+from gateway.store.db import make_engine
 from tests.conftest import (
     ADMIN_TOKEN,
     WRITE_KEY,

@@ -17,8 +17,8 @@ from flask.testing import FlaskClient
 
 from gateway import create_app
 from gateway.config import from_mapping
-from gateway.db import migrate
 from gateway.http import browser
+from gateway.store.db import migrate
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, base_config
 from tests.helpers import basic
 

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import Engine
 
-from gateway.db import make_engine
+from gateway.store.db import make_engine
 from tests.conftest import BROWSER_DIR, OTHER_KEY, WRITE_KEY, LiveGateway, base_config
 from tests.helpers import wait_for_rows
 from tests.node import node_packages

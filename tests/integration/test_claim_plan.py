@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event, insert, select, text
 
-from gateway.db import make_engine, write_transaction
 from gateway.delivery.claim import OTHER, claim, orphans
-from gateway.models import deliveries
+from gateway.store.db import make_engine, write_transaction
+from gateway.store.models import deliveries
 
 INDEX = "ix_deliveries_destination_state_next_attempt_at"
 

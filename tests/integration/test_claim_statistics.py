@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from gateway.db import make_engine
 from gateway.delivery.claim import refresh_statistics
+from gateway.store.db import make_engine
 
 
 def test_refresh_statistics(database_url: str) -> None:

@@ -20,13 +20,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from gateway import create_app
-from gateway.cli import build_parser, main
+from gateway.cli.commands import build_parser, main
 from gateway.config import from_mapping
 from gateway.config import load as from_path
-from gateway.db import make_engine
 from gateway.delivery.worker import Worker
 from gateway.heartbeat import WORKER, Heartbeat
-from gateway.models import heartbeats
+from gateway.store.db import make_engine
+from gateway.store.models import heartbeats
 from tests.conftest import ADMIN_TOKEN, POSTGRES_URL, WRITE_KEY, free_port, write_toml
 from tests.helpers import basic, drain
 from tests.standin import Answer, StandIn
@@ -321,7 +321,7 @@ def test_other_database_errors_and_ctrl_c_are_one_line_too(tmp_path: Path, capsy
     def fail(_args: Any) -> int:
         raise IntegrityError("INSERT …", {}, Exception("UNIQUE constraint failed: x.id\nmore"))
 
-    monkeypatch.setattr("gateway.cli._run", fail)
+    monkeypatch.setattr("gateway.cli.commands._run", fail)
     assert main(["--config", str(path), "events"]) == 1
     assert one_line(capsys.readouterr().err) == (
         f"gateway: database error at sqlite:///{tmp_path}/x.db: UNIQUE constraint failed: x.id")
@@ -329,7 +329,7 @@ def test_other_database_errors_and_ctrl_c_are_one_line_too(tmp_path: Path, capsy
     def interrupted(_args: Any) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("gateway.cli._run", interrupted)
+    monkeypatch.setattr("gateway.cli.commands._run", interrupted)
     assert main(["--config", str(path), "events"]) == 130
     assert "Traceback" not in capsys.readouterr().err
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from gateway import create_app
 from gateway.config import from_mapping
-from gateway.models import identities, identity_keys
+from gateway.store.models import identities, identity_keys
 from tests.conftest import WRITE_KEY, base_config
 from tests.helpers import basic, stored_events
 

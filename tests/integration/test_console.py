@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select, update
 from gateway import create_app
 from gateway.config import Config
 from gateway.console import data
-from gateway.models import console_sessions, deliveries, gateway_secrets
+from gateway.store.models import console_sessions, deliveries, gateway_secrets
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.helpers import basic
 
@@ -196,7 +196,7 @@ def test_the_stream_sends_an_event_whose_commit_came_after_a_newer_ones(
     may commit after a later id's. The live feed must still show it (not skip past its id)."""
     from datetime import UTC, datetime
 
-    from gateway.models import events
+    from gateway.store.models import events
 
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite's single writer commits ids in order")
@@ -274,7 +274,7 @@ def test_the_session_cookie_is_a_random_id_keyed_by_a_random_secret(
     sign_in(again)
     assert session_cookie(again) != cookie  # a fresh id per sign-in
     # another database with the same admin token gets a key of its own
-    from gateway.db import migrate
+    from gateway.store.db import migrate
 
     other_url = f"sqlite:///{tmp_path / 'other.db'}"
     migrate(other_url)
@@ -420,7 +420,7 @@ def test_migration_0009_adds_the_session_tables_and_takes_them_back(database_url
     from sqlalchemy import inspect
 
     from gateway.config import from_mapping
-    from gateway.db import alembic_config, make_engine
+    from gateway.store.db import alembic_config, make_engine
     from tests.conftest import base_config
 
     def tables() -> set[str]:

@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from gateway.config import Config
 from gateway.http import context
-from gateway.storage_state import StorageState
+from gateway.store.storage_state import StorageState
 
 
 def test_the_installed_objects_are_read_back(app, config: Config) -> None:

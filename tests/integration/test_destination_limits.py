@@ -20,7 +20,7 @@ from gateway.delivery.client import HttpClient
 from gateway.delivery.worker import Worker
 from gateway.heartbeat import WORKER, Heartbeat
 from gateway.metrics import destination_status
-from gateway.models import delivery_attempts
+from gateway.store.models import delivery_attempts
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import Running, send, stored_deliveries, tracks, wait_for
 from tests.standin import Answer, Hanging, StandIn

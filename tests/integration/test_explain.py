@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from gateway import rejections
 from gateway.cli import main
-from gateway.models import rejections as rejections_table
+from gateway.store.models import rejections as rejections_table
 from tests.conftest import EXPLAIN_SECRET, WRITE_KEY
 from tests.helpers import ADMIN_AUTH, basic, drain, explain, stored_events
 from tests.standin import Answer

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from gateway.cli import main
-from gateway.db import make_engine, make_private
+from gateway.store.db import make_engine, make_private
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
 
 
@@ -92,7 +92,7 @@ def test_check_warns_about_files_others_can_read_and_migrate_narrows_the_databas
     os.chmod(config, 0o640)  # group-readable is still readable by others than the service
     # serve and migrate narrow the database (and its -wal and -shm) to 0600, saying so
     (tmp_path / "gateway.db-wal").touch()  # left by a process that stopped (0644, empty)
-    with caplog.at_level(logging.WARNING, logger="gateway.db"):
+    with caplog.at_level(logging.WARNING, logger="gateway.store.db"):
         assert main(["--config", str(config), "migrate"]) == 0
     assert mode(database) == 0o600  # (SQLite removed the -wal when migrate closed)
     assert f"{database} was open to group or others (mode 0644): now 0600" in caplog.text

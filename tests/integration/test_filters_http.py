@@ -12,8 +12,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from gateway.db import make_engine
-from gateway.models import events
+from gateway.store.db import make_engine
+from gateway.store.models import events
 from tests import conftest
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway
 from tests.helpers import basic, wait_until_finished

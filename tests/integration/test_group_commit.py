@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, event, text
 
 from gateway import create_app, ingest
 from gateway.config import from_mapping
-from gateway.db import normalise_url, sqlite_file
+from gateway.store.db import normalise_url, sqlite_file
 from tests.conftest import OTHER_KEY, WRITE_KEY, LiveGateway, base_config
 from tests.helpers import basic, stored_deliveries, stored_events, wait_for
 

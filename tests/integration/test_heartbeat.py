@@ -12,9 +12,9 @@ from sqlalchemy import create_engine, func, select, update
 
 from gateway import create_app
 from gateway.config import from_mapping
-from gateway.db import make_engine
 from gateway.heartbeat import HTTP, STALE_INTERVALS, WORKER, Heartbeat, LiveCount
-from gateway.models import heartbeats
+from gateway.store.db import make_engine
+from gateway.store.models import heartbeats
 from tests.conftest import base_config
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert, select, text
 
-from gateway.models import identities, identity_keys
+from gateway.store.models import identities, identity_keys
 from tests.conftest import WRITE_KEY
 from tests.helpers import basic
 

@@ -20,7 +20,7 @@ import requests
 
 from gateway import rejections
 from gateway.config import Limits
-from gateway.db import make_engine
+from gateway.store.db import make_engine
 from tests.conftest import WRITE_KEY
 from tests.helpers import basic, stored_events, stored_payloads
 

@@ -25,8 +25,8 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
-from gateway.db import make_engine
 from gateway.messages import format_time
+from gateway.store.db import make_engine
 from tests import mobile
 from tests.conftest import WRITE_KEY, LiveGateway
 from tests.helpers import stored_deliveries, stored_events

@@ -9,8 +9,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from gateway.db import make_engine
-from gateway.models import rejections
+from gateway.store.db import make_engine
+from gateway.store.models import rejections
 from tests.conftest import WRITE_KEY, LiveGateway
 from tests.helpers import stored_events
 

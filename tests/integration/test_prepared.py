@@ -1,4 +1,4 @@
-"""gateway/prepared.py: statements run through the driver must store exactly what SQLAlchemy's
+"""gateway/store/prepared.py: statements run through the driver must store exactly what SQLAlchemy's
 Core would (the lease guard compares stored datetimes as SQLite text), on both databases."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.db import make_engine, write_transaction
-from gateway.models import UTCDateTime, deliveries, delivery_attempts
-from gateway.prepared import Prepared, utc_datetime_converter
+from gateway.store.db import make_engine, write_transaction
+from gateway.store.models import UTCDateTime, deliveries, delivery_attempts
+from gateway.store.prepared import Prepared, utc_datetime_converter
 
 MOMENTS = [
     datetime(2026, 12, 1, 20, 0, 0, tzinfo=UTC),  # no microseconds: isoformat would drop them

@@ -20,7 +20,7 @@ from gateway import create_app
 from gateway.cli import main
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
-from gateway.models import delivery_attempts
+from gateway.store.models import delivery_attempts
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, write_toml
 from tests.helpers import basic, drain, stored_deliveries
 from tests.standin import Answer, Received, StandIn

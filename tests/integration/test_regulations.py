@@ -16,8 +16,8 @@ from sqlalchemy import Engine, MetaData, select
 from gateway import create_app
 from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
-from gateway.models import delivery_attempts, events
 from gateway.regulations import service
+from gateway.store.models import delivery_attempts, events
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, base_config
 from tests.helpers import basic
 from tests.standin import Answer, StandIn

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from gateway import create_app
 from gateway.config import from_mapping
-from gateway.db import alembic_config, make_engine
+from gateway.store.db import alembic_config, make_engine
 from tests.conftest import WRITE_KEY, base_config, write_toml
 from tests.helpers import basic, stored_events
 

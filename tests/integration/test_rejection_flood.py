@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway import rejections
-from gateway.models import rejections as rejections_table
+from gateway.store.models import rejections as rejections_table
 from tests.conftest import WRITE_KEY
 from tests.helpers import basic, explain
 

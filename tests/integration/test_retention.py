@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import Engine, Table, func, insert, select, text
 
 from gateway.config import RetentionSettings
-from gateway.db import make_engine, sqlite_file
-from gateway.models import deliveries, delivery_attempts, events, rejections
 from gateway.retention import Pruner
+from gateway.store.db import make_engine, sqlite_file
+from gateway.store.models import deliveries, delivery_attempts, events, rejections
 from tests.conftest import WRITE_KEY, LiveGateway, base_config
 
 NOW = datetime.now(UTC)
@@ -173,7 +173,7 @@ def file_size(path: Path, engine: Engine) -> int:
 
 @pytest.mark.slow
 def test_sqlite_file_stays_flat_across_fill_and_prune(tmp_path: Path) -> None:
-    from gateway.db import migrate
+    from gateway.store.db import migrate
 
     url = f"sqlite:///{tmp_path / 'flat.db'}"
     migrate(url)

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, insert, select
 
-from gateway import outbox
 from gateway.console import data
-from gateway.db import write_transaction
-from gateway.models import deliveries, events
 from gateway.replay import retry_dead
+from gateway.store import outbox
+from gateway.store.db import write_transaction
+from gateway.store.models import deliveries, events
 
 LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 

@@ -25,7 +25,7 @@ from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics import Client as SegmentClient
 from sqlalchemy import Engine
 
-from gateway.db import make_engine
+from gateway.store.db import make_engine
 from tests.conftest import OTHER_KEY, WRITE_KEY, LiveGateway
 from tests.helpers import stored_deliveries, stored_events
 from tests.node import node_packages

@@ -17,8 +17,8 @@ import pytest
 
 from gateway import create_app
 from gateway.config import from_mapping
-from gateway.db import migrate
-from gateway.storage_state import SETTLE
+from gateway.store.db import migrate
+from gateway.store.storage_state import SETTLE
 from tests.conftest import WRITE_KEY, base_config
 from tests.helpers import basic, stored_events
 

@@ -20,7 +20,7 @@ import pytest
 
 from gateway import create_app
 from gateway.config import from_mapping
-from gateway.db import migrate
+from gateway.store.db import migrate
 from tests.conftest import WRITE_KEY, base_config
 from tests.helpers import basic, stored_events, wait_for
 
@@ -117,10 +117,10 @@ def test_health_recovers_with_the_delivery_worker_after_a_long_outage(
     failed claim waits 20 s). Its heartbeat must not wait for the next claim to drop the
     connections SQLite opened read-only during the fault: /health (which reads the worker's
     beats) is 200 again within seconds of the disk being writable."""
-    from gateway.cli import _beat_safely
-    from gateway.db import make_engine
+    from gateway.cli.commands import _beat_safely
     from gateway.delivery import worker as worker_module
     from gateway.heartbeat import WORKER, Heartbeat
+    from gateway.store.db import make_engine
 
     monkeypatch.setattr(worker_module, "MIN_BACKOFF", 20.0)
     url = f"sqlite:///{disk.path / 'gateway.db'}"

@@ -21,7 +21,7 @@ import requests
 import trustme
 
 from gateway.cli import main
-from gateway.db import make_engine
+from gateway.store.db import make_engine
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, LiveGateway, base_config, free_port, write_toml
 from tests.helpers import basic, console_sign_in, stored_payloads
 

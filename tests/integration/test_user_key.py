@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from gateway import outbox
-from gateway.models import events
 from gateway.regulations.keys import SubjectProfile
+from gateway.store import outbox
+from gateway.store.models import events
 from tests.conftest import WRITE_KEY
 from tests.helpers import basic
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from gateway import create_app
 from gateway.config import Config, from_mapping
 from gateway.delivery.worker import Worker
-from gateway.models import delivery_attempts
+from gateway.store.models import delivery_attempts
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.helpers import FakeClock, basic, drain, stored_deliveries
 from tests.standin import Answer, StandIn

@@ -19,10 +19,10 @@ from sqlalchemy import Engine, func, select
 
 from gateway import create_app
 from gateway.config import Config, from_mapping
-from gateway.db import make_engine
 from gateway.delivery import worker as worker_module
 from gateway.delivery.worker import Finished, Worker
-from gateway.models import deliveries, delivery_attempts
+from gateway.store.db import make_engine
+from gateway.store.models import deliveries, delivery_attempts
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import (
     FakeClock,

@@ -1,4 +1,4 @@
-"""SQLite writers queue on one lock per file across threads and processes (gateway/db.py
+"""SQLite writers queue on one lock per file across threads and processes (gateway/store/db.py
 WriterLock), so the next writer starts the moment the lock is free instead of when SQLite's
 busy handler next wakes up."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from gateway.db import make_engine, migrate, write_transaction, writer_lock
-from gateway.models import heartbeats
+from gateway.store.db import make_engine, migrate, write_transaction, writer_lock
+from gateway.store.models import heartbeats
 
 pytestmark = pytest.mark.slow  # a writer in another process, and a forked child
 
@@ -53,7 +53,7 @@ def test_a_writer_in_another_process_holds_back_this_ones(tmp_path: Path) -> Non
     url = _database(tmp_path)
     holder = subprocess.Popen(
         [sys.executable, "-c", (
-            "import sys, time; from pathlib import Path; from gateway.db import writer_lock\n"
+            "import sys, time; from pathlib import Path; from gateway.store.db import writer_lock\n"
             f"with writer_lock(Path({str(tmp_path / 'gateway.db')!r})):\n"
             "    print('held', flush=True); time.sleep(" + str(HOLD) + ")\n")],
         stdout=subprocess.PIPE, text=True)

@@ -31,7 +31,7 @@ from sqlalchemy import select
 
 from gateway import create_app
 from gateway.config import from_mapping
-from gateway.models import events
+from gateway.store.models import events
 from tests.conftest import ADMIN_TOKEN, OTHER_KEY, POSTGRES_URL, WRITE_KEY, base_config, pg_schema
 from tests.helpers import basic
 
@@ -335,7 +335,7 @@ def both_clients():
         pytest.skip("GATEWAY_TEST_POSTGRES_URL is not set")
     import tempfile
 
-    from gateway.db import migrate
+    from gateway.store.db import migrate
 
     with tempfile.TemporaryDirectory() as tmp, pg_schema() as pg_url:
         sqlite_url = f"sqlite:///{tmp}/gateway.db"

@@ -16,7 +16,7 @@ from gateway import create_app
 from gateway.config import Config, from_mapping
 from gateway.delivery.claim import claim
 from gateway.delivery.worker import Worker
-from gateway.models import deliveries, delivery_attempts
+from gateway.store.models import deliveries, delivery_attempts
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
 from tests.helpers import FakeClock, send, stored_deliveries, tracks, wait_for
 from tests.standin import Answer, StandIn

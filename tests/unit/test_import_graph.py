@@ -44,12 +44,12 @@ def test_no_adapter_imports_the_gateway() -> None:
 
 def test_ingest_imports_nothing_of_delivery() -> None:
     modules = imported_modules(ROOT / "gateway" / "ingest.py")
-    assert "gateway.outbox" in modules
+    assert "gateway.store.outbox" in modules
     assert sorted(m for m in modules if m.startswith("gateway.delivery")) == []
 
 
 def test_only_the_outbox_writes_delivery_states() -> None:
-    """Inserting and updating delivery rows is gateway/outbox.py's alone (its guarded
+    """Inserting and updating delivery rows is gateway/store/outbox.py's alone (its guarded
     `transition` is the only way the state column changes)."""
     for path in sorted((ROOT / "gateway").rglob("*.py")):
         if path.name == "outbox.py":
@@ -84,7 +84,7 @@ def of_package(modules: list[str], package: str) -> list[str]:
 @pytest.mark.parametrize("side", ["gateway.ingest", "gateway.http.tracking"])
 def test_the_ingest_side_loads_nothing_of_delivery(side: str) -> None:
     modules = loaded_by(side)
-    assert side in modules and "gateway.outbox" in modules  # it did load the ingest side
+    assert side in modules and "gateway.store.outbox" in modules  # it did load the ingest side
     assert of_package(modules, "gateway.delivery") == []
 
 
@@ -106,7 +106,7 @@ def test_importing_adapters_loads_nothing_of_the_gateway(package: str) -> None:
 def test_the_read_side_does_not_load_ingest(reader: str) -> None:
     """The index-column clipping it filters by lives with the columns (models.py)."""
     modules = loaded_by(reader)
-    assert reader in modules and "gateway.models" in modules
+    assert reader in modules and "gateway.store.models" in modules
     assert "gateway.ingest" not in modules
 
 
@@ -189,7 +189,7 @@ def test_the_write_detector_sees_every_spelling() -> None:
         "models.deliveries.update().values(state='dead')",
         "connection.execute(text('UPDATE deliveries SET state = 1'))",
         "connection.execute(text(f'insert into  \"deliveries\" (id) values ({n})'))",
-        "from gateway.models import deliveries as d\nupdate(d)",
+        "from gateway.store.models import deliveries as d\nupdate(d)",
     ]
     for source in writes:
         assert len(delivery_writes(source)) == 1, source
@@ -205,13 +205,13 @@ def test_the_write_detector_sees_every_spelling() -> None:
 
 
 def test_only_the_outbox_inserts_or_updates_deliveries() -> None:
-    """gateway/outbox.py builds every statement that writes the table — including the
+    """gateway/store/outbox.py builds every statement that writes the table — including the
     recorder's prepared UPDATE (`outbox._each_statement`, run by delivery/record.py through
-    `outbox.transition_each`, as is claim.py's lease renewal); gateway/prepared.py only
+    `outbox.transition_each`, as is claim.py's lease renewal); gateway/store/prepared.py only
     compiles and runs what it is given. So the allow-list is outbox.py alone."""
     files = sorted((ROOT / "gateway").rglob("*.py"))
     found = {
         str(f.relative_to(ROOT)): delivery_writes(f.read_text(encoding="utf-8")) for f in files
     }
-    assert found["gateway/outbox.py"]  # the detector does see the outbox's own writes
-    assert {f: w for f, w in found.items() if w and f != "gateway/outbox.py"} == {}
+    assert found["gateway/store/outbox.py"]  # the detector does see the outbox's own writes
+    assert {f: w for f, w in found.items() if w and f != "gateway/store/outbox.py"} == {}

@@ -15,13 +15,13 @@ import gateway
 from adapters.status import is_success
 from gateway.delivery import client, retry
 from gateway.messages import SCHEMAS, iso_text
-from gateway.models import MESSAGE_TYPES
+from gateway.store.models import MESSAGE_TYPES
 
 ROOTS = (Path(gateway.__file__).parent, Path(adapters.__file__).parent)
 
 
 def modules() -> dict[str, ast.Module]:
-    """Every production module of `gateway` and `adapters`, by path (e.g. gateway/outbox.py)."""
+    """Every production module of `gateway` and `adapters`, by path (gateway/store/outbox.py)."""
     return {str(path.relative_to(root.parent)): ast.parse(path.read_text(), str(path))
             for root in ROOTS for path in sorted(root.rglob("*.py"))}
 
@@ -63,14 +63,15 @@ def test_the_message_types_are_listed_once() -> None:
              for node in ast.walk(tree)
              if isinstance(node, ast.Tuple | ast.List | ast.Set | ast.Dict)
              and every <= {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)}]
-    assert lists == ["gateway/messages.py", "gateway/models.py"]  # SCHEMAS, the list
+    assert lists == ["gateway/messages.py", "gateway/store/models.py"]  # SCHEMAS, the list
     assert tuple(SCHEMAS) == MESSAGE_TYPES
 
 
 def test_a_database_outage_is_decided_in_one_place() -> None:
     """`storage_state.is_outage`: ingest's group commit and the worker's recorder both ask it."""
-    from gateway import ingest, storage_state
+    from gateway import ingest
     from gateway.delivery import record
+    from gateway.store import storage_state
 
     assert ingest.is_outage is record.is_outage is storage_state.is_outage
     assert not hasattr(ingest, "_is_outage")

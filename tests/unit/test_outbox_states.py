@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from gateway.outbox import ALLOWED, STATES, IllegalTransition, check_transition
+from gateway.store.outbox import ALLOWED, STATES, IllegalTransition, check_transition
 
 MOVES = {("pending", "delivering"), ("delivering", "delivered"), ("delivering", "retrying"),
          ("delivering", "dead"), ("delivering", "skipped"), ("delivering", "delivering"),

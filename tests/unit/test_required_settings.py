@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.check_cli import check
+from gateway.cli.check import check
 from gateway.config import ConfigFileError, from_mapping
 from tests.conftest import ADMIN_TOKEN, write_toml
 

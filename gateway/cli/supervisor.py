@@ -2,7 +2,7 @@
 delivery worker, so an operator can leave it unattended.
 
     gateway serve (this module: binds the port, watches, restarts, cleans up)
-      ├── gunicorn arbiter (gateway.httpserver) ── its worker processes (the Flask app)
+      ├── gunicorn arbiter (gateway.cli.httpserver) ── its worker processes (the Flask app)
       └── delivery worker (`gateway worker`)
 
 - The port is bound here, before anything starts, and handed to gunicorn as a file descriptor:
@@ -234,7 +234,7 @@ def serve(config_path: Path, host: str, port: int, workers: int, with_worker: bo
         env.pop(EXPECT_WORKER_ENV, None)
     python = sys.executable
     fd_args = [arg for fd in fds for arg in ("--fd", str(fd))]
-    children = [Child("HTTP server", [python, "-m", "gateway.httpserver", *fd_args,
+    children = [Child("HTTP server", [python, "-m", "gateway.cli.httpserver", *fd_args,
                                       "--workers", str(workers)],
                       env, pass_fds=tuple(fds), restart_on_early_exit=False)]
     if with_worker:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from adapters.textsafe import printable
-from gateway.admin_cli import dumps, migrated_engine, table
+from gateway.cli.admin import dumps, migrated_engine, table
 from gateway.config import Config
 from gateway.queries import DEFAULT_LIMIT, QueryError
 from gateway.regulations import service

@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
 
-from gateway.models import UTCDateTime
+from gateway.store.models import UTCDateTime
 
 Converter = Callable[[Any], Any]
 # SQL, bind names in order, positional?, converters by name, constants by name

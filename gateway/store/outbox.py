@@ -32,8 +32,8 @@ from sqlalchemy import (
     update,
 )
 
-from gateway.models import deliveries, events
-from gateway.prepared import Prepared
+from gateway.store.models import deliveries, events
+from gateway.store.prepared import Prepared
 
 PENDING = "pending"
 DELIVERING = "delivering"
@@ -205,7 +205,7 @@ _EACH: dict[tuple[str, str, tuple[str, ...]], Prepared] = {}
 
 
 def _each_statement(source: str, target: str, columns: tuple[str, ...]) -> Prepared:
-    """Built once per shape and run through the driver (gateway/prepared.py says why):
+    """Built once per shape and run through the driver (gateway/store/prepared.py says why):
     recording results builds no statement and no parameter set per delivery."""
     key = (source, target, columns)
     statement = _EACH.get(key)

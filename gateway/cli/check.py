@@ -18,7 +18,8 @@ from adapters import DESTINATION_TYPES
 from gateway import config as config_module
 from gateway import heartbeat
 from gateway.config import Config, ConfigFileError
-from gateway.db import (
+from gateway.http import tls
+from gateway.store.db import (
     DatabaseProblem,
     describe_database_error,
     make_engine,
@@ -28,7 +29,6 @@ from gateway.db import (
     schema_state,
     sqlite_file,
 )
-from gateway.http import tls
 
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
 Line = tuple[str, str, str]  # (OK | WARN | FAIL, what, detail)

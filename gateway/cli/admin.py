@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 from adapters.textsafe import json_safe, printable
 from gateway import queries
 from gateway.config import Config
-from gateway.db import make_engine, require_current_schema, require_existing
 from gateway.replay import Conflict, NotFound, replay, retry_dead
+from gateway.store.db import make_engine, require_current_schema, require_existing
 
 EVENT_COLUMNS = ("id", "received_at", "source", "type", "event", "user_id", "anonymous_id",
                  "message_id")

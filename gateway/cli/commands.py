@@ -18,10 +18,11 @@ from typing import NoReturn
 from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import admin_cli, regulations_cli, supervisor
 from gateway import config as config_module
+from gateway.cli import admin, regulations, supervisor
 from gateway.config import Config, ConfigFileError
-from gateway.db import (
+from gateway.http import tls
+from gateway.store.db import (
     DatabaseProblem,
     describe_database_error,
     is_sqlite,
@@ -30,7 +31,6 @@ from gateway.db import (
     require_existing,
     schema_is_current,
 )
-from gateway.http import tls
 
 ADMIN_COMMANDS = ("events", "deliveries", "identities", "replay", "retry", "explain")
 QUIET_ENVIRONMENT = "GATEWAY_INTERNAL_ENVIRONMENT_CHECKED"  # children do not warn again
@@ -71,8 +71,8 @@ def build_parser() -> Parser:
     add("worker", "run the delivery worker alone")
     add("migrate", "bring the database schema up to date")
     add("check", "check the config, the database, the schema and each destination's settings")
-    admin_cli.add_commands(add)
-    regulations_cli.add_commands(add)
+    admin.add_commands(add)
+    regulations.add_commands(add)
     listing = add("destinations", "list destination types and settings")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     return parser
@@ -135,23 +135,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "destinations":
-        from gateway.destinations_cli import render
+        from gateway.cli.destinations import render
 
         print(render(args.json))
         return 0
     if args.command == "serve":
         return _serve(args)
     if args.command == "check":
-        from gateway.check_cli import check
+        from gateway.cli.check import check
 
         return check(config_module.resolve_path(args.config))
     config = config_module.load(args.config)
     if args.command == "worker":
         return _worker(config)
     if args.command in ADMIN_COMMANDS:
-        return admin_cli.run(args, config)
-    if args.command in regulations_cli.COMMANDS:
-        return regulations_cli.run(args, config)
+        return admin.run(args, config)
+    if args.command in regulations.COMMANDS:
+        return regulations.run(args, config)
     migrate(config.database_url)
     print("database schema is up to date")
     return 0
@@ -199,8 +199,8 @@ def _serve(args: argparse.Namespace) -> int:
     elif not schema_is_current(config.database_url):
         raise DatabaseProblem("the schema is not up to date: run gateway migrate first")
     host, port = config_module.parse_bind(args.bind or config.server.bind)
-    admin = config_module.parse_bind(config.admin.bind) if config.admin.bind else None
-    if admin == (host, port):
+    admin_address = config_module.parse_bind(config.admin.bind) if config.admin.bind else None
+    if admin_address == (host, port):
         raise ConfigFileError(f"{path}: [admin]: field 'bind': {config.admin.bind!r} is also the "
                           "address served (--bind); the admin listener needs its own")
     tls_problem = config.server.certfile and tls.load_problem(config.server.certfile,
@@ -210,7 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers or config.server.workers or os.cpu_count() or 1
     try:
         return supervisor.serve(path.resolve(), host, port, workers,
-                                with_worker=not args.no_worker, admin=admin,
+                                with_worker=not args.no_worker, admin=admin_address,
                                 tls=bool(config.server.certfile))
     except supervisor.ServeError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
@@ -226,10 +226,10 @@ def _worker(config: Config) -> int:
     """Deliver until SIGTERM/SIGINT, then finish what is in flight (leases are released by
     finishing, never abandoned)."""
     from gateway import retention
-    from gateway.db import make_engine
     from gateway.delivery.worker import Worker
     from gateway.heartbeat import WORKER, Heartbeat
     from gateway.regulations.service import finisher
+    from gateway.store.db import make_engine
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -259,6 +259,3 @@ def _beat_safely(beat) -> None:
     with contextlib.suppress(Exception):
         beat.beat()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

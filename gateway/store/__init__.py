@@ -1,0 +1,8 @@
+"""Storage: everything that knows the database's shape.
+
+- db.py: engines (SQLite pragmas and writer lock, psycopg 3), migrations, URL masking
+- models.py: the tables (SQLAlchemy Core) and how a value becomes an indexed key
+- prepared.py: statements compiled once and run through the driver on the hot paths
+- outbox.py: the delivery row, its states and the one guarded `transition`
+- storage_state.py: one log line when storage fails and one when it is back
+"""
