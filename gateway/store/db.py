@@ -58,6 +58,8 @@ def parse_url(url: str) -> URL:
             "only sqlite and postgresql are", 2)
     if backend == "postgresql" and importlib.util.find_spec("psycopg") is None:
         raise DatabaseProblem("postgresql URLs need: pip install 'event-gateway[postgres]'", 2)
+    if backend == "postgresql":
+        postgres_prepare_threshold(parsed)  # a bad value is a config mistake, found at load
     return parsed
 
 
@@ -154,7 +156,9 @@ def make_engine(url: str, create_folder: bool = False) -> Engine:
     path = sqlite_file(url)
     url = normalise_url(url)
     if path is None and not is_sqlite(url):
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        parsed, prepare = postgres_prepare_threshold(make_url(url))
+        return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                             connect_args={"prepare_threshold": prepare})
     if path is not None and create_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
     if path is not None:
@@ -164,6 +168,36 @@ def make_engine(url: str, create_folder: bool = False) -> Engine:
     event.listen(engine, "begin", _sqlite_on_begin)
     _SQLITE_WRITE_LOCKS[engine] = writer_lock(path)
     return engine
+
+
+PREPARE_THRESHOLD_DEFAULT = 5  # psycopg's: a statement run 5 times on a connection is prepared
+_NO_PREPARE = ("none", "off", "false", "no", "never")
+
+
+def postgres_prepare_threshold(url: URL) -> tuple[URL, int | None]:
+    """The URL without `prepare_threshold`, and that parameter as psycopg takes it.
+
+    psycopg 3 prepares a statement on the server once a connection has run it 5 times, under a
+    name (`_pg3_0`, …) unique only on that connection. Behind a pooler in transaction mode
+    (PgBouncer before 1.21, or without `max_prepared_statements`) the next transaction may run
+    on another server connection: "prepared statement "_pg3_2" does not exist", "… already
+    exists", or another client's statement under the same name. `?prepare_threshold=none`
+    turns server-side preparing off (README "Behind PgBouncer"); a number sets the
+    threshold. The query string gives text, which psycopg would reject with a TypeError."""
+    raw = url.query.get("prepare_threshold")
+    if raw is None:
+        return url, PREPARE_THRESHOLD_DEFAULT
+    text = (raw[-1] if isinstance(raw, tuple) else raw).strip().lower()
+    if text in _NO_PREPARE:
+        value = None
+    elif text.isdigit() and len(text) <= 9:
+        value = int(text)
+    else:
+        raise DatabaseProblem(
+            "database_url: prepare_threshold must be a whole number (statements are prepared "
+            "on the server after that many runs) or none (never: for PgBouncer in transaction "
+            "mode)", 2)
+    return url.difference_update_query(["prepare_threshold"]), value
 
 
 def create_private(path: Path) -> None:
