@@ -97,7 +97,8 @@ class WorkerSettings:
     # same for 200 rows as for 1,000, measured in bench/delivery.py)
     batch_size: int = at_least(1, 1000)
     # a claim not finished by then is taken over by another worker (0: at once; tests only)
-    lease_seconds: int = 60
+    # short, renewed while held: a worker killed mid-claim stalls its users for this at most
+    lease_seconds: int = 10
     poll_interval_ms: int = at_least(1, 250)  # sleep when nothing is due
     heartbeat_seconds: int = at_least(1, 5)  # liveness row for /health; 3 missed = gone
 

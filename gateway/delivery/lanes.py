@@ -5,7 +5,8 @@ in flight, a running average of how long one of its deliveries takes, a token bu
 limit, which a destination's own `x-ratelimit-*` headers can tighten) and a circuit breaker. The
 worker claims for a lane only what the lane can send within half a lease (`free()`): a
 destination answering in 2 ms gets a full claim at once, one that hangs gets no more than it has
-threads, and one whose circuit is open gets nothing until a probe is due. A destination's
+threads, a rate-limited one no more than its tokens let it send in the next RATE_HORIZON
+seconds, and one whose circuit is open gets nothing until a probe is due. A destination's
 lookups and deletions pass the same breaker and bucket (`guarded`), and the bucket holds this
 process's share of the rate when several workers run (`share`, see limits.py).
 """
@@ -31,6 +32,7 @@ CONNECTION_FAILURES = frozenset({"ConnectionError", "ConnectTimeout", "ReadTimeo
                                  "ProtocolError", "MaxRetryError", "TimeoutError"})
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 MAX_HEADER_PAUSE = 3600.0  # an x-ratelimit-reset further out than this is not believed
+RATE_HORIZON = 2.0  # seconds of its rate a rate-limited lane claims ahead (capacity())
 
 
 Task = tuple[Callable[[Any], Any], Any, int]  # work, its argument (the deliveries), how many
@@ -208,6 +210,7 @@ class Lane:
         self.claim_size = limits.claim_size or batch_size
         # a batching destination sends up to a claim batch per request, on each thread
         self.most = self.claim_size * self.threads if batching else self.claim_size
+        self.per_request = self.claim_size if batching else 1  # deliveries one token sends
         self.lease_seconds = lease_seconds
         # persistent sending threads fed by a queue: no Future, lock or callback per delivery
         self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
@@ -228,11 +231,20 @@ class Lane:
     def capacity(self) -> int:
         """How many deliveries this lane may hold: what its threads send in half a lease,
         between one per thread (slow, or not yet measured) and the claim size (a batch per
-        thread for a batching destination)."""
+        thread for a batching destination); with a rate limit, no more than its tokens let it
+        send within RATE_HORIZON. A lane must not hold what it can only send later: the other
+        workers would find those users held by the per-user barrier and sit idle, and a
+        worker killed would stall them all for a lease."""
         if self.seconds_per_delivery is None:
-            return self.threads
-        sendable = self.threads * (self.lease_seconds / 2) / max(self.seconds_per_delivery, 1e-4)
-        return int(max(self.threads, min(self.most, sendable)))
+            most = self.threads
+        else:
+            sendable = (self.threads * (self.lease_seconds / 2)
+                        / max(self.seconds_per_delivery, 1e-4))
+            most = int(max(self.threads, min(self.most, sendable)))
+        if self.limits.rate_per_second > 0:
+            requests = self.bucket.available() + self.bucket.rate * RATE_HORIZON
+            most = min(most, max(1, int(requests)) * self.per_request)
+        return most
 
     def free(self) -> int:
         """Room worth a claim: at least a quarter of the capacity, so a busy lane is refilled

@@ -35,7 +35,9 @@ from gateway.store.storage_state import StorageState
 log = logging.getLogger(__name__)
 
 MIN_BACKOFF, MAX_BACKOFF = 0.25, 30.0  # seconds between claims while the database fails
-RENEW_AT = 0.5  # renew a lease once less than this fraction of it is left
+# renew a lease once less than this fraction of it is left: before a send that waited in its
+# lane's queue would find less than half of it left and go back unsent (send.lease_too_short)
+RENEW_AT = 2 / 3
 SLOW_CLAIM = 0.2  # seconds: a claim this slow on PostgreSQL refreshes the statistics…
 ANALYZE_EVERY = 60.0  # …at most this often
 PUBLISH_EVERY = 1.0  # seconds between updates of the per-destination gauges
@@ -225,7 +227,7 @@ class Worker:
             self._record_backoff = 0.0
 
     def _renew_leases(self) -> None:
-        """Extend the lease of every delivery still being sent once half of it has gone."""
+        """Extend the lease of every delivery still held once a third of it has gone."""
         lease = self.config.worker.lease_seconds
         if lease <= 0 or not self.sending:
             return

@@ -114,7 +114,7 @@ def test_a_result_is_recorded_only_under_the_lease_it_was_claimed_with(
         worker.close()
 
 
-def test_the_worker_renews_the_leases_of_what_it_still_sends_once_half_has_gone(
+def test_the_worker_renews_the_leases_of_what_it_still_sends_once_a_third_has_gone(
     stored, standin: StandIn
 ) -> None:
     app, engine = stored
@@ -125,14 +125,14 @@ def test_the_worker_renews_the_leases_of_what_it_still_sends_once_half_has_gone(
     try:
         worker.turn(stop, 0.0)
         sending = list(worker.sending.values())
-        assert sending and worker.config.worker.lease_seconds == 60
+        assert sending and worker.config.worker.lease_seconds == 10
         claimed = {c.id: c.lease for c in sending}
         # each send reads the clock as it starts: all of them under way before it moves
         wait_for(lambda: len(standin.requests) == len(sending), 5, "the sends")
-        clock.advance(29)  # 31 s of the lease left: not yet
+        clock.advance(3)  # 7 s of the lease left: not yet
         worker.turn(stop, 0.0)
         assert leases(engine) == claimed
-        clock.advance(2)  # 29 s left: less than half
+        clock.advance(1)  # 6 s left: less than two thirds
         worker.turn(stop, 0.0)
         renewed = leases(engine)
         assert set(renewed) == set(claimed)

@@ -11,7 +11,15 @@ import pytest
 
 from adapters.base import HttpRequest, LookupResponse, Retryable
 from gateway.delivery.client import HttpClient, NoAnswer, Sent
-from gateway.delivery.lanes import CLOSED, HALF_OPEN, OPEN, Done, Lane, TokenBucket
+from gateway.delivery.lanes import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    RATE_HORIZON,
+    Done,
+    Lane,
+    TokenBucket,
+)
 from gateway.delivery.send import Sender
 from gateway.delivery.verdict import Outcome, crashed
 from gateway.destination_limits import DestinationLimits
@@ -72,6 +80,27 @@ def test_a_halved_bucket_hands_out_half_the_tokens_in_the_same_time() -> None:
                 bucket.take(most=0)
                 taken[name] += 1
     assert taken["full"] == pytest.approx(20, abs=1) and taken["half"] == pytest.approx(10, abs=1)
+
+
+def test_a_rate_limited_lane_claims_only_what_its_tokens_send_soon() -> None:
+    """A fast destination limited to 10/s holds its tokens plus RATE_HORIZON seconds of its
+    rate, not a claim size of waiting: other workers get the other users meanwhile."""
+    clock = Clock()
+    fast = Lane("d", 8, 1000, 10, limits=DestinationLimits(rate_per_second=10, burst=10),
+                monotonic=clock)
+    fast.seconds_per_delivery = 0.001
+    assert fast.capacity() == 10 + 10 * RATE_HORIZON  # a full bucket and the horizon's refill
+    fast.bucket.take(most=0)
+    assert fast.capacity() == 9 + 10 * RATE_HORIZON
+    fast.share(5)  # five workers: 2/s each, a burst of 2
+    assert fast.capacity() == 2 + 2 * RATE_HORIZON
+    unlimited = Lane("u", 8, 1000, 10, monotonic=clock)
+    unlimited.seconds_per_delivery = 0.001
+    assert unlimited.capacity() == 1000  # no rate: the claim size, as before
+    batching = Lane("b", 4, 50, 10, batching=True,
+                    limits=DestinationLimits(rate_per_second=1, burst=1), monotonic=clock)
+    batching.seconds_per_delivery = 0.001
+    assert batching.capacity() == (1 + 1 * RATE_HORIZON) * 50  # one token sends a batch
 
 
 def refused(request: HttpRequest) -> LookupResponse:
