@@ -9,7 +9,11 @@ case goes through the real config load and the worker's real hook (delivery/send
 
 from __future__ import annotations
 
+import json
+import re
+import tomllib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -343,3 +347,27 @@ def test_explain_names_consent_not_the_adapter() -> None:
                           last_error="Consent: denied C0004 (oneTrust)",
                           next_attempt_at=None, updated_at=None)
     assert _delivery_words(row) == ("skipped", "skipped for consent: denied C0004 (oneTrust)")
+
+
+def test_the_readme_examples_load_and_enforce() -> None:
+    """The Consent section's TOML (the copied RudderStack config, the Segment table) is real."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Consent\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    json_block = re.search(r"```json\n\"config\": (.*?)```", section, re.S)
+    assert len(blocks) == 2 and json_block
+    loaded = [tomllib.loads(block)["destinations"][0] for block in blocks]
+    assert loaded[0]["settings"] == json.loads(json_block.group(1))  # the TOML is the JSON
+    config = from_mapping({"database_url": "sqlite://", "admin_token": ADMIN_TOKEN,
+                           "sources": [{"name": "web", "write_key": "wk"}],
+                           "destinations": loaded})
+    hook, ads = config.destinations
+    assert outcome(hook, cm(["C0004"])) == "Consent: denied C0004 (oneTrust)"
+    assert outcome(hook, cm(["C0003"], "oneTrust")) == \
+        "Consent: denied C0003 (consentManagement oneTrust, and)"
+    assert outcome(hook, cm(["ads"], "custom")) == SENT
+    assert outcome(hook, cm(["analytics"], "ketch")) == \
+        "Consent: denied every one of analytics (ketch)"
+    assert outcome(ads, {"consent": {"categoryPreferences": {"Advertising": True,
+                                                             "Analytics": False}}}) == \
+        "Consent: not granted Analytics (Segment categoryPreferences)"
