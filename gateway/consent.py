@@ -178,6 +178,19 @@ def _generic(raw: Any) -> tuple[Generic, ...]:
     return tuple(found.values())
 
 
+def describe(rules: Rules) -> str:
+    """The rules in one line, for `gateway check` and the console ("" when there are none)."""
+    parts = [f"consentManagement {g.provider}"
+             + (f" ({g.strategy or AND})" if g.provider == CUSTOM else "")
+             + f": {_names(g.consents)}" for g in rules.generic]
+    for label, ids in (("oneTrustCookieCategories", rules.one_trust),
+                       ("ketchConsentPurposes", rules.ketch),
+                       ("Segment categories", rules.categories)):
+        if ids:
+            parts.append(f"{label}: {_names(ids)}")
+    return "; ".join(parts)
+
+
 # --- per event, in the delivery worker ---------------------------------------------------------
 
 

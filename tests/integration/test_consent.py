@@ -151,6 +151,9 @@ def test_refused_deliveries_are_skipped_with_the_rule_and_shown(env) -> None:
     event_id = next(e.id for e in env.events() if e.message_id == "seg-no")
     page = console.get(f"/console/events/{event_id}").get_data(as_text=True)
     assert "skipped for consent: not granted Advertising" in page
+    overview = console.get("/console/destinations").get_data(as_text=True)
+    assert "consentManagement custom (or): marketing, ads; oneTrustCookieCategories: C0004" \
+        in overview and "Segment categories: Advertising" in overview
 
 
 def test_replay_respects_consent(env) -> None:

@@ -371,3 +371,38 @@ def test_the_readme_examples_load_and_enforce() -> None:
     assert outcome(ads, {"consent": {"categoryPreferences": {"Advertising": True,
                                                              "Analytics": False}}}) == \
         "Consent: not granted Analytics (Segment categoryPreferences)"
+
+
+def test_gateway_check_shows_the_rules_and_fails_on_a_malformed_one(tmp_path: Path,
+                                                                    capsys) -> None:
+    from gateway.cli.check import check, check_destinations
+    from tests.conftest import write_toml
+
+    settings = {**one_trust("C0004"), **ketch("ads"),
+                **generic(("oneTrust", "", ("C0003",)), ("custom", "or", ("a", "b")))}
+    config = from_mapping({"database_url": "sqlite://", "admin_token": ADMIN_TOKEN,
+                           "sources": [{"name": "web", "write_key": "wk"}],
+                           "destinations": [
+                               {"name": "hook", "type": "webhook",
+                                "settings": {"webhookUrl": "https://h.example/in", **settings},
+                                "consent": {"categories": ["Advertising"]}},
+                               {"name": "plain", "type": "webhook",
+                                "settings": {"webhookUrl": "https://h.example/in"}}]})
+    assert check_destinations(config) == [
+        ("ok", "destination hook (webhook)",
+         "settings ok; consent: consentManagement oneTrust: C0003; consentManagement custom "
+         "(or): a, b; oneTrustCookieCategories: C0004; ketchConsentPurposes: ads; Segment "
+         "categories: Advertising"),
+        ("ok", "destination plain (webhook)", "settings ok")]
+
+    path = tmp_path / "gateway.toml"
+    write_toml(path, {"database_url": f"sqlite:///{tmp_path}/g.db", "admin_token": ADMIN_TOKEN,
+                      "sources": [{"name": "web", "write_key": "wk"}],
+                      "destinations": [{"name": "hook", "type": "webhook",
+                                        "settings": {"webhookUrl": "https://h.example/in",
+                                                     "oneTrustCookieCategories": "C0004"}}]})
+    assert check(path) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL")
+    assert "[[destinations]] #1 ('hook').settings: field 'oneTrustCookieCategories': must be " \
+           "a list" in out
