@@ -109,8 +109,8 @@ def _segment_table(raw: Any) -> tuple[str, ...]:
 
 
 def _absent(raw: Any) -> bool:
-    """Nothing configured: the key missing, an empty list, or an empty table (RudderStack's
-    own configs carry `"consentManagement": {}` for a destination without consent rules)."""
+    """Nothing configured: the key missing, an empty list, or an empty table (configs in use
+    carry `consentManagement = {}`, which loaded before consent was enforced)."""
     return raw is None or raw == [] or raw == {}
 
 
