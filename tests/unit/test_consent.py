@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.base import BatchItem
 from gateway.config import ConfigFileError, Destination, from_mapping
@@ -406,3 +408,34 @@ def test_gateway_check_shows_the_rules_and_fails_on_a_malformed_one(tmp_path: Pa
     assert out.startswith("FAIL")
     assert "[[destinations]] #1 ('hook').settings: field 'oneTrustCookieCategories': must be " \
            "a list" in out
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+IDS = st.sampled_from(["C1", "C2", "ads", "", "Advertising"])
+CONSENT_FIELDS = st.fixed_dictionaries({}, optional={
+    "deniedConsentIds": st.lists(IDS | JSON, max_size=5) | JSON,
+    "provider": st.sampled_from(["", "oneTrust", "ketch", "custom", "iubenda"]) | JSON,
+    "resolutionStrategy": st.sampled_from(["and", "or", ""]) | JSON})
+CONTEXTS = st.fixed_dictionaries({}, optional={
+    "consentManagement": CONSENT_FIELDS | JSON,
+    "consent": st.fixed_dictionaries({}, optional={
+        "categoryPreferences": st.dictionaries(IDS, JSON, max_size=3) | JSON}) | JSON}) | JSON
+EVERY_SHAPE = destination({**one_trust("C1"), **ketch("ads", "C2"),
+                           **generic(("oneTrust", "", ("C1", "C2")), ("custom", "or", ("ads",)))},
+                          {"categories": ["Advertising"]})
+
+
+@settings(max_examples=300, deadline=None)
+@given(CONTEXTS)
+def test_any_event_context_is_decided_without_error(context: Any) -> None:
+    """Every field of the event is the sender's: whatever it holds, the worker gets a decision,
+    and a refusal names only configured ids (never the sender's text)."""
+    result = outcome(EVERY_SHAPE, context)
+    assert result == SENT or result.startswith("Consent: ")
+    if result != SENT:
+        named = result.split(" (", 1)[0]
+        assert set(re.findall(r"[\w]+", named)) <= {
+            "Consent", "denied", "every", "one", "of", "not", "granted", "C1", "C2", "ads",
+            "Advertising"}
