@@ -123,7 +123,8 @@ class BatchOutput:
 
 # Keys RudderStack puts in every destination's config and each destination ignores (event
 # filtering, consent, SDK connection mode). A config copied from RudderStack may carry them, so
-# config load lets them through; any other key a destination does not know is refused.
+# config load lets them through; any other key a destination does not know is refused. The
+# consent keys are the gateway's to enforce, before any adapter runs (gateway/consent.py).
 GENERIC_SETTINGS = frozenset({
     "blacklistedEvents", "whitelistedEvents", "blackListedEvents", "whiteListedEvents",
     "eventFilteringOption", "oneTrustCookieCategories", "ketchConsentPurposes",

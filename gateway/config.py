@@ -21,6 +21,7 @@ from typing import Any
 
 from adapters import DESTINATION_TYPES
 from adapters.known import unknown_key
+from gateway import consent as consent_module
 from gateway import filters as filters_module
 from gateway.destination_limits import DestinationLimits, LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
@@ -167,6 +168,8 @@ class Destination:
     filters: Filters = NO_FILTERS  # what this destination never receives (gateway/filters.py)
     # [destinations.limits], beside settings (gateway/destination_limits.py)
     limits: DestinationLimits = field(default_factory=DestinationLimits)
+    # consent rules: RudderStack's keys in settings, Segment's [destinations.consent]
+    consent: consent_module.Rules = consent_module.NO_RULES
 
     @property
     def display_names(self) -> tuple[str, ...]:
@@ -562,7 +565,8 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
     source_names = tuple(s.name for s in sources)
     destinations: list[Destination] = []
     seen: set[str] = set()
-    allowed = {"name", "type", "sources", "enabled", "endpoint", "settings", "filters", "limits"}
+    allowed = {"name", "type", "sources", "enabled", "endpoint", "settings", "filters", "limits",
+               "consent"}
     for index, item in enumerate(items, 1):
         table = f"[[destinations]] #{index}"
         if not isinstance(item, dict):
@@ -605,7 +609,8 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
             name=name, type=kind, sources=tuple(linked),
             enabled=_bool(item, "enabled", True, where, table),
             endpoint=endpoint.rstrip("/") if endpoint else None, settings=settings,
-            filters=_filters(item, where, table), limits=limits))
+            filters=_filters(item, where, table), limits=limits,
+            consent=_consent(item, where, table)))
     return tuple(destinations)
 
 
@@ -617,6 +622,14 @@ def _filters(item: Mapping[str, Any], where: str, table: str) -> Filters:
         return filters_module.parse(item["filters"])
     except ValueError as exc:
         raise ConfigFileError(f"{where}: {table}.filters: {exc}") from None
+
+
+def _consent(item: Mapping[str, Any], where: str, table: str) -> consent_module.Rules:
+    """The entry's consent rules (gateway/consent.py), checked: enforced, so never guessed."""
+    try:
+        return consent_module.load(item)
+    except consent_module.ConsentError as exc:
+        raise ConfigFileError(f"{where}: {table}.{exc}") from None
 
 
 def _load_table(cls: type, values: Any, where: str, table: str) -> Any:

@@ -4,9 +4,9 @@ The path, in the order the gateway takes it: refused at ingest (the rejections r
 as a resend of an earlier messageId (which event), not routed (the destination is disabled, its
 `sources` list leaves the source out, or the message's `integrations` rule — decided by
 gateway/routing.py's own `decision`, so the words cannot drift from what ingest did), then the
-delivery's state: skipped (the adapter's reason), pending / delivering / retrying (next attempt,
-last error), delivered (when, status), dead (last error). Shared by `GET /admin/v1/explain`,
-`gateway explain` and the console.
+delivery's state: skipped (the event's consent, a filter, or the adapter's reason), pending /
+delivering / retrying (next attempt, last error), delivered (when, status), dead (last error).
+Shared by `GET /admin/v1/explain`, `gateway explain` and the console.
 """
 
 from __future__ import annotations
@@ -132,6 +132,8 @@ def _delivery_words(d: Any) -> tuple[str, str]:
         reason = d.last_error or "no reason recorded"
         if reason.startswith("Filtered: "):  # the destination's filters (gateway/filters.py)
             return d.state, f"skipped by the destination's filters: {reason[10:]}"
+        if reason.startswith("Consent: "):  # the event's consent (gateway/consent.py)
+            return d.state, f"skipped for consent: {reason[9:]}"
         return d.state, f"skipped by the destination's adapter: {reason}"
     if d.state == outbox.DEAD:
         return d.state, f"dead after {attempts}: {last or 'no error recorded'}"

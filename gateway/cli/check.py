@@ -1,8 +1,8 @@
 """`gateway check`: is this installation usable? One line per thing checked — the config file,
 the admin token's strength, the database, its schema, the delivery workers, each destination's
-settings, the TLS certificate and key when it serves TLS — and exit 1 if any is not. A file
-others may read is a warning (`WARN`): the installation works, but exposes secrets or every
-stored event."""
+settings (and the consent it enforces), the TLS certificate and key when it serves TLS — and
+exit 1 if any is not. A file others may read is a warning (`WARN`): the installation works, but
+exposes secrets or every stored event."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import DESTINATION_TYPES
 from gateway import config as config_module
-from gateway import heartbeat
+from gateway import consent, heartbeat
 from gateway.config import Config, ConfigFileError
 from gateway.http import tls
 from gateway.store.db import (
@@ -104,7 +104,9 @@ def check_destinations(config: Config) -> list[Line]:
     for destination in config.destinations:
         problem = DESTINATION_TYPES[destination.type].check_settings(destination.settings)
         what = f"destination {destination.name} ({destination.type})"
-        lines.append((FAIL if problem else OK, what, problem or "settings ok"))
+        rules = consent.describe(destination.consent)  # checked at load: shown, not judged
+        detail = problem or "settings ok" + (f"; consent: {rules}" if rules else "")
+        lines.append((FAIL if problem else OK, what, detail))
     return lines
 
 

@@ -13,7 +13,7 @@ import orjson
 from flask import Response, abort, make_response, redirect, render_template, request
 from flask import url_for as url
 
-from gateway import identity, queries, rejections
+from gateway import consent, identity, queries, rejections
 from gateway.console import auth, bp, data
 from gateway.explain import explain, explain_event
 from gateway.http import context
@@ -247,7 +247,8 @@ def destinations() -> str:
                                     for k in ("delivered", "failed", "dead")})
         rows.append({"destination": d, "depth": int(depth), "age": _age(age),
                      "series": series, "totals": {k: sum(v) for k, v in series.items()},
-                     "bars": _bars(series), "circuit": circuits.get(d.name)})
+                     "bars": _bars(series), "circuit": circuits.get(d.name),
+                     "consent": consent.describe(d.consent)})
     covered = (datetime.now(UTC) - chart.since).total_seconds()
     return render_template("console/destinations.html", rows=rows,
                            covered=None if covered >= 3590 else _age(covered))

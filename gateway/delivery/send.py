@@ -29,7 +29,7 @@ from adapters.base import (
     Unsupported,
 )
 from adapters.status import is_success
-from gateway import filters
+from gateway import consent, filters
 from gateway.config import Destination
 from gateway.delivery.claim import Claimed
 from gateway.delivery.client import (
@@ -115,7 +115,7 @@ class Sender:
         by_id = {c.id: c for c in claimed}
         settings = target.destination.settings
         items = [BatchItem(c.event, settings, key=c.id) for c in claimed]
-        items, skipped = split_batch(target.destination, items)  # destination filters
+        items, skipped = split_batch(target.destination, items)  # consent, filters
         try:
             outputs = skipped + (target.adapter.transform_batch(items, target.lookup)
                                  if items else [])
@@ -215,15 +215,25 @@ def _rejected(adapter: Adapter, outcome: Outcome) -> dict[int, str]:
     return adapter.rejected_items(outcome.status, body)
 
 
-# --- destination filters (gateway/filters.py): a dropped event is the contract's Unsupported --
+# --- destination consent (gateway/consent.py) and filters (gateway/filters.py): a refused or --
+# --- dropped event is the contract's Unsupported, so the delivery ends `skipped` -------------
 
 
 class Filtered(Unsupported):
     """A destination filter dropped the event: the delivery ends `skipped` with the reason."""
 
 
+class Consent(Unsupported):
+    """The event's consent forbids this destination: `skipped`, the reason names the rule
+    (`Consent: denied C0004 (oneTrust)`)."""
+
+
 def for_destination(destination: Any, event: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What the adapter of `destination` (anything with `.filters`) is given, or Filtered."""
+    """What the adapter of `destination` (anything with `.consent` and `.filters`) is given,
+    or Consent / Filtered. Consent first: no filter can make a refused event go out."""
+    refusal = consent.decide(destination.consent, event)
+    if refusal is not None:
+        raise Consent(refusal)
     if destination.filters.empty:
         return event
     result = filters.apply(destination.filters, event)
@@ -234,16 +244,16 @@ def for_destination(destination: Any, event: Mapping[str, Any]) -> Mapping[str, 
 
 def split_batch(destination: Any, items: list[BatchItem]) -> tuple[list[BatchItem],
                                                                    list[BatchOutput]]:
-    """Router mode: the items the filters let through (transformed), and one skipped output
-    per dropped item."""
-    if destination.filters.empty:
+    """Router mode: the items consent and the filters let through (transformed), and one
+    skipped output per refused or dropped item."""
+    if destination.filters.empty and destination.consent.empty:
         return items, []
     kept: list[BatchItem] = []
     dropped: list[BatchOutput] = []
     for item in items:
         try:
             kept.append(dataclasses.replace(item, event=for_destination(destination, item.event)))
-        except Filtered as error:
+        except (Filtered, Consent) as error:
             dropped.append(BatchOutput([item.key], error=error))
     return kept, dropped
 
