@@ -160,16 +160,20 @@ DESTINATIONS = {
 
 
 def write_config(path: Path, database_url: str, endpoint: str,
-                 destination: str = "webhook", stuck: str | None = None) -> None:
+                 destination: str = "webhook", stuck: str | None = None,
+                 limits: str = "", worker: str = "") -> None:
     """One destination "dest"; with `stuck`, a second webhook "stuck" there (first in the
-    file, so its deliveries are the older rows of each event)."""
+    file, so its deliveries are the older rows of each event). `limits` and `worker`: more
+    lines of its [destinations.limits] table and of [worker]."""
     stuck_table = (f'[[destinations]]\nname = "stuck"\nendpoint = "{stuck}"\n'
                    f'{DESTINATIONS["webhook"]}\n') if stuck else ""
     path.write_text(
         f'database_url = "{database_url}"\nadmin_token = "{ADMIN_TOKEN}"\n\n'
         f'[[sources]]\nname = "web"\nwrite_key = "{WRITE_KEY}"\n\n{stuck_table}'
         f'[[destinations]]\nname = "dest"\nendpoint = "{endpoint}"\n'
-        f'{DESTINATIONS[destination]}\n[worker]\npoll_interval_ms = 20\n')
+        f'{DESTINATIONS[destination]}'
+        + (f'[destinations.limits]\n{limits}' if limits else '')
+        + f'\n[worker]\npoll_interval_ms = 20\n{worker}')
 
 
 def batches(events: int, size: int = 100) -> Iterator[bytes]:
@@ -444,6 +448,83 @@ def postgres_cpu_seconds() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+# -- several workers on one PostgreSQL -----------------------------------------------------------
+
+@dataclass
+class ScaleOut:
+    rate: float  # deliveries/s from the first attempt to the last
+    busiest_second: int  # the most attempts started in one second, after the first two
+    database_cpu: float  # PostgreSQL's CPU seconds per 1,000 deliveries
+    workers_cpu: float  # the workers' CPU seconds per 1,000 deliveries
+
+
+def attempts_per_second(database_url: str) -> list[int]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            starts = sorted(s.timestamp() for s in connection.execute(
+                select(delivery_attempts.c.started_at)).scalars())
+    finally:
+        engine.dispose()
+    counts = [0] * (int(starts[-1] - starts[0]) + 1)
+    for at in starts:
+        counts[int(at - starts[0])] += 1
+    return counts
+
+
+def scale_out(workdir: Path, database_url: str, url: str, events: int, workers: int,
+              rate: float) -> ScaleOut:
+    """A backlog of `events` to one webhook destination (`rate` per second, 0 = none), then
+    `workers` worker processes draining it while PostgreSQL's CPU is read. Each counts the
+    others within a heartbeat (1 s here): the busiest second is taken after the first two."""
+    config = workdir / f"scale-{workers}-{rate:g}.toml"
+    write_config(config, database_url, url, limits=f"rate_per_second = {rate:g}\n",
+                 worker="heartbeat_seconds = 1\n")
+    ingest_in_process(config, events)  # the backlog first: PostgreSQL's CPU is delivery's
+    database_before = postgres_cpu_seconds()
+    processes = [subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config),
+                                   "worker"], cwd=workdir, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for _ in range(workers)]
+    try:
+        wait_all_delivered(database_url, events, seconds=60 + (events / rate if rate else 0) * 3)
+        database_cpu = postgres_cpu_seconds() - database_before
+        workers_cpu = sum(tree_cpu_seconds(p.pid) for p in processes)  # start-up included
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+    seconds, _ = attempt_window(database_url)
+    per_second = attempts_per_second(database_url)
+    return ScaleOut(events / seconds, max(per_second[2:-1] or [0]),
+                    database_cpu / events * 1000, workers_cpu / events * 1000)
+
+
+def scale_out_figures(postgres: str, events: int, workers: int, rate: float) -> None:
+    """The rate a limited destination gets from several workers, and what its backlog costs
+    PostgreSQL beside the same backlog unthrottled."""
+    print(f"{workers} `gateway worker` processes on one PostgreSQL; a backlog of {events} "
+          f"events over {USERS} users to one webhook destination; stand-in answers at once")
+    with tempfile.TemporaryDirectory() as tmp, standin() as url:
+        workdir = Path(tmp)
+        runs = {}
+        for limit in (0.0, rate):
+            with database("postgresql", workdir, postgres, "scale") as db_url:
+                runs[limit] = scale_out(workdir, db_url, url, events, workers, limit)
+        free, limited = runs[0.0], runs[rate]
+        share = limited.rate / rate
+        calm = "PASS" if limited.busiest_second <= rate * 1.2 else "MISS"
+        print(f"  unthrottled      {free.rate:>8,.0f} deliveries/s; PostgreSQL CPU "
+              f"{free.database_cpu:.3f} s per 1,000, workers {free.workers_cpu:.3f}")
+        print(f"  at {rate:g}/s         {limited.rate:>8,.1f} deliveries/s = {share:.0%} of the "
+              f"rate ({'PASS' if share >= 0.8 else 'MISS'} >= 80 %), busiest second after the "
+              f"burst {limited.busiest_second} ({calm} <= 120 %); PostgreSQL CPU "
+              f"{limited.database_cpu:.3f} s per 1,000 = "
+              f"{limited.database_cpu / max(free.database_cpu, 1e-9):.1f}x unthrottled "
+              f"({'PASS' if limited.database_cpu <= 2 * free.database_cpu else 'MISS'} <= 2x), "
+              f"workers {limited.workers_cpu:.3f}")
+
+
 # -- databases ----------------------------------------------------------------------------------
 
 @contextmanager
@@ -477,8 +558,18 @@ def main() -> int:
                         help="concurrent connections posting batches end to end (default 4)")
     parser.add_argument("--hanging", action="store_true",
                         help="only the isolation figure: alone vs beside a hanging destination")
+    parser.add_argument("--workers", type=int,
+                        help="only the scale-out figure (needs --postgres): this many worker "
+                             "processes, a destination at --rate, and PostgreSQL's CPU")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="with --workers: the destination's rate_per_second (default 100)")
     args = parser.parse_args()
     print(machine_info())
+    if args.workers:
+        if not args.postgres:
+            parser.error("--workers needs --postgres")
+        scale_out_figures(args.postgres, min(args.events, 3000), args.workers, args.rate)
+        return 0
     if args.hanging:
         with tempfile.TemporaryDirectory() as tmp:
             hanging_figure(Path(tmp), ["sqlite"] + (["postgresql"] if args.postgres else []),

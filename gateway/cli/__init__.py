@@ -5,6 +5,7 @@
 - regulations.py: `suppress`, `unsuppress`, `delete`, `regulations`
 - check.py: `gateway check`
 - destinations.py: `gateway destinations`
+- copy.py: `gateway copy --to URL` (the move to PostgreSQL)
 - supervisor.py: `gateway serve`'s parent process (binds, starts and restarts the children)
 - httpserver.py: the gunicorn child the supervisor starts (`python -m gateway.cli.httpserver`)
 

@@ -19,7 +19,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import config as config_module
-from gateway.cli import admin, regulations, supervisor
+from gateway.cli import admin, copy, regulations, supervisor
 from gateway.config import Config, ConfigFileError
 from gateway.http import tls
 from gateway.store.db import (
@@ -73,6 +73,7 @@ def build_parser() -> Parser:
     add("check", "check the config, the database, the schema and each destination's settings")
     admin.add_commands(add)
     regulations.add_commands(add)
+    copy.add_command(add)
     listing = add("destinations", "list destination types and settings")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     return parser
@@ -152,6 +153,8 @@ def _run(args: argparse.Namespace) -> int:
         return admin.run(args, config)
     if args.command in regulations.COMMANDS:
         return regulations.run(args, config)
+    if args.command == "copy":
+        return copy.run(args, config)
     migrate(config.database_url)
     print("database schema is up to date")
     return 0

@@ -5,4 +5,5 @@
 - prepared.py: statements compiled once and run through the driver on the hot paths
 - outbox.py: the delivery row, its states and the one guarded `transition`
 - storage_state.py: one log line when storage fails and one when it is back
+- copy.py: one database into another (`gateway copy`), resumable, verified
 """
