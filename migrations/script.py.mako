@@ -15,6 +15,11 @@ down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
+# Expand-then-contract (docs/design.md §5): True only when the previous release's code keeps
+# working on the schema after this revision (new tables, nullable columns, indexes); False
+# when it drops, renames or tightens what that code uses (then it waits for a later release).
+safe_while_older_nodes_run = False
+
 
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}

@@ -26,6 +26,7 @@ from gateway.store.db import (
     DatabaseProblem,
     describe_database_error,
     is_sqlite,
+    make_engine,
     migrate,
     require_current_schema,
     require_existing,
@@ -69,7 +70,11 @@ def build_parser() -> Parser:
                        help="write a new config (fresh write key and admin token) when the "
                             "--config or $GATEWAY_CONFIG file does not exist")
     add("worker", "run the delivery worker alone")
-    add("migrate", "bring the database schema up to date")
+    migrating = add("migrate", "bring the database schema up to date")
+    migrating.add_argument("--check", action="store_true",
+                           help="change nothing: say which revisions are pending and whether "
+                                "they are safe while nodes of the previous release run "
+                                "(exit 0 none, 1 pending, 2 the database is newer)")
     add("check", "check the config, the database, the schema and each destination's settings")
     admin.add_commands(add)
     regulations.add_commands(add)
@@ -155,9 +160,25 @@ def _run(args: argparse.Namespace) -> int:
         return regulations.run(args, config)
     if args.command == "copy":
         return copy.run(args, config)
+    if args.check:
+        return _check_migrations(config.database_url)
     migrate(config.database_url)
     print("database schema is up to date")
     return 0
+
+
+def _check_migrations(url: str) -> int:
+    """`gateway migrate --check`: the pending revisions, read without changing anything."""
+    from gateway.store import upgrade
+
+    require_existing(url)
+    engine = make_engine(url)
+    try:
+        lines, code = upgrade.describe(upgrade.plan(engine))
+    finally:
+        engine.dispose()
+    print("\n".join(lines))
+    return code
 
 
 def _warn_about_environment() -> None:

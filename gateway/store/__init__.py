@@ -6,4 +6,5 @@
 - outbox.py: the delivery row, its states and the one guarded `transition`
 - storage_state.py: one log line when storage fails and one when it is back
 - copy.py: one database into another (`gateway copy`), resumable, verified
+- upgrade.py: the pending revisions and whether older nodes survive them (`migrate --check`)
 """

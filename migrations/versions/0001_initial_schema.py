@@ -18,6 +18,9 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# the first schema: no older node can run on a database without it
+safe_while_older_nodes_run = True
+
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 

@@ -18,6 +18,9 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# a new table: older nodes do not read it
+safe_while_older_nodes_run = True
+
 
 def upgrade() -> None:
     op.create_table(

@@ -19,6 +19,9 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# indexes only
+safe_while_older_nodes_run = True
+
 INDEXES = (
     ("ix_events_type_id", "events", ["type", "id"]),
     ("ix_events_event_id", "events", ["event", "id"]),

@@ -19,6 +19,9 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# a new table: older nodes do not read it
+safe_while_older_nodes_run = True
+
 
 def upgrade() -> None:
     identifier = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

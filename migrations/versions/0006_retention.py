@@ -25,6 +25,9 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# an index only
+safe_while_older_nodes_run = True
+
 INDEXES = (
     ("ix_deliveries_state_updated_at", "deliveries", ["state", "updated_at"]),
     ("ix_delivery_attempts_started_at", "delivery_attempts", ["started_at"]),

@@ -22,6 +22,9 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# new tables, a nullable column, event_id made nullable: older nodes write rows as before
+safe_while_older_nodes_run = True
+
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 

@@ -21,6 +21,9 @@ down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# an index replaced: older nodes' claims work, slower, until they are upgraded
+safe_while_older_nodes_run = True
+
 
 def upgrade() -> None:
     op.create_index("ix_deliveries_destination_state_next_attempt_at", "deliveries",

@@ -21,6 +21,9 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# new tables: older nodes do not read them
+safe_while_older_nodes_run = True
+
 
 def upgrade() -> None:
     op.create_table(
