@@ -12,7 +12,7 @@ from flask import request
 
 from gateway.config import Source
 from gateway.http import body as request_body
-from gateway.http import context
+from gateway.http import context, source_guard
 from gateway.http.errors import ApiError
 
 
@@ -44,7 +44,8 @@ def basic_username() -> str | None:
 
 
 def source_for(key: str) -> Source:
-    """The enabled source of this write key: 401 for a missing or unknown key, 404 disabled."""
+    """The enabled source of this write key: 401 for a missing or unknown key, 404 disabled,
+    403 for an `Origin` the source's `allowed_origins` does not hold."""
     if not key:
         raise ApiError(401, "missing_write_key",
                        "no write key: send it as the Basic auth username, as `writeKey` in the "
@@ -54,4 +55,5 @@ def source_for(key: str) -> Source:
         raise ApiError(401, "invalid_write_key", "invalid write key")
     if not source.enabled:
         raise ApiError(404, "source_disabled", "source is disabled")
+    source_guard.check_origin(source)  # a browser from another origin: 403
     return source

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 
 from gateway import filters, ingest, metrics, rejections
 from gateway.config import Config, Source
-from gateway.http import clients, context, forwarded
+from gateway.http import clients, context, forwarded, source_guard
 from gateway.http.auth import authenticated_body, basic_username, source_for
 from gateway.http.errors import ApiError, error_response
 from gateway.messages import (
@@ -90,6 +90,7 @@ def pixel(path_name: str) -> Response:
 
 def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type: str | None = None,
             single_call: bool = False) -> Response:
+    source_guard.admit(source, len(elements))  # over the source's rate: 429, nothing stored
     config = context.config()
     received_at = datetime.now(UTC)
     info = RequestInfo(
