@@ -83,18 +83,18 @@ class SourceRates:
     def __init__(self, engine: Engine, beat: heartbeat.Heartbeat, every: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.beat = beat
+        self.every = every
         self.live = heartbeat.LiveCount(engine, heartbeat.HTTP, every, clock)
         self.clock = clock
+        self._next_beat = float("-inf")
+        self._beating = threading.Lock()
         self.processes = 0
         self.buckets: dict[str, tuple[RateLimit, Bucket]] = {}
         self.lock = threading.Lock()
 
     def wait_for(self, name: str, limit: RateLimit, events: int) -> float:
         """0 when `events` may come in now (they are counted), else seconds to wait."""
-        try:
-            self.beat.beat()  # this process serves a limited source: it counts in the share
-        except Exception as exc:  # an outage: storing reports it; the share keeps its count
-            log.debug("cannot write the HTTP heartbeat: %s", exc)
+        self._beat()
         processes = self.live.current()
         with self.lock:
             if processes != self.processes:
@@ -106,6 +106,20 @@ class SourceRates:
                 found = self.buckets[name] = (limit, Bucket(*share(limit, processes),
                                                             clock=self.clock))
             return found[1].take(events)
+
+    def _beat(self) -> None:
+        """This process serves a limited source, so it counts in the share: its row, written
+        by one request thread at most once an interval (the others never wait for it), and
+        during an outage tried no more often (storing reports the outage, not this)."""
+        if self.clock() < self._next_beat or not self._beating.acquire(blocking=False):
+            return
+        try:
+            self._next_beat = self.clock() + self.every
+            self.beat.beat(force=True)
+        except Exception as exc:  # the share keeps its last count
+            log.debug("cannot write the HTTP heartbeat: %s", exc)
+        finally:
+            self._beating.release()
 
 
 def share(limit: RateLimit, processes: int) -> tuple[float, float]:

@@ -42,6 +42,8 @@ def make_app(database_url: str):
 
     yield make
     for app in apps:
+        source_guard.flush_refusals(app)  # no window may be written after the database goes
+        rejections.flush(app.extensions["gateway.engine"])
         app.extensions["gateway.engine"].dispose()
 
 
@@ -252,3 +254,33 @@ def test_the_console_sources_page_shows_both(make_app) -> None:
     assert "rate limit 100 events/s, burst 200" in page
     assert "https://*.example.com" in page
     assert "no rate limit; any origin" in page  # the source without either
+
+
+def test_the_heartbeat_is_written_once_an_interval_not_per_request(make_app) -> None:
+    app = make_app(rate_limit={"events_per_second": 1000, "burst": 1000})
+    now = [1000.0]
+    rates = app.extensions[source_guard.STATE_KEY].rates
+    rates.clock = rates.live.clock = lambda: now[0]
+    original, writes = rates.beat.beat, []
+    rates.beat.beat = lambda force=False: writes.append(force) or original(force)
+    client = app.test_client()
+    for n in range(5):
+        assert batch(client, 1, f"a{n}").status_code == 200
+    assert len(writes) == 1
+    now[0] += app.extensions["gateway.config"].worker.heartbeat_seconds
+    assert batch(client, 1, "b").status_code == 200
+    assert len(writes) == 2
+
+
+def test_an_sdk_that_resends_all_but_success_gets_the_429_too(make_app) -> None:
+    """RudderStack Android 1.x resends anything but a 200: a 429 keeps its events on the
+    device (they come again), where a 200 for a refused request would lose them."""
+    app = make_app(rate_limit={"events_per_second": 0.01, "burst": 1})
+    client = app.test_client()
+    library = {"library": {"name": "com.rudderstack.android.sdk.core"}}
+    body = {"batch": [{"type": "track", "userId": "u", "event": "e", "messageId": f"r{n}"}
+                      for n in range(3)], "context": library}
+    assert client.post("/v1/batch", json=body, headers=basic(WRITE_KEY)).status_code == 200
+    again = client.post("/v1/batch", json=body, headers=basic(WRITE_KEY))
+    assert again.status_code == 429 and "rejected" not in again.get_json()
+    assert len(stored_events(app.extensions["gateway.engine"])) == 3
