@@ -21,9 +21,11 @@ def create_app(config: Config | None = None) -> Flask:
     # Every body is bounded (docs/design.md §2.7): the tracking routes check the exact limit
     # themselves; this also bounds the admin API's bodies.
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_request_bytes + 1
-    from gateway.http import admin, browser, context, cors, deadline, errors, tracking
+    from gateway.http import admin, browser, context, cors, deadline, errors, source_guard, tracking
 
-    context.install(app, config, make_engine(config.database_url), StorageState("storage"))
+    engine = make_engine(config.database_url)
+    context.install(app, config, engine, StorageState("storage"))
+    source_guard.init_app(app, config, engine)  # per-source rate limits (and the HTTP heartbeat)
 
     errors.init_app(app)
     deadline.init_app(app, config.server.body_timeout_seconds)

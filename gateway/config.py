@@ -23,6 +23,7 @@ from adapters import DESTINATION_TYPES
 from adapters.known import unknown_key
 from gateway import consent as consent_module
 from gateway import filters as filters_module
+from gateway import source_limits
 from gateway.destination_limits import DestinationLimits, LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
 from gateway.http.peers import parse_network
@@ -155,6 +156,8 @@ class Source:
     write_key: str
     enabled: bool = True
     filters: Filters = NO_FILTERS  # what is never stored (applied before ingest writes)
+    # rate_limit and allowed_origins (gateway/source_limits.py)
+    guard: source_limits.SourceGuard = source_limits.NO_GUARD
 
 
 @dataclass(frozen=True)
@@ -543,7 +546,8 @@ def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
         table = f"[[sources]] #{index}"
         if not isinstance(item, dict):
             raise ConfigFileError(f"{where}: {table} must be a table")
-        _reject_unknown(item, {"name", "write_key", "enabled", "filters"}, where, table)
+        _reject_unknown(item, {"name", "write_key", "enabled", "filters", "rate_limit",
+                               "allowed_origins"}, where, table)
         name = _required_str(item, "name", where, table)
         table = f"[[sources]] #{index} ({name!r})"
         key = _required_str(item, "write_key", where, table)
@@ -553,8 +557,12 @@ def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
             raise ConfigFileError(f"{where}: {table}: field 'write_key': duplicate write key")
         seen_names.add(name)
         seen_keys.add(key)
+        try:
+            guard = source_limits.parse(item)
+        except source_limits.SourceLimitsError as exc:
+            raise ConfigFileError(f"{where}: {table}: {exc}") from None
         sources.append(Source(name, key, _bool(item, "enabled", True, where, table),
-                              _filters(item, where, table)))
+                              _filters(item, where, table), guard))
     return tuple(sources)
 
 

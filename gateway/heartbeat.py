@@ -3,7 +3,9 @@
 The database is the only shared state (docs/design.md §2.8), so a heartbeat row is what lets
 any HTTP process on any machine tell whether a delivery worker is alive. A worker writes its row
 at most every `[worker] heartbeat_seconds`, removes it on a clean stop, and a row older than
-three intervals means that worker is gone.
+three intervals means that worker is gone. HTTP processes write `http` rows too (from /health,
+and while they serve a rate-limited source), so they can share a source's rate the way workers
+share a destination's (gateway/http/source_guard.py).
 """
 
 from __future__ import annotations
@@ -135,8 +137,8 @@ def liveness(connection: Connection, role: str, every: float,
 class LiveCount:
     """How many processes of `role` beat right now (at least 1: the caller itself), read at
     most every `every` seconds, so callers may ask every loop turn. Delivery workers divide a
-    destination's rate limit by it. A database error keeps the last known count: a worker
-    never speeds up, or stops, because a read failed."""
+    destination's rate limit by it, HTTP processes a source's. A database error keeps the last
+    known count: a worker never speeds up, or stops, because a read failed."""
 
     def __init__(self, engine: Engine, role: str, every: float,
                  clock: Callable[[], float] = time.monotonic) -> None:

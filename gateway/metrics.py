@@ -35,6 +35,9 @@ EVENTS_REJECTED = Counter("gateway_events_rejected_total", "Messages or requests
 EVENTS_SUPPRESSED = Counter("gateway_events_suppressed_total",
                             "Messages answered 200 but dropped: their person is suppressed",
                             ["source", "type"])
+SOURCE_RATE_LIMITED = Counter("gateway_source_rate_limited_total",
+                              "Events refused with 429 over their source's rate limit "
+                              "(gateway/http/source_guard.py)", ["source"])
 DELIVERIES = Counter("gateway_deliveries_total", "Finished delivery attempts by outcome",
                      ["destination", "outcome"])
 ATTEMPT_SECONDS = Histogram("gateway_delivery_attempt_seconds", "Time to send one delivery",

@@ -1,8 +1,9 @@
 """`gateway check`: is this installation usable? One line per thing checked — the config file,
 the admin token's strength, the database, its schema, the delivery workers, each destination's
-settings (and the consent it enforces), the TLS certificate and key when it serves TLS — and
-exit 1 if any is not. A file others may read is a warning (`WARN`): the installation works, but
-exposes secrets or every stored event."""
+settings (and the consent it enforces), each source's rate limit and allowed origins when it
+has them, the TLS certificate and key when it serves TLS — and exit 1 if any is not. A file
+others may read is a warning (`WARN`): the installation works, but exposes secrets or every
+stored event."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import DESTINATION_TYPES
 from gateway import config as config_module
-from gateway import consent, heartbeat
+from gateway import consent, heartbeat, source_limits
 from gateway.config import Config, ConfigFileError
 from gateway.http import tls
 from gateway.store.db import (
@@ -47,6 +48,7 @@ def check(path: Path) -> int:
     if all(status != FAIL for status, _, _ in database):  # the workers' rows are in it
         lines += check_workers(config)
     lines += check_destinations(config)
+    lines += check_sources(config)
     lines += check_tls(config)
     lines += check_file_modes(path, config.database_url)
     return report(lines)
@@ -107,6 +109,18 @@ def check_destinations(config: Config) -> list[Line]:
         rules = consent.describe(destination.consent)  # checked at load: shown, not judged
         detail = problem or "settings ok" + (f"; consent: {rules}" if rules else "")
         lines.append((FAIL if problem else OK, what, detail))
+    return lines
+
+
+def check_sources(config: Config) -> list[Line]:
+    """Each source's rate limit and allowed origins (gateway/source_limits.py), when it has
+    either: loading already refused a bad one, so these say what is enforced."""
+    lines: list[Line] = []
+    for source in config.sources:
+        if source.guard != source_limits.NO_GUARD:
+            shared = " (shared by the HTTP processes on this database)" \
+                if source.guard.rate_limit else ""
+            lines.append((OK, f"source {source.name}", source.guard.describe() + shared))
     return lines
 
 

@@ -16,6 +16,7 @@ from werkzeug.routing import BaseConverter
 
 from gateway import heartbeat, metrics, queries
 from gateway.http import auth_throttle, context, listeners
+from gateway.http import body as request_body
 from gateway.http.errors import ApiError, error_response
 from gateway.regulations import keys as regulation_keys
 from gateway.regulations import service as regulation_service
@@ -167,7 +168,7 @@ def identities() -> Response:
 
 @bp.post("/replay")
 def replay_events() -> Response:
-    body = request.get_json(force=True, silent=True)  # JSON whatever the Content-Type
+    body = request_body.json_or_none(context.config().limits)  # whatever the Content-Type
     if not isinstance(body, dict) or not isinstance(body.get("destination"), str):
         raise ApiError(400, "invalid_body",
                        'expected {"destination": name, "filter": {...}, "dry_run": bool}')
@@ -197,7 +198,7 @@ def create_regulation() -> tuple[Response, int]:
     gateway's part is done; a deletion's destination part is `running` until they answer.
     `"dry_run": true` answers 200 with what it would cover (the profile's keys, row counts,
     destinations) and changes nothing."""
-    body = request.get_json(force=True, silent=True)  # JSON whatever the Content-Type
+    body = request_body.json_or_none(context.config().limits)  # whatever the Content-Type
     try:
         kind, subject = regulation_keys.parse_request(body)
     except regulation_keys.InvalidRequest as exc:

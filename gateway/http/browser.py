@@ -29,7 +29,7 @@ from flask import Blueprint, Response, request
 
 from gateway.config import Source
 from gateway.http import context
-from gateway.http.tracking import _basic_username, _source_for
+from gateway.http.auth import basic_username, source_for
 
 bp = Blueprint("browser", __name__)
 
@@ -45,7 +45,7 @@ STATS_OFF = {"errors": {"enabled": False}, "metrics": {"enabled": False}}
 @bp.get("/v1/projects/<write_key>/settings")
 def segment_settings(write_key: str) -> Response:
     """analytics.js `cdnURL` settings (the shape analytics-next's loadCDNSettings parses)."""
-    source = _source_for(write_key)
+    source = source_for(write_key)
     return _cached_json(segment_settings_body(source, public_base_url()))
 
 
@@ -54,8 +54,8 @@ def segment_settings(write_key: str) -> Response:
 def rudder_source_config() -> Response:
     """RudderStack JS v3 `configUrl` settings; the key is the Basic username, else `?writeKey=`
     (the SDK sends both)."""
-    key = _basic_username() or request.args.get("writeKey", "")
-    return _cached_json(rudder_source_config_body(_source_for(key)))
+    key = basic_username() or request.args.get("writeKey", "")
+    return _cached_json(rudder_source_config_body(source_for(key)))
 
 
 def segment_settings_body(source: Source, base_url: str) -> dict[str, Any]:

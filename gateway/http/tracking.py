@@ -8,8 +8,6 @@ committed the events (docs/design.md §2.1).
 from __future__ import annotations
 
 import base64
-import binascii
-import zlib
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -19,9 +17,9 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 
 from gateway import filters, ingest, metrics, rejections
-from gateway.config import Config, Limits, Source
-from gateway.http import clients, context, forwarded
-from gateway.http.deadline import body_expired
+from gateway.config import Config, Source
+from gateway.http import clients, context, forwarded, source_guard
+from gateway.http.auth import authenticated_body, basic_username, source_for
 from gateway.http.errors import ApiError, error_response
 from gateway.messages import (
     RequestInfo,
@@ -45,7 +43,6 @@ PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAA
 SUCCESS = orjson.dumps({"success": True})
 
 
-
 @bp.post("/v1/<path_name>")
 def single(path_name: str) -> Response:
     kind = SINGLE_PATHS.get(path_name)
@@ -53,12 +50,12 @@ def single(path_name: str) -> Response:
         if path_name == "m":  # analytics.js telemetry: accepted and discarded
             return _json(SUCCESS)
         raise ApiError(404, "not_found", f"no tracking endpoint /v1/{path_name}")
-    source, body = _authenticated_body()
+    source, body = authenticated_body()
     return _accept(source, [body], body, path_type=kind, single_call=True)
 
 
 def batch() -> Response:
-    source, body = _authenticated_body()
+    source, body = authenticated_body()
     elements = body.get("batch")
     if elements is None or elements == []:
         raise ApiError(400, "empty_batch", "the body needs a non-empty `batch` array")
@@ -78,7 +75,7 @@ def pixel(path_name: str) -> Response:
     if path_name in ("track", "page"):
         try:
             key = strip_nul(request.args.get("writeKey", ""))
-            source = _source_for(key)
+            source = source_for(key)
             message = _message_from_query(request.args)
             limits = context.config().limits
             if nesting_exceeds(message, limits.max_json_depth):  # `a.b.c…` nests a level a dot
@@ -93,6 +90,7 @@ def pixel(path_name: str) -> Response:
 
 def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type: str | None = None,
             single_call: bool = False) -> Response:
+    source_guard.admit(source, len(elements))  # over the source's rate: 429, nothing stored
     config = context.config()
     received_at = datetime.now(UTC)
     info = RequestInfo(
@@ -154,7 +152,7 @@ def _trace_refusal(exc: ApiError) -> None:
     if exc.status >= 500 or request.environ.get("gateway.rejections_traced"):
         return
     try:
-        key = _basic_username() if exc.code != "invalid_authorization" else None
+        key = basic_username() if exc.code != "invalid_authorization" else None
         key = key or request.args.get("writeKey")
         found = context.config().source_by_write_key(key) if key else None
         rejections.record(context.engine(), [rejections.Entry(
@@ -168,117 +166,6 @@ def _count(counter: Any, source: str, types: Iterable[str]) -> None:
     """One increment per (source, type), not one per message."""
     for message_type, n in Counter(types).items():
         counter.labels(source, message_type).inc(n)
-
-
-def _authenticated_body() -> tuple[Source, dict[str, Any]]:
-    """Write key from the Basic username, else the body's `writeKey`, else `?writeKey=`."""
-    key = _basic_username()
-    if key is not None:
-        source = _source_for(key)  # before reading the body: no work for unknown callers
-        return source, _parse_body(context.config().limits)
-    body = _parse_body(context.config().limits)
-    key = body.get("writeKey")
-    if not isinstance(key, str) or not key:
-        key = request.args.get("writeKey", "")
-    return _source_for(key), body
-
-
-def _basic_username() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    if scheme.lower() != "basic" or not credentials.strip():
-        return None
-    try:
-        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise ApiError(401, "invalid_authorization",
-                       "the Basic credentials are not valid base64") from None
-    return decoded.partition(":")[0] or None
-
-
-def _source_for(key: str) -> Source:
-    if not key:
-        raise ApiError(401, "missing_write_key",
-                       "no write key: send it as the Basic auth username, as `writeKey` in the "
-                       "body, or as the `writeKey` query parameter")
-    source = context.config().source_by_write_key(key)
-    if source is None:
-        raise ApiError(401, "invalid_write_key", "invalid write key")
-    if not source.enabled:
-        raise ApiError(404, "source_disabled", "source is disabled")
-    return source
-
-
-def _parse_body(limits: Limits) -> dict[str, Any]:
-    raw = _read_bounded(limits.max_request_bytes)
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding == "gzip":
-        raw = _gunzip_bounded(raw, limits.max_request_bytes)
-    elif encoding not in ("", "identity"):
-        raise ApiError(415, "unsupported_encoding",
-                       f"Content-Encoding {encoding!r} is not supported (use gzip)")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if "depth limit" in str(exc) or "recursion" in str(exc):
-            raise ApiError(400, "too_deep", too_deep_text(limits)) from None
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    if _envelope_too_deep(body, limits.max_json_depth):  # messages: each alone (messages.py)
-        raise ApiError(400, "too_deep", too_deep_text(limits))
-    if b"\\u0000" in raw:  # JSON carries NUL only as this escape: most bodies skip the walk
-        strip_nul(body)
-    return body
-
-
-def _read_bounded(limit: int) -> bytes:
-    """The raw body, never more than `limit` bytes in memory (checked before decompressing)."""
-    too_large = ApiError(413, "request_too_large",
-                         f"the request body may hold at most {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    try:
-        raw = request.stream.read(limit + 1)
-    except OSError:  # the connection ended inside a chunked body (or the deadline cut it)
-        raw = None
-    if body_expired():
-        raise ApiError(408, "request_timeout",
-                       "the request body did not arrive in time; send it again")
-    if raw is None or (request.content_length is not None
-                       and len(raw) < request.content_length):
-        raise ApiError(400, "incomplete_body", "the request body ended before its end")
-    if len(raw) > limit:
-        raise too_large
-    return raw
-
-
-def _gunzip_bounded(raw: bytes, limit: int) -> bytes:
-    """Decompress at most limit+1 bytes: a gzip bomb costs us no more than the limit."""
-    out = bytearray()
-    while True:
-        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            out += decompressor.decompress(raw, limit + 1 - len(out))
-        except zlib.error:
-            raise ApiError(400, "invalid_gzip", "the body is not valid gzip") from None
-        if len(out) > limit or decompressor.unconsumed_tail:
-            raise ApiError(413, "request_too_large",
-                           f"the decompressed body may hold at most {limit} bytes")
-        if not decompressor.eof:
-            raise ApiError(400, "invalid_gzip", "the gzip body is truncated")
-        raw = decompressor.unused_data  # concatenated gzip members
-        if not raw:
-            return bytes(out)
-
-
-def _envelope_too_deep(body: dict[str, Any], limit: int) -> bool:
-    """The body's depth outside its `batch` messages, which are checked one by one so that a
-    message nested too deep is refused alone (the body is level 1, `batch` level 2)."""
-    batch = body.get("batch")
-    if not isinstance(batch, list):
-        return nesting_exceeds(body, limit)
-    return limit < 2 or nesting_exceeds({k: v for k, v in body.items() if k != "batch"}, limit)
 
 
 def _client_ip(config: Config) -> str | None:
