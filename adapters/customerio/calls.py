@@ -23,6 +23,7 @@ from adapters.mapping import (
     Field,
     construct,
     either,
+    first_defined,
     first_present,
     first_truthy,
     get_path,
@@ -237,8 +238,7 @@ def with_retl_identity(event: Mapping[str, Any]) -> Mapping[str, Any]:
     event = copy.deepcopy(dict(event))
     identifier_type = get_path(event, "context.externalId.0.identifierType")
     external_id = get_path(event, "context.externalId.0.id")
-    traits = event.get("traits") if event.get("traits") is not None else get_path(
-        event, "context.traits")
+    traits = first_defined(event, TRAITS)  # `traits ?? context.traits`
     if isinstance(traits, dict) and isinstance(identifier_type, str):
         traits[identifier_type] = None if external_id is MISSING else external_id
     if truthy(external_id):

@@ -21,19 +21,12 @@ NO_IDENTITY = "message: userId, email or anonymousId is required"
 NO_RECORD_ID = "message: A non-empty `id` or `email` identifier is required"
 
 
+JS_TYPES = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+
+
 def js_type(value: Any) -> str:
     """The JavaScript type name zod reports (`received <T>`)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+    return "null" if value is None else JS_TYPES.get(type(value), "object")
 
 
 def _check(path: str, value: Any, kind: str | tuple[str, ...],
@@ -43,11 +36,12 @@ def _check(path: str, value: Any, kind: str | tuple[str, ...],
     if value is MISSING:
         return [f"{path}: Required"] if required else []
     if isinstance(kind, tuple):
+        if isinstance(value, str) and value in kind:
+            return []
         options = " | ".join(f"'{v}'" for v in kind)
         if not isinstance(value, str):
             return [f"{path}: Expected {options}, received {js_type(value)}"]
-        return [] if value in kind else [
-            f"{path}: Invalid enum value. Expected {options}, received '{value}'"]
+        return [f"{path}: Invalid enum value. Expected {options}, received '{value}'"]
     ok = isinstance(value, Mapping) if kind == "object" else js_type(value) == kind
     return [] if ok else [f"{path}: Expected {kind}, received {js_type(value)}"]
 

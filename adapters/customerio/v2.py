@@ -76,24 +76,20 @@ def record_item(event: Mapping[str, Any], object_type: Any, settings: Mapping[st
     key, value = record_identifier(event) or ("id", "")
     fields = dict(event.get("identifiers") or {})
     entry: dict[str, Any] = {"type": "person", "identifiers": {key: value}}
+    skipped = {key, "created_at"}
     if object_type == "event":
         name = fields.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidEvent("Event name is required for CustomerIO event records")
         entry.update(action="event", name=name)
-        skipped = {key, "created_at", "name"}
-    elif action == "delete":
-        entry["action"] = "delete"
-        skipped = None
+        skipped.add("name")
     else:
-        entry["action"] = "identify"
-        skipped = {key, "created_at"}
+        entry["action"] = "delete" if action == "delete" else "identify"
     if fields.get("created_at") is not None:
         entry["timestamp"] = unix_seconds(fields["created_at"])
-    if skipped is not None:
-        attributes = {k: v for k, v in fields.items() if k not in skipped}
-        if attributes:
-            entry["attributes"] = attributes
+    attributes = {k: v for k, v in fields.items() if k not in skipped}
+    if attributes and entry["action"] != "delete":  # a deleted person keeps no attributes
+        entry["attributes"] = attributes
     return entry
 
 

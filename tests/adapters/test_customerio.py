@@ -42,7 +42,8 @@ def test_one_identify_description_two_renderings() -> None:
     shared = {"city": "Oslo", "street": "", "plan": "pro", "created_at": None,
               "_timestamp": 1767225600, "anonymous_id": "a1"}
     [request] = ADAPTER.transform(event, EU, no_lookups)
-    assert (request.method, request.url) == ("PUT", "https://track-eu.customer.io/api/v1/customers/u1")
+    assert (request.method, request.url) == (
+        "PUT", "https://track-eu.customer.io/api/v1/customers/u1")
     assert request.json == {**shared, "x": 1}
     assert v2_items(event, EU) == [{"type": "person", "action": "identify",
                                     "identifiers": {"id": "u1"}, "attributes": shared}]
