@@ -184,7 +184,10 @@ def construct(event: Any, fields: Iterable[Field]) -> dict[str, Any]:
                     node = node.setdefault(part, {})
                 node.update(value)
             continue
-        set_path(out, row.dest, value)
+        if "." in row.dest:
+            set_path(out, row.dest, value)
+        else:
+            out[row.dest] = value
     return out
 
 

@@ -80,7 +80,8 @@ def identify(event: Mapping[str, Any], settings: Mapping[str, Any], mode: Mode) 
     ids = person(event, mode)
     if ids is None:
         raise InvalidEvent("userId or email is not present")
-    attributes = construct(either(event, TRAITS), m.ADDRESS)  # `(traits || context.traits)`
+    address = get_path(either(event, TRAITS), "address")
+    attributes = construct(address, m.ADDRESS) if isinstance(address, Mapping) else {}
     attributes.update(construct(event, mode.identify))
     return Call("identify", ids, attributes=attributes)
 

@@ -30,8 +30,8 @@ GROUP = (
     Field("action", ("traits.action", "properties.action")),
 )
 
-# identify, first: the address keys of `(traits || context.traits).address` that are not null
-ADDRESS = tuple(Field(key, f"address.{key}", pick="defined")
+# identify, first: the keys of the address (`(traits || context.traits).address`) not null
+ADDRESS = tuple(Field(key, key, pick="defined")
                 for key in ("city", "country", "postalCode", "state", "street"))
 # then these over them, each row overwriting the one before (behaviour §identify): the traits
 # (`traits ?? context.traits`), v1's user_properties, created_at, _timestamp, anonymous_id

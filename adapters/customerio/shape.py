@@ -14,6 +14,7 @@ EVENT_TYPES = ("identify", "track", "page", "screen", "alias", "group")
 RECORD_ACTIONS = ("insert", "update", "delete")
 RECORD_OBJECTS = ("person", "event")
 ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
+ID_TYPES = (str, int, float)  # a string or a number: a JSON boolean is no id
 GATE_KEYS = ("userId", "anonymousId", "traits.email", "context.traits.email",
              "context.mappedToDestination")
 RECORD_ID_KEYS = ("cio_id", "id", "email")
@@ -64,8 +65,7 @@ def event_problems(event: Mapping[str, Any]) -> list[str]:
     problems = _check("message.type", event.get("type", MISSING), EVENT_TYPES)
     for key in ID_FIELDS:
         value = event.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int
-                                                                             | float)):
+        if value is not None and (value.__class__ is bool or not isinstance(value, ID_TYPES)):
             problems.append(f"message.{key}: Invalid input")
     if problems:
         return problems
@@ -115,6 +115,8 @@ def validate(item: BatchItem, config: list[str]) -> AdapterError | None:
     event = item.event
     message = (record_problems(event, item.extra) if event.get("type") == "record"
                else event_problems(event))
+    if not message and not config:
+        return None
     ordered = [p for p in message if p.startswith("message")] + config + [
         p for p in message if p.startswith("connection")]
     distinct = list(dict.fromkeys(ordered))

@@ -214,11 +214,14 @@ def rejected_items(status: int, body: Any) -> dict[int, str]:
 
 
 def _dont_batch(item: BatchItem) -> bool:
-    return isinstance(item.key, Mapping) and item.key.get("dontBatch") is True
+    key = item.key
+    return key.__class__ is not int and isinstance(key, Mapping) and key.get("dontBatch") is True
 
 
 def _job_id(key: Any) -> Any:
     """Fixtures key items by their metadata (jobId); the worker by the delivery id."""
+    if key.__class__ is int:
+        return key
     if isinstance(key, Mapping):
         return key.get("jobId", 0)
     return key if isinstance(key, int | float) else 0
