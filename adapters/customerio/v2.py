@@ -2,9 +2,10 @@
 of POST …/api/v2/batch.
 
 Per group of inputs sharing one Config: stage 1 validates every input's shape (shape.py),
-stage 2 renders the call of each input that passed (calls.py; the `dontBatch` ones last) as an
-item, then the items are chunked under 500,000 bytes, the successes sorted by their smallest job
-id, and the errors follow (stage 1, stage 2, stage 2 of `dontBatch`).
+stage 2 makes an item of each input that passed (an event's call from calls.py, or a Reverse-ETL
+record; the `dontBatch` ones last), then the items are chunked under 500,000 bytes, the
+successes sorted by their smallest job id, and the errors follow (stage 1, stage 2, stage 2 of
+`dontBatch`).
 """
 
 from __future__ import annotations
