@@ -59,3 +59,18 @@ def test_a_registered_devices_properties_that_are_no_object_add_nothing() -> Non
         assert request.json == {"device": {"id": "t1", "last_used": None, "platform": "ios"}}
         assert v2_items(event, EU)[0]["device"] == {"token": "t1", "attributes": {},
                                                     "platform": "ios"}
+
+
+def test_v2_orders_the_workers_int_keys_and_sends_dont_batch_alone() -> None:
+    """The worker keys items by delivery id (an int); fixtures by metadata. Successes are
+    ordered by their smallest key, a `dontBatch` input goes alone, errors come last."""
+    settings = {**EU, "v2Batching": True}
+    track = {"type": "track", "event": "Order", "userId": "u1"}
+    items = [BatchItem(track, settings, key=9), BatchItem({"type": "track"}, settings, key=3),
+             BatchItem(track, settings, key={"jobId": 1, "dontBatch": True}),
+             BatchItem(track, dict(settings), key=5)]
+    outputs = ADAPTER.transform_batch(items, no_lookups)
+    assert [(list(o.keys), o.batched, o.error is None) for o in outputs] == [
+        ([{"jobId": 1, "dontBatch": True}], True, True), ([9, 5], True, True),
+        ([3], False, False)]
+    assert outputs[1].requests[0].url == "https://track-eu.customer.io/api/v2/batch"
