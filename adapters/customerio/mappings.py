@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.mapping import CREATED_AT_ONLY, HISTORICAL_TIMESTAMP, USER_ID_ONLY, Field
+from adapters.mapping import CREATED_AT_ONLY, HISTORICAL_TIMESTAMP, TRAITS, USER_ID_ONLY, Field
 
 US_HOST = "https://track.customer.io"
 EU_HOST = "https://track-eu.customer.io"
@@ -35,7 +35,7 @@ ADDRESS = tuple(Field(key, key, pick="defined")
                 for key in ("city", "country", "postalCode", "state", "street"))
 # then these over them, each row overwriting the one before (behaviour §identify): the traits
 # (`traits ?? context.traits`), v1's user_properties, created_at, _timestamp, anonymous_id
-_TRAITS = Field("", ("traits", "context.traits"), pick="defined", spread=True,
+_TRAITS = Field("", TRAITS, pick="defined", spread=True,
                 exclude=("address", "createdAt", "userId", "anonymousId"))
 _AFTER_TRAITS = (
     Field("created_at", CREATED_AT_ONLY, fmt="unix_seconds_or_null"),
