@@ -61,6 +61,8 @@ class Field:
     #                            reference names a path list by its name rather than its paths
     spread: bool = False  # merge an object value's keys into `dest` ("": the top level), as
     #                       JavaScript's `{...value}` does; a value that is no object adds nothing
+    pick: str = ""  # how `sources` choose, when not as above: "truthy" (`a || b`, nothing when
+    #                 all are falsy) or "defined" (`a ?? b`: the first not null/missing)
 
 
 def get_path(obj: Any, path: str) -> Any:
@@ -122,6 +124,16 @@ def first_truthy(event: Any, paths: Iterable[str]) -> Any:
     return MISSING
 
 
+def first_defined(event: Any, paths: Iterable[str]) -> Any:
+    """JavaScript's `a ?? b`: the first value that is neither null nor missing ("", 0 and
+    false count), else MISSING."""
+    for path in paths:
+        value = get_path(event, path)
+        if value is not None and value is not MISSING:
+            return value
+    return MISSING
+
+
 def either(event: Any, paths: tuple[str, ...]) -> Any:
     """JavaScript's `a || b || c`: the first truthy value, else the last value as it is (so
     a falsy last operand, or MISSING, comes back unchanged)."""
@@ -130,7 +142,9 @@ def either(event: Any, paths: tuple[str, ...]) -> Any:
     return get_path(event, last) if value is MISSING else value
 
 
-def resolve(event: Any, sources: Paths) -> Any:
+def resolve(event: Any, sources: Paths, pick: str = "") -> Any:
+    if pick:
+        return PICKS[pick](event, (sources,) if isinstance(sources, str) else sources)
     if isinstance(sources, str):
         value = get_path(event, sources)
         if truthy(value) or value == 0 or value is False:
@@ -149,7 +163,7 @@ def construct(event: Any, fields: Iterable[Field]) -> dict[str, Any]:
     """Build a payload from rows; a required row with no value raises InvalidEvent."""
     out: dict[str, Any] = {}
     for row in fields:
-        value = resolve(event, row.sources)
+        value = resolve(event, row.sources, row.pick)
         if value is MISSING:
             if row.required:
                 named = json.dumps(row.label) if row.label else describe_paths(row.sources)
@@ -170,7 +184,10 @@ def construct(event: Any, fields: Iterable[Field]) -> dict[str, Any]:
                     node = node.setdefault(part, {})
                 node.update(value)
             continue
-        set_path(out, row.dest, value)
+        if "." in row.dest:
+            set_path(out, row.dest, value)
+        else:
+            out[row.dest] = value
     return out
 
 
@@ -227,4 +244,7 @@ def js_string(value: Any) -> str:
 FORMATTERS: dict[str, Callable[[Any], Any]] = {
     "string": js_string,
     "unix_seconds": lambda v: MISSING if unix_seconds(v) is None else unix_seconds(v),
+    "unix_seconds_or_null": unix_seconds,  # no date → null, kept (the reference's NaN)
 }
+PICKS: dict[str, Callable[[Any, tuple[str, ...]], Any]] = {
+    "truthy": first_truthy, "defined": first_defined}

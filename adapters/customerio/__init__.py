@@ -10,8 +10,7 @@ from typing import Any
 from marshmallow import fields, validate
 
 from adapters.base import Adapter, SettingsSchema, secret
-from adapters.customerio import transform as customerio
-from adapters.customerio import v2
+from adapters.customerio import v1, v2
 
 
 class CustomerIoSettings(SettingsSchema):
@@ -39,11 +38,11 @@ ADAPTER = Adapter(
     display_names=("Customer.io", "Customer IO", "CustomerIO"),
     settings_schema=CustomerIoSettings,
     default_rate=100.0,  # Customer.io: ~100 requests/s per workspace (docs, section 4)
-    handlers=customerio.HANDLERS,
-    requires=customerio.check,
-    unsupported=customerio.unsupported,
+    handlers=v1.HANDLERS,
+    requires=v1.check,
+    unsupported=v1.unsupported,
     router=v2.batch,
     batches_when=batches,
     rejected=v2.rejected_items,
-    deletion=customerio.delete_users,
+    deletion=v1.delete_users,
 )

@@ -4,7 +4,7 @@ messages are written `<path>: <text>` and joined with "; "."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from adapters.base import AdapterError, BatchItem, ConfigError, InvalidEvent
@@ -14,6 +14,7 @@ EVENT_TYPES = ("identify", "track", "page", "screen", "alias", "group")
 RECORD_ACTIONS = ("insert", "update", "delete")
 RECORD_OBJECTS = ("person", "event")
 ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
+ID_TYPES = (str, int, float)  # a string or a number: a JSON boolean is no id
 GATE_KEYS = ("userId", "anonymousId", "traits.email", "context.traits.email",
              "context.mappedToDestination")
 RECORD_ID_KEYS = ("cio_id", "id", "email")
@@ -21,34 +22,29 @@ NO_IDENTITY = "message: userId, email or anonymousId is required"
 NO_RECORD_ID = "message: A non-empty `id` or `email` identifier is required"
 
 
+JS_TYPES = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+
+
 def js_type(value: Any) -> str:
     """The JavaScript type name zod reports (`received <T>`)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+    return "null" if value is None else JS_TYPES.get(type(value), "object")
 
 
-def _options(values: Iterable[str]) -> str:
-    return " | ".join(f"'{v}'" for v in values)
-
-
-def _enum(path: str, container: Mapping[str, Any], key: str,
-          allowed: Sequence[str]) -> str | None:
-    if key not in container:
-        return f"{path}: Required"
-    value = container[key]
-    if isinstance(value, str):
-        return None if value in allowed else (
-            f"{path}: Invalid enum value. Expected {_options(allowed)}, received '{value}'")
-    return f"{path}: Expected {_options(allowed)}, received {js_type(value)}"
+def _check(path: str, value: Any, kind: str | tuple[str, ...],
+           required: bool = True) -> list[str]:
+    """zod's problem with one value (MISSING: absent): `kind` is a JavaScript type name
+    ("string", "object", "array") or the allowed strings of an enum."""
+    if value is MISSING:
+        return [f"{path}: Required"] if required else []
+    if isinstance(kind, tuple):
+        if isinstance(value, str) and value in kind:
+            return []
+        options = " | ".join(f"'{v}'" for v in kind)
+        if not isinstance(value, str):
+            return [f"{path}: Expected {options}, received {js_type(value)}"]
+        return [f"{path}: Invalid enum value. Expected {options}, received '{value}'"]
+    ok = isinstance(value, Mapping) if kind == "object" else js_type(value) == kind
+    return [] if ok else [f"{path}: Expected {kind}, received {js_type(value)}"]
 
 
 def config_problems(settings: Mapping[str, Any]) -> list[str]:
@@ -57,32 +53,19 @@ def config_problems(settings: Mapping[str, Any]) -> list[str]:
     problems = []
     for key in ("siteID", "apiKey"):
         path = f"destination.Config.{key}"
-        if key not in settings:
-            problems.append(f"{path}: Required")
-        elif not isinstance(settings[key], str):
-            problems.append(f"{path}: Expected string, received {js_type(settings[key])}")
-        elif settings[key] == "":
-            problems.append(f"{path}: {key} is required")
-    if "datacenter" in settings:
-        problem = _enum("destination.Config.datacenter", settings, "datacenter", ("US", "EU"))
-        if problem:
-            problems.append(problem)
-    token_event = settings.get("deviceTokenEventName", MISSING)
-    if token_event is not MISSING and not isinstance(token_event, str):
-        problems.append("destination.Config.deviceTokenEventName: Expected string, received "
-                        f"{js_type(token_event)}")
+        found = _check(path, settings.get(key, MISSING), "string")
+        problems += found or ([f"{path}: {key} is required"] if settings[key] == "" else [])
+    for key, kind in (("datacenter", ("US", "EU")), ("deviceTokenEventName", "string")):
+        problems += _check(f"destination.Config.{key}", settings.get(key, MISSING), kind,
+                           required=False)
     return problems
 
 
 def event_problems(event: Mapping[str, Any]) -> list[str]:
-    problems = []
-    problem = _enum("message.type", event, "type", EVENT_TYPES)
-    if problem:
-        problems.append(problem)
+    problems = _check("message.type", event.get("type", MISSING), EVENT_TYPES)
     for key in ID_FIELDS:
         value = event.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int
-                                                                             | float)):
+        if value is not None and (value.__class__ is bool or not isinstance(value, ID_TYPES)):
             problems.append(f"message.{key}: Invalid input")
     if problems:
         return problems
@@ -94,15 +77,8 @@ def event_problems(event: Mapping[str, Any]) -> list[str]:
 
 
 def record_problems(event: Mapping[str, Any], extra: Mapping[str, Any]) -> list[str]:
-    problems = []
-    action = _enum("message.action", event, "action", RECORD_ACTIONS)
-    if action:
-        problems.append(action)
-    identifiers = event.get("identifiers", MISSING)
-    if identifiers is MISSING:
-        problems.append("message.identifiers: Required")
-    elif not isinstance(identifiers, Mapping):
-        problems.append(f"message.identifiers: Expected object, received {js_type(identifiers)}")
+    problems = (_check("message.action", event.get("action", MISSING), RECORD_ACTIONS)
+                + _check("message.identifiers", event.get("identifiers", MISSING), "object"))
     if not problems and record_identifier(event) is None:
         problems.append(NO_RECORD_ID)
     if "connection" in extra:
@@ -111,55 +87,36 @@ def record_problems(event: Mapping[str, Any], extra: Mapping[str, Any]) -> list[
 
 
 def connection_problems(connection: Any) -> list[str]:
-    if not isinstance(connection, Mapping):
-        return [f"connection: Expected object, received {js_type(connection)}"]
-    config = connection.get("config", MISSING)
-    if config is MISSING:
-        return ["connection.config: Required"]
-    if not isinstance(config, Mapping):
-        return [f"connection.config: Expected object, received {js_type(config)}"]
-    destination = config.get("destination", MISSING)
-    if destination is MISSING:
-        return ["connection.config.destination: Required"]
-    if not isinstance(destination, Mapping):
-        return [f"connection.config.destination: Expected object, received "
-                f"{js_type(destination)}"]
-    path = "connection.config.destination"
-    problems = []
-    problem = _enum(f"{path}.object", destination, "object", RECORD_OBJECTS)
-    if problem:
-        problems.append(problem)
-    sync = destination.get("syncMode", MISSING)
-    if sync is not MISSING and not isinstance(sync, str):
-        problems.append(f"{path}.syncMode: Expected string, received {js_type(sync)}")
+    node, path = connection, "connection"
+    for key in ("config", "destination", None):
+        found = _check(path, node, "object")
+        if found or key is None:
+            break
+        node, path = node.get(key, MISSING), f"{path}.{key}"
+    if found:
+        return found
+    problems = (_check(f"{path}.object", node.get("object", MISSING), RECORD_OBJECTS)
+                + _check(f"{path}.syncMode", node.get("syncMode", MISSING), "string", False))
     for key in ("identifierMappings", "fieldMappings"):
-        value = destination.get(key, MISSING)
-        if value is MISSING:
-            continue
-        if not isinstance(value, list):
-            problems.append(f"{path}.{key}: Expected array, received {js_type(value)}")
-            continue
-        for index, pair in enumerate(value):
-            if not isinstance(pair, Mapping):
-                problems.append(f"{path}.{key}.{index}: Expected object, received "
-                                f"{js_type(pair)}")
-                continue
-            for side in ("from", "to"):
-                if side not in pair:
-                    problems.append(f"{path}.{key}.{index}.{side}: Required")
-                elif not isinstance(pair[side], str):
-                    problems.append(f"{path}.{key}.{index}.{side}: Expected string, received "
-                                    f"{js_type(pair[side])}")
+        pairs = node.get(key, MISSING)
+        found = _check(f"{path}.{key}", pairs, "array", required=False)
+        problems += found
+        for index, pair in enumerate([] if found or pairs is MISSING else pairs):
+            where = f"{path}.{key}.{index}"
+            problems += _check(where, pair, "object") or [
+                p for side in ("from", "to")
+                for p in _check(f"{where}.{side}", pair.get(side, MISSING), "string")]
     return problems
 
 
-def validate(item: BatchItem) -> AdapterError | None:
-    """Stage 1 for one input: None, or one 400 error whose class says its errorType
-    (ConfigError when every problem is under destination or connection)."""
+def validate(item: BatchItem, config: list[str]) -> AdapterError | None:
+    """Stage 1 for one input, given its Config's problems: None, or one 400 error whose class
+    says its errorType (ConfigError when every problem is under destination or connection)."""
     event = item.event
     message = (record_problems(event, item.extra) if event.get("type") == "record"
                else event_problems(event))
-    config = config_problems(item.settings)
+    if not message and not config:
+        return None
     ordered = [p for p in message if p.startswith("message")] + config + [
         p for p in message if p.startswith("connection")]
     distinct = list(dict.fromkeys(ordered))

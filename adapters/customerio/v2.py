@@ -2,14 +2,15 @@
 of POST …/api/v2/batch.
 
 Per group of inputs sharing one Config: stage 1 validates every input's shape (shape.py),
-stage 2 builds the items of those that passed (the `dontBatch` ones last) from the rules both
-modes share (rules.py), then the items are chunked under 500,000 bytes, the successes sorted by
-their smallest job id, and the errors follow (stage 1, stage 2, stage 2 of `dontBatch`).
+stage 2 makes an item of each input that passed (an event's call from calls.py, or a Reverse-ETL
+record; the `dontBatch` ones last), then the items are chunked under 500,000 bytes, the
+successes sorted by their smallest job id, and the errors follow (stage 1, stage 2, stage 2 of
+`dontBatch`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,129 +25,46 @@ from adapters.base import (
     InvalidEvent,
 )
 from adapters.customerio import mappings as m
-from adapters.customerio import rules
-from adapters.customerio.shape import RECORD_OBJECTS, record_identifier, validate
-from adapters.mapping import (
-    EMAIL,
-    MISSING,
-    USER_ID_ONLY,
-    construct,
-    first_truthy,
-    get_path,
-    js_string,
-    truthy,
-    unix_seconds,
-)
+from adapters.customerio.calls import HANDLERS, V2, Call, credentials, host, with_retl_identity
+from adapters.customerio.shape import RECORD_OBJECTS, config_problems, record_identifier, validate
+from adapters.mapping import MISSING, get_path, unix_seconds
 
 MAX_BATCH_BYTES = 500_000
 MAX_ITEM_BYTES = 32_768
-NAME_NOT_STRING = "Event Name type should be a string"
-DEVICE_NOT_PRESENT = "userId/email or device_token not present"
+EMPTY_BATCH = len(b'{"batch":[]}')
 
 
-# -- stage 2: items -----------------------------------------------------------------------------
-
-def identifiers(event: Mapping[str, Any], anonymous: bool = True) -> dict[str, Any] | None:
-    """{id}, else {email: String(email)}, else {anonymous_id} (when allowed); None if none."""
-    user_id = first_truthy(event, USER_ID_ONLY)
-    if user_id is not MISSING:
-        return {"id": user_id}
-    email = first_truthy(event, EMAIL)
-    if email is not MISSING:
-        return {"email": js_string(email)}
-    if anonymous and truthy(event.get("anonymousId")):
-        return {"anonymous_id": event["anonymousId"]}
-    return None
-
-
-def _identify(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    ids = identifiers(event, anonymous=False)
-    if ids is None:
-        raise InvalidEvent("userId or email is not present")
-    # v2 leaves `user_properties` out of a person's attributes (v1 copies them)
-    attributes = rules.identify_attributes({k: v for k, v in event.items()
-                                            if k != "user_properties"})
-    return {"type": "person", "action": "identify", "identifiers": ids,
-            "attributes": attributes}
-
-
-def _activity(kind: str) -> Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]:
-    def build(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-        if kind == "track":
-            device = _device_item(event, settings)
-            if device is not None:
-                return device
-            name = event.get("event")
-            if not isinstance(name, str) or not name:
-                raise InvalidEvent("Event is a required field and should be a string")
-        elif kind == "page":
-            name = rules.page_name(event)
-            if not isinstance(name, str):
-                raise InvalidEvent(NAME_NOT_STRING)
-        else:
-            screen = rules.screen_name(event)
-            if not isinstance(screen, str):
-                raise InvalidEvent(NAME_NOT_STRING)
-            name = f"Viewed {screen} Screen"
-        ids = identifiers(event)
-        if ids is None:
-            raise InvalidEvent("userId, email or anonymousId is required")
-        properties = event.get("properties")
-        entry: dict[str, Any] = {"type": "person", "action": "event" if kind == "track" else kind,
-                                 "identifiers": ids, "name": name,
-                                 "attributes": properties if properties is not None else {}}
-        when = rules.event_time(event)
-        if when is not MISSING:
-            entry["timestamp"] = when
-        return entry
-    return build
+def item_of(call: Call) -> dict[str, Any]:
+    """The batch item of a call: an object, a merge, or a person's identify, device or event."""
+    action = call.action
+    if action == "object":
+        return call.body or {}
+    if action == "merge":
+        return {"type": "person", "action": "merge", **(call.body or {})}
+    entry: dict[str, Any] = {"type": "person", "action": action,
+                             "identifiers": call.identifiers}
+    if action == "identify":
+        entry["attributes"] = call.attributes
+    elif action == "delete_device":
+        entry["device"] = {"token": call.token}
+    elif action == "add_device":
+        device: dict[str, Any] = {"token": call.token}
+        if call.timestamp is not MISSING:
+            device["last_used"] = call.timestamp
+        device["attributes"] = call.attributes
+        if call.platform:
+            device["platform"] = call.platform
+        entry["device"] = device
+    else:
+        entry["name"] = call.name
+        entry["attributes"] = call.attributes if call.attributes is not None else {}
+        if call.timestamp is not MISSING:
+            entry["timestamp"] = call.timestamp
+    return entry
 
 
-def _device_item(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A track named like a device event (or exactly `deviceTokenEventName`, absent == absent
-    included): delete_device / add_device, or None to go on as an ordinary track."""
-    raw = event.get("event", MISSING)
-    configured = settings.get("deviceTokenEventName", MISSING)
-    if raw not in m.DEVICE_EVENTS and raw != configured:
-        return None
-    ids = identifiers(event, anonymous=False)
-    token = get_path(event, "context.device.token")
-    if raw == m.DEVICE_DELETE:
-        if ids is None or not truthy(token):
-            raise InvalidEvent(DEVICE_NOT_PRESENT)
-        return {"type": "person", "action": "delete_device", "identifiers": ids,
-                "device": {"token": token}}
-    if ids is None or not truthy(token):
-        return None  # not an error: the ordinary track item
-    device: dict[str, Any] = {"token": token}
-    when = rules.event_time(event)
-    if when is not MISSING:
-        device["last_used"] = when
-    device["attributes"] = construct(event, m.DEVICE_ATTRIBUTES)
-    platform = rules.device_platform(event)
-    if platform:
-        device["platform"] = platform
-    return {"type": "person", "action": "add_device", "identifiers": ids, "device": device}
-
-
-def _alias(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": "person", "action": "merge",
-            **rules.merge_body(event["userId"], event["previousId"])}
-
-
-def _group(event: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    return rules.group_object(event)
-
-
-# The item builder of each event type (stage 2 of an event-stream input).
-ITEMS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]] = {
-    "identify": _identify, "track": _activity("track"), "page": _activity("page"),
-    "screen": _activity("screen"), "alias": _alias, "group": _group,
-}
-
-
-def record_item(event: Mapping[str, Any], object_type: Any,
-                settings: Mapping[str, Any]) -> dict[str, Any]:
+def record_item(event: Mapping[str, Any], object_type: Any, settings: Mapping[str, Any],
+                auth: dict[str, str] | None) -> dict[str, Any]:
     if object_type is MISSING:
         raise ConfigError("Missing connection config")
     action = event.get("action")
@@ -154,42 +72,41 @@ def record_item(event: Mapping[str, Any], object_type: Any,
         raise ConfigError(f'Unsupported object type: "{object_type}"')
     if object_type == "event" and action not in ("insert", "update"):
         raise ConfigError(f'"{action}" is not supported for object type "event"')
-    rules.credentials(settings)
+    if auth is None:
+        credentials(settings)  # raises the Config's error
     key, value = record_identifier(event) or ("id", "")
     fields = dict(event.get("identifiers") or {})
     entry: dict[str, Any] = {"type": "person", "identifiers": {key: value}}
+    skipped = {key, "created_at"}
     if object_type == "event":
         name = fields.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidEvent("Event name is required for CustomerIO event records")
         entry.update(action="event", name=name)
-        skipped = {key, "created_at", "name"}
-    elif action == "delete":
-        entry["action"] = "delete"
-        skipped = None
+        skipped.add("name")
     else:
-        entry["action"] = "identify"
-        skipped = {key, "created_at"}
+        entry["action"] = "delete" if action == "delete" else "identify"
     if fields.get("created_at") is not None:
         entry["timestamp"] = unix_seconds(fields["created_at"])
-    if skipped is not None:
-        attributes = {k: v for k, v in fields.items() if k not in skipped}
-        if attributes:
-            entry["attributes"] = attributes
+    attributes = {k: v for k, v in fields.items() if k not in skipped}
+    if attributes and entry["action"] != "delete":  # a deleted person keeps no attributes
+        entry["attributes"] = attributes
     return entry
 
 
-def build(item: BatchItem, settings: Mapping[str, Any], object_type: Any
-          ) -> tuple[dict[str, Any], bytes]:
+def build(item: BatchItem, settings: Mapping[str, Any], object_type: Any,
+          auth: dict[str, str] | None) -> tuple[dict[str, Any], bytes]:
     """Stage 2 for one input that passed stage 1: the item and its compact JSON bytes (as
-    JavaScript serialises it), or an AdapterError."""
+    JavaScript serialises it), or an AdapterError. `auth` is the group's credentials, None
+    when the Config has none (each input then fails with the Config's error)."""
     event = item.event
     if event.get("type") == "record":
-        entry = record_item(event, object_type, settings)
+        entry = record_item(event, object_type, settings, auth)
     else:
-        event = rules.with_retl_identity(event)
-        rules.credentials(settings)
-        entry = ITEMS[event["type"]](event, settings)
+        event = with_retl_identity(event)
+        if auth is None:
+            credentials(settings)  # raises the Config's error
+        entry = item_of(HANDLERS[event["type"]](event, settings, V2))
     encoded = orjson.dumps(entry)
     if len(encoded) > MAX_ITEM_BYTES:
         raise InvalidEvent(f"Event size ({len(encoded)} bytes) exceeds CustomerIO's 32KB "
@@ -209,8 +126,12 @@ class _Built:
 def batch(items: Sequence[BatchItem]) -> list[BatchOutput]:
     """Router mode v2 over the inputs, group by group (by Config, in order of appearance)."""
     groups: dict[bytes, list[BatchItem]] = {}
+    keys: dict[int, bytes] = {}  # by settings object: the worker gives one to every item
     for item in items:
-        key = orjson.dumps(dict(item.settings), option=orjson.OPT_SORT_KEYS, default=str)
+        key = keys.get(id(item.settings))
+        if key is None:
+            key = keys[id(item.settings)] = orjson.dumps(
+                dict(item.settings), option=orjson.OPT_SORT_KEYS, default=str)
         groups.setdefault(key, []).append(item)
     outputs: list[BatchOutput] = []
     for group in groups.values():
@@ -224,27 +145,32 @@ def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
                         for i in group if "connection" in i.extra), MISSING)
     invalid: list[BatchOutput] = []
     passed: list[BatchItem] = []
-    for item in group:
-        error = validate(item)
+    later: list[BatchItem] = []  # `dontBatch`: built after the others, each sent alone
+    config: dict[int, list[str]] = {}
+    for one in group:
+        problems = config.get(id(one.settings))
+        if problems is None:
+            problems = config[id(one.settings)] = config_problems(one.settings)
+        error = validate(one, problems)
         if error is not None:
-            invalid.append(BatchOutput([item.key], error=error))
+            invalid.append(BatchOutput([one.key], error=error))
         else:
-            passed.append(item)
-    ordered = ([i for i in passed if not _dont_batch(i)]
-               + [i for i in passed if _dont_batch(i)])
+            (later if _dont_batch(one) else passed).append(one)
+    try:
+        auth: dict[str, str] | None = credentials(settings)
+    except ConfigError:
+        auth = None
     built: list[_Built] = []
     singles: list[_Built] = []
     failed: list[BatchOutput] = []
-    for item in ordered:
-        try:
-            one = _Built(item, *build(item, settings, object_type))
-        except AdapterError as error:
-            failed.append(BatchOutput([item.key], error=error))
-            continue
-        (singles if _dont_batch(item) else built).append(one)
-    url = rules.host(settings) + m.BATCH
-    headers = {**rules.credentials(settings), "Content-Type": "application/json"} \
-        if built or singles else {}
+    for bucket, inputs in ((built, passed), (singles, later)):
+        for one in inputs:
+            try:
+                bucket.append(_Built(one, *build(one, settings, object_type, auth)))
+            except AdapterError as error:
+                failed.append(BatchOutput([one.key], error=error))
+    url = host(settings) + m.BATCH
+    headers = {**(auth or {}), "Content-Type": "application/json"} if built or singles else {}
     successes = [_request(url, headers, chunk) for chunk in _chunks(built)]
     successes += [_request(url, headers, [one]) for one in singles]
     successes.sort(key=lambda output: min(_job_id(k) for k in output.keys))
@@ -262,12 +188,12 @@ def _chunks(built: list[_Built]) -> list[list[_Built]]:
     """In order; a new chunk when `{"batch":[…, new]}` would pass 500,000 bytes."""
     chunks: list[list[_Built]] = []
     current: list[_Built] = []
-    size = len(b'{"batch":[]}')
+    size = EMPTY_BATCH
     for one in built:
         grown = size + len(one.encoded) + (1 if current else 0)
         if current and grown > MAX_BATCH_BYTES:
             chunks.append(current)
-            current, grown = [], len(b'{"batch":[]}') + len(one.encoded)
+            current, grown = [], EMPTY_BATCH + len(one.encoded)
         current.append(one)
         size = grown
     if current:
@@ -289,11 +215,14 @@ def rejected_items(status: int, body: Any) -> dict[int, str]:
 
 
 def _dont_batch(item: BatchItem) -> bool:
-    return isinstance(item.key, Mapping) and item.key.get("dontBatch") is True
+    key = item.key
+    return key.__class__ is not int and isinstance(key, Mapping) and key.get("dontBatch") is True
 
 
 def _job_id(key: Any) -> Any:
     """Fixtures key items by their metadata (jobId); the worker by the delivery id."""
+    if key.__class__ is int:
+        return key
     if isinstance(key, Mapping):
         return key.get("jobId", 0)
     return key if isinstance(key, int | float) else 0

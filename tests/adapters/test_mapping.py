@@ -13,6 +13,7 @@ from adapters.mapping import (
     construct,
     drop_empty,
     either,
+    first_defined,
     first_truthy,
     get_path,
     js_string,
@@ -102,3 +103,26 @@ def test_a_spread_row_merges_an_object_and_ignores_anything_else() -> None:
     out = construct(EVENT, rows)
     assert out == {"first": "a1", "email": "c@x.io", "zero": 0,
                    "nested": {"flag": False, "nan": EVENT["properties"]["nan"], "empty": ""}}
+
+
+@pytest.mark.parametrize("paths,expected", [
+    (("nope", "userId", "properties.flag"), ""),  # "" is defined: `a ?? b`
+    (("nope", "properties.flag"), False), (("context.traits.zero",), 0),
+    (("nope", "also.nope"), MISSING)])
+def test_first_defined_is_javascripts_nullish_chain(paths, expected) -> None:
+    value = first_defined({**EVENT, "nope": None}, paths)
+    assert (value, type(value)) == (expected, type(expected))
+
+
+def test_rows_pick_truthy_or_defined_and_a_date_may_stay_null() -> None:
+    """`pick` chooses among the sources as `a || b` or `a ?? b`; "unix_seconds_or_null" keeps
+    a value that is no date as null where "unix_seconds" leaves the key out."""
+    rows = (Field("truthy", ("userId", "properties.flag", "anonymousId"), pick="truthy"),
+            Field("none", ("userId", "properties.flag"), pick="truthy"),
+            Field("defined", ("nope", "userId", "anonymousId"), pick="defined"),
+            Field("one", "properties.flag", pick="defined"),
+            Field("", ("nope", "traits", "context.traits"), pick="defined", spread=True),
+            Field("date", "anonymousId", fmt="unix_seconds_or_null"),
+            Field("dropped", "anonymousId", fmt="unix_seconds"))
+    assert construct({**EVENT, "nope": None}, rows) == {
+        "truthy": "a1", "defined": "", "one": False, "date": None}
