@@ -81,7 +81,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 class pg_schema:
-    """A throwaway PostgreSQL schema, migrated; dropped afterwards."""
+    """A throwaway PostgreSQL schema, migrated (unless `migrated` is False); dropped
+    afterwards."""
+
+    def __init__(self, migrated: bool = True) -> None:
+        self.migrated = migrated
 
     def __enter__(self) -> str:
         assert POSTGRES_URL
@@ -91,7 +95,8 @@ class pg_schema:
             connection.execute(text(f'CREATE SCHEMA "{self.schema}"'))
         separator = "&" if "?" in POSTGRES_URL else "?"
         url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{self.schema}"
-        migrate(url)
+        if self.migrated:
+            migrate(url)
         return url
 
     def __exit__(self, *exc: Any) -> None:
