@@ -16,6 +16,7 @@ from sqlalchemy import Connection, select
 
 from adapters.known import unknown_key
 from gateway.identity import Key, links_of
+from gateway.identity_settings import DEFAULT_SETTINGS, IdentitySettings
 from gateway.messages import Message
 from gateway.store.models import identities, identity_keys, key_value
 from gateway.store.outbox import user_key_of
@@ -88,9 +89,11 @@ def key_hash(key: Key) -> str:
     return hashlib.sha256(f"{key[0]}\0{key[1]}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def message_keys(message: Message) -> set[Key]:
-    """Every key a message names: its ids, an identify's email, an alias's previousId."""
-    links = links_of(message)
+def message_keys(message: Message, settings: IdentitySettings = DEFAULT_SETTINGS) -> set[Key]:
+    """Every key a message names: its ids, an identify's email, an alias's previousId — not a
+    blocked value (`undefined`, …), which would otherwise spread a suppression to everyone
+    whose SDK sends it."""
+    links = links_of(message, settings)
     keys = set(links.keys)
     if links.previous_id:
         keys.update((kind, links.previous_id) for kind in ("userId", "anonymousId"))
