@@ -55,6 +55,7 @@ from gateway.store.models import (
 Key = tuple[str, str]
 LIMIT = "limit"  # a refused merge's reason: the profile would hold too many keys of a kind
 IDENTIFIED = "alias_identified"  # …or an alias of two profiles that both hold a userId
+UNLINKED = "unlinked"  # not a refusal: an operator split the key off (`unlink`)
 MAX_CONFLICTS_SHOWN = 100
 
 
@@ -592,3 +593,49 @@ def _conflict(row: Any, profile_id: int) -> dict[str, Any]:
             "message_id": row.message_id, "source": row.source, "at": row.created_at,
             "other_profile": row.identity_id if held_here else row.other_identity_id,
             "held_here": held_here}
+
+
+class UnlinkError(Exception):
+    """An unlink the caller got wrong; `status` is the HTTP answer (404, 409 or 400)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def unlink(connection: Connection, profile_id: int, kind: Any, value: Any) -> dict[str, Any]:
+    """Split one key off a profile onto a new profile of its own (in the caller's writing
+    transaction): the key's later messages link from there, and the profile keeps the rest.
+    The split is kept as an `unlinked` conflict on the new profile. A later message naming the
+    key beside one of the old profile's keys links them again, as any message would, unless
+    the limits refuse it."""
+    if kind not in KINDS:
+        raise UnlinkError(400, f"kind: one of {', '.join(KINDS)}")
+    if not isinstance(value, str) or not value.strip() or len(value) > 1000:
+        raise UnlinkError(400, "value: a non-empty string of at most 1000 characters")
+    value = value.strip()
+    value = key_value(value.lower() if kind == "email" else value)
+    if connection.dialect.name == "postgresql":  # as ingest: one writer per key and profile
+        connection.execute(text("SELECT pg_advisory_xact_lock(:h)"),
+                           {"h": _key_hash((kind, value))})
+        connection.execute(select(identities.c.id).where(identities.c.id == profile_id)
+                           .with_for_update())
+    key = connection.execute(select(identity_keys.c.id, identity_keys.c.identity_id).where(
+        identity_keys.c.kind == kind, identity_keys.c.value == value)).first()
+    if key is None or key.identity_id != profile_id:
+        raise UnlinkError(404, f"profile {profile_id} holds no {kind} {value[:60]!r}")
+    held = connection.execute(select(func.count()).select_from(identity_keys).where(
+        identity_keys.c.identity_id == profile_id)).scalar_one()
+    if held < 2:
+        raise UnlinkError(409, f"profile {profile_id} holds only this key: nothing to split")
+    now = datetime.now(UTC)
+    new_id = connection.execute(insert(identities).values(
+        traits={}, traits_updated_at=None, first_seen=now, last_seen=now)
+        .returning(identities.c.id)).scalar_one()
+    connection.execute(update(identity_keys).where(identity_keys.c.id == key.id).values(
+        identity_id=new_id, linked_at=now, linked_by=None, linked_source=None))
+    connection.execute(insert(identity_conflicts).values(
+        identity_id=new_id, other_identity_id=profile_id, kind=kind, value=value,
+        reason=UNLINKED, message_id=None, source=None, created_at=now))
+    return {"key": {"kind": kind, "value": value}, "from_profile": profile_id,
+            "to_profile": new_id}

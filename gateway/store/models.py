@@ -176,8 +176,8 @@ identity_conflicts = Table(
     Column("other_identity_id", Id),  # NULL: the key was new, the profile was full
     Column("kind", String(20), nullable=False),
     Column("value", String(500), nullable=False),
-    Column("reason", String(100), nullable=False),
-    Column("message_id", String(255), nullable=False),
+    Column("reason", String(100), nullable=False),  # limit | alias_identified | unlinked
+    Column("message_id", String(255)),  # NULL: an operator's unlink
     Column("source", String(200)),
     Column("created_at", UTCDateTime(), nullable=False),
     UniqueConstraint("identity_id", "kind", "value"),

@@ -36,7 +36,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(20), nullable=False),
         sa.Column("value", sa.String(500), nullable=False),
         sa.Column("reason", sa.String(100), nullable=False),
-        sa.Column("message_id", sa.String(255), nullable=False),
+        sa.Column("message_id", sa.String(255)),
         sa.Column("source", sa.String(200)),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_identity_conflicts"),
