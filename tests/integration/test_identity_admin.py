@@ -154,3 +154,32 @@ def test_the_console_event_page_shows_links_and_conflicts(gateway) -> None:
     page = client.get(f"/console/events/{ann_event['id']}").get_data(as_text=True)
     keys = page.split('id="profile-keys"')[1].split("</table>")[0]
     assert "laptop" in keys and "m1" in keys and "m2" in keys
+
+
+@pytest.mark.parametrize(("identity", "status", "said"), [
+    (None, "ok", "18 blocked values (default list); at most userId 1, anonymousId 1000, email 5 "
+                 "per profile; alias never merges two identified profiles"),
+    ({"extra_blocked_values": ["n/a"]}, "ok", "19 blocked values (default list + 1 added)"),
+    ({"blocked_values": ["n/a"]}, "WARN", "blocked_values leaves out 'undefined', 'null', '0', "
+                                          "'[object object]'"),
+    ({"limits": {"userId": 2}}, "WARN", "limits.userId > 1: two identified people"),
+])
+def test_gateway_check_reports_the_identity_rules(database_url: str, tmp_path: Path, capsys,
+                                                  identity, status, said) -> None:
+    raw = base_config(database_url, destinations=[],
+                      **({"identity": identity} if identity else {}))
+    path = tmp_path / "gateway.toml"
+    write_toml(path, raw)
+    path.chmod(0o600)
+    assert main(["--config", str(path), "check"]) == 0  # a warning is not a failure
+    [line] = [line for line in capsys.readouterr().out.splitlines() if " identity " in line]
+    assert line.split()[0] == status and said in line, line
+
+
+def test_a_mistake_in_the_identity_table_stops_start_up_with_its_field(
+        database_url: str, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "gateway.toml"
+    write_toml(path, base_config(database_url, identity={"limits": {"userid": 1}}))
+    assert main(["--config", str(path), "check"]) == 1
+    out = capsys.readouterr().out
+    assert "[identity]: limits: unknown field 'userid' (did you mean 'userId'?)" in out
