@@ -29,7 +29,6 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
-    case,
     delete,
     exists,
     func,
@@ -263,6 +262,14 @@ class IdentityGraph:
         """Link the message's keys to one profile, as far as the limits allow: keys in order
         (userId, anonymousId, email), each joining what the earlier ones gathered unless the
         profile would then hold too many keys of a kind."""
+        if not links.previous_id:  # the common case: every key is one stored profile's
+            owner = self.owner.get(links.keys[0])
+            if owner is not None and all(self.owner.get(k) == owner for k in links.keys[1:]):
+                profile = self.profiles[owner]
+                profile.seen(message.timestamp)
+                if links.traits:
+                    self._row(profile).merge_traits(links.traits, message.timestamp)
+                return
         keys = list(links.keys)
         absorbed: int | None = None
         if links.previous_id:
@@ -410,8 +417,9 @@ class IdentityGraph:
         seen_only = [p for p in stored if p.seen_changed and not p.dirty]
         if seen_only:
             self.connection.execute(
-                _UPDATE_SEEN, [{"b_id": p.id, "b_first": p.first_seen, "b_last": p.last_seen}
-                               for p in seen_only])
+                _UPDATE_SEEN[self.connection.dialect.name],
+                [{"b_id": p.id, "b_first": p.first_seen, "b_last": p.last_seen}
+                 for p in seen_only])
         if changed:
             self.connection.execute(
                 _UPDATE_PROFILE,
@@ -515,17 +523,16 @@ _INSERT_CONFLICTS = {
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 _DELETE_PROFILE = delete(identities).where(identities.c.id == bindparam("b_loser"))
 _INSERT_KEYS = insert(identity_keys)
-# first/last seen widened in SQL (min / max with what is stored), so a profile that is only
-# seen needs no read; a row the batch does not widen is not written
-_B_FIRST = bindparam("b_first", type_=UTCDateTime())
-_B_LAST = bindparam("b_last", type_=UTCDateTime())
-_UPDATE_SEEN = (update(identities)
-                .where(identities.c.id == bindparam("b_id"),
-                       or_(identities.c.first_seen > _B_FIRST, identities.c.last_seen < _B_LAST))
-                .values(first_seen=case((identities.c.first_seen > _B_FIRST, _B_FIRST),
-                                        else_=identities.c.first_seen),
-                        last_seen=case((identities.c.last_seen < _B_LAST, _B_LAST),
-                                       else_=identities.c.last_seen)))
+# first/last seen widened in SQL (the earlier / later of what is stored and the batch's), so a
+# profile that is only seen needs no read; each value is bound once (a datetime parameter's
+# conversion is most of an executemany's CPU): SQLite's two-argument min() / max(),
+# PostgreSQL's LEAST / GREATEST
+_UPDATE_SEEN = {
+    name: (update(identities).where(identities.c.id == bindparam("b_id")).values(
+        first_seen=earliest(identities.c.first_seen, bindparam("b_first", type_=UTCDateTime())),
+        last_seen=latest(identities.c.last_seen, bindparam("b_last", type_=UTCDateTime()))))
+    for name, earliest, latest in (("sqlite", func.min, func.max),
+                                   ("postgresql", func.least, func.greatest))}
 _UPDATE_PROFILE = (update(identities).where(identities.c.id == bindparam("b_id")).values(
     traits=bindparam("b_traits"), traits_updated_at=bindparam("b_updated"),
     first_seen=bindparam("b_first"), last_seen=bindparam("b_last")))

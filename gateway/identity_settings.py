@@ -49,8 +49,18 @@ class IdentitySettings:
     limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     alias_merges_identified: bool = False
     replaced_defaults: bool = False  # `blocked_values` was given (for `gateway check`)
+    lengths: frozenset[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lengths", frozenset(len(v) for v in self.blocked))
 
     def is_blocked(self, value: str) -> bool:
+        """`value`, trimmed and case-folded, is a blocked value. The hot path (two keys a
+        message): an ASCII value with no space at either end, of a length no blocked value has,
+        is not one — decided without folding it (ASCII folds to the same length)."""
+        if value.isascii() and len(value) not in self.lengths and value and \
+                not value[0].isspace() and not value[-1].isspace():
+            return False
         return normal_value(value) in self.blocked
 
     def describe(self) -> str:
