@@ -87,7 +87,7 @@ def outbox_floor(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], N
             keys = {"userId": sorted({m["userId"] for m in batch}),
                     "anonymousId": sorted({m["anonymousId"] for m in batch})}
             profiles = {row.id for row in connection.execute(load, keys)}
-            connection.execute(identity._UPDATE_SEEN, [
+            connection.execute(identity._UPDATE_SEEN[engine.dialect.name], [
                 {"b_id": p, "b_first": now, "b_last": now} for p in profiles])
             connection.execute(queue, {"event_ids": new, "at": None, "replay_id": None})
 

@@ -23,10 +23,12 @@ from adapters import DESTINATION_TYPES
 from adapters.known import unknown_key
 from gateway import consent as consent_module
 from gateway import filters as filters_module
-from gateway import source_limits
+from gateway import identity_settings, source_limits
 from gateway.destination_limits import DestinationLimits, LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
 from gateway.http.peers import parse_network
+from gateway.identity_settings import DEFAULT_SETTINGS as DEFAULT_IDENTITY
+from gateway.identity_settings import IdentitySettings
 from gateway.store.db import DatabaseProblem, sqlite_file
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
@@ -195,6 +197,7 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    identity: IdentitySettings = DEFAULT_IDENTITY  # [identity]: gateway/identity_settings.py
     path: str | None = None
 
     def source_by_write_key(self, write_key: str) -> Source | None:
@@ -258,7 +261,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     if base_dir is not None and isinstance(raw.get("database_url"), str):
         raw["database_url"] = anchor_sqlite_path(raw["database_url"], base_dir)
     raw = _apply_env(raw, env or {})
-    known = {"database_url", "admin_token", "sources", "destinations", *TABLES}
+    known = {"database_url", "admin_token", "sources", "destinations", "identity", *TABLES}
     _reject_unknown(raw, known, where, "top level")
     database_url = _required_str(raw, "database_url", where, "top level")
     admin_token = _required_str(raw, "admin_token", where, "top level")
@@ -279,7 +282,8 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     tables["admin"] = _checked_admin(tables["admin"], tables["server"].bind, where)
     tables["metrics"] = _checked_metrics(tables["metrics"], tables["admin"], where)
     return Config(database_url=database_url, admin_token=admin_token, sources=sources,
-                  destinations=destinations, **tables, path=where)
+                  destinations=destinations, **tables, path=where,
+                  identity=identity_settings.load(raw.get("identity"), where, ConfigFileError))
 
 
 # The admin token guards the admin API and the console: long, random, never an example's.

@@ -211,8 +211,9 @@ def _store(connection: Connection, requests: list[_Request]) -> list[StoreResult
             event_id = inserted.pop((request.source, m.message_id), None)
             if event_id is not None:
                 new.append((index, event_id, m))
-    if new:
-        IdentityGraph(connection).apply(m for _, _, m in new)
+    if new:  # one config per engine, so per group: the first request's identity rules
+        IdentityGraph(connection, requests[0].config.identity).apply(
+            [m for _, _, m in new], [requests[index].source for index, _, _ in new])
     candidates: dict[tuple[int, str], list] = {}
     # runs of consecutive events routed alike → one statement each, in arrival order: delivery
     # ids must follow event ids for every destination (per-user order, §2.3), so events routed

@@ -38,6 +38,15 @@ EVENTS_SUPPRESSED = Counter("gateway_events_suppressed_total",
 SOURCE_RATE_LIMITED = Counter("gateway_source_rate_limited_total",
                               "Events refused with 429 over their source's rate limit "
                               "(gateway/http/source_guard.py)", ["source"])
+# The identity graph's guardrails (gateway/identity.py): merges refused by `[identity] limits`
+# (reason "limit") or because an alias joined two identified profiles ("alias_identified"),
+# labelled with the kind of the key that was not moved; blocked values left out of the graph.
+IDENTITY_MERGES_REFUSED = Counter("gateway_identity_merges_refused_total",
+                                  "Identity merges refused, by the kind of key not moved",
+                                  ["kind", "reason"])
+IDENTITY_BLOCKED_VALUES = Counter("gateway_identity_blocked_values_total",
+                                  "Ids and emails left out of the identity graph as blocked "
+                                  "values (undefined, null, …)", ["kind"])
 DELIVERIES = Counter("gateway_deliveries_total", "Finished delivery attempts by outcome",
                      ["destination", "outcome"])
 ATTEMPT_SECONDS = Histogram("gateway_delivery_attempt_seconds", "Time to send one delivery",

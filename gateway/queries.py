@@ -108,10 +108,20 @@ def get_identity(connection: Connection, filters: Mapping[str, str]) -> dict[str
     if len(given) != 1:
         raise QueryError("give exactly one of user_id, anonymous_id or email")
     found = identity.lookup(connection, *given[0])
-    if found is None:
-        return None
+    return None if found is None else identity_json(found)
+
+
+def get_identity_by_id(connection: Connection, profile_id: int) -> dict[str, Any] | None:
+    found = identity.profile(connection, profile_id)
+    return None if found is None else identity_json(found)
+
+
+def identity_json(found: dict[str, Any]) -> dict[str, Any]:
+    """A profile (`identity.profile`) with its times as ISO text."""
     return {**found, "first_seen": iso_text(found["first_seen"]),
-            "last_seen": iso_text(found["last_seen"])}
+            "last_seen": iso_text(found["last_seen"]),
+            "keys": [{**k, "linked_at": iso_text(k["linked_at"])} for k in found["keys"]],
+            "conflicts": [{**c, "at": iso_text(c["at"])} for c in found["conflicts"]]}
 
 
 def event_summary(row: Any) -> dict[str, Any]:

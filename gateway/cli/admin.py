@@ -36,9 +36,15 @@ def add_commands(add: AddCommand) -> None:
     deliveries = add("deliveries", "list deliveries, or show one with its attempts")
     deliveries.add_argument("id", nargs="?", type=int, help="one delivery with its attempts")
     _filters(deliveries, queries.DELIVERY_FILTERS)
-    identities = add("identities", "the merged profile owning a key")
+    identities = add("identities", "the merged profile owning a key (or with an id); "
+                                   "`identities unlink ID --kind K --value V` splits a key off")
+    identities.add_argument("words", nargs="*", metavar="[unlink] ID",
+                            help="a profile id; `unlink ID` splits --kind/--value off it")
     for name in ("user_id", "anonymous_id", "email"):
         identities.add_argument(f"--{name.replace('_', '-')}", dest=name)
+    identities.add_argument("--kind", choices=("userId", "anonymousId", "email"),
+                            help="unlink: the kind of key to split off")
+    identities.add_argument("--value", help="unlink: the key's value")
     identities.add_argument("--json", action="store_true")
     replaying = add("replay", "send matching events to a destination")
     replaying.add_argument("destination")
@@ -92,6 +98,8 @@ def _dispatch(args: argparse.Namespace, config: Config, engine: Any) -> int:
         with engine.connect() as connection:
             _print(queries.get_delivery(connection, args.delivery_id), args.json)
         return 0
+    if command == "identities" and args.words[:1] == ["unlink"]:
+        return _unlink(engine, args)
     if command == "replay":
         filters = _given(args, queries.EVENT_FILTERS)
         bar = None if args.json or args.dry_run else _progress
@@ -112,11 +120,11 @@ def _dispatch(args: argparse.Namespace, config: Config, engine: Any) -> int:
                 print("\n".join(explain_lines(found)))
             return 0
         if command == "identities":
-            found = queries.get_identity(connection, _given(args, ("user_id", "anonymous_id",
-                                                                   "email")))
-            if found is None:
-                raise NotFound("no identity has that key")
-            _print(found, args.json)
+            found = _identity(connection, args)
+            if args.json:
+                _print(found, True)
+            else:
+                print("\n".join(identity_lines(found)))
         elif command == "events" and args.id is not None:
             found = queries.get_event(connection, args.id)
             if found is None:
@@ -136,6 +144,80 @@ def _dispatch(args: argparse.Namespace, config: Config, engine: Any) -> int:
                                            args.limit, args.cursor)
             _print_page(page, DELIVERY_COLUMNS, args.json)
     return 0
+
+
+def _identity(connection: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """`identities ID` or `identities --user-id|--anonymous-id|--email …`."""
+    given = _given(args, ("user_id", "anonymous_id", "email"))
+    if args.words:
+        if given or len(args.words) != 1:
+            raise queries.QueryError("give a profile id, or one of --user-id, --anonymous-id, "
+                                     "--email")
+        profile_id = _profile_id(args.words[0])
+        found = queries.get_identity_by_id(connection, profile_id)
+        if found is None:
+            raise NotFound(f"no identity {profile_id}")
+        return found
+    found = queries.get_identity(connection, given)
+    if found is None:
+        raise NotFound("no identity has that key")
+    return found
+
+
+def _profile_id(text: str) -> int:
+    profile_id = queries.parse_id(text) if text.isdigit() else None
+    if profile_id is None:
+        raise queries.QueryError(f"{printable(text[:40])!s}: a profile id is a whole number from "
+                                 f"1 to {queries.MAX_ID}")
+    return profile_id
+
+
+def _unlink(engine: Any, args: argparse.Namespace) -> int:
+    """`identities unlink ID --kind K --value V`: the key onto a profile of its own."""
+    from gateway.identity import UnlinkError, unlink
+    from gateway.store.db import write_transaction
+
+    if len(args.words) != 2 or args.kind is None or args.value is None:
+        raise queries.QueryError("usage: gateway identities unlink ID --kind userId|anonymousId|"
+                                 "email --value VALUE")
+    profile_id = _profile_id(args.words[1])
+    try:
+        with write_transaction(engine) as connection:
+            result = unlink(connection, profile_id, args.kind, args.value)
+    except UnlinkError as exc:
+        if exc.status == 400:
+            raise queries.QueryError(str(exc)) from None
+        raise NotFound(str(exc)) if exc.status == 404 else Conflict(str(exc)) from None
+    if args.json:
+        _print(result, True)
+    else:
+        print(f"{result['key']['kind']} {printable(result['key']['value'])} moved from profile "
+              f"{result['from_profile']} to new profile {result['to_profile']}")
+    return 0
+
+
+def identity_lines(found: dict[str, Any]) -> list[str]:
+    """A profile for people: its keys with when and by which message each was linked, then
+    the merges refused around it."""
+    lines = [f"profile {found['id']}: first seen {found['first_seen']}, last seen "
+             f"{found['last_seen']}", f"  traits: {dumps(found['traits'], indent=False)}",
+             f"  keys: {len(found['keys'])}"]
+    for key in found["keys"]:
+        how = (f"linked {key['linked_at']} by message {printable(key['linked_by'] or '-')} "
+               f"(source {printable(key['source'] or '-')})") if key["linked_at"] else \
+            "linked before links were recorded"
+        lines.append(f"    {key['kind']:<12} {printable(key['value'])}  {how}")
+    lines.append(f"  conflicts: {len(found['conflicts']) or 'none'}")
+    for conflict in found["conflicts"]:
+        key = conflict["key"]
+        other = conflict["other_profile"]
+        where = ("held here, wanted by profile" if conflict["held_here"] else
+                 "held by profile") + f" {other}" if other else "new key, profile full"
+        message = printable(conflict["message_id"] or "-")
+        lines.append(f"    {key['kind']:<12} {printable(key['value'])}  {conflict['reason']}: "
+                     f"message {message} (source {printable(conflict['source'] or '-')}) "
+                     f"at {conflict['at']}; {where}")
+    return lines
 
 
 def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:

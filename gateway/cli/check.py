@@ -1,9 +1,9 @@
 """`gateway check`: is this installation usable? One line per thing checked — the config file,
 the admin token's strength, the database, its schema, the delivery workers, each destination's
 settings (and the consent it enforces), each source's rate limit and allowed origins when it
-has them, the TLS certificate and key when it serves TLS — and exit 1 if any is not. A file
-others may read is a warning (`WARN`): the installation works, but exposes secrets or every
-stored event."""
+has them, the identity rules, the TLS certificate and key when it serves TLS — and exit 1 if
+any is not. A file others may read is a warning (`WARN`): the installation works, but exposes
+secrets or every stored event; so are identity rules that let SDK bugs merge people."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from gateway import config as config_module
 from gateway import consent, heartbeat, source_limits
 from gateway.config import Config, ConfigFileError
 from gateway.http import tls
+from gateway.identity_settings import normal_value
 from gateway.store.db import (
     DatabaseProblem,
     describe_database_error,
@@ -49,6 +50,7 @@ def check(path: Path) -> int:
         lines += check_workers(config)
     lines += check_destinations(config)
     lines += check_sources(config)
+    lines.append(check_identity(config))
     lines += check_tls(config)
     lines += check_file_modes(path, config.database_url)
     return report(lines)
@@ -99,6 +101,23 @@ def check_workers(config: Config) -> list[Line]:
     if enabled:
         return [(FAIL, "delivery worker", heartbeat.none_running(enabled))]
     return [(OK, "delivery worker", "none running (start gateway serve or gateway worker)")]
+
+
+def check_identity(config: Config) -> Line:
+    """The `[identity]` rules on one line; WARN when they let SDK bugs or shared emails merge
+    people (a replaced list without the usual placeholders, more than one userId a profile)."""
+    settings = config.identity
+    detail = settings.describe()
+    missing = [v for v in ("undefined", "null", "0", "[object object]")
+               if normal_value(v) not in settings.blocked]
+    if missing:
+        return (WARN, "identity", f"{detail}; blocked_values leaves out "
+                f"{', '.join(repr(v) for v in missing)}: an SDK sending one merges everyone "
+                "who sends it")
+    if settings.limits["userId"] > 1:
+        return (WARN, "identity", f"{detail}; limits.userId > 1: two identified people "
+                "sharing an email or a device become one profile")
+    return (OK, "identity", detail)
 
 
 def check_destinations(config: Config) -> list[Line]:

@@ -124,6 +124,13 @@ def _show_preview(plan: dict[str, Any], out: TextIO, as_json: bool) -> None:
     for kind, values in profile["keys"].items():
         for one in values:  # event data: escaped for the terminal
             print(f"  {kind[:-1]}: {printable(one)}", file=out)
+    if profile.get("links"):
+        print("  linked by:", file=out)  # why each key is this person's
+    for link in profile.get("links", []):
+        how = (f"message {printable(link['linked_by'] or '-')} (source "
+               f"{printable(link['source'] or '-')}) at {link['linked_at']}"
+               if link["linked_at"] else "before links were recorded")
+        print(f"    {link['kind']} {printable(link['value'])}: {how}", file=out)
     print("  would affect: " + ", ".join(f"{k} {v}" for k, v in plan["counts"].items()),
           file=out)
     for destination, detail in plan["destinations"].items():

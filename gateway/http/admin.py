@@ -21,6 +21,7 @@ from gateway.http.errors import ApiError, error_response
 from gateway.regulations import keys as regulation_keys
 from gateway.regulations import service as regulation_service
 from gateway.replay import Conflict, NotFound, replay, retry_dead
+from gateway.store.db import write_transaction
 from gateway.store.storage_state import is_storage_error, short_reason
 
 ops = Blueprint("ops", __name__)
@@ -164,6 +165,38 @@ def identities() -> Response:
     if found is None:
         raise ApiError(404, "not_found", "no identity has that key")
     return jsonify(found)
+
+
+@bp.get("/identities/<id:profile_id>")
+def identity_by_id(profile_id: int | None) -> Response:
+    """One profile: its keys (when and by which message each was linked) and conflicts."""
+    profile_id = _row_id(profile_id, "identity")
+    with context.engine().connect() as connection:
+        found = queries.get_identity_by_id(connection, profile_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no identity {profile_id}")
+    return jsonify(found)
+
+
+@bp.delete("/identities/<id:profile_id>/keys")
+def unlink_key(profile_id: int | None) -> Response:
+    """`{"kind", "value"}`: split that key off the profile onto a profile of its own."""
+    from gateway.identity import UnlinkError, unlink
+
+    profile_id = _row_id(profile_id, "identity")
+    body = request.get_json(force=True, silent=True)  # JSON whatever the Content-Type
+    if not isinstance(body, dict) or set(body) != {"kind", "value"}:
+        raise ApiError(400, "invalid_body", 'expected {"kind": "userId"|"anonymousId"|"email", '
+                                            '"value": "…"}')
+    try:
+        with write_transaction(context.engine()) as connection:
+            result = unlink(connection, profile_id, body["kind"], body["value"])
+    except UnlinkError as exc:
+        code = {404: "not_found", 409: "last_key"}.get(exc.status, "invalid_body")
+        raise ApiError(exc.status, code, str(exc)) from None
+    with context.engine().connect() as connection:
+        result["profile"] = queries.get_identity_by_id(connection, profile_id)
+    return jsonify(result)
 
 
 @bp.post("/replay")

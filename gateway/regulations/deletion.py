@@ -25,6 +25,7 @@ from gateway.store.models import (
     delivery_attempts,
     events,
     identities,
+    identity_conflicts,
     identity_keys,
     regulation_subjects,
 )
@@ -50,7 +51,13 @@ def in_flight_until(connection: Connection, profile: SubjectProfile) -> datetime
 
 
 COUNTED = ("events", "deliveries", "deliveries_cancelled", "delivery_attempts",
-           "identity_keys", "identities")
+           "identity_keys", "identity_conflicts", "identities")
+
+
+def _conflicts_of(profile: SubjectProfile) -> Any:
+    """The refused merges that name the profile on either side."""
+    return or_(identity_conflicts.c.identity_id.in_(profile.ids),
+               identity_conflicts.c.other_identity_id.in_(profile.ids))
 
 
 def _event_conditions(profile: SubjectProfile) -> list[Any]:
@@ -76,10 +83,12 @@ def count_profile(connection: Connection, profile: SubjectProfile) -> dict[str, 
             deliveries.c.state.in_(outbox.UNFINISHED))
         counts["delivery_attempts"] = _count(connection, delivery_attempts,
                                              delivery_attempts.c.delivery_id.in_(delivery_ids))
-    if profile.id is not None:
+    if profile.ids:
         counts["identity_keys"] = _count(connection, identity_keys,
-                                         identity_keys.c.identity_id == profile.id)
-        counts["identities"] = _count(connection, identities, identities.c.id == profile.id)
+                                         identity_keys.c.identity_id.in_(profile.ids))
+        counts["identity_conflicts"] = _count(connection, identity_conflicts,
+                                              _conflicts_of(profile))
+        counts["identities"] = _count(connection, identities, identities.c.id.in_(profile.ids))
     return counts
 
 
@@ -105,11 +114,14 @@ def delete_profile(connection: Connection, profile: SubjectProfile) -> dict[str,
         counts["deliveries"] = _deleted(connection, delete(deliveries).where(
             deliveries.c.event_id.in_(event_ids)))
         counts["events"] = _deleted(connection, delete(events).where(or_(*conditions)))
-    if profile.id is not None:
+    if profile.ids:
         counts["identity_keys"] = _deleted(connection, delete(identity_keys).where(
-            identity_keys.c.identity_id == profile.id))
+            identity_keys.c.identity_id.in_(profile.ids)))
+        # refused merges name the person's keys, on their profile or on the other one
+        counts["identity_conflicts"] = _deleted(connection, delete(identity_conflicts).where(
+            _conflicts_of(profile)))
         counts["identities"] = _deleted(connection, delete(identities).where(
-            identities.c.id == profile.id))
+            identities.c.id.in_(profile.ids)))
     return counts
 
 

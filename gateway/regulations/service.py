@@ -17,7 +17,14 @@ from gateway.config import Config
 from gateway.delivery.client import redact
 from gateway.messages import iso_text
 from gateway.regulations import deletion, suppression
-from gateway.regulations.keys import TYPES, InvalidRequest, Subject, make_subject, parse_request
+from gateway.regulations.keys import (
+    TYPES,
+    InvalidRequest,
+    Subject,
+    links,
+    make_subject,
+    parse_request,
+)
 from gateway.regulations.keys import resolve as resolve_profile
 from gateway.store import outbox
 from gateway.store.db import write_transaction
@@ -60,7 +67,7 @@ def create(engine: Engine, config: Config, kind: str, subject: Subject) -> dict[
     with write_transaction(engine) as connection:
         if kind != "unsuppress":  # wait for writes past their suppression check (PostgreSQL)
             suppression.hold_back_ingest(connection)
-        profile = resolve_profile(connection, subject, lock=True)
+        profile = resolve_profile(connection, subject, lock=True, config=config)
         regulation_id = connection.execute(insert(regulations).values(
             type=kind, status=RUNNING, subject_kind=subject.kind, counts={}, created_at=now)
             .returning(regulations.c.id)).scalar_one()
@@ -95,7 +102,7 @@ def preview(engine: Engine, config: Config, kind: str, subject: Subject) -> dict
     if kind not in TYPES:
         raise InvalidRequest(f"type: one of {', '.join(TYPES)}")
     with engine.connect() as connection:
-        profile = resolve_profile(connection, subject)
+        profile = resolve_profile(connection, subject, config=config)
         counts: dict[str, int] = {"profile_keys": len(profile.keys)}
         if kind in SUPPRESSING:
             counts["suppressed_keys"] = suppression.would_suppress(connection, profile.keys)
@@ -103,12 +110,14 @@ def preview(engine: Engine, config: Config, kind: str, subject: Subject) -> dict
             counts["unsuppressed_keys"] = suppression.would_unsuppress(connection, profile.keys)
         if kind in DELETING:
             counts.update(deletion.count_profile(connection, profile))
+        linked = links(connection, profile)
     return {"dry_run": True, "type": kind,
             "subject": {_KIND_NAMES[subject.kind]: subject.value},
             "profile": {"id": profile.id, "keys": {
                 "user_ids": profile.values("userId"),
                 "anonymous_ids": profile.values("anonymousId"),
-                "emails": profile.values("email")}},
+                "emails": profile.values("email")},
+                "ids": list(profile.ids), "links": linked},
             "counts": counts,
             "destinations": deletion.destinations_asked(config) if kind in DELETING else {}}
 

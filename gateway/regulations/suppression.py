@@ -17,6 +17,7 @@ from sqlalchemy import ARRAY, Connection, String, any_, bindparam, delete, func,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway import metrics
+from gateway.config import Config
 from gateway.identity import Key
 from gateway.messages import Message
 from gateway.regulations.keys import hashes, key_hash, message_keys
@@ -26,6 +27,7 @@ from gateway.store.models import suppressed_keys
 class _Request(Protocol):
     source: str
     messages: list[Message]
+    config: Config
 
 
 _FIND = select(suppressed_keys.c.key_hash, suppressed_keys.c.regulation_id).where(
@@ -63,7 +65,8 @@ def suppressed_messages(connection: Connection, requests: Sequence[_Request]) ->
     wanted: set[str] = set()
     for request in requests:
         for message in request.messages:
-            keys = {key_hash(key): key for key in message_keys(message)}
+            keys = {key_hash(key): key
+                    for key in message_keys(message, request.config.identity)}
             named.append((request, message, keys))
             wanted.update(keys)
     if not wanted:

@@ -26,6 +26,7 @@ from gateway.store.models import (
     gateway_secrets,
     heartbeats,
     identities,
+    identity_conflicts,
     identity_keys,
     regulation_subjects,
     regulations,
@@ -35,8 +36,8 @@ from gateway.store.models import (
 
 # parents before children (deliveries name events, attempts name deliveries, keys identities)
 TABLES: tuple[Table, ...] = (events, deliveries, delivery_attempts, identities, identity_keys,
-                             regulations, regulation_subjects, suppressed_keys, rejections,
-                             gateway_secrets)
+                             identity_conflicts, regulations, regulation_subjects,
+                             suppressed_keys, rejections, gateway_secrets)
 DEFAULT_BATCH = 2_000
 LIVE_WITHIN_SECONDS = 5 * STALE_INTERVALS  # a heartbeat this fresh: a process is still running
 

@@ -158,8 +158,30 @@ identity_keys = Table(
     Column("kind", String(20), nullable=False),  # userId | anonymousId | email
     Column("value", String(500), nullable=False),
     Column("identity_id", Id, ForeignKey("identities.id", ondelete="CASCADE"), nullable=False),
+    # when and by which message the key joined the graph (NULL: linked before migration 0010)
+    Column("linked_at", UTCDateTime()),
+    Column("linked_by", String(255)),  # the messageId
+    Column("linked_source", String(200)),
     UniqueConstraint("kind", "value"),
     Index(None, "identity_id"),
+)
+
+# Merges the identity graph refused (gateway/identity.py: blocked by a limit, or an alias of two
+# identified profiles): the profile the message was attached to, the key it did not move and
+# the profile that holds it. One row per (profile, key): a key refused again is not re-recorded.
+identity_conflicts = Table(
+    "identity_conflicts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("identity_id", Id, ForeignKey("identities.id", ondelete="CASCADE"), nullable=False),
+    Column("other_identity_id", Id),  # NULL: the key was new, the profile was full
+    Column("kind", String(20), nullable=False),
+    Column("value", String(500), nullable=False),
+    Column("reason", String(100), nullable=False),  # limit | alias_identified | unlinked
+    Column("message_id", String(255)),  # NULL: an operator's unlink
+    Column("source", String(200)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("identity_id", "kind", "value"),
+    Index(None, "other_identity_id"),
 )
 
 # One row per live delivery worker (role "worker") and per HTTP process (role "http", written by

@@ -157,7 +157,7 @@ def test_a_weak_admin_token_stops_everything_but_check(database_url: str,
     lines = done.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
         ["ok", "config"], ["FAIL", "admin"], ["ok", "database"], ["ok", "schema"],
-        ["ok", "delivery"]]
+        ["ok", "delivery"], ["ok", "identity"]]
     assert "field 'admin_token': too short (9 characters, at least 32)" in lines[1]
     for command in (["events"], ["serve", "--no-worker"], ["worker"]):
         done = gateway("--config", str(path), *command)
@@ -406,7 +406,7 @@ def test_check_reports_each_part(setup, tmp_path: Path, capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [
         ["ok", "config"], ["ok", "admin"], ["ok", "database"], ["ok", "schema"],
-        ["FAIL", "delivery"], ["ok", "destination"]]
+        ["FAIL", "delivery"], ["ok", "destination"], ["ok", "identity"]]
     assert lines[0].endswith(str(path.resolve())) and "hook (webhook)" in lines[5]
     assert "no delivery worker is running: deliveries to 1 enabled destination(s) wait" \
         in lines[4]

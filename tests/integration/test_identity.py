@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from gateway import create_app
+from gateway.config import from_mapping
 from gateway.identity import lookup
-from tests.conftest import WRITE_KEY
+from tests.conftest import WRITE_KEY, base_config
 from tests.helpers import basic
 
 
@@ -78,7 +82,18 @@ def test_alias_with_an_unknown_previous_id_keeps_it_as_an_anonymous_id(client, e
     assert visitor["id"] == profile(engine, "userId", "u9")["id"]
 
 
-def test_merges_are_transitive_and_never_lose_a_key(client, engine) -> None:
+@pytest.fixture
+def roomy(database_url: str):
+    """An app whose profiles may hold three userIds (the default is one: see test_identity_
+    guardrails), so merges of identified profiles go through."""
+    app = create_app(from_mapping(base_config(database_url,
+                                              identity={"limits": {"userId": 3}})))
+    yield app.test_client(), app.extensions["gateway.engine"]
+    app.extensions["gateway.engine"].dispose()
+
+
+def test_merges_are_transitive_and_never_lose_a_key(roomy) -> None:
+    client, engine = roomy
     send(client,
          {"type": "identify", "userId": "u1", "anonymousId": "a1"},
          {"type": "identify", "userId": "u2", "anonymousId": "a2",

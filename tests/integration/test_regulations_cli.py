@@ -46,7 +46,8 @@ def on_a_terminal(config: Path, answer: str, *args: str) -> tuple[int, str]:
 
 
 def test_cli_regulations(database_url: str, tmp_path: Path) -> None:
-    raw = base_config(database_url, destinations=[])
+    # two userIds per profile: the shared email below merges dana@corp and dana-1
+    raw = base_config(database_url, destinations=[], identity={"limits": {"userId": 2}})
     path = tmp_path / "gateway.toml"
     write_toml(path, raw)
     app = create_app(from_mapping(raw))
