@@ -215,7 +215,7 @@ def _rejected(adapter: Adapter, outcome: Outcome) -> dict[int, str]:
     return adapter.rejected_items(outcome.status, body)
 
 
-# --- destination filters (gateway/filters.py): a dropped event is the contract's Unsupported --
+# --- destination filters (gateway/filters/): a dropped event is the contract's Unsupported --
 
 
 class Filtered(Unsupported):

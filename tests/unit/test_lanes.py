@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 from adapters.base import HttpRequest, LookupResponse, Retryable
+from gateway.config.limits import DestinationLimits
 from gateway.delivery.client import HttpClient, NoAnswer, Sent
 from gateway.delivery.lanes import CLOSED, HALF_OPEN, OPEN, Done, Lane, TokenBucket
 from gateway.delivery.send import Sender
 from gateway.delivery.verdict import Outcome, crashed
-from gateway.destination_limits import DestinationLimits
 
 REQUEST = HttpRequest("GET", "https://api.kustomer.com/v1/customers/email=a")
 
