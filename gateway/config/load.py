@@ -31,12 +31,19 @@ from gateway.config.model import (
     ServerSettings,
     Source,
 )
-from gateway.config.tables import Key, TableError, check_keys, check_table, shape_of, value_of
+from gateway.config.tables import (
+    ANY,
+    Key,
+    TableError,
+    check_keys,
+    check_table,
+    shape_of,
+    value_of,
+)
 from gateway.filters.rules import NO_FILTERS, Filters
 from gateway.store.db import DatabaseProblem, sqlite_file
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
-ANY = Key("any")  # a key whose value the loader checks itself (a nested table, an array)
 TOP_LEVEL = {"database_url": Key("str", required=True), "admin_token": Key("str", required=True),
              "sources": ANY, "destinations": ANY, **{name: ANY for name in TABLES}}
 SOURCE_KEYS = {"name": Key("str", required=True), "write_key": Key("str", required=True),

@@ -51,6 +51,9 @@ class Key:
             raise ValueError(f"unknown kind {self.kind!r}")
 
 
+ANY = Key("any")  # a key whose value the caller checks itself (a nested table, a list of paths)
+
+
 def at_least(minimum: int, default: int) -> Any:
     """A whole-number field that is meaningless below `minimum` (checked at load)."""
     return field(default=default, metadata={"min": minimum})

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config.tables import Key, TableError, check_keys, value_of
+from gateway.config.tables import ANY, Key, TableError, check_keys, value_of
 from gateway.filters.rules import IP_MODES, Condition, Filters, Rule, is_number
 from gateway.store.models import MESSAGE_TYPES
 
@@ -29,7 +29,6 @@ MAX_PATH_DEPTH = 8
 MAX_PATH_LENGTH = 200
 MAX_LIST = 200  # paths, rules, conditions or values in one list
 MIN_SALT = 16
-ANY = Key("any")  # checked below: paths, rules, the sample
 # The declared shapes (tables.py checks the keys, the salt's type and the ip mode).
 FILTER_KEYS = {"drop_fields": ANY, "allow_fields": ANY, "hash_fields": ANY,
                "hash_salt": Key("str"), "ip": Key("choice", choices=IP_MODES), "sample": ANY,
