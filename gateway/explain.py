@@ -130,7 +130,7 @@ def _delivery_words(d: Any) -> tuple[str, str]:
         return d.state, f"delivered at {iso_text(d.updated_at)} ({status}, {attempts})"
     if d.state == outbox.SKIPPED:
         reason = d.last_error or "no reason recorded"
-        if reason.startswith("Filtered: "):  # the destination's filters (gateway/filters.py)
+        if reason.startswith("Filtered: "):  # the destination's filters (gateway/filters/)
             return d.state, f"skipped by the destination's filters: {reason[10:]}"
         if reason.startswith("Consent: "):  # the event's consent (gateway/consent.py)
             return d.state, f"skipped for consent: {reason[9:]}"

@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway import metrics
-from gateway.identity_settings import DEFAULT_SETTINGS, KINDS, IdentitySettings
+from gateway.config.identity import DEFAULT_SETTINGS, KINDS, IdentitySettings
 from gateway.messages import Message
 from gateway.store.models import (
     UTCDateTime,

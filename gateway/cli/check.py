@@ -19,8 +19,8 @@ from adapters import DESTINATION_TYPES
 from gateway import config as config_module
 from gateway import consent, heartbeat, source_limits
 from gateway.config import Config, ConfigFileError
+from gateway.config.identity import normal_value
 from gateway.http import tls
-from gateway.identity_settings import normal_value
 from gateway.store.db import (
     DatabaseProblem,
     describe_database_error,

@@ -19,7 +19,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import config as config_module
-from gateway.cli import admin, copy, regulations, supervisor
+from gateway.cli import admin, copy, regulations, starter, supervisor
 from gateway.config import Config, ConfigFileError
 from gateway.http import tls
 from gateway.store.db import (
@@ -212,7 +212,7 @@ def _serve(args: argparse.Namespace) -> int:
                           f"at the default ./{config_module.DEFAULT_CONFIG_PATH}, or with "
                           "--init)")
     if not path.exists():
-        write_key, admin_token = config_module.write_default(path)
+        write_key, admin_token = starter.write_default(path)
         print(f"Wrote {path} for the embedded default (SQLite at "
               f"{path.parent / 'gateway.db'}).")
         print(f"  write key:   {write_key}")

@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from adapters.base import HttpRequest, Lookup, LookupResponse, Retryable
+from gateway.config.limits import DestinationLimits
 from gateway.delivery.client import NoAnswer, Sent
 from gateway.delivery.verdict import Outcome, released
-from gateway.destination_limits import DestinationLimits
 
 SMOOTHING = 0.2  # weight of the newest observation in the running average
 # No answer at all because the connection failed or timed out: what opens a circuit.

@@ -20,7 +20,7 @@ _DEFAULTS = RetrySettings()  # the defaults are defined once, where the config d
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """`RetrySettings` (config.py) at work: its defaults are the settings' own."""
+    """`RetrySettings` (gateway/config/model.py) at work: its defaults are the settings' own."""
 
     base_delay: float = float(_DEFAULTS.base_delay_seconds)  # seconds before the 2nd attempt
     max_delay: float = float(_DEFAULTS.max_delay_seconds)

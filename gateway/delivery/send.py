@@ -215,7 +215,7 @@ def _rejected(adapter: Adapter, outcome: Outcome) -> dict[int, str]:
     return adapter.rejected_items(outcome.status, body)
 
 
-# --- destination consent (gateway/consent.py) and filters (gateway/filters.py): a refused or --
+# --- destination consent (gateway/consent.py) and filters (gateway/filters/): a refused or --
 # --- dropped event is the contract's Unsupported, so the delivery ends `skipped` -------------
 
 

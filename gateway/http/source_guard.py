@@ -2,7 +2,7 @@
 
 Rate limit. Each HTTP process holds one token bucket per rate-limited source, refilled at
 `events_per_second / live HTTP processes` and holding `burst / live HTTP processes` (at least
-1), as the delivery workers share a destination's rate (gateway/destination_limits.py): the
+1), as the delivery workers share a destination's rate (gateway/config/limits.py): the
 live processes are the fresh `http` rows of the heartbeats table, which each process writes at
 most every `[worker] heartbeat_seconds` while it serves a rate-limited source (the same row
 /health writes), re-counted at most that often. A request's events are let in when the bucket

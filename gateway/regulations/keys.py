@@ -16,9 +16,9 @@ from sqlalchemy import Connection, and_, or_, select
 
 from adapters.known import unknown_key
 from gateway.config import Config
+from gateway.config.identity import DEFAULT_SETTINGS, IdentitySettings
 from gateway.filters import hash_value
 from gateway.identity import Key, links_of
-from gateway.identity_settings import DEFAULT_SETTINGS, IdentitySettings
 from gateway.messages import Message, iso_text
 from gateway.store.models import identities, identity_keys, key_value
 from gateway.store.outbox import user_key_of

@@ -102,8 +102,9 @@ def test_limits_load_beside_settings_with_type_defaults(database_url: str) -> No
 @pytest.mark.parametrize("limits,message", [
     ({"concurency": 2}, "limits: unknown field 'concurency' (did you mean 'concurrency'?)"),
     ({"zzz": 2}, "limits: unknown field 'zzz' (known: concurrency,"),
-    ({"concurrency": 0}, "limits: field 'concurrency': must be an integer from 1 to 256, not 0"),
-    ({"concurrency": 2.5}, "field 'concurrency': must be an integer from 1 to 256, not 2.5"),
+    ({"concurrency": 0},
+     "limits: field 'concurrency': must be a whole number from 1 to 256, not 0"),
+    ({"concurrency": 2.5}, "field 'concurrency': must be a whole number from 1 to 256, not 2.5"),
     ({"rate_per_second": -1}, "field 'rate_per_second': must be a number from 0 to 100000"),
     ({"rate_per_second": True}, "field 'rate_per_second': must be a number"),
     ({"circuit_open_seconds": "30"}, "field 'circuit_open_seconds': must be a number"),

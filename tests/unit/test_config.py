@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gateway.cli.starter import write_default
 from gateway.config import (
     ConfigFileError,
     Limits,
@@ -15,7 +16,6 @@ from gateway.config import (
     load,
     parse_bind,
     unknown_environment,
-    write_default,
 )
 from tests.conftest import ADMIN_TOKEN
 

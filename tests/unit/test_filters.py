@@ -1,4 +1,4 @@
-"""gateway/filters.py: the pure rules, the field transforms, and the checks at config load."""
+"""gateway/filters/: the pure rules, the field transforms, and the checks at config load."""
 
 from __future__ import annotations
 

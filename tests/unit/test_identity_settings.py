@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.config import ConfigFileError, from_mapping
-from gateway.identity_settings import DEFAULT_BLOCKED_VALUES, DEFAULT_LIMITS, parse
+from gateway.config.identity import DEFAULT_BLOCKED_VALUES, DEFAULT_LIMITS, parse
 from tests.conftest import ADMIN_TOKEN
 
 

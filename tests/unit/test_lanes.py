@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from adapters.base import HttpRequest, LookupResponse, Retryable
+from gateway.config.limits import DestinationLimits
 from gateway.delivery.client import HttpClient, NoAnswer, Sent
 from gateway.delivery.lanes import (
     CLOSED,
@@ -22,7 +23,6 @@ from gateway.delivery.lanes import (
 )
 from gateway.delivery.send import Sender
 from gateway.delivery.verdict import Outcome, crashed
-from gateway.destination_limits import DestinationLimits
 
 REQUEST = HttpRequest("GET", "https://api.kustomer.com/v1/customers/email=a")
 

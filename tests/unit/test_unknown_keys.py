@@ -10,7 +10,7 @@ import pytest
 from adapters import DESTINATION_TYPES
 from adapters.known import unknown_key
 from gateway import filters, queries
-from gateway.destination_limits import parse_limits
+from gateway.config.limits import parse_limits
 from gateway.regulations.keys import parse_request
 
 

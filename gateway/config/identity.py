@@ -1,7 +1,7 @@
 """The `[identity]` table: which values never link profiles, and how many keys one profile holds.
 
-Kept apart from gateway/config.py (which only calls `parse`) so the identity rules and their
-checks sit together:
+Its own module of the config package (load.py only calls `load`), so the identity rules and
+their checks sit together:
 
     [identity]
     blocked_values = […]                 # replaces the default list below (rarely wanted)

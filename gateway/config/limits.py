@@ -25,20 +25,20 @@ evenly: a worker alone with the whole backlog still sends only its share.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from adapters.known import unknown_key
+from gateway.config.tables import between, check_table, shape_of
 
 
 @dataclass(frozen=True)
 class DestinationLimits:
-    concurrency: int | None = None  # None: the worker's concurrency
-    rate_per_second: float = 0.0  # 0: unlimited
-    burst: int | None = None  # None: one second's worth
-    claim_size: int | None = None  # None: the worker's batch size
-    circuit_failures: int = 5
-    circuit_open_seconds: float = 30.0
+    concurrency: int | None = between(1, 256, None)  # None: the worker's concurrency
+    rate_per_second: float = between(0, 100_000, 0.0)  # 0: unlimited
+    burst: int | None = between(1, 1_000_000, None)  # None: one second's worth
+    claim_size: int | None = between(1, 10_000, None)  # None: the worker's batch size
+    circuit_failures: int = between(0, 1_000_000, 5)
+    circuit_open_seconds: float = between(0.01, 86_400, 30.0)
 
     @property
     def bucket_size(self) -> int:
@@ -47,38 +47,11 @@ class DestinationLimits:
         return max(1, math.ceil(self.rate_per_second))
 
 
-_BOUNDS: dict[str, tuple[type, float, float]] = {
-    "concurrency": (int, 1, 256),
-    "rate_per_second": (float, 0, 100_000),
-    "burst": (int, 1, 1_000_000),
-    "claim_size": (int, 1, 10_000),
-    "circuit_failures": (int, 0, 1_000_000),
-    "circuit_open_seconds": (float, 0.01, 86_400),
-}
-
-
-class LimitsError(ValueError):
-    """A bad `limits` entry: the message names the field and what it must be."""
+SHAPE = shape_of(DestinationLimits)
 
 
 def parse_limits(raw: Any, default_rate: float = 0.0) -> DestinationLimits:
-    """`[destinations.limits]` → DestinationLimits, or LimitsError naming the first bad field."""
+    """`[destinations.limits]` → DestinationLimits, or TableError naming the first bad field."""
     if raw is None:
         return DestinationLimits(rate_per_second=default_rate)
-    if not isinstance(raw, dict):
-        raise LimitsError("must be a table")
-    problem = unknown_key(raw, [f.name for f in fields(DestinationLimits)])
-    if problem:
-        raise LimitsError(problem)
-    values: dict[str, Any] = {"rate_per_second": default_rate}
-    for key, value in raw.items():
-        kind, low, high = _BOUNDS[key]
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if kind is int:
-            ok = ok and isinstance(value, int)
-        if not ok or not math.isfinite(value) or not low <= value <= high:
-            what = "an integer" if kind is int else "a number"
-            raise LimitsError(f"field {key!r}: must be {what} from {low:g} to {high:g}, "
-                              f"not {value!r}")
-        values[key] = kind(value)
-    return DestinationLimits(**values)
+    return DestinationLimits(**{"rate_per_second": default_rate, **check_table(raw, SHAPE)})
