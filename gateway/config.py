@@ -28,6 +28,7 @@ from gateway.destination_limits import DestinationLimits, LimitsError, parse_lim
 from gateway.filters import NO_FILTERS, Filters
 from gateway.http.peers import parse_network
 from gateway.store.db import DatabaseProblem, sqlite_file
+from gateway.transforms import config as transforms_config
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -158,6 +159,7 @@ class Source:
     filters: Filters = NO_FILTERS  # what is never stored (applied before ingest writes)
     # rate_limit and allowed_origins (gateway/source_limits.py)
     guard: source_limits.SourceGuard = source_limits.NO_GUARD
+    transformations: tuple[transforms_config.Transformation, ...] = ()  # gateway/transforms
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class Destination:
     limits: DestinationLimits = field(default_factory=DestinationLimits)
     # consent rules: RudderStack's keys in settings, Segment's [destinations.consent]
     consent: consent_module.Rules = consent_module.NO_RULES
+    transformations: tuple[transforms_config.Transformation, ...] = ()  # gateway/transforms
 
     @property
     def display_names(self) -> tuple[str, ...]:
@@ -258,7 +261,8 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     if base_dir is not None and isinstance(raw.get("database_url"), str):
         raw["database_url"] = anchor_sqlite_path(raw["database_url"], base_dir)
     raw = _apply_env(raw, env or {})
-    known = {"database_url", "admin_token", "sources", "destinations", *TABLES}
+    known = {"database_url", "admin_token", "sources", "destinations", "transformations",
+             *TABLES}
     _reject_unknown(raw, known, where, "top level")
     database_url = _required_str(raw, "database_url", where, "top level")
     admin_token = _required_str(raw, "admin_token", where, "top level")
@@ -269,6 +273,10 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     sources = _load_sources(raw.get("sources", []), where)
     destinations = _load_destinations(raw.get("destinations", []), sources, where,
                                       check_settings)
+    try:
+        sources, destinations = transforms_config.attach(raw, sources, destinations, base_dir)
+    except transforms_config.TransformConfigError as exc:
+        raise ConfigFileError(f"{where}: {exc}") from None
     tables = {name: _load_table(cls, raw.get(name, {}), where, f"[{name}]")
               for name, cls in TABLES.items()}
     tables["server"] = dataclasses.replace(
@@ -547,7 +555,7 @@ def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
         if not isinstance(item, dict):
             raise ConfigFileError(f"{where}: {table} must be a table")
         _reject_unknown(item, {"name", "write_key", "enabled", "filters", "rate_limit",
-                               "allowed_origins"}, where, table)
+                               "allowed_origins", "transformations"}, where, table)
         name = _required_str(item, "name", where, table)
         table = f"[[sources]] #{index} ({name!r})"
         key = _required_str(item, "write_key", where, table)
@@ -574,7 +582,7 @@ def _load_destinations(items: Any, sources: tuple[Source, ...], where: str,
     destinations: list[Destination] = []
     seen: set[str] = set()
     allowed = {"name", "type", "sources", "enabled", "endpoint", "settings", "filters", "limits",
-               "consent"}
+               "consent", "transformations"}
     for index, item in enumerate(items, 1):
         table = f"[[destinations]] #{index}"
         if not isinstance(item, dict):
