@@ -4,6 +4,7 @@ a real module (tests/transforms_module.py) named in the config as an operator wo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,16 @@ from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from tests import transforms_module
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY
-from tests.helpers import basic, drain, stored_deliveries, stored_events, stored_payloads
+from tests.helpers import (
+    ADMIN_AUTH,
+    basic,
+    csrf_of,
+    drain,
+    explain,
+    stored_deliveries,
+    stored_events,
+    stored_payloads,
+)
 from tests.standin import StandIn
 
 MODULE = "tests.transforms_module"
@@ -166,3 +176,65 @@ def test_destination_chain_skips_kills_and_splits(env) -> None:
     assert seen["destination"] == "hook" and seen["transformation"] == "remember"
     assert seen["settings"]["webhookUrl"] == "https://h.example/hook"
     assert "hook-secret-1" not in str(transforms_module.SEEN_CONTEXTS)
+
+
+def test_explain_preview_and_console_show_each_step(env) -> None:
+    batch = [track("order", "Order Completed", items=[{"sku": "A"}, {"sku": "B"}]),
+             track("test", "Test Event")]
+    assert env.client.post("/v1/batch", json={"batch": batch},
+                           headers=basic(OTHER_KEY)).status_code == 200
+    drain(env.worker)
+
+    # explain: the delivery's words and each step's effect on the stored event
+    found = {d["destination"]: d for d in explain(env.app, "test")["events"][0]["destinations"]}
+    assert found["hook"]["verdict"] == "skipped"
+    assert found["hook"]["words"] == "skipped: transformation 'drop-tests' dropped the event"
+    assert [(s["transformation"], s["effect"]) for s in found["hook"]["transformations"]] == [
+        ("remember", "kept"), ("drop-tests", "dropped")]
+    order = {d["destination"]: d for d in explain(env.app, "order")["events"][0][
+        "destinations"]}
+    assert [s["effect"] for s in order["cio"]["transformations"]] == [
+        "kept", "kept", "split into 2"]
+
+    # POST /admin/v1/preview: the exact requests, secrets redacted, nothing sent
+    sent_before = len(env.standin.requests)
+    event = {**track("preview-1", "Order Completed", items=[{"sku": "C"}, {"sku": "D"}]),
+             "context": {"leak": "hook-secret-1"}}
+    answer = env.client.post("/admin/v1/preview", headers=ADMIN_AUTH,
+                             json={"destination": "hook", "event": event})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    result = answer.get_json()
+    assert result["outcome"] == "sent"
+    assert [s["effect"] for s in result["steps"]] == ["kept", "kept", "kept", "split into 2"]
+    assert [r["method"] for r in result["requests"]] == ["POST", "POST"]
+    # the webhook signs its body: the exact bytes, as text
+    bodies = [json.loads(r["body"]) for r in result["requests"]]
+    assert [b["properties"]["sku"] for b in bodies] == ["C", "D"]
+    assert result["requests"][0]["url"].startswith(env.standin.url)
+    assert result["requests"][0]["headers"]["Authorization"] == "Basic ***"
+    assert "hook-secret-1" not in answer.get_data(as_text=True)
+    assert len(env.standin.requests) == sent_before
+
+    event_id = next(e["id"] for e in stored_events(env.engine, "lenient")
+                    if e["message_id"] == "test")
+    stored = env.client.post("/admin/v1/preview", headers=ADMIN_AUTH,
+                             json={"destination": "hook", "event_id": event_id}).get_json()
+    assert stored["outcome"] == "dropped" and "'drop-tests'" in stored["reason"]
+    bad = env.client.post("/admin/v1/preview", headers=ADMIN_AUTH,
+                          json={"destination": "nope", "event": event})
+    assert bad.status_code == 400 and "no destination named 'nope'" in bad.get_json()["message"]
+    assert env.client.post("/admin/v1/preview", json={"destination": "hook", "event": event}
+                           ).status_code == 401
+
+    # the console's event page: "what would this destination receive?"
+    console = env.app.test_client()
+    login = console.get("/console/login").get_data(as_text=True)
+    assert console.post("/console/login", data={"csrf": csrf_of(login), "token": ADMIN_TOKEN}
+                        ).status_code == 302
+    order_id = next(e["id"] for e in stored_events(env.engine, "lenient")
+                    if e["message_id"] == "order")
+    page = console.get(f"/console/events/{order_id}?preview=cio").get_data(as_text=True)
+    assert "What would this destination receive?" in page
+    assert "split into 2" in page and "cio-secret-22" not in page
+    assert "track.customer.io" in page or env.standin.url in page
+    assert len(env.standin.requests) == sent_before

@@ -149,3 +149,59 @@ def _observed(name: str) -> float:
     value = metrics.REGISTRY.get_sample_value("gateway_transformation_seconds_count",
                                               {"transformation": name})
     return value or 0.0
+
+
+CLI_CONFIG = """\
+database_url = "sqlite:///gateway.db"
+admin_token = "k3v9q2x7m4w8p6z1-Rj7Hq2-d93kLm0Pz"
+[[transformations]]
+name = "split"
+function = "cli_transforms_here:split"
+[[transformations]]
+name = "fail"
+function = "cli_transforms_here:fail"
+[[sources]]
+name = "web"
+write_key = "wk_cli"
+[[destinations]]
+name = "cio"
+type = "customerio"
+[destinations.settings]
+siteID = "site-1"
+apiKey = "cio-cli-secret-77"
+"""
+
+
+def test_transform_test_prints_the_result_and_the_requests(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli.commands import main
+
+    (tmp_path / "gateway.toml").write_text(CLI_CONFIG)
+    (tmp_path / "cli_transforms_here.py").write_text(
+        "def split(event, ctx):\n"
+        "    return [{**event, 'properties': i} for i in event['properties']['items']]\n"
+        "def fail(event, ctx):\n"
+        "    raise KeyError('nope')\n")
+    event = tmp_path / "event.json"
+    event.write_text('{"type": "track", "userId": "u1", "event": "Order\\u001b[2J", '
+                     '"properties": {"items": [{"sku": "A"}, {"sku": "cio-cli-secret-77"}]}}')
+    config = str(tmp_path / "gateway.toml")
+    assert main(["transform", "test", "split", "--event", str(event), "--config", config]) == 0
+    alone = capsys.readouterr().out
+    assert alone.startswith("step split: split into 2 (1 → 2 events")
+    assert "outcome: kept" in alone and "request" not in alone
+
+    assert main(["--config", config, "transform", "test", "split", "--event", str(event),
+                 "--destination", "cio"]) == 0
+    out = capsys.readouterr().out
+    assert "request 1: POST https://track.customer.io/api/v1/customers/u1/events" in out
+    assert "request 2: POST" in out and "Authorization: Basic ***" in out
+    assert "cio-cli-secret-77" not in out and "\x1b" not in out and "\\u001b[2J" in out
+
+    assert main(["--config", config, "transform", "test", "fail", "--event", str(event)]) == 1
+    out = capsys.readouterr().out
+    assert "step fail: failed" in out and "KeyError: 'nope'" in out
+
+    assert main(["--config", config, "transform", "test", "splt", "--event",
+                 str(event)]) == 2
+    assert "no transformation named splt (declared: fail, split)" in capsys.readouterr().err
