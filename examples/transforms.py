@@ -30,7 +30,7 @@ def mask_card_numbers(event: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 def _mask(value: Any, depth: int) -> Any:
     if isinstance(value, str):
-        return _CARD.sub(_masked_match, value) if any(c.isdigit() for c in value) else value
+        return _CARD.sub(_masked_match, value)
     if depth >= MAX_DEPTH:
         return value
     if isinstance(value, dict):

@@ -57,25 +57,26 @@ def apply(source: Source, messages: list[Message], elements: Sequence[Any],
 
 def transform(source: Source, message: Message, limits: Limits) -> list[Message]:
     """The messages the source's chain makes of one message (none when dropped)."""
-    payloads: list[dict[str, Any]] = [message.payload]
     messages = [message]
     for step in source.transformations:
         try:
-            out: list[dict[str, Any]] = []
-            for one in payloads:
+            checked: list[Message] = []
+            for given in messages:
                 with contextlib.suppress(Dropped):
-                    made = run_chain([step], one, source=source.name)
-                    given_id = str(one.get("messageId") or message.message_id)
-                    out.extend(made if len(made) == 1 else
-                               [_numbered(o, given_id, n) for n, o in enumerate(made, 1)])
-            checked = [_as_message(step, o, message, limits) for o in out]
+                    made = run_chain([step], given.payload, source=source.name)
+                    if len(made) == 1 and made[0] == given.payload:
+                        checked.append(given)  # unchanged: already a checked message
+                        continue
+                    if len(made) > 1:
+                        made = [_numbered(o, given.message_id, n) for n, o in enumerate(made, 1)]
+                    checked.extend(_as_message(step, o, message, limits) for o in made)
         except Failed:
             if step.on_error != "store":
                 raise
             continue  # "store": this step is skipped, its input goes on
         if not checked:
             return []
-        payloads, messages = [m.payload for m in checked], checked
+        messages = checked
     return messages
 
 
