@@ -105,7 +105,7 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
     stored = filters.apply_to_messages(source.filters, messages)  # never stored if dropped
     if source.transformations:  # may refuse messages too: answered as invalid ones are
         stored, failed = source_transforms.apply(source, stored, elements, rejected,
-                                                 config.limits)
+                                                 config.limits, messages)
         if failed:
             gone = {f.message_id for f in failed}
             messages = [m for m in messages if m.message_id not in gone]

@@ -37,15 +37,21 @@ FAILED = "transformation_failed"
 
 
 def apply(source: Source, messages: list[Message], elements: Sequence[Any],
-          rejected: Sequence[Rejection], limits: Limits) -> tuple[list[Message],
-                                                                  list[Rejection]]:
-    """The messages to store, and the refusals (index = the message's place in the request)."""
+          rejected: Sequence[Rejection], limits: Limits,
+          accepted: Sequence[Message] | None = None) -> tuple[list[Message], list[Rejection]]:
+    """The messages to store, and the refusals (index = the message's place in the request).
+    `accepted`: every message normalise_batch accepted, before the source filters dropped any
+    (default: `messages`), to find each one's place."""
     if not source.transformations or not messages:
         return messages, []
-    indices = element_indices(elements, messages, {r.index for r in rejected})
+    every = messages if accepted is None else accepted
+    places = dict(zip((m.message_id for m in every),
+                      element_indices(elements, every, {r.index for r in rejected}),
+                      strict=True))
     kept: list[Message] = []
     failed: list[Rejection] = []
-    for index, message in zip(indices, messages, strict=True):
+    for message in messages:
+        index = places.get(message.message_id, -1)
         try:
             kept.extend(transform(source, message, limits))
         except Failed as exc:

@@ -205,3 +205,31 @@ def test_transform_test_prints_the_result_and_the_requests(
     assert main(["--config", config, "transform", "test", "splt", "--event",
                  str(event)]) == 2
     assert "no transformation named splt (declared: fail, split)" in capsys.readouterr().err
+
+
+def test_a_refused_message_is_named_by_its_place_in_the_request() -> None:
+    from datetime import UTC, datetime
+
+    from gateway.config import Limits
+    from gateway.messages import RequestInfo, normalise_batch
+    from gateway.transforms.source import apply, element_indices
+
+    elements: list[Any] = [
+        {"type": "track", "userId": "u", "event": "a", "messageId": "m1"},
+        {"type": "track", "event": "no id"},  # refused by normalise_batch
+        {"type": "track", "userId": "u", "event": "a", "messageId": "m1"},  # a repeat
+        {"type": "track", "userId": "u", "event": "b"},  # a generated messageId
+        {"type": "track", "userId": "u", "event": "c", "messageId": 7,
+         "properties": {"boom": True}},
+    ]
+    limits = Limits()
+    accepted, rejected = normalise_batch(elements, RequestInfo(datetime.now(UTC)), limits)
+    assert element_indices(elements, accepted, {r.index for r in rejected}) == [0, 3, 4]
+    raw = config_with([{"name": "explode", "function": f"{MODULE}:explode"}],
+                      source=["explode"])
+    source = from_mapping(raw).sources[0]
+    # the source filters dropped the first message: the others keep their places
+    kept, failed = apply(source, accepted[1:], elements, rejected, limits, accepted)
+    assert [m.message_id for m in kept] == [accepted[1].message_id]
+    assert [(f.index, f.message_id, f.code) for f in failed] == [
+        (4, "7", "transformation_failed")]
