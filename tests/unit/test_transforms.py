@@ -233,3 +233,19 @@ def test_a_refused_message_is_named_by_its_place_in_the_request() -> None:
     assert [m.message_id for m in kept] == [accepted[1].message_id]
     assert [(f.index, f.message_id, f.code) for f in failed] == [
         (4, "7", "transformation_failed")]
+
+
+def test_a_split_deliverys_outcome_is_its_worst_parts() -> None:
+    from adapters.base import InvalidEvent, Unsupported
+    from gateway.delivery.send import _worse
+    from gateway.delivery.verdict import Outcome, refused
+
+    sent = Outcome(status=200)
+    skipped = refused(Unsupported("filtered"))
+    failing = Outcome(status=503, text="busy")
+    dead = refused(InvalidEvent("bad"))
+    assert _worse(None, sent) is sent
+    assert _worse(sent, failing) is failing and _worse(failing, sent) is failing
+    assert _worse(skipped, sent) is sent and _worse(sent, skipped) is sent
+    assert _worse(failing, dead) is failing  # the first failure decides
+    assert _worse(sent, dead) is dead
