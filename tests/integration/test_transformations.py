@@ -191,6 +191,9 @@ def test_explain_preview_and_console_show_each_step(env) -> None:
     assert found["hook"]["words"] == "skipped: transformation 'drop-tests' dropped the event"
     assert [(s["transformation"], s["effect"]) for s in found["hook"]["transformations"]] == [
         ("remember", "kept"), ("drop-tests", "dropped")]
+    from gateway.cli.admin import explain_lines  # `gateway explain`'s table says it too
+    assert "  hook transformations: remember: kept; drop-tests: dropped" in explain_lines(
+        explain(env.app, "test"))
     order = {d["destination"]: d for d in explain(env.app, "order")["events"][0][
         "destinations"]}
     assert [s["effect"] for s in order["cio"]["transformations"]] == [
