@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from adapters import DESTINATION_TYPES
-from adapters.base import AdapterError, BatchItem, HttpRequest, LookupResponse
+from adapters.base import AdapterError, BatchItem, HttpRequest, LookupResponse, Unsupported
 from gateway.config import Config, Destination
 from gateway.delivery.client import redact, secret_values
 from gateway.delivery.send import Target, events_for
@@ -66,6 +66,10 @@ def preview(config: Config, event: Any, destination: str | None = None,
                           requests=[_request_json(exc.request, target)])
         except AdapterError as exc:
             result.update(outcome=_outcome(exc), reason=exc.reason)
+        except Exception as exc:  # a hand-written event an adapter trips on: say so, no 500
+            result.update(outcome="adapter_error", reason=(
+                f"the adapter failed on this event ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}); is it a complete event as stored?"))
     return _redacted(result, target)
 
 
@@ -138,8 +142,11 @@ def _outcome(exc: BaseException) -> str:
     if isinstance(exc, run.Failed):
         return "failed"
     name = type(exc).__name__
-    return {"TransformDropped": "dropped", "TransformFailed": "failed", "Consent": "skipped",
-            "Filtered": "skipped"}.get(name, "refused")
+    if name in ("TransformDropped", "TransformFailed"):
+        return "dropped" if name == "TransformDropped" else "failed"
+    # as the worker would end the delivery: skipped (consent, a filter, an unsupported type)
+    # or dead (the adapter refused the event)
+    return "skipped" if isinstance(exc, Unsupported) else "refused"
 
 
 def _redacted(result: dict[str, Any], target: Target | None) -> dict[str, Any]:

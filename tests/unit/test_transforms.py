@@ -249,3 +249,22 @@ def test_a_split_deliverys_outcome_is_its_worst_parts() -> None:
     assert _worse(skipped, sent) is sent and _worse(sent, skipped) is sent
     assert _worse(failing, dead) is failing  # the first failure decides
     assert _worse(sent, dead) is dead
+
+
+def test_the_dry_run_shows_a_lookup_without_sending_it_and_says_skipped() -> None:
+    from gateway.transforms.preview import PreviewError, preview
+
+    config = from_mapping(base_config("sqlite:///unused.db"))
+    identify = {"type": "identify", "userId": "u1", "messageId": "m1",
+                "traits": {"email": "a@b.example"}, "timestamp": "2026-12-01T00:00:00Z"}
+    found = preview(config, identify, "kustomer-main")
+    assert found["outcome"] == "lookup_needed" and "sends nothing" in found["reason"]
+    (request,) = found["requests"]
+    assert request["method"] == "GET" and "kustomer" in request["url"]
+    assert "kustomer-key" not in str(found) and "***" in str(request["headers"])
+    page = {**identify, "type": "alias", "previousId": "p"}
+    assert preview(config, page, "kustomer-main")["outcome"] == "skipped"
+    with pytest.raises(PreviewError, match="no destination named 'nope'"):
+        preview(config, identify, "nope")
+    with pytest.raises(PreviewError, match="must be a JSON object"):
+        preview(config, [identify], "cio")
