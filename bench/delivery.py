@@ -161,19 +161,28 @@ DESTINATIONS = {
 
 def write_config(path: Path, database_url: str, endpoint: str,
                  destination: str = "webhook", stuck: str | None = None,
-                 limits: str = "", worker: str = "") -> None:
+                 limits: str = "", worker: str = "", transform: bool = False) -> None:
     """One destination "dest"; with `stuck`, a second webhook "stuck" there (first in the
     file, so its deliveries are the older rows of each event). `limits` and `worker`: more
-    lines of its [destinations.limits] table and of [worker]."""
+    lines of its [destinations.limits] table and of [worker]. `transform`: "dest" runs
+    TRANSFORMATION on each event first."""
     stuck_table = (f'[[destinations]]\nname = "stuck"\nendpoint = "{stuck}"\n'
                    f'{DESTINATIONS["webhook"]}\n') if stuck else ""
     path.write_text(
         f'database_url = "{database_url}"\nadmin_token = "{ADMIN_TOKEN}"\n\n'
-        f'[[sources]]\nname = "web"\nwrite_key = "{WRITE_KEY}"\n\n{stuck_table}'
+        + (TRANSFORMATION_TABLE if transform else "")
+        + f'[[sources]]\nname = "web"\nwrite_key = "{WRITE_KEY}"\n\n{stuck_table}'
         f'[[destinations]]\nname = "dest"\nendpoint = "{endpoint}"\n'
+        + ('transformations = ["mask-cards"]\n' if transform else "") +
         f'{DESTINATIONS[destination]}'
         + (f'[destinations.limits]\n{limits}' if limits else '')
         + f'\n[worker]\npoll_interval_ms = 20\n{worker}')
+
+
+# --transform: a realistic cheap transformation, the README's card masking (examples/), which
+# walks every string of the event
+TRANSFORMATION_TABLE = ('[[transformations]]\nname = "mask-cards"\n'
+                        'function = "examples.transforms:mask_card_numbers"\n\n')
 
 
 def batches(events: int, size: int = 100) -> Iterator[bytes]:
@@ -290,14 +299,15 @@ def ceiling(url: str, events: int) -> tuple[float, float]:
 
 
 def worker_rate(workdir: Path, database_url: str, url: str,
-                events: int) -> tuple[float, int, float]:
+                events: int, transform: bool = False) -> tuple[float, int, float]:
     """The worker process alone on a full queue: deliveries/s, attempts, CPU s per 1,000."""
     config = workdir / "worker.toml"
-    write_config(config, database_url, url)
+    write_config(config, database_url, url, transform=transform)
     ingest_in_process(config, events)
     process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config),
                                 "worker"], cwd=workdir, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL,
+                               env=os.environ | {"PYTHONPATH": str(REPO)})
     try:
         wait_all_delivered(database_url, events, seconds=300)
         cpu = tree_cpu_seconds(process.pid)  # includes start-up: an upper bound
@@ -550,6 +560,24 @@ def database(kind: str, workdir: Path, postgres: str | None, name: str) -> Itera
         admin.dispose()
 
 
+def transform_figures(kinds: list[str], postgres: str | None, events: int) -> None:
+    """The worker alone on a full queue, without then with a transformation, same run."""
+    print(f"worker threads: {THREADS}; {events} events; webhook destination; the same run "
+          "without and with the transformation mask-cards (examples/transforms.py)")
+    with tempfile.TemporaryDirectory() as tmp, standin() as url:
+        workdir = Path(tmp)
+        for kind in kinds:
+            figures = {}
+            for transform in (False, True):
+                name = "worker-transform" if transform else "worker"  # a file each
+                with database(kind, workdir, postgres, name) as db_url:
+                    figures[transform] = worker_rate(workdir, db_url, url, events, transform)
+            (plain, _, plain_cpu), (with_t, _, with_cpu) = figures[False], figures[True]
+            print(f"\n{kind}\n  without  {plain:>8,.0f} deliveries/s, worker CPU "
+                  f"{plain_cpu:.3f} s per 1,000\n  with     {with_t:>8,.0f} deliveries/s, "
+                  f"worker CPU {with_cpu:.3f} s per 1,000 ({with_cpu / plain_cpu - 1:+.0%})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -563,8 +591,15 @@ def main() -> int:
                              "processes, a destination at --rate, and PostgreSQL's CPU")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="with --workers: the destination's rate_per_second (default 100)")
+    parser.add_argument("--transform", action="store_true",
+                        help="only the worker alone, without and with a destination "
+                             "transformation (examples/transforms.py mask_card_numbers)")
     args = parser.parse_args()
     print(machine_info())
+    if args.transform:
+        transform_figures(["sqlite"] + (["postgresql"] if args.postgres else []),
+                          args.postgres, args.events)
+        return 0
     if args.workers:
         if not args.postgres:
             parser.error("--workers needs --postgres")

@@ -433,11 +433,20 @@ def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_config(path: Path, database_url: str) -> None:
-    """One source, two destinations (every accepted event queues two delivery rows)."""
+# --transform: the source runs the README's card masking (examples/transforms.py), a realistic
+# cheap transformation that walks every string of the event
+TRANSFORMATION_TABLE = ('[[transformations]]\nname = "mask-cards"\n'
+                        'function = "examples.transforms:mask_card_numbers"\n\n')
+
+
+def write_config(path: Path, database_url: str, transform: bool = False) -> None:
+    """One source, two destinations (every accepted event queues two delivery rows);
+    `transform`: the source runs TRANSFORMATION_TABLE's transformation first."""
     path.write_text(
         f"database_url = {_toml_string(database_url)}\nadmin_token = \"{ADMIN_TOKEN}\"\n\n"
-        f"[[sources]]\nname = \"{SOURCE}\"\nwrite_key = \"{WRITE_KEY}\"\n\n"
+        + (TRANSFORMATION_TABLE if transform else "")
+        + f"[[sources]]\nname = \"{SOURCE}\"\nwrite_key = \"{WRITE_KEY}\"\n"
+        + ('transformations = ["mask-cards"]\n' if transform else "") + "\n"
         "[[destinations]]\nname = \"customerio\"\ntype = \"customerio\"\n"
         "[destinations.settings]\nsiteID = \"bench-site\"\napiKey = \"bench-key\"\n\n"
         "[[destinations]]\nname = \"kustomer\"\ntype = \"kustomer\"\n[destinations.settings]\n"
@@ -531,19 +540,20 @@ class ServerRun:
 
 
 def bench_server(kind: str, pool: Pool, opts: argparse.Namespace, tmp: Path,
-                 postgres_url: str | None, workers: int) -> ServerRun:
+                 postgres_url: str | None, workers: int, transform: bool = False) -> ServerRun:
     label = kind if postgres_url is None else f"{kind} (postgresql)"
+    label += " + transformation" if transform else ""
     workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp))
     with database(kind, workdir, postgres_url) as url:
         config_path = workdir / "gateway.toml"
-        write_config(config_path, url)
+        write_config(config_path, url, transform)
         port = _free_port()
         scenarios: dict[str, Measure] = {}
         with running(kind, workdir, config_path, port, workers) as pid:
             for name, path in (("batch", "/v1/batch"), ("track", "/v1/track")):
                 print(f"  {label}: {name} …", flush=True)
                 scenarios[name] = run_scenario(pool, port, path, opts, server_pid=pid)
-            if kind == "gateway":
+            if kind == "gateway" and not transform:
                 rate = scenarios["track"].requests_per_s / 2
                 print(f"  {label}: track at half load ({rate:.0f} req/s) …", flush=True)
                 scenarios["half"] = run_scenario(pool, port, "/v1/track", opts, rate=rate,
@@ -646,6 +656,24 @@ def report(runs: dict[str, ServerRun], title: str) -> list[str]:
     return problems
 
 
+def transform_report(plain: ServerRun, transformed: ServerRun) -> list[str]:
+    """The gateway without and with a source transformation, same run: events/s and CPU."""
+    print("  with the source transformation mask-cards (examples/transforms.py):")
+    for name in ("batch", "track"):
+        a, b = plain.scenarios[name], transformed.scenarios[name]
+        print(f"    {name:<5} events/s {a.events_per_s:,.0f} -> {b.events_per_s:,.0f}; CPU s per "
+              f"1,000 events {a.cpu_per_1000:.3f} -> {b.cpu_per_1000:.3f} "
+              f"({b.cpu_per_1000 / a.cpu_per_1000 - 1:+.0%})")
+    problems = [f"gateway + transformation {name}: non-200 answers {m.failures}"
+                for name, m in transformed.scenarios.items() if m.failures]
+    if transformed.stored is not None:
+        expected = sum(m.events_ok for m in transformed.scenarios.values())
+        if transformed.stored != (expected, 2 * expected):
+            problems.append(f"gateway + transformation: stored {transformed.stored}, "
+                            f"expected {(expected, 2 * expected)}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_serve"]:
@@ -665,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="load-generator processes")
     parser.add_argument("--open-threads", type=int, default=8,
                         help="threads per load process for the paced half-load run")
+    parser.add_argument("--transform", action="store_true",
+                        help="also run the gateway with a source transformation "
+                             "(examples/transforms.py mask_card_numbers) and compare")
     opts = parser.parse_args(argv)
 
     print(machine_info())
@@ -679,11 +710,18 @@ def main(argv: list[str] | None = None) -> int:
         runs = {kind: bench_server(kind, pool, opts, Path(tmp), None, opts.workers)
                 for kind in SERVERS}
         problems += report(runs, "SQLite (WAL)")
+        if opts.transform:
+            problems += transform_report(runs["gateway"], bench_server(
+                "gateway", pool, opts, Path(tmp), None, opts.workers, transform=True))
         if opts.postgres:
             pg_runs = {"raw": runs["raw"]} | {
                 kind: bench_server(kind, pool, opts, Path(tmp), opts.postgres, opts.workers)
                 for kind in SERVERS[1:]}
             problems += report(pg_runs, "PostgreSQL (raw ceiling from the run above)")
+            if opts.transform:
+                problems += transform_report(pg_runs["gateway"], bench_server(
+                    "gateway", pool, opts, Path(tmp), opts.postgres, opts.workers,
+                    transform=True))
     print(f"\ntotal time {time.monotonic() - started:.0f} s")
     for problem in problems:
         print(f"PROBLEM: {problem}")

@@ -11,6 +11,7 @@ Shared by `GET /admin/v1/explain`, `gateway explain` and the console.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,12 +19,14 @@ from sqlalchemy import Connection, select
 
 # The one place the console and explain take delivery state names from (re-point it when the
 # state machine moves, e.g. to gateway/store/outbox.py).
+from adapters import DESTINATION_TYPES
 from gateway import rejections, routing
 from gateway.config import Config, Destination
 from gateway.messages import iso_text
 from gateway.queries import QueryError, delivery_summary, event_summary
 from gateway.store import outbox
 from gateway.store.models import deliveries, events
+from gateway.transforms import run
 
 __all__ = ["MAX_EVENTS", "explain", "explain_event"]
 
@@ -75,10 +78,28 @@ def explain_event(connection: Connection, config: Config, row: Any,
         "duplicates": [{"received_at": r["received_at"], "words": r["detail"]}
                        for r in duplicates],
         "destinations": [
-            _destination(configured.get(name), name, row.source, integrations,
-                         by_destination.get(name, []), _pruned_after(config))
+            _with_steps(configured.get(name), row.payload, _destination(
+                configured.get(name), name, row.source, integrations,
+                by_destination.get(name, []), _pruned_after(config)))
             for name in names],
     }
+
+
+def _with_steps(destination: Destination | None, payload: Any,
+                out: dict[str, Any]) -> dict[str, Any]:
+    """Each of the destination's transformations' effect on the stored event, run again now
+    (a dry run of the current code: nothing is sent)."""
+    if destination is None or not destination.transformations or out["verdict"] == NOT_ROUTED \
+            or not isinstance(payload, dict):
+        return out
+    steps: list[run.Step] = []
+    with contextlib.suppress(run.Dropped, run.Failed):  # the steps say which one, and why
+        run.run_chain(destination.transformations, payload, source=None,
+                      destination=destination.name,
+                      settings=DESTINATION_TYPES[destination.type].redact(destination.settings),
+                      steps=steps)
+    return {**out, "transformations": [
+        {k: v for k, v in step.as_json().items() if k != "events"} for step in steps]}
 
 
 def _pruned_after(config: Config) -> str | None:
@@ -134,6 +155,8 @@ def _delivery_words(d: Any) -> tuple[str, str]:
             return d.state, f"skipped by the destination's filters: {reason[10:]}"
         if reason.startswith("Consent: "):  # the event's consent (gateway/consent.py)
             return d.state, f"skipped for consent: {reason[9:]}"
+        if reason.startswith("TransformDropped: "):  # gateway/transforms
+            return d.state, f"skipped: {reason[18:]}"
         return d.state, f"skipped by the destination's adapter: {reason}"
     if d.state == outbox.DEAD:
         return d.state, f"dead after {attempts}: {last or 'no error recorded'}"

@@ -52,6 +52,11 @@ DELIVERIES = Counter("gateway_deliveries_total", "Finished delivery attempts by 
 ATTEMPT_SECONDS = Histogram("gateway_delivery_attempt_seconds", "Time to send one delivery",
                             ["destination"],
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+TRANSFORMATION_SECONDS = Histogram("gateway_transformation_seconds",
+                                   "Time of one call of a transformation (gateway/transforms)",
+                                   ["transformation"],
+                                   buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25,
+                                            0.5, 1, 5))
 
 # The delivery worker's per-destination sending state (lanes.py), set once per loop turn. Under
 # `gateway serve` the worker is one process: the most recent value is the current one.

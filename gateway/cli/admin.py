@@ -312,6 +312,13 @@ def explain_lines(found: dict[str, Any]) -> list[str]:
                  "delivery": (d["delivery"] or {}).get("id"), "why": d["words"]}
                 for d in event["destinations"]]
         lines.append(table(rows, ("destination", "verdict", "delivery", "why"), width=120))
+        for d in event["destinations"]:  # each transformation's effect, run again now
+            steps = [f"{s['transformation']}: {s['effect']}"
+                     + (f" ({s['error']})" if s["error"] else "")
+                     for s in d.get("transformations", [])]
+            if steps:
+                lines.append(printable(f"  {d['destination']} transformations: "
+                                       + "; ".join(steps)))
     return lines
 
 

@@ -19,7 +19,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import config as config_module
-from gateway.cli import admin, copy, regulations, starter, supervisor
+from gateway.cli import admin, copy, regulations, starter, supervisor, transform
 from gateway.config import Config, ConfigFileError
 from gateway.http import tls
 from gateway.store.db import (
@@ -79,6 +79,7 @@ def build_parser() -> Parser:
     admin.add_commands(add)
     regulations.add_commands(add)
     copy.add_command(add)
+    transform.add_command(add)
     listing = add("destinations", "list destination types and settings")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     return parser
@@ -160,6 +161,8 @@ def _run(args: argparse.Namespace) -> int:
         return regulations.run(args, config)
     if args.command == "copy":
         return copy.run(args, config)
+    if args.command == "transform":
+        return transform.run(args, config)
     if args.check:
         return _check_migrations(config.database_url)
     migrate(config.database_url)

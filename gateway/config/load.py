@@ -45,19 +45,21 @@ from gateway.config.tables import (
 )
 from gateway.filters.rules import NO_FILTERS, Filters
 from gateway.store.db import DatabaseProblem, sqlite_file
+from gateway.transforms import config as transforms_config
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
 TOP_LEVEL = {"database_url": Key("str", required=True), "admin_token": Key("str", required=True),
-             "sources": ANY, "destinations": ANY, "identity": ANY,
+             "sources": ANY, "destinations": ANY, "identity": ANY, "transformations": ANY,
              **{name: ANY for name in TABLES}}
 SOURCE_KEYS = {"name": Key("str", required=True), "write_key": Key("str", required=True),
                "enabled": Key("bool"), "filters": ANY, "rate_limit": ANY,
-               "allowed_origins": ANY}
+               "allowed_origins": ANY, "transformations": ANY}
 DESTINATION_KEYS = {"name": Key("str", required=True), "type": Key("str", required=True),
                     "sources": Key("strings", what="a list of source names"),
                     "enabled": Key("bool"),
                     "endpoint": Key("str", optional=True, what="an http(s) URL"),
-                    "settings": Key("table"), "filters": ANY, "limits": ANY, "consent": ANY}
+                    "settings": Key("table"), "filters": ANY, "limits": ANY, "consent": ANY,
+                    "transformations": ANY}
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
@@ -113,6 +115,10 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     sources = _load_sources(raw.get("sources", []), where)
     destinations = _load_destinations(raw.get("destinations", []), sources, where,
                                       check_settings)
+    try:
+        sources, destinations = transforms_config.attach(raw, sources, destinations, base_dir)
+    except transforms_config.TransformConfigError as exc:
+        raise ConfigFileError(f"{where}: {exc}") from None
     tables = {name: _load_table(cls, raw.get(name, {}), where, f"[{name}]")
               for name, cls in TABLES.items()}
     tables["server"] = dataclasses.replace(

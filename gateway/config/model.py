@@ -18,6 +18,7 @@ from gateway.config.identity import IdentitySettings
 from gateway.config.limits import DestinationLimits
 from gateway.config.tables import at_least
 from gateway.filters.rules import NO_FILTERS, Filters
+from gateway.transforms import config as transforms_config
 
 
 class ConfigFileError(Exception):
@@ -139,6 +140,7 @@ class Source:
     filters: Filters = NO_FILTERS  # what is never stored (applied before ingest writes)
     # rate_limit and allowed_origins (gateway/source_limits.py)
     guard: source_limits.SourceGuard = source_limits.NO_GUARD
+    transformations: tuple[transforms_config.Transformation, ...] = ()  # gateway/transforms
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class Destination:
     limits: DestinationLimits = field(default_factory=DestinationLimits)
     # consent rules: RudderStack's keys in settings, Segment's [destinations.consent]
     consent: consent_module.Rules = consent_module.NO_RULES
+    transformations: tuple[transforms_config.Transformation, ...] = ()  # gateway/transforms
 
     @property
     def display_names(self) -> tuple[str, ...]:

@@ -121,6 +121,22 @@ def stream() -> Response:
 
 # one event -------------------------------------------------------------------------------------
 
+
+def _preview(payload: Any, destination: str | None) -> dict[str, Any] | None:
+    """"What would this destination receive?": the dry run of gateway/transforms/preview.py
+    (sends nothing), or None when no destination was asked for."""
+    if not destination:
+        return None
+    from gateway.transforms.preview import PreviewError, preview
+
+    try:
+        result = preview(context.config(), payload, destination)
+    except PreviewError as exc:
+        return {"error": str(exc), "destination": destination}
+    result["json"] = {key: orjson.dumps(result[key], option=orjson.OPT_INDENT_2).decode()
+                      for key in ("events", "requests", "steps")}
+    return result
+
 @bp.get("/events/<id:event_id>")
 def event(event_id: int | None) -> str:
     if event_id is None:
@@ -138,7 +154,10 @@ def event(event_id: int | None) -> str:
             if value and profile is None:
                 profile = identity.lookup(connection, kind, value)
     explained = {d["destination"]: d for d in why["destinations"]}
+    previewed = _preview(found["payload"], request.args.get("preview"))
     return render_template("console/event.html", event=found, why=why, explained=explained,
+                           previewed=previewed,
+                           destinations=[d.name for d in context.config().destinations],
                            profile=profile, payload=orjson.dumps(
                                found["payload"], option=orjson.OPT_INDENT_2).decode(),
                            dead=outbox.DEAD)

@@ -24,6 +24,7 @@ from adapters.base import (
     BatchItem,
     BatchOutput,
     HttpRequest,
+    InvalidEvent,
     Lookup,
     LookupResponse,
     Unsupported,
@@ -40,6 +41,7 @@ from gateway.delivery.client import (
     secret_values,
 )
 from gateway.delivery.verdict import Outcome, crashed, refused, released
+from gateway.transforms import run
 
 log = logging.getLogger("gateway.delivery.worker")
 
@@ -55,6 +57,8 @@ class Target:
     lookup: Lookup
     secrets: tuple[str, ...]
     batches: bool
+    # the settings a transformation's context shows: the adapter's secret ones hidden
+    public_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -65,7 +69,7 @@ def resolve(destination: Destination, client: HttpClient) -> Target:
     adapter = DESTINATION_TYPES[destination.type]
     secrets = secret_values(destination.settings, adapter.secret_settings())
     return Target(destination, adapter, client.lookup(destination.endpoint), secrets,
-                  adapter.batches(destination.settings))
+                  adapter.batches(destination.settings), adapter.redact(destination.settings))
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class Sender:
         by_id = {c.id: c for c in claimed}
         settings = target.destination.settings
         items = [BatchItem(c.event, settings, key=c.id) for c in claimed]
-        items, skipped = split_batch(target.destination, items)  # consent, filters
+        items, skipped = split_batch(target.destination, items, target)  # consent, filters
         try:
             outputs = skipped + (target.adapter.transform_batch(items, target.lookup)
                                  if items else [])
@@ -123,7 +127,7 @@ class Sender:
             log.exception("batch for %s: unexpected error", target.name)
             outcome = crashed(exc)
             return [Finished(c, target, started, outcome) for c in claimed]
-        finished: list[Finished] = []
+        results: dict[Any, Outcome] = {}  # by delivery id, in output order
         for output in outputs:
             outcome = (refused(output.error) if output.error is not None
                        else self.send_all(output.requests, target, gate, observe))
@@ -132,7 +136,11 @@ class Sender:
                 one = outcome if index not in rejected else Outcome(
                     outcome.status, "ItemRejected", rejected[index], outcome.duration_ms,
                     rejected=rejected[index])
-                finished.append(Finished(by_id.pop(key), target, started, one))
+                # a transformation's split event is several items of one delivery
+                delivery = key.delivery if isinstance(key, Part) else key
+                results[delivery] = _worse(results.get(delivery), one)
+        finished = [Finished(by_id.pop(key), target, started, outcome)
+                    for key, outcome in results.items()]
         for left in by_id.values():  # an adapter that forgot an item must not lose it
             finished.append(Finished(left, target, started, Outcome(
                 error_class="NotBatched", text="left out of every batch")))
@@ -153,9 +161,10 @@ class Sender:
         if claimed.regulation_id is not None:  # a user deletion (a regulation), not an event
             return _deletion(claimed, target)
         try:
-            event = for_destination(target.destination, claimed.event)  # may skip
-            requests = target.adapter.transform(event, target.destination.settings,
-                                                target.lookup)
+            # consent, transformations, filters: may skip; a split event is several requests
+            requests = [request for event in events_for(target, claimed.event)
+                        for request in target.adapter.transform(
+                            event, target.destination.settings, target.lookup)]
         except AdapterError as error:
             return refused(error)
         return self.send_all(requests, target, gate, observe)
@@ -242,20 +251,106 @@ def for_destination(destination: Any, event: Mapping[str, Any]) -> Mapping[str, 
     return result
 
 
-def split_batch(destination: Any, items: list[BatchItem]) -> tuple[list[BatchItem],
-                                                                   list[BatchOutput]]:
-    """Router mode: the items consent and the filters let through (transformed), and one
-    skipped output per refused or dropped item."""
-    if destination.filters.empty and destination.consent.empty:
+def split_batch(destination: Any, items: list[BatchItem],
+                target: Target | None = None) -> tuple[list[BatchItem], list[BatchOutput]]:
+    """Router mode: the items consent, the transformations and the filters let through
+    (transformed), and one skipped (or, for a failed transformation, dead) output per refused
+    or dropped item. An event a transformation split is one item per part, keyed `Part`."""
+    chain = getattr(destination, "transformations", ())
+    if destination.filters.empty and destination.consent.empty and not chain:
         return items, []
     kept: list[BatchItem] = []
     dropped: list[BatchOutput] = []
     for item in items:
         try:
-            kept.append(dataclasses.replace(item, event=for_destination(destination, item.event)))
-        except (Filtered, Consent) as error:
+            if not chain:
+                kept.append(dataclasses.replace(
+                    item, event=for_destination(destination, item.event)))
+                continue
+            assert target is not None, "a destination with transformations needs its Target"
+            made = events_for(target, item.event)
+            kept.extend([dataclasses.replace(item, event=made[0])] if len(made) == 1 else
+                        [dataclasses.replace(item, event=event, key=Part(item.key, n))
+                         for n, event in enumerate(made)])
+        except (Filtered, Consent, TransformDropped, TransformFailed) as error:
             dropped.append(BatchOutput([item.key], error=error))
     return kept, dropped
+
+
+@dataclass(frozen=True)
+class Part:
+    """The batch key of one part of a split event: its delivery's key and its place."""
+
+    delivery: Any
+    n: int
+
+
+def _worse(before: Outcome | None, now: Outcome) -> Outcome:
+    """One delivery's outcome from its parts' (a split event): the first part that failed
+    decides; else a sent part's over a skipped one's."""
+    if before is None:
+        return now
+    if _failed(before):
+        return before
+    if _failed(now) or isinstance(before.error, Unsupported):
+        return now
+    return before
+
+
+def _failed(outcome: Outcome) -> bool:
+    if outcome.error is not None:
+        return not isinstance(outcome.error, Unsupported)
+    return (outcome.rejected is not None or outcome.released or outcome.error_class is not None
+            or not is_success(outcome.status or 0)) and not outcome.accepted
+
+
+# --- destination transformations (gateway/transforms): consent first, then the chain, then ---
+# --- the filters on each event the chain made ---------------------------------------------
+
+
+class TransformDropped(Unsupported):
+    """A transformation returned None: the delivery ends `skipped`, naming it."""
+
+
+class TransformFailed(InvalidEvent):
+    """A transformation raised (or returned no event): `dead` at once, with the exception and
+    the last lines of its traceback; retrying cannot help, replay after the fix."""
+
+
+def events_for(target: Target, event: Mapping[str, Any],
+               steps: list[run.Step] | None = None) -> list[Mapping[str, Any]]:
+    """What the adapter of `target` is given for one stored event, in order: consent first
+    (no transformation can make a refused event go out), then the transformations, then the
+    filters on each event they made. Raises Consent, TransformDropped, TransformFailed or
+    Filtered."""
+    destination = target.destination
+    if not destination.transformations:
+        return [for_destination(destination, event)]
+    refusal = consent.decide(destination.consent, event)
+    if refusal is not None:
+        raise Consent(refusal)
+    try:
+        made = run.run_chain(destination.transformations, event, source=None,
+                             destination=destination.name, settings=target.public_settings,
+                             steps=steps)
+    except run.Dropped as exc:
+        raise TransformDropped(str(exc)) from None
+    except run.Failed as exc:
+        raise TransformFailed(str(exc)) from None
+    if destination.filters.empty:
+        return made
+    kept: list[Mapping[str, Any]] = []
+    reason = ""
+    for one in made:
+        result = filters.apply(destination.filters, one)
+        if isinstance(result, filters.Dropped):
+            reason = reason or result.reason
+        else:
+            kept.append(result)
+    if not kept:
+        raise Filtered(reason)
+    return kept
+
 
 
 # --- a regulation's deletion (gateway/regulations) -------------------------------------------

@@ -225,6 +225,37 @@ def explain_message() -> Response:
                                        request.args.get("source") or None))
 
 
+@bp.post("/preview")
+def preview_event() -> Response:
+    """The dry run (gateway/transforms/preview.py): what a destination would receive for an
+    event given in the body or stored (`event_id`), through its consent, transformations,
+    filters and adapter, secrets redacted. Sends nothing, stores nothing."""
+    from gateway.transforms.preview import PreviewError, preview
+
+    body = request_body.json_or_none(context.config().limits)  # whatever the Content-Type
+    if not isinstance(body, dict) or not isinstance(body.get("destination"), str) or (
+            "event" in body) == ("event_id" in body):
+        raise ApiError(400, "invalid_body",
+                       'expected {"destination": name, "event": {...}} or '
+                       '{"destination": name, "event_id": id}')
+    event = body.get("event")
+    if "event_id" in body:
+        event_id = body["event_id"]
+        if not isinstance(event_id, int) or isinstance(event_id, bool) or \
+                not 1 <= event_id <= queries.MAX_ID:
+            raise ApiError(400, "invalid_id", f"event ids are whole numbers from 1 to "
+                                              f"{queries.MAX_ID}")
+        with context.engine().connect() as connection:
+            found = queries.get_event(connection, event_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"no event {event_id}")
+        event = found["payload"]
+    try:
+        return jsonify(preview(context.config(), event, body["destination"]))
+    except PreviewError as exc:
+        raise ApiError(400, "invalid_preview", str(exc)) from None
+
+
 @bp.post("/regulations")
 def create_regulation() -> tuple[Response, int]:
     """Suppress / unsuppress / delete / suppress_with_delete a person. 202: the

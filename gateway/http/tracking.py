@@ -29,6 +29,7 @@ from gateway.messages import (
     too_deep_text,
 )
 from gateway.store.models import MESSAGE_TYPES
+from gateway.transforms import source as source_transforms
 
 bp = Blueprint("tracking", __name__)
 
@@ -101,6 +102,14 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
         integrations=_object_or_none(None if single_call else body.get("integrations")),
     )
     messages, rejected = normalise_batch(elements, info, config.limits, path_type)
+    stored = filters.apply_to_messages(source.filters, messages)  # never stored if dropped
+    if source.transformations:  # may refuse messages too: answered as invalid ones are
+        stored, failed = source_transforms.apply(source, stored, elements, rejected,
+                                                 config.limits, messages)
+        if failed:
+            gone = {f.message_id for f in failed}
+            messages = [m for m in messages if m.message_id not in gone]
+            rejected = sorted([*rejected, *failed], key=lambda r: r.index)
     if rejected:
         _count(metrics.EVENTS_REJECTED, source.name, (r.message_type for r in rejected))
         _trace_rejected(source.name, rejected, received_at)
@@ -112,7 +121,6 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
         raise ApiError(400, first.code, first.message,
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
     engine = context.engine()
-    stored = filters.apply_to_messages(source.filters, messages)  # never stored if dropped
     result = ingest.submit(engine, config, source.name, stored, received_at)  # group commit
     if result.duplicates:  # resolved off the request path (gateway/rejections.py)
         rejections.record_duplicates(engine, source.name, [m.message_id for m in stored],
