@@ -143,36 +143,35 @@ def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
     settings = group[0].settings  # every item is built from the first input's destination
     object_type = next((get_path(i.extra, "connection.config.destination.object")
                         for i in group if "connection" in i.extra), MISSING)
+    config: dict[int, list[str]] = {}  # by settings object, as `batch` groups them
     invalid: list[BatchOutput] = []
-    passed: list[BatchItem] = []
-    later: list[BatchItem] = []  # `dontBatch`: built after the others, each sent alone
-    config: dict[int, list[str]] = {}
+    valid: list[BatchItem] = []
     for one in group:
         problems = config.get(id(one.settings))
         if problems is None:
             problems = config[id(one.settings)] = config_problems(one.settings)
         error = validate(one, problems)
-        if error is not None:
-            invalid.append(BatchOutput([one.key], error=error))
+        if error is None:
+            valid.append(one)
         else:
-            (later if _dont_batch(one) else passed).append(one)
+            invalid.append(BatchOutput([one.key], error=error))
     try:
         auth: dict[str, str] | None = credentials(settings)
     except ConfigError:
         auth = None
     built: list[_Built] = []
-    singles: list[_Built] = []
+    singles: list[_Built] = []  # `dontBatch`: built after the others, each sent alone
     failed: list[BatchOutput] = []
-    for bucket, inputs in ((built, passed), (singles, later)):
-        for one in inputs:
-            try:
-                bucket.append(_Built(one, *build(one, settings, object_type, auth)))
-            except AdapterError as error:
-                failed.append(BatchOutput([one.key], error=error))
-    url = host(settings) + m.BATCH
-    headers = {**(auth or {}), "Content-Type": "application/json"} if built or singles else {}
-    successes = [_request(url, headers, chunk) for chunk in _chunks(built)]
-    successes += [_request(url, headers, [one]) for one in singles]
+    for one in sorted(valid, key=_dont_batch):
+        try:
+            done = _Built(one, *build(one, settings, object_type, auth))
+        except AdapterError as error:
+            failed.append(BatchOutput([one.key], error=error))
+        else:
+            (singles if _dont_batch(one) else built).append(done)
+    url, headers = host(settings) + m.BATCH, {**(auth or {}), "Content-Type": "application/json"}
+    chunks = _chunks(built) + [[one] for one in singles]
+    successes = [_request(url, headers, chunk) for chunk in chunks]
     successes.sort(key=lambda output: min(_job_id(k) for k in output.keys))
     return successes + invalid + failed
 

@@ -17,6 +17,7 @@ from adapters.mapping import (
     first_truthy,
     get_path,
     js_string,
+    js_type,
     resolve,
     truthy,
     unix_seconds,
@@ -126,3 +127,10 @@ def test_rows_pick_truthy_or_defined_and_a_date_may_stay_null() -> None:
             Field("dropped", "anonymousId", fmt="unix_seconds"))
     assert construct({**EVENT, "nope": None}, rows) == {
         "truthy": "a1", "defined": "", "one": False, "date": None}
+
+
+@pytest.mark.parametrize("value,expected", [
+    (None, "null"), (True, "boolean"), (0, "number"), (2.5, "number"), ("", "string"),
+    ([], "array"), ({}, "object")])
+def test_js_type_names_a_json_value_as_javascript_validators_do(value, expected: str) -> None:
+    assert js_type(value) == expected
