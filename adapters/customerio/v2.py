@@ -63,8 +63,7 @@ def item_of(call: Call) -> dict[str, Any]:
     return entry
 
 
-def record_item(event: Mapping[str, Any], object_type: Any, settings: Mapping[str, Any],
-                auth: dict[str, str] | None) -> dict[str, Any]:
+def record_item(event: Mapping[str, Any], object_type: Any) -> dict[str, Any]:
     if object_type is MISSING:
         raise ConfigError("Missing connection config")
     action = event.get("action")
@@ -72,8 +71,6 @@ def record_item(event: Mapping[str, Any], object_type: Any, settings: Mapping[st
         raise ConfigError(f'Unsupported object type: "{object_type}"')
     if object_type == "event" and action not in ("insert", "update"):
         raise ConfigError(f'"{action}" is not supported for object type "event"')
-    if auth is None:
-        credentials(settings)  # raises the Config's error
     key, value = record_identifier(event) or ("id", "")
     fields = dict(event.get("identifiers") or {})
     entry: dict[str, Any] = {"type": "person", "identifiers": {key: value}}
@@ -94,18 +91,15 @@ def record_item(event: Mapping[str, Any], object_type: Any, settings: Mapping[st
     return entry
 
 
-def build(item: BatchItem, settings: Mapping[str, Any], object_type: Any,
-          auth: dict[str, str] | None) -> tuple[dict[str, Any], bytes]:
+def build(item: BatchItem, settings: Mapping[str, Any],
+          object_type: Any) -> tuple[dict[str, Any], bytes]:
     """Stage 2 for one input that passed stage 1: the item and its compact JSON bytes (as
-    JavaScript serialises it), or an AdapterError. `auth` is the group's credentials, None
-    when the Config has none (each input then fails with the Config's error)."""
+    JavaScript serialises it), or an AdapterError."""
     event = item.event
     if event.get("type") == "record":
-        entry = record_item(event, object_type, settings, auth)
+        entry = record_item(event, object_type)
     else:
         event = with_retl_identity(event)
-        if auth is None:
-            credentials(settings)  # raises the Config's error
         entry = item_of(HANDLERS[event["type"]](event, settings, V2))
     encoded = orjson.dumps(entry)
     if len(encoded) > MAX_ITEM_BYTES:
@@ -155,21 +149,21 @@ def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
             valid.append(one)
         else:
             invalid.append(BatchOutput([one.key], error=error))
-    try:
-        auth: dict[str, str] | None = credentials(settings)
-    except ConfigError:
-        auth = None
+    if not valid:
+        return invalid
+    # stage 1 passed, so the group's Config (all equal) has a non-empty siteID and apiKey
+    headers = {**credentials(settings), "Content-Type": "application/json"}
     built: list[_Built] = []
     singles: list[_Built] = []  # `dontBatch`: built after the others, each sent alone
     failed: list[BatchOutput] = []
     for one in sorted(valid, key=_dont_batch):
         try:
-            done = _Built(one, *build(one, settings, object_type, auth))
+            done = _Built(one, *build(one, settings, object_type))
         except AdapterError as error:
             failed.append(BatchOutput([one.key], error=error))
         else:
             (singles if _dont_batch(one) else built).append(done)
-    url, headers = host(settings) + m.BATCH, {**(auth or {}), "Content-Type": "application/json"}
+    url = host(settings) + m.BATCH
     chunks = _chunks(built) + [[one] for one in singles]
     successes = [_request(url, headers, chunk) for chunk in chunks]
     successes.sort(key=lambda output: min(_job_id(k) for k in output.keys))
@@ -204,13 +198,10 @@ def rejected_items(status: int, body: Any) -> dict[int, str]:
     """A 207 names the items that failed by `batch_index`; they fail, the others succeed."""
     if status != 207 or not isinstance(body, Mapping):
         return {}
-    failures: dict[int, str] = {}
-    for error in body.get("errors") or []:
-        if isinstance(error, Mapping) and isinstance(error.get("batch_index"), int):
-            failures[error["batch_index"]] = (f"reason: {error.get('reason')}, field: "
-                                              f"{error.get('field')}, message: "
-                                              f"{error.get('message')}")
-    return failures
+    return {error["batch_index"]: f"reason: {error.get('reason')}, field: {error.get('field')}"
+                                  f", message: {error.get('message')}"
+            for error in body.get("errors") or []
+            if isinstance(error, Mapping) and isinstance(error.get("batch_index"), int)}
 
 
 def _dont_batch(item: BatchItem) -> bool:
