@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow
+import orjson
 
 from adapters.known import unknown_key
 from adapters.status import is_retryable_status
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,59 @@ class BatchOutput:
     requests: Sequence[HttpRequest] = ()
     batched: bool = False
     error: AdapterError | None = None
+
+
+# -- router mode: RudderStack's conventions for the destinations that batch -------------------
+
+def by_settings(items: Sequence[BatchItem]) -> list[list[BatchItem]]:
+    """The items grouped by their settings' content, in order of appearance: a router
+    transforms each destination's events together. The worker gives one settings object to
+    every item, so each object is serialised once."""
+    groups: dict[bytes, list[BatchItem]] = {}
+    keys: dict[int, bytes] = {}
+    for item in items:
+        key = keys.get(id(item.settings))
+        if key is None:
+            key = keys[id(item.settings)] = orjson.dumps(
+                dict(item.settings), option=orjson.OPT_SORT_KEYS, default=str)
+        groups.setdefault(key, []).append(item)
+    return list(groups.values())
+
+
+def job_id(key: Any) -> Any:
+    """An item's place in its job order: the worker keys items by delivery id (an int),
+    fixtures by their metadata (`jobId`)."""
+    if key.__class__ is int:
+        return key
+    if isinstance(key, Mapping):
+        return key.get("jobId", 0)
+    return key if isinstance(key, int | float) else 0
+
+
+def dont_batch(item: BatchItem) -> bool:
+    """The metadata's `dontBatch`: the item goes in a request of its own."""
+    key = item.key
+    return key.__class__ is not int and isinstance(key, Mapping) and key.get("dontBatch") is True
+
+
+def chunks_within(items: Sequence[T], size: Callable[[T], int], limit: int,
+                  envelope: int) -> list[list[T]]:
+    """The items in order, cut into chunks whose bytes stay within `limit`: each chunk is
+    `envelope` bytes around its items joined by one separator byte (a JSON array in an
+    object). An item too big on its own still gets a chunk of its own."""
+    chunks: list[list[T]] = []
+    current: list[T] = []
+    total = envelope
+    for item in items:
+        grown = total + size(item) + (1 if current else 0)
+        if current and grown > limit:
+            chunks.append(current)
+            current, grown = [], envelope + size(item)
+        current.append(item)
+        total = grown
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 # Keys RudderStack puts in every destination's config and each destination ignores (event

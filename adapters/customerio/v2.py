@@ -23,6 +23,10 @@ from adapters.base import (
     ConfigError,
     HttpRequest,
     InvalidEvent,
+    by_settings,
+    chunks_within,
+    dont_batch,
+    job_id,
 )
 from adapters.customerio import mappings as m
 from adapters.customerio.calls import HANDLERS, V2, Call, credentials, host, with_retl_identity
@@ -119,18 +123,7 @@ class _Built:
 
 def batch(items: Sequence[BatchItem]) -> list[BatchOutput]:
     """Router mode v2 over the inputs, group by group (by Config, in order of appearance)."""
-    groups: dict[bytes, list[BatchItem]] = {}
-    keys: dict[int, bytes] = {}  # by settings object: the worker gives one to every item
-    for item in items:
-        key = keys.get(id(item.settings))
-        if key is None:
-            key = keys[id(item.settings)] = orjson.dumps(
-                dict(item.settings), option=orjson.OPT_SORT_KEYS, default=str)
-        groups.setdefault(key, []).append(item)
-    outputs: list[BatchOutput] = []
-    for group in groups.values():
-        outputs += _group_outputs(group)
-    return outputs
+    return [output for group in by_settings(items) for output in _group_outputs(group)]
 
 
 def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
@@ -156,17 +149,18 @@ def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
     built: list[_Built] = []
     singles: list[_Built] = []  # `dontBatch`: built after the others, each sent alone
     failed: list[BatchOutput] = []
-    for one in sorted(valid, key=_dont_batch):
+    for one in sorted(valid, key=dont_batch):
         try:
             done = _Built(one, *build(one, settings, object_type))
         except AdapterError as error:
             failed.append(BatchOutput([one.key], error=error))
         else:
-            (singles if _dont_batch(one) else built).append(done)
+            (singles if dont_batch(one) else built).append(done)
     url = host(settings) + m.BATCH
-    chunks = _chunks(built) + [[one] for one in singles]
+    chunks = chunks_within(built, lambda one: len(one.encoded), MAX_BATCH_BYTES, EMPTY_BATCH)
+    chunks += [[one] for one in singles]
     successes = [_request(url, headers, chunk) for chunk in chunks]
-    successes.sort(key=lambda output: min(_job_id(k) for k in output.keys))
+    successes.sort(key=lambda output: min(job_id(k) for k in output.keys))
     return successes + invalid + failed
 
 
@@ -177,23 +171,6 @@ def _request(url: str, headers: Mapping[str, str], chunk: list[_Built]) -> Batch
     return BatchOutput([b.item.key for b in chunk], [request], batched=True)
 
 
-def _chunks(built: list[_Built]) -> list[list[_Built]]:
-    """In order; a new chunk when `{"batch":[…, new]}` would pass 500,000 bytes."""
-    chunks: list[list[_Built]] = []
-    current: list[_Built] = []
-    size = EMPTY_BATCH
-    for one in built:
-        grown = size + len(one.encoded) + (1 if current else 0)
-        if current and grown > MAX_BATCH_BYTES:
-            chunks.append(current)
-            current, grown = [], EMPTY_BATCH + len(one.encoded)
-        current.append(one)
-        size = grown
-    if current:
-        chunks.append(current)
-    return chunks
-
-
 def rejected_items(status: int, body: Any) -> dict[int, str]:
     """A 207 names the items that failed by `batch_index`; they fail, the others succeed."""
     if status != 207 or not isinstance(body, Mapping):
@@ -202,17 +179,3 @@ def rejected_items(status: int, body: Any) -> dict[int, str]:
                                   f", message: {error.get('message')}"
             for error in body.get("errors") or []
             if isinstance(error, Mapping) and isinstance(error.get("batch_index"), int)}
-
-
-def _dont_batch(item: BatchItem) -> bool:
-    key = item.key
-    return key.__class__ is not int and isinstance(key, Mapping) and key.get("dontBatch") is True
-
-
-def _job_id(key: Any) -> Any:
-    """Fixtures key items by their metadata (jobId); the worker by the delivery id."""
-    if key.__class__ is int:
-        return key
-    if isinstance(key, Mapping):
-        return key.get("jobId", 0)
-    return key if isinstance(key, int | float) else 0
