@@ -7,6 +7,7 @@ upsert), which production wires to the real HTTP client and tests replay from fi
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -358,6 +359,22 @@ def dispatch(handlers: Mapping[str, Handler],
     if handler is None:
         raise unsupported(event, kind)
     return handler(event, settings, lookup)
+
+
+def delete_each(send: Lookup, requests: Sequence[HttpRequest],
+                detail: Callable[[LookupResponse], str]) -> None:
+    """A regulation's deletions, sent in turn (all made first: an id refused while they are
+    made deletes no one). 200 and 404 both mean gone; any other answer stops with its
+    status's error, `detail(response)` its reason."""
+    for request in requests:
+        response = send(request)
+        if response.status not in (200, 404):
+            raise error_for_status(response.status, detail(response))
+
+
+def basic_auth(user: str, password: str = "") -> str:
+    """An `Authorization: Basic` value: base64 of `user:password` (the colon always there)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def secret(**kwargs: Any) -> dict[str, Any]:

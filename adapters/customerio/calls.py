@@ -5,14 +5,13 @@ differ, the difference is data (`V1`, `V2`), so a fix to a rule reaches both."""
 
 from __future__ import annotations
 
-import base64
 import copy
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import ConfigError, InvalidEvent
+from adapters.base import ConfigError, InvalidEvent, basic_auth
 from adapters.customerio import mappings as m
 from adapters.mapping import (
     EMAIL,
@@ -254,8 +253,7 @@ def credentials(settings: Mapping[str, Any]) -> dict[str, str]:
         raise ConfigError("siteID not found in Configs")
     if not api_key:
         raise ConfigError("apiKey not found in Configs")
-    token = base64.b64encode(f"{site_id}:{api_key}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    return {"Authorization": basic_auth(site_id, api_key)}
 
 
 def host(settings: Mapping[str, Any]) -> str:

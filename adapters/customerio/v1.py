@@ -13,7 +13,7 @@ from adapters.base import (
     InvalidEvent,
     Lookup,
     Unsupported,
-    error_for_status,
+    delete_each,
     message_type,
 )
 from adapters.customerio import calls
@@ -50,10 +50,9 @@ HANDLERS: dict[str, Handler] = {kind: handler(call) for kind, call in calls.HAND
 def request(call: Call, base: str, headers: dict[str, str]) -> HttpRequest:
     """The Track API request of a call: objects to the batch API, merges, anonymous events,
     and a person's upsert, devices and events under /customers/{id}."""
-    if call.action == "object":
-        return HttpRequest("POST", base + m.BATCH, headers, json=call.body)
-    if call.action == "merge":
-        return HttpRequest("POST", base + m.MERGE, headers, json=call.body)
+    if call.body is not None:  # an object or a merge: the body both modes send
+        path = m.BATCH if call.action == "object" else m.MERGE
+        return HttpRequest("POST", base + path, headers, json=call.body)
     ids = call.identifiers or {}
     if "anonymous_id" in ids:
         body = {**event_body(call), "anonymous_id": ids["anonymous_id"]}
@@ -95,11 +94,7 @@ def delete_users(settings: Mapping[str, Any], users: Sequence[Mapping[str, Any]]
     identifiers = [u[field] for u in users if u.get(field)]
     if not identifiers:
         raise Unsupported("Customer.io deletes people by id or email; the profile has neither")
-    # every id checked before the first is deleted: a refused one deletes no one
-    segments = [segment(identifier, field) for identifier in identifiers]
-    for encoded in segments:
-        url = f"{host(settings)}{m.CUSTOMERS}/{encoded}"
-        response = send(HttpRequest("DELETE", url, dict(headers)))
-        if response.status not in (200, 404):
-            detail = response.text[:500] or f"HTTP {response.status}"
-            raise error_for_status(response.status, detail)
+    customers = f"{host(settings)}{m.CUSTOMERS}/"
+    delete_each(send, [HttpRequest("DELETE", customers + segment(identifier, field), dict(headers))
+                       for identifier in identifiers],
+                lambda response: response.text[:500] or f"HTTP {response.status}")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from adapters.base import InvalidEvent, rebase_url
+from adapters.base import InvalidEvent, basic_auth, rebase_url
 from adapters.mapping import (
     MISSING,
     Field,
@@ -134,3 +134,8 @@ def test_rows_pick_truthy_or_defined_and_a_date_may_stay_null() -> None:
     ([], "array"), ({}, "object")])
 def test_js_type_names_a_json_value_as_javascript_validators_do(value, expected: str) -> None:
     assert js_type(value) == expected
+
+
+def test_basic_auth_keeps_the_colon_with_an_empty_password() -> None:
+    assert basic_auth("key") == "Basic a2V5Og=="  # key:
+    assert basic_auth("site", "api") == "Basic c2l0ZTphcGk="  # site:api

@@ -1,11 +1,23 @@
-"""Router-mode conventions in adapters/base.py shared by the destinations that batch: grouping
-by Config, job order, `dontBatch`, and chunks within a byte limit."""
+"""Helpers in adapters/base.py shared by destinations: router-mode conventions (grouping by
+Config, job order, `dontBatch`, chunks within a byte limit) and a regulation's deletions."""
 
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from adapters.base import BatchItem, by_settings, chunks_within, dont_batch, job_id
+from adapters.base import (
+    BatchItem,
+    HttpRequest,
+    InvalidEvent,
+    LookupResponse,
+    Retryable,
+    by_settings,
+    chunks_within,
+    delete_each,
+    dont_batch,
+    job_id,
+)
 
 
 def test_items_are_grouped_by_settings_content_in_order_of_appearance() -> None:
@@ -39,3 +51,23 @@ def test_chunks_stay_within_the_limit_counting_envelope_and_separators() -> None
     assert chunks_within(values, len, 10_000, envelope) == [values]
     assert chunks_within([b"x" * 50], len, 10, envelope) == [[b"x" * 50]]  # too big: alone
     assert chunks_within([], len, 10, envelope) == []
+
+
+@pytest.mark.parametrize("failing,error", [(None, None), (503, Retryable), (403, InvalidEvent)])
+def test_deletions_go_in_turn_and_stop_at_the_first_answer_not_200_or_404(failing, error) -> None:
+    requests = [HttpRequest("DELETE", f"https://x.io/{n}") for n in range(4)]
+    statuses = iter((200, 404, failing or 200, 200))
+    sent: list[str] = []
+
+    def send(request: HttpRequest) -> LookupResponse:
+        sent.append(request.url)
+        return LookupResponse(next(statuses), None, "body text")
+
+    if error is None:
+        delete_each(send, requests, lambda response: response.text)
+        assert sent == [r.url for r in requests]
+        return
+    with pytest.raises(error) as raised:
+        delete_each(send, requests, lambda response: f"{response.status}: {response.text}")
+    assert raised.value.reason == f"{failing}: body text" and raised.value.status == failing
+    assert sent == [r.url for r in requests[:3]]  # the fourth is never sent
