@@ -120,6 +120,9 @@ class _Built:
     entry: dict[str, Any]
     encoded: bytes  # the entry as compact JSON: measured once, sent as these bytes
 
+    def size(self) -> int:
+        return len(self.encoded)
+
 
 def batch(items: Sequence[BatchItem]) -> list[BatchOutput]:
     """Router mode v2 over the inputs, group by group (by Config, in order of appearance)."""
@@ -147,21 +150,23 @@ def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
     # stage 1 passed, so the group's Config (all equal) has a non-empty siteID and apiKey
     headers = {**credentials(settings), "Content-Type": "application/json"}
     built: list[_Built] = []
-    singles: list[_Built] = []  # `dontBatch`: built after the others, each sent alone
+    singles: list[_Built] = []  # `dontBatch`: each sent alone, after the others
     failed: list[BatchOutput] = []
-    for one in sorted(valid, key=dont_batch):
+    failed_singles: list[BatchOutput] = []
+    for one in valid:
+        alone = dont_batch(one)
         try:
             done = _Built(one, *build(one, settings, object_type))
         except AdapterError as error:
-            failed.append(BatchOutput([one.key], error=error))
+            (failed_singles if alone else failed).append(BatchOutput([one.key], error=error))
         else:
-            (singles if dont_batch(one) else built).append(done)
+            (singles if alone else built).append(done)
     url = host(settings) + m.BATCH
-    chunks = chunks_within(built, lambda one: len(one.encoded), MAX_BATCH_BYTES, EMPTY_BATCH)
+    chunks = chunks_within(built, _Built.size, MAX_BATCH_BYTES, EMPTY_BATCH)
     chunks += [[one] for one in singles]
     successes = [_request(url, headers, chunk) for chunk in chunks]
     successes.sort(key=lambda output: min(job_id(k) for k in output.keys))
-    return successes + invalid + failed
+    return successes + invalid + failed + failed_singles
 
 
 def _request(url: str, headers: Mapping[str, str], chunk: list[_Built]) -> BatchOutput:
