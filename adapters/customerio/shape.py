@@ -1,7 +1,7 @@
 """Customer.io router mode v2, stage 1 (customerio-behaviour.md, "Router mode v2"): the
 shape of every input is checked before any item is built, as the reference's zod schema does;
-messages are written `<path>: <text>` and joined with "; ". The schemas are data (`Rule`s),
-checked by one recursive function."""
+messages are written `<path>: <text>` and joined with "; ". The schemas are data (`Rule`s):
+one loop checks an object's keys and hands only a failed value to `value_problems`."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ class Rule:
     each: Rule | None = None
 
 
-def obj(required: bool = True, **keys: Rule) -> Rule:
-    return Rule("object", required, keys=keys)
+def obj(**keys: Rule) -> Rule:
+    """A required object with these keys (other keys are not checked)."""
+    return Rule("object", keys=keys)
 
 
 STRING, OPTIONAL = Rule("string"), Rule("string", required=False)
