@@ -158,19 +158,19 @@ def dont_batch(item: BatchItem) -> bool:
     return key.__class__ is not int and isinstance(key, Mapping) and key.get("dontBatch") is True
 
 
-def chunks_within(items: Sequence[T], size: Callable[[T], int], limit: int,
+def chunks_within(items: Sequence[T], sizes: Sequence[int], limit: int,
                   envelope: int) -> list[list[T]]:
-    """The items in order, cut into chunks whose bytes stay within `limit`: each chunk is
-    `envelope` bytes around its items joined by one separator byte (a JSON array in an
-    object). An item too big on its own still gets a chunk of its own."""
+    """The items in order, cut into chunks whose bytes stay within `limit` (`sizes`: each
+    item's bytes): each chunk is `envelope` bytes around its items joined by one separator
+    byte (a JSON array in an object). An item too big on its own still gets a chunk of its own."""
     chunks: list[list[T]] = []
     current: list[T] = []
     total = envelope
-    for item in items:
-        grown = total + size(item) + (1 if current else 0)
+    for item, size in zip(items, sizes, strict=True):
+        grown = total + size + (1 if current else 0)
         if current and grown > limit:
             chunks.append(current)
-            current, grown = [], envelope + size(item)
+            current, grown = [], envelope + size
         current.append(item)
         total = grown
     if current:

@@ -6,7 +6,7 @@ one loop checks an object's keys and hands only a failed value to `value_problem
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import AdapterError, BatchItem, ConfigError, InvalidEvent
@@ -21,22 +21,24 @@ NO_IDENTITY = "message: userId, email or anonymousId is required"
 NO_RECORD_ID = "message: A non-empty `id` or `email` identifier is required"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     """zod's schema of one value. `kind` is a JavaScript type name ("string", "object",
     "array"), "id" (a string, a number or null) or the allowed strings of an enum. An object's
-    `keys` and an array's `each` element are checked only once the value has its kind."""
+    `rows` (key, kind, required, rule) and an array's `each` element are checked only once
+    the value has its kind."""
 
     kind: str | tuple[str, ...]
     required: bool = True
     nonempty: bool = False  # "" fails with "<key> is required" (zod's `.min(1)`)
-    keys: dict[str, Rule] = field(default_factory=dict)
+    rows: tuple[tuple[str, Any, bool, Rule], ...] = ()
     each: Rule | None = None
 
 
 def obj(**keys: Rule) -> Rule:
     """A required object with these keys (other keys are not checked)."""
-    return Rule("object", keys=keys)
+    return Rule("object", rows=tuple((key, rule.kind, rule.required, rule)
+                                     for key, rule in keys.items()))
 
 
 STRING, OPTIONAL = Rule("string"), Rule("string", required=False)
@@ -52,23 +54,27 @@ CONNECTION = obj(config=obj(destination=obj(
     fieldMappings=MAPPINGS)))
 
 
-def problems(path: str, node: Mapping[str, Any], keys: Mapping[str, Rule]) -> list[str]:
+def problems(path: str, node: Mapping[str, Any],
+             rows: tuple[tuple[str, Any, bool, Rule], ...]) -> list[str]:
     """zod's problems with an object's keys, in order. One loop: the checks of nearly every
     input (which passes) are made here, and only a failed value goes to `value_problems`."""
     found: list[str] = []
-    for key, rule in keys.items():
-        value, kind = node.get(key, MISSING), rule.kind
+    for key, kind, required, rule in rows:
+        value = node.get(key, MISSING)
         if value is MISSING:
-            ok = not rule.required
-        elif kind.__class__ is tuple:
-            ok = isinstance(value, str) and value in kind
+            if not required:
+                continue
         elif kind == "id":
-            ok = value is None or (value.__class__ is not bool and isinstance(value, ID_TYPES))
-        else:  # "string" (a nonempty one not ""), or an object or array with its own checks
-            ok = kind == "string" and value.__class__ is str and not (rule.nonempty
-                                                                         and value == "")
-        if not ok:
-            found += value_problems(f"{path}.{key}", value, rule)
+            if value is None or value.__class__ is str or (
+                    value.__class__ is not bool and isinstance(value, ID_TYPES)):
+                continue
+        elif kind.__class__ is tuple:
+            if isinstance(value, str) and value in kind:
+                continue
+        elif kind == "string" and value.__class__ is str and not (rule.nonempty and value == ""):
+            continue
+        # what is left failed, or is an object or array with its own keys or elements
+        found += value_problems(f"{path}.{key}", value, rule)
     return found
 
 
@@ -88,7 +94,7 @@ def value_problems(path: str, value: Any, rule: Rule) -> list[str]:
         return [f"{path}: Expected {kind}, received {js_type(value)}"]
     if rule.nonempty and value == "":
         return [f"{path}: {path.rsplit('.', 1)[-1]} is required"]
-    found = problems(path, value, rule.keys) if rule.keys else []
+    found = problems(path, value, rule.rows) if rule.rows else []
     for index, element in enumerate(value if rule.each is not None else ()):
         found += value_problems(f"{path}.{index}", element, rule.each)
     return found
@@ -96,7 +102,7 @@ def value_problems(path: str, value: Any, rule: Rule) -> list[str]:
 
 def config_problems(settings: Mapping[str, Any]) -> list[str]:
     """`destination.Config` problems in key order. Extra keys are allowed."""
-    return problems("destination.Config", settings, CONFIG.keys)
+    return problems("destination.Config", settings, CONFIG.rows)
 
 
 def validate(item: BatchItem, config: list[str]) -> AdapterError | None:
@@ -104,13 +110,13 @@ def validate(item: BatchItem, config: list[str]) -> AdapterError | None:
     says its errorType (ConfigError when no problem is the message's)."""
     event, connection = item.event, []
     if event.get("type") == "record":
-        message = problems("message", event, RECORD.keys)
+        message = problems("message", event, RECORD.rows)
         if not message and record_identifier(event) is None:
             message = [NO_RECORD_ID]
         if "connection" in item.extra:
             connection = value_problems("connection", item.extra["connection"], CONNECTION)
     else:
-        message = problems("message", event, EVENT.keys)
+        message = problems("message", event, EVENT.rows)
         if not message and not identified(event):
             message = [NO_IDENTITY]
     if not message and not config and not connection:
@@ -121,9 +127,10 @@ def validate(item: BatchItem, config: list[str]) -> AdapterError | None:
 
 def identified(event: Mapping[str, Any]) -> bool:
     """The reference's gate: an alias needs both ids, a group nothing, the others someone."""
-    if event["type"] == "alias":
+    kind = event["type"]
+    if kind == "alias":
         return truthy(event.get("userId")) and truthy(event.get("previousId"))
-    return event["type"] == "group" or first_truthy(event, GATE_KEYS) is not MISSING
+    return kind == "group" or first_truthy(event, GATE_KEYS) is not MISSING
 
 
 def record_identifier(event: Mapping[str, Any]) -> tuple[str, str] | None:

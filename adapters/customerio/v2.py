@@ -120,9 +120,6 @@ class _Built:
     entry: dict[str, Any]
     encoded: bytes  # the entry as compact JSON: measured once, sent as these bytes
 
-    def size(self) -> int:
-        return len(self.encoded)
-
 
 def batch(items: Sequence[BatchItem]) -> list[BatchOutput]:
     """Router mode v2 over the inputs, group by group (by Config, in order of appearance)."""
@@ -162,7 +159,8 @@ def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
         else:
             (singles if alone else built).append(done)
     url = host(settings) + m.BATCH
-    chunks = chunks_within(built, _Built.size, MAX_BATCH_BYTES, EMPTY_BATCH)
+    sizes = [len(one.encoded) for one in built]
+    chunks = chunks_within(built, sizes, MAX_BATCH_BYTES, EMPTY_BATCH)
     chunks += [[one] for one in singles]
     successes = [_request(url, headers, chunk) for chunk in chunks]
     successes.sort(key=lambda output: min(job_id(k) for k in output.keys))

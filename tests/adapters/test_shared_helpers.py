@@ -43,14 +43,14 @@ def test_chunks_stay_within_the_limit_counting_envelope_and_separators() -> None
     envelope = len(b'{"batch":[]}')
     values = [b'"' + b"x" * n + b'"' for n in (10, 20, 5, 40, 1)]
     limit = envelope + len(values[0]) + 1 + len(values[1])  # exactly the first two
-    chunks = chunks_within(values, len, limit, envelope)
+    chunks = chunks_within(values, [len(v) for v in values], limit, envelope)
     assert chunks == [values[:2], values[2:3], values[3:4], values[4:]]
     for chunk in (chunks[0], chunks[1], chunks[3]):  # chunks[2] is one item over the limit
         body = b'{"batch":[' + b",".join(chunk) + b"]}"
         assert len(body) <= limit and orjson.loads(body)["batch"]
-    assert chunks_within(values, len, 10_000, envelope) == [values]
-    assert chunks_within([b"x" * 50], len, 10, envelope) == [[b"x" * 50]]  # too big: alone
-    assert chunks_within([], len, 10, envelope) == []
+    assert chunks_within(values, [len(v) for v in values], 10_000, envelope) == [values]
+    assert chunks_within([b"x" * 50], [50], 10, envelope) == [[b"x" * 50]]  # too big: alone
+    assert chunks_within([], [], 10, envelope) == []
 
 
 @pytest.mark.parametrize("failing,error", [(None, None), (503, Retryable), (403, InvalidEvent)])
