@@ -7,15 +7,19 @@ upsert), which production wires to the real HTTP client and tests replay from fi
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow
+import orjson
 
 from adapters.known import unknown_key
 from adapters.status import is_retryable_status
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,59 @@ class BatchOutput:
     requests: Sequence[HttpRequest] = ()
     batched: bool = False
     error: AdapterError | None = None
+
+
+# -- router mode: RudderStack's conventions for the destinations that batch -------------------
+
+def by_settings(items: Sequence[BatchItem]) -> list[list[BatchItem]]:
+    """The items grouped by their settings' content, in order of appearance: a router
+    transforms each destination's events together. The worker gives one settings object to
+    every item, so each object is serialised once."""
+    groups: dict[bytes, list[BatchItem]] = {}
+    keys: dict[int, bytes] = {}
+    for item in items:
+        key = keys.get(id(item.settings))
+        if key is None:
+            key = keys[id(item.settings)] = orjson.dumps(
+                dict(item.settings), option=orjson.OPT_SORT_KEYS, default=str)
+        groups.setdefault(key, []).append(item)
+    return list(groups.values())
+
+
+def job_id(key: Any) -> Any:
+    """An item's place in its job order: the worker keys items by delivery id (an int),
+    fixtures by their metadata (`jobId`)."""
+    if key.__class__ is int:
+        return key
+    if isinstance(key, Mapping):
+        return key.get("jobId", 0)
+    return key if isinstance(key, int | float) else 0
+
+
+def dont_batch(item: BatchItem) -> bool:
+    """The metadata's `dontBatch`: the item goes in a request of its own."""
+    key = item.key
+    return key.__class__ is not int and isinstance(key, Mapping) and key.get("dontBatch") is True
+
+
+def chunks_within(items: Sequence[T], sizes: Sequence[int], limit: int,
+                  envelope: int) -> list[list[T]]:
+    """The items in order, cut into chunks whose bytes stay within `limit` (`sizes`: each
+    item's bytes): each chunk is `envelope` bytes around its items joined by one separator
+    byte (a JSON array in an object). An item too big on its own still gets a chunk of its own."""
+    chunks: list[list[T]] = []
+    current: list[T] = []
+    total = envelope
+    for item, size in zip(items, sizes, strict=True):
+        grown = total + size + (1 if current else 0)
+        if current and grown > limit:
+            chunks.append(current)
+            current, grown = [], envelope + size
+        current.append(item)
+        total = grown
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 # Keys RudderStack puts in every destination's config and each destination ignores (event
@@ -302,6 +359,22 @@ def dispatch(handlers: Mapping[str, Handler],
     if handler is None:
         raise unsupported(event, kind)
     return handler(event, settings, lookup)
+
+
+def delete_each(send: Lookup, requests: Sequence[HttpRequest],
+                detail: Callable[[LookupResponse], str]) -> None:
+    """A regulation's deletions, sent in turn (all made first: an id refused while they are
+    made deletes no one). 200 and 404 both mean gone; any other answer stops with its
+    status's error, `detail(response)` its reason."""
+    for request in requests:
+        response = send(request)
+        if response.status not in (200, 404):
+            raise error_for_status(response.status, detail(response))
+
+
+def basic_auth(user: str, password: str = "") -> str:
+    """An `Authorization: Basic` value: base64 of `user:password` (the colon always there)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def secret(**kwargs: Any) -> dict[str, Any]:

@@ -241,6 +241,15 @@ def js_string(value: Any) -> str:
     return str(value)
 
 
+JS_TYPES = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+
+
+def js_type(value: Any) -> str:
+    """The type name JavaScript validators report for a JSON value (`typeof`, with null and
+    array told apart, as zod's `received <T>` does)."""
+    return "null" if value is None else JS_TYPES.get(type(value), "object")
+
+
 FORMATTERS: dict[str, Callable[[Any], Any]] = {
     "string": js_string,
     "unix_seconds": lambda v: MISSING if unix_seconds(v) is None else unix_seconds(v),

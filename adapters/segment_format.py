@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from adapters.base import HttpRequest
+from adapters.base import HttpRequest, basic_auth
 
 SEGMENT_HEADERS = {
     "Content-Type": "application/json",
@@ -27,10 +27,6 @@ NOT_SPEC = ("request_ip",)
 
 def spec_event(event: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if k not in NOT_SPEC}
-
-
-def basic_auth(key: str) -> str:
-    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
 
 
 def encoded_settings(settings: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ from adapters.base import (
     InvalidEvent,
     Lookup,
     Unsupported,
+    delete_each,
     error_for_status,
     message_type,
 )
@@ -197,13 +198,10 @@ def delete_users(settings: Mapping[str, Any] | None, users: Sequence[Mapping[str
             raise InvalidEvent("User id for deletion not present")
         # percent-encoded: an id with "&", "#" or a space must not change the query
         user_ids.append(query_value(user_id, "userId"))
-    for user_id in user_ids:  # every id checked first: a refused one deletes no one
-        response = send(HttpRequest("DELETE", f"{m.BASE_URL}/people?user_id={user_id}",
-                                    {"Authorization": f"Bearer {api_key}"}))
-        if response.status not in (200, 404):
-            detail = json.dumps(response.body, separators=(",", ":")) \
-                if response.body is not None else response.text
-            raise error_for_status(response.status, detail)
+    delete_each(send, [HttpRequest("DELETE", f"{m.BASE_URL}/people?user_id={user_id}",
+                                   {"Authorization": f"Bearer {api_key}"}) for user_id in user_ids],
+                lambda response: response.text if response.body is None
+                else json.dumps(response.body, separators=(",", ":")))
 
 
 HANDLERS: dict[str, Handler] = {"identify": _one(_identify), "track": _one(_track),

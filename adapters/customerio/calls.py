@@ -5,14 +5,14 @@ differ, the difference is data (`V1`, `V2`), so a fix to a rule reaches both."""
 
 from __future__ import annotations
 
-import base64
 import copy
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import ConfigError, InvalidEvent
+from adapters.base import ConfigError, InvalidEvent, basic_auth
 from adapters.customerio import mappings as m
 from adapters.mapping import (
     EMAIL,
@@ -96,8 +96,8 @@ def activity(kind: str) -> Handler:
             device = device_call(event, name, settings, ids, mode)
             if device is not None:
                 return device
-        if kind == "track" and (not isinstance(name, str) or not name):
-            raise InvalidEvent("Event is a required field and should be a string")
+        if kind == "track":
+            require_name(event)
         if ids is None:
             if mode.cut_anonymous:
                 name = anonymous_name(event, kind, name)
@@ -139,6 +139,13 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+def require_name(event: Mapping[str, Any]) -> None:
+    """A track's `event` is a non-empty string: v1 checks it first, v2 once no device
+    registration took the event."""
+    if not isinstance(event.get("event"), str) or not event["event"]:
+        raise InvalidEvent("Event is a required field and should be a string")
+
+
 def person(event: Mapping[str, Any], mode: Mode) -> dict[str, Any] | None:
     """{id: userId}, else {email: String(email)}; None when neither."""
     user_id = mode.pick(event, USER_ID_ONLY)
@@ -161,8 +168,7 @@ def person_segment(ids: Mapping[str, Any]) -> str:
     return segment(value, "userId" if key == "id" else "email")
 
 
-def segment(value: Any, field: str) -> str:
-    return path_segment(value, field, safe=URI_COMPONENT_SAFE)
+segment = functools.partial(path_segment, safe=URI_COMPONENT_SAFE)  # (value, field)
 
 
 def event_name(event: Mapping[str, Any], kind: str, mode: Mode) -> Any:
@@ -254,8 +260,7 @@ def credentials(settings: Mapping[str, Any]) -> dict[str, str]:
         raise ConfigError("siteID not found in Configs")
     if not api_key:
         raise ConfigError("apiKey not found in Configs")
-    token = base64.b64encode(f"{site_id}:{api_key}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    return {"Authorization": basic_auth(site_id, api_key)}
 
 
 def host(settings: Mapping[str, Any]) -> str:

@@ -1,19 +1,18 @@
 """Customer.io router mode v2, stage 1 (customerio-behaviour.md, "Router mode v2"): the
 shape of every input is checked before any item is built, as the reference's zod schema does;
-messages are written `<path>: <text>` and joined with "; "."""
+messages are written `<path>: <text>` and joined with "; ". The schemas are data (`Rule`s):
+one loop checks an object's keys and hands only a failed value to `value_problems`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import AdapterError, BatchItem, ConfigError, InvalidEvent
-from adapters.mapping import MISSING, get_path, truthy
+from adapters.mapping import MISSING, first_truthy, js_type, truthy
 
-EVENT_TYPES = ("identify", "track", "page", "screen", "alias", "group")
-RECORD_ACTIONS = ("insert", "update", "delete")
 RECORD_OBJECTS = ("person", "event")
-ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
 ID_TYPES = (str, int, float)  # a string or a number: a JSON boolean is no id
 GATE_KEYS = ("userId", "anonymousId", "traits.email", "context.traits.email",
              "context.mappedToDestination")
@@ -22,110 +21,116 @@ NO_IDENTITY = "message: userId, email or anonymousId is required"
 NO_RECORD_ID = "message: A non-empty `id` or `email` identifier is required"
 
 
-JS_TYPES = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """zod's schema of one value. `kind` is a JavaScript type name ("string", "object",
+    "array"), "id" (a string, a number or null) or the allowed strings of an enum. An object's
+    `rows` (key, kind, required, rule) and an array's `each` element are checked only once
+    the value has its kind."""
+
+    kind: str | tuple[str, ...]
+    required: bool = True
+    nonempty: bool = False  # "" fails with "<key> is required" (zod's `.min(1)`)
+    rows: tuple[tuple[str, Any, bool, Rule], ...] = ()
+    each: Rule | None = None
 
 
-def js_type(value: Any) -> str:
-    """The JavaScript type name zod reports (`received <T>`)."""
-    return "null" if value is None else JS_TYPES.get(type(value), "object")
+def obj(**keys: Rule) -> Rule:
+    """A required object with these keys (other keys are not checked)."""
+    return Rule("object", rows=tuple((key, rule.kind, rule.required, rule)
+                                     for key, rule in keys.items()))
 
 
-def _check(path: str, value: Any, kind: str | tuple[str, ...],
-           required: bool = True) -> list[str]:
-    """zod's problem with one value (MISSING: absent): `kind` is a JavaScript type name
-    ("string", "object", "array") or the allowed strings of an enum."""
+STRING, OPTIONAL = Rule("string"), Rule("string", required=False)
+MAPPINGS = Rule("array", required=False, each=obj(**{"from": STRING, "to": STRING}))
+CONFIG = obj(siteID=Rule("string", nonempty=True), apiKey=Rule("string", nonempty=True),
+             datacenter=Rule(("US", "EU"), required=False), deviceTokenEventName=OPTIONAL)
+EVENT = obj(type=Rule(("identify", "track", "page", "screen", "alias", "group")),
+            **{key: Rule("id", required=False)
+               for key in ("userId", "anonymousId", "previousId", "groupId")})
+RECORD = obj(action=Rule(("insert", "update", "delete")), identifiers=obj())
+CONNECTION = obj(config=obj(destination=obj(
+    object=Rule(RECORD_OBJECTS), syncMode=OPTIONAL, identifierMappings=MAPPINGS,
+    fieldMappings=MAPPINGS)))
+
+
+def problems(path: str, node: Mapping[str, Any],
+             rows: tuple[tuple[str, Any, bool, Rule], ...]) -> list[str]:
+    """zod's problems with an object's keys, in order. One loop: the checks of nearly every
+    input (which passes) are made here, and only a failed value goes to `value_problems`."""
+    found: list[str] = []
+    for key, kind, required, rule in rows:
+        value = node.get(key, MISSING)
+        if value is MISSING:
+            if not required:
+                continue
+        elif kind == "id":
+            if value is None or value.__class__ is str or (
+                    value.__class__ is not bool and isinstance(value, ID_TYPES)):
+                continue
+        elif kind.__class__ is tuple:
+            if isinstance(value, str) and value in kind:
+                continue
+        elif kind == "string" and value.__class__ is str and not (rule.nonempty and value == ""):
+            continue
+        # what is left failed, or is an object or array with its own keys or elements
+        found += value_problems(f"{path}.{key}", value, rule)
+    return found
+
+
+def value_problems(path: str, value: Any, rule: Rule) -> list[str]:
+    """zod's problems with one value (MISSING: absent), then its keys' or elements'."""
     if value is MISSING:
-        return [f"{path}: Required"] if required else []
+        return [f"{path}: Required"] if rule.required else []
+    kind = rule.kind
     if isinstance(kind, tuple):
-        if isinstance(value, str) and value in kind:
-            return []
         options = " | ".join(f"'{v}'" for v in kind)
         if not isinstance(value, str):
             return [f"{path}: Expected {options}, received {js_type(value)}"]
         return [f"{path}: Invalid enum value. Expected {options}, received '{value}'"]
-    ok = isinstance(value, Mapping) if kind == "object" else js_type(value) == kind
-    return [] if ok else [f"{path}: Expected {kind}, received {js_type(value)}"]
+    if kind == "id":
+        return [f"{path}: Invalid input"]
+    if not (isinstance(value, Mapping) if kind == "object" else js_type(value) == kind):
+        return [f"{path}: Expected {kind}, received {js_type(value)}"]
+    if rule.nonempty and value == "":
+        return [f"{path}: {path.rsplit('.', 1)[-1]} is required"]
+    found = problems(path, value, rule.rows) if rule.rows else []
+    for index, element in enumerate(value if rule.each is not None else ()):
+        found += value_problems(f"{path}.{index}", element, rule.each)
+    return found
 
 
 def config_problems(settings: Mapping[str, Any]) -> list[str]:
-    """`destination.Config` problems in key order: siteID, apiKey, datacenter,
-    deviceTokenEventName. Extra keys are allowed."""
-    problems = []
-    for key in ("siteID", "apiKey"):
-        path = f"destination.Config.{key}"
-        found = _check(path, settings.get(key, MISSING), "string")
-        problems += found or ([f"{path}: {key} is required"] if settings[key] == "" else [])
-    for key, kind in (("datacenter", ("US", "EU")), ("deviceTokenEventName", "string")):
-        problems += _check(f"destination.Config.{key}", settings.get(key, MISSING), kind,
-                           required=False)
-    return problems
-
-
-def event_problems(event: Mapping[str, Any]) -> list[str]:
-    problems = _check("message.type", event.get("type", MISSING), EVENT_TYPES)
-    for key in ID_FIELDS:
-        value = event.get(key)
-        if value is not None and (value.__class__ is bool or not isinstance(value, ID_TYPES)):
-            problems.append(f"message.{key}: Invalid input")
-    if problems:
-        return problems
-    if event["type"] == "alias":
-        gate = truthy(event.get("userId")) and truthy(event.get("previousId"))
-    else:
-        gate = event["type"] == "group" or any(truthy(get_path(event, k)) for k in GATE_KEYS)
-    return [] if gate else [NO_IDENTITY]
-
-
-def record_problems(event: Mapping[str, Any], extra: Mapping[str, Any]) -> list[str]:
-    problems = (_check("message.action", event.get("action", MISSING), RECORD_ACTIONS)
-                + _check("message.identifiers", event.get("identifiers", MISSING), "object"))
-    if not problems and record_identifier(event) is None:
-        problems.append(NO_RECORD_ID)
-    if "connection" in extra:
-        problems += connection_problems(extra["connection"])
-    return problems
-
-
-def connection_problems(connection: Any) -> list[str]:
-    node, path = connection, "connection"
-    for key in ("config", "destination", None):
-        found = _check(path, node, "object")
-        if found or key is None:
-            break
-        node, path = node.get(key, MISSING), f"{path}.{key}"
-    if found:
-        return found
-    problems = (_check(f"{path}.object", node.get("object", MISSING), RECORD_OBJECTS)
-                + _check(f"{path}.syncMode", node.get("syncMode", MISSING), "string", False))
-    for key in ("identifierMappings", "fieldMappings"):
-        pairs = node.get(key, MISSING)
-        found = _check(f"{path}.{key}", pairs, "array", required=False)
-        problems += found
-        for index, pair in enumerate([] if found or pairs is MISSING else pairs):
-            where = f"{path}.{key}.{index}"
-            problems += _check(where, pair, "object") or [
-                p for side in ("from", "to")
-                for p in _check(f"{where}.{side}", pair.get(side, MISSING), "string")]
-    return problems
+    """`destination.Config` problems in key order. Extra keys are allowed."""
+    return problems("destination.Config", settings, CONFIG.rows)
 
 
 def validate(item: BatchItem, config: list[str]) -> AdapterError | None:
     """Stage 1 for one input, given its Config's problems: None, or one 400 error whose class
-    says its errorType (ConfigError when every problem is under destination or connection)."""
-    event = item.event
-    message = (record_problems(event, item.extra) if event.get("type") == "record"
-               else event_problems(event))
-    if not message and not config:
+    says its errorType (ConfigError when no problem is the message's)."""
+    event, connection = item.event, []
+    if event.get("type") == "record":
+        message = problems("message", event, RECORD.rows)
+        if not message and record_identifier(event) is None:
+            message = [NO_RECORD_ID]
+        if "connection" in item.extra:
+            connection = value_problems("connection", item.extra["connection"], CONNECTION)
+    else:
+        message = problems("message", event, EVENT.rows)
+        if not message and not identified(event):
+            message = [NO_IDENTITY]
+    if not message and not config and not connection:
         return None
-    ordered = [p for p in message if p.startswith("message")] + config + [
-        p for p in message if p.startswith("connection")]
-    distinct = list(dict.fromkeys(ordered))
-    if not distinct:
-        return None
-    text = "; ".join(distinct)
-    if all(not p.startswith("message") for p in distinct):
-        return ConfigError(text)
-    return InvalidEvent(text)
+    text = "; ".join(dict.fromkeys(message + config + connection))
+    return InvalidEvent(text) if message else ConfigError(text)
+
+
+def identified(event: Mapping[str, Any]) -> bool:
+    """The reference's gate: an alias needs both ids, a group nothing, the others someone."""
+    kind = event["type"]
+    if kind == "alias":
+        return truthy(event.get("userId")) and truthy(event.get("previousId"))
+    return kind == "group" or first_truthy(event, GATE_KEYS) is not MISSING
 
 
 def record_identifier(event: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -13,21 +13,20 @@ from adapters.base import (
     InvalidEvent,
     Lookup,
     Unsupported,
-    error_for_status,
+    delete_each,
     message_type,
 )
 from adapters.customerio import calls
 from adapters.customerio import mappings as m
-from adapters.customerio.calls import V1, Call, credentials, host, person_segment, segment
 from adapters.mapping import MISSING
 
 
 def check(event: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
     """Credentials first (siteID, then apiKey), then a track's name: the reference's order."""
-    credentials(settings)
+    calls.credentials(settings)
     kind = message_type(event) or "undefined"
-    if kind == "track" and (not isinstance(event.get("event"), str) or not event["event"]):
-        raise InvalidEvent("Event is a required field and should be a string")
+    if kind == "track":
+        calls.require_name(event)
     return kind
 
 
@@ -39,30 +38,29 @@ def handler(call: calls.Handler) -> Handler:
     """The event with its Reverse-ETL identity, described (`call`), then rendered."""
     def run(event: Mapping[str, Any], settings: Mapping[str, Any],
             lookup: Lookup) -> list[HttpRequest]:
-        described = call(calls.with_retl_identity(event), settings, V1)
-        return [request(described, host(settings), credentials(settings))]
+        described = call(calls.with_retl_identity(event), settings, calls.V1)
+        return [request(described, calls.host(settings), calls.credentials(settings))]
     return run
 
 
 HANDLERS: dict[str, Handler] = {kind: handler(call) for kind, call in calls.HANDLERS.items()}
 
 
-def request(call: Call, base: str, headers: dict[str, str]) -> HttpRequest:
+def request(call: calls.Call, base: str, headers: dict[str, str]) -> HttpRequest:
     """The Track API request of a call: objects to the batch API, merges, anonymous events,
     and a person's upsert, devices and events under /customers/{id}."""
-    if call.action == "object":
-        return HttpRequest("POST", base + m.BATCH, headers, json=call.body)
-    if call.action == "merge":
-        return HttpRequest("POST", base + m.MERGE, headers, json=call.body)
+    if call.body is not None:  # an object or a merge: the body both modes send
+        path = m.BATCH if call.action == "object" else m.MERGE
+        return HttpRequest("POST", base + path, headers, json=call.body)
     ids = call.identifiers or {}
     if "anonymous_id" in ids:
         body = {**event_body(call), "anonymous_id": ids["anonymous_id"]}
         return HttpRequest("POST", base + m.ANONYMOUS_EVENTS, headers, json=body)
-    customer = f"{base}{m.CUSTOMERS}/{person_segment(ids)}"
+    customer = f"{base}{m.CUSTOMERS}/{calls.person_segment(ids)}"
     if call.action == "identify":
         return HttpRequest("PUT", customer, headers, json=call.attributes)
     if call.action == "delete_device":
-        token = segment(call.token, "context.device.token")
+        token = calls.segment(call.token, "context.device.token")
         return HttpRequest("DELETE", f"{customer}/devices/{token}", headers)
     if call.action == "add_device":
         device = {**call.attributes, "id": call.token,
@@ -73,7 +71,7 @@ def request(call: Call, base: str, headers: dict[str, str]) -> HttpRequest:
     return HttpRequest("POST", f"{customer}/events", headers, json=event_body(call))
 
 
-def event_body(call: Call) -> dict[str, Any]:
+def event_body(call: calls.Call) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if call.attributes is not None:
         body["data"] = call.attributes
@@ -90,16 +88,12 @@ def delete_users(settings: Mapping[str, Any], users: Sequence[Mapping[str, Any]]
     """A regulation's deletion: `DELETE /api/v1/customers/{identifier}` (Track API v1, as
     RudderStack's deletion does) for each userId — or each email when the person has no userId
     (workspaces that identify people by email). 200 and 404 both mean gone."""
-    headers = credentials(settings)
+    headers = calls.credentials(settings)
     field = "userId" if any(u.get("userId") for u in users) else "email"
     identifiers = [u[field] for u in users if u.get(field)]
     if not identifiers:
         raise Unsupported("Customer.io deletes people by id or email; the profile has neither")
-    # every id checked before the first is deleted: a refused one deletes no one
-    segments = [segment(identifier, field) for identifier in identifiers]
-    for encoded in segments:
-        url = f"{host(settings)}{m.CUSTOMERS}/{encoded}"
-        response = send(HttpRequest("DELETE", url, dict(headers)))
-        if response.status not in (200, 404):
-            detail = response.text[:500] or f"HTTP {response.status}"
-            raise error_for_status(response.status, detail)
+    urls = [f"{calls.host(settings)}{m.CUSTOMERS}/{calls.segment(identifier, field)}"
+            for identifier in identifiers]
+    delete_each(send, [HttpRequest("DELETE", url, dict(headers)) for url in urls],
+                lambda response: response.text[:500] or f"HTTP {response.status}")

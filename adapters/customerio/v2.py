@@ -23,6 +23,10 @@ from adapters.base import (
     ConfigError,
     HttpRequest,
     InvalidEvent,
+    by_settings,
+    chunks_within,
+    dont_batch,
+    job_id,
 )
 from adapters.customerio import mappings as m
 from adapters.customerio.calls import HANDLERS, V2, Call, credentials, host, with_retl_identity
@@ -63,8 +67,7 @@ def item_of(call: Call) -> dict[str, Any]:
     return entry
 
 
-def record_item(event: Mapping[str, Any], object_type: Any, settings: Mapping[str, Any],
-                auth: dict[str, str] | None) -> dict[str, Any]:
+def record_item(event: Mapping[str, Any], object_type: Any) -> dict[str, Any]:
     if object_type is MISSING:
         raise ConfigError("Missing connection config")
     action = event.get("action")
@@ -72,8 +75,6 @@ def record_item(event: Mapping[str, Any], object_type: Any, settings: Mapping[st
         raise ConfigError(f'Unsupported object type: "{object_type}"')
     if object_type == "event" and action not in ("insert", "update"):
         raise ConfigError(f'"{action}" is not supported for object type "event"')
-    if auth is None:
-        credentials(settings)  # raises the Config's error
     key, value = record_identifier(event) or ("id", "")
     fields = dict(event.get("identifiers") or {})
     entry: dict[str, Any] = {"type": "person", "identifiers": {key: value}}
@@ -94,18 +95,15 @@ def record_item(event: Mapping[str, Any], object_type: Any, settings: Mapping[st
     return entry
 
 
-def build(item: BatchItem, settings: Mapping[str, Any], object_type: Any,
-          auth: dict[str, str] | None) -> tuple[dict[str, Any], bytes]:
+def build(item: BatchItem, settings: Mapping[str, Any],
+          object_type: Any) -> tuple[dict[str, Any], bytes]:
     """Stage 2 for one input that passed stage 1: the item and its compact JSON bytes (as
-    JavaScript serialises it), or an AdapterError. `auth` is the group's credentials, None
-    when the Config has none (each input then fails with the Config's error)."""
+    JavaScript serialises it), or an AdapterError."""
     event = item.event
     if event.get("type") == "record":
-        entry = record_item(event, object_type, settings, auth)
+        entry = record_item(event, object_type)
     else:
         event = with_retl_identity(event)
-        if auth is None:
-            credentials(settings)  # raises the Config's error
         entry = item_of(HANDLERS[event["type"]](event, settings, V2))
     encoded = orjson.dumps(entry)
     if len(encoded) > MAX_ITEM_BYTES:
@@ -125,56 +123,48 @@ class _Built:
 
 def batch(items: Sequence[BatchItem]) -> list[BatchOutput]:
     """Router mode v2 over the inputs, group by group (by Config, in order of appearance)."""
-    groups: dict[bytes, list[BatchItem]] = {}
-    keys: dict[int, bytes] = {}  # by settings object: the worker gives one to every item
-    for item in items:
-        key = keys.get(id(item.settings))
-        if key is None:
-            key = keys[id(item.settings)] = orjson.dumps(
-                dict(item.settings), option=orjson.OPT_SORT_KEYS, default=str)
-        groups.setdefault(key, []).append(item)
-    outputs: list[BatchOutput] = []
-    for group in groups.values():
-        outputs += _group_outputs(group)
-    return outputs
+    return [output for group in by_settings(items) for output in _group_outputs(group)]
 
 
 def _group_outputs(group: list[BatchItem]) -> list[BatchOutput]:
     settings = group[0].settings  # every item is built from the first input's destination
     object_type = next((get_path(i.extra, "connection.config.destination.object")
                         for i in group if "connection" in i.extra), MISSING)
+    config: dict[int, list[str]] = {}  # by settings object, as `batch` groups them
     invalid: list[BatchOutput] = []
-    passed: list[BatchItem] = []
-    later: list[BatchItem] = []  # `dontBatch`: built after the others, each sent alone
-    config: dict[int, list[str]] = {}
+    valid: list[BatchItem] = []
     for one in group:
         problems = config.get(id(one.settings))
         if problems is None:
             problems = config[id(one.settings)] = config_problems(one.settings)
         error = validate(one, problems)
-        if error is not None:
-            invalid.append(BatchOutput([one.key], error=error))
+        if error is None:
+            valid.append(one)
         else:
-            (later if _dont_batch(one) else passed).append(one)
-    try:
-        auth: dict[str, str] | None = credentials(settings)
-    except ConfigError:
-        auth = None
+            invalid.append(BatchOutput([one.key], error=error))
+    if not valid:
+        return invalid
+    # stage 1 passed, so the group's Config (all equal) has a non-empty siteID and apiKey
+    headers = {**credentials(settings), "Content-Type": "application/json"}
     built: list[_Built] = []
-    singles: list[_Built] = []
+    singles: list[_Built] = []  # `dontBatch`: each sent alone, after the others
     failed: list[BatchOutput] = []
-    for bucket, inputs in ((built, passed), (singles, later)):
-        for one in inputs:
-            try:
-                bucket.append(_Built(one, *build(one, settings, object_type, auth)))
-            except AdapterError as error:
-                failed.append(BatchOutput([one.key], error=error))
+    failed_singles: list[BatchOutput] = []
+    for one in valid:
+        alone = dont_batch(one)
+        try:
+            done = _Built(one, *build(one, settings, object_type))
+        except AdapterError as error:
+            (failed_singles if alone else failed).append(BatchOutput([one.key], error=error))
+        else:
+            (singles if alone else built).append(done)
     url = host(settings) + m.BATCH
-    headers = {**(auth or {}), "Content-Type": "application/json"} if built or singles else {}
-    successes = [_request(url, headers, chunk) for chunk in _chunks(built)]
-    successes += [_request(url, headers, [one]) for one in singles]
-    successes.sort(key=lambda output: min(_job_id(k) for k in output.keys))
-    return successes + invalid + failed
+    sizes = [len(one.encoded) for one in built]
+    chunks = chunks_within(built, sizes, MAX_BATCH_BYTES, EMPTY_BATCH)
+    chunks += [[one] for one in singles]
+    successes = [_request(url, headers, chunk) for chunk in chunks]
+    successes.sort(key=lambda output: min(job_id(k) for k in output.keys))
+    return successes + invalid + failed + failed_singles
 
 
 def _request(url: str, headers: Mapping[str, str], chunk: list[_Built]) -> BatchOutput:
@@ -184,45 +174,11 @@ def _request(url: str, headers: Mapping[str, str], chunk: list[_Built]) -> Batch
     return BatchOutput([b.item.key for b in chunk], [request], batched=True)
 
 
-def _chunks(built: list[_Built]) -> list[list[_Built]]:
-    """In order; a new chunk when `{"batch":[…, new]}` would pass 500,000 bytes."""
-    chunks: list[list[_Built]] = []
-    current: list[_Built] = []
-    size = EMPTY_BATCH
-    for one in built:
-        grown = size + len(one.encoded) + (1 if current else 0)
-        if current and grown > MAX_BATCH_BYTES:
-            chunks.append(current)
-            current, grown = [], EMPTY_BATCH + len(one.encoded)
-        current.append(one)
-        size = grown
-    if current:
-        chunks.append(current)
-    return chunks
-
-
 def rejected_items(status: int, body: Any) -> dict[int, str]:
     """A 207 names the items that failed by `batch_index`; they fail, the others succeed."""
     if status != 207 or not isinstance(body, Mapping):
         return {}
-    failures: dict[int, str] = {}
-    for error in body.get("errors") or []:
-        if isinstance(error, Mapping) and isinstance(error.get("batch_index"), int):
-            failures[error["batch_index"]] = (f"reason: {error.get('reason')}, field: "
-                                              f"{error.get('field')}, message: "
-                                              f"{error.get('message')}")
-    return failures
-
-
-def _dont_batch(item: BatchItem) -> bool:
-    key = item.key
-    return key.__class__ is not int and isinstance(key, Mapping) and key.get("dontBatch") is True
-
-
-def _job_id(key: Any) -> Any:
-    """Fixtures key items by their metadata (jobId); the worker by the delivery id."""
-    if key.__class__ is int:
-        return key
-    if isinstance(key, Mapping):
-        return key.get("jobId", 0)
-    return key if isinstance(key, int | float) else 0
+    return {error["batch_index"]: f"reason: {error.get('reason')}, field: {error.get('field')}"
+                                  f", message: {error.get('message')}"
+            for error in body.get("errors") or []
+            if isinstance(error, Mapping) and isinstance(error.get("batch_index"), int)}

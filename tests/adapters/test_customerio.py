@@ -74,3 +74,19 @@ def test_v2_orders_the_workers_int_keys_and_sends_dont_batch_alone() -> None:
         ([{"jobId": 1, "dontBatch": True}], True, True), ([9, 5], True, True),
         ([3], False, False)]
     assert outputs[1].requests[0].url == "https://track-eu.customer.io/api/v2/batch"
+
+
+def test_v2_a_config_without_credentials_fails_every_input_in_stage_1() -> None:
+    """Stage 1 refuses a Config whose siteID or apiKey is missing, empty or no string, so stage
+    2 (which makes the Authorization header once per group) is never reached with none."""
+    events = [{"type": "track", "event": "Order", "userId": "u1"},
+              {"type": "record", "action": "insert", "identifiers": {"id": "r1"}}]
+    for broken in ({"apiKey": "key"}, {"siteID": "", "apiKey": "key"},
+                   {"siteID": "site", "apiKey": 5}, {"siteID": "site", "apiKey": None}):
+        settings = {**broken, "v2Batching": True}
+        items = [BatchItem(event, settings, key=index) for index, event in enumerate(events)]
+        outputs = ADAPTER.transform_batch(items, no_lookups)
+        assert [list(o.keys) for o in outputs] == [[0], [1]]
+        for output in outputs:
+            assert output.error is not None and not output.requests
+            assert "destination.Config." in output.error.reason

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from adapters.base import InvalidEvent, rebase_url
+from adapters.base import InvalidEvent, basic_auth, rebase_url
 from adapters.mapping import (
     MISSING,
     Field,
@@ -17,6 +17,7 @@ from adapters.mapping import (
     first_truthy,
     get_path,
     js_string,
+    js_type,
     resolve,
     truthy,
     unix_seconds,
@@ -126,3 +127,15 @@ def test_rows_pick_truthy_or_defined_and_a_date_may_stay_null() -> None:
             Field("dropped", "anonymousId", fmt="unix_seconds"))
     assert construct({**EVENT, "nope": None}, rows) == {
         "truthy": "a1", "defined": "", "one": False, "date": None}
+
+
+@pytest.mark.parametrize("value,expected", [
+    (None, "null"), (True, "boolean"), (0, "number"), (2.5, "number"), ("", "string"),
+    ([], "array"), ({}, "object")])
+def test_js_type_names_a_json_value_as_javascript_validators_do(value, expected: str) -> None:
+    assert js_type(value) == expected
+
+
+def test_basic_auth_keeps_the_colon_with_an_empty_password() -> None:
+    assert basic_auth("key") == "Basic a2V5Og=="  # key:
+    assert basic_auth("site", "api") == "Basic c2l0ZTphcGk="  # site:api
