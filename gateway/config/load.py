@@ -44,7 +44,7 @@ from gateway.config.tables import (
     value_of,
 )
 from gateway.filters.rules import NO_FILTERS, Filters
-from gateway.store.db import DatabaseProblem, sqlite_file
+from gateway.store.db import DatabaseProblem, for_pooler, sqlite_file
 from gateway.transforms import config as transforms_config
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
@@ -128,6 +128,10 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     tables["server"] = _checked_tls(tables["server"], base_dir, where)
     tables["admin"] = _checked_admin(tables["admin"], tables["server"].bind, where)
     tables["metrics"] = _checked_metrics(tables["metrics"], tables["admin"], where)
+    try:
+        database_url = for_pooler(database_url, tables["database"].pooler)
+    except DatabaseProblem as exc:
+        raise ConfigFileError(f"{where}: {exc}") from None
     return Config(database_url=database_url, admin_token=admin_token, sources=sources,
                   destinations=destinations, **tables, path=where,
                   identity=identity_settings.load(raw.get("identity"), where, ConfigFileError))

@@ -16,8 +16,9 @@ from gateway import source_limits
 from gateway.config.identity import DEFAULT_SETTINGS as DEFAULT_IDENTITY
 from gateway.config.identity import IdentitySettings
 from gateway.config.limits import DestinationLimits
-from gateway.config.tables import at_least
+from gateway.config.tables import at_least, one_of
 from gateway.filters.rules import NO_FILTERS, Filters
+from gateway.store.db import POOLERS
 from gateway.transforms import config as transforms_config
 
 
@@ -166,6 +167,15 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    """`[database]`: how the gateway reaches its database. `pooler = "pgbouncer"`: a pooler in
+    transaction mode sits in front of PostgreSQL, so server-side prepared statements are off
+    (`prepare_threshold=none` added to the URL unless it sets one; README "Behind PgBouncer")."""
+
+    pooler: str = one_of(POOLERS, "none")
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str
     admin_token: str
@@ -179,6 +189,7 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
     identity: IdentitySettings = DEFAULT_IDENTITY  # [identity]: gateway/config/identity.py
     path: str | None = None
 
@@ -198,4 +209,4 @@ class Config:
 TABLES: dict[str, type] = {"limits": Limits, "server": ServerSettings, "retry": RetrySettings,
                            "worker": WorkerSettings, "admin": AdminSettings,
                            "metrics": MetricsSettings, "retention": RetentionSettings,
-                           "console": ConsoleSettings}
+                           "console": ConsoleSettings, "database": DatabaseSettings}

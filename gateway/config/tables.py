@@ -64,6 +64,11 @@ def between(low: float, high: float, default: Any) -> Any:
     return field(default=default, metadata={"min": low, "max": high})
 
 
+def one_of(choices: tuple[str, ...], default: str) -> Any:
+    """A text field that must be one of `choices` (checked at load)."""
+    return field(default=default, metadata={"choices": choices})
+
+
 # `int | None` is a bound left to a default (None is not a value one may write);
 # `bool | None` is a switch that may be left to "auto".
 _TYPE_KINDS = {"int": "int", "int | None": "int", "float": "float", "bool": "bool",
@@ -73,8 +78,11 @@ _TYPE_KINDS = {"int": "int", "int | None": "int", "float": "float", "bool": "boo
 def shape_of(cls: type) -> dict[str, Key]:
     """A settings dataclass's shape: its fields in declared order, kinds from their type
     annotations, bounds from their metadata."""
-    return {f.name: Key(_TYPE_KINDS.get(str(f.type), "any"), low=f.metadata.get("min"),
-                        high=f.metadata.get("max"), optional=str(f.type) == "bool | None")
+    return {f.name: Key("choice" if "choices" in f.metadata
+                        else _TYPE_KINDS.get(str(f.type), "any"),
+                        low=f.metadata.get("min"), high=f.metadata.get("max"),
+                        optional=str(f.type) == "bool | None",
+                        choices=f.metadata.get("choices", ()))
             for f in dataclasses.fields(cls)}
 
 

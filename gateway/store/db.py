@@ -200,6 +200,24 @@ def postgres_prepare_threshold(url: URL) -> tuple[URL, int | None]:
     return url.difference_update_query(["prepare_threshold"]), value
 
 
+POOLERS = ("none", "pgbouncer")  # `[database] pooler`
+
+
+def for_pooler(url: str, pooler: str) -> str:
+    """The URL the engines use behind `pooler`: for PgBouncer, server-side prepared statements
+    off (`prepare_threshold=none`) unless the URL already says how to prepare."""
+    if pooler == "none":
+        return url
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise DatabaseProblem(f"[database] pooler = {pooler!r} needs a postgresql database_url",
+                              2)
+    if "prepare_threshold" in parsed.query:
+        return url
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}prepare_threshold=none"
+
+
 def create_private(path: Path) -> None:
     """Create a SQLite file that is not there yet as an empty file of mode 0600 before SQLite
     first opens it: it holds every event and identity, and SQLite gives the -wal and -shm files

@@ -141,10 +141,12 @@ def test_prepare_threshold_none_runs_clean_through_the_pooler(pgbouncer: PgBounc
 
 def test_the_gateway_ingests_and_delivers_through_pgbouncer(
         pgbouncer: PgBouncer, standin, tmp_path: Path) -> None:
-    """`gateway serve` (two HTTP workers and the delivery worker) on a PgBouncer URL: every
-    event answered 200 is stored once and delivered, and the log has no statement error."""
+    """`gateway serve` (two HTTP workers and the delivery worker) behind PgBouncer with
+    `[database] pooler = "pgbouncer"`: every event answered 200 is stored once and
+    delivered, and the log has no statement error."""
     url = pgbouncer.url + "?prepare_threshold=none"
-    raw = {"database_url": url, "admin_token": ADMIN_TOKEN,
+    raw = {"database_url": pgbouncer.url, "admin_token": ADMIN_TOKEN,
+           "database": {"pooler": "pgbouncer"},  # what turns prepares off for serve
            "sources": [{"name": "web", "write_key": WRITE_KEY}],
            "destinations": [{"name": "hook", "type": "webhook", "endpoint": standin.url,
                              "settings": {"webhookUrl": "https://hooks.example/in"}}],
