@@ -39,8 +39,9 @@ from sqlalchemy import Engine, insert  # noqa: E402
 
 from bench.ingest import ADMIN_TOKEN  # noqa: E402
 from bench.ingest import database as bench_database  # noqa: E402
-from gateway import identity, ingest  # noqa: E402
+from gateway import ingest  # noqa: E402
 from gateway.config import from_mapping  # noqa: E402
+from gateway.identity import statements  # noqa: E402
 from gateway.messages import RequestInfo, normalise_batch  # noqa: E402
 from gateway.store import outbox  # noqa: E402
 from gateway.store.db import make_engine, write_transaction  # noqa: E402
@@ -78,7 +79,7 @@ def bare_store(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], Non
 def outbox_floor(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], None]:
     insert_events = ingest._INSERT_EVENTS[engine.dialect.name]
     queue = outbox._queue_statement(DESTINATIONS)
-    load = identity._load_statement(("userId", "anonymousId"))
+    load = statements.load_statement(("userId", "anonymousId"))
 
     def write(batch: list[dict[str, Any]], now: datetime) -> None:
         with write_transaction(engine) as connection:
@@ -87,7 +88,7 @@ def outbox_floor(engine: Engine) -> Callable[[list[dict[str, Any]], datetime], N
             keys = {"userId": sorted({m["userId"] for m in batch}),
                     "anonymousId": sorted({m["anonymousId"] for m in batch})}
             profiles = {row.id for row in connection.execute(load, keys)}
-            connection.execute(identity._UPDATE_SEEN[engine.dialect.name], [
+            connection.execute(statements.UPDATE_SEEN[engine.dialect.name], [
                 {"b_id": p, "b_first": now, "b_last": now} for p in profiles])
             connection.execute(queue, {"event_ids": new, "at": None, "replay_id": None})
 

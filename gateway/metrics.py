@@ -38,7 +38,7 @@ EVENTS_SUPPRESSED = Counter("gateway_events_suppressed_total",
 SOURCE_RATE_LIMITED = Counter("gateway_source_rate_limited_total",
                               "Events refused with 429 over their source's rate limit "
                               "(gateway/http/source_guard.py)", ["source"])
-# The identity graph's guardrails (gateway/identity.py): merges refused by `[identity] limits`
+# The identity graph's guardrails (gateway/identity/graph.py): merges refused by `[identity] limits`
 # (reason "limit") or because an alias joined two identified profiles ("alias_identified"),
 # labelled with the kind of the key that was not moved; blocked values left out of the graph.
 IDENTITY_MERGES_REFUSED = Counter("gateway_identity_merges_refused_total",

@@ -1,8 +1,8 @@
 """A regulation's subject: which key was given, the profile it resolves to, and key hashes.
 
 Suppression keeps no key in clear: a key is kept as SHA-256 of "kind\\0value", the value as the
-identity graph stores it (gateway/identity.py: emails lower-cased, long ids clipped), so ingest
-can recognise it again and nothing else can read it back.
+identity graph stores it (gateway/identity/model.py: emails lower-cased, long ids clipped), so
+ingest can recognise it again and nothing else can read it back.
 """
 
 from __future__ import annotations

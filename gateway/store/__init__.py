@@ -1,6 +1,7 @@
 """Storage: everything that knows the database's shape.
 
-- db.py: engines (SQLite pragmas and writer lock, psycopg 3), migrations, URL masking
+- db.py: engines (SQLite pragmas, psycopg 3), migrations, URL masking
+- writer_lock.py: one writer at a time per SQLite file, across threads and processes
 - models.py: the tables (SQLAlchemy Core) and how a value becomes an indexed key
 - prepared.py: statements compiled once and run through the driver on the hot paths
 - outbox.py: the delivery row, its states and the one guarded `transition`

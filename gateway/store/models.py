@@ -166,8 +166,8 @@ identity_keys = Table(
     Index(None, "identity_id"),
 )
 
-# Merges the identity graph refused (gateway/identity.py: blocked by a limit, or an alias of two
-# identified profiles): the profile the message was attached to, the key it did not move and
+# Merges the identity graph refused (gateway/identity/graph.py: blocked by a limit, or an alias
+# of two identified profiles): the profile the message was attached to, the key it did not move and
 # the profile that holds it. One row per (profile, key): a key refused again is not re-recorded.
 identity_conflicts = Table(
     "identity_conflicts", metadata,

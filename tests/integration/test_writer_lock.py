@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from gateway.store.db import make_engine, migrate, write_transaction, writer_lock
+from gateway.store.db import make_engine, migrate, write_transaction
 from gateway.store.models import heartbeats
+from gateway.store.writer_lock import writer_lock
 
 pytestmark = pytest.mark.slow  # a writer in another process, and a forked child
 
@@ -53,7 +54,8 @@ def test_a_writer_in_another_process_holds_back_this_ones(tmp_path: Path) -> Non
     url = _database(tmp_path)
     holder = subprocess.Popen(
         [sys.executable, "-c", (
-            "import sys, time; from pathlib import Path; from gateway.store.db import writer_lock\n"
+            "import sys, time; from pathlib import Path\n"
+            "from gateway.store.writer_lock import writer_lock\n"
             f"with writer_lock(Path({str(tmp_path / 'gateway.db')!r})):\n"
             "    print('held', flush=True); time.sleep(" + str(HOLD) + ")\n")],
         stdout=subprocess.PIPE, text=True)

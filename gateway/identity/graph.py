@@ -14,131 +14,47 @@ anonymousId), the key stays where it was, and the refusal is kept in `identity_c
 counted. Every key records when, by which message and from which source it was linked.
 """
 
+
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
-    Select,
-    and_,
-    bindparam,
-    delete,
-    exists,
-    func,
-    insert,
-    or_,
-    select,
     text,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway import metrics
 from gateway.config.identity import DEFAULT_SETTINGS, KINDS, IdentitySettings
+from gateway.identity.model import Key, Links, Profile, links_of, traits_age
+from gateway.identity.statements import (
+    COUNT_KEYS,
+    DELETE_PROFILE,
+    DROP_REPEATED_CONFLICTS,
+    INSERT_CONFLICTS,
+    INSERT_KEYS,
+    INSERT_PROFILES,
+    MOVE_CONFLICT_OTHERS,
+    MOVE_CONFLICTS,
+    MOVE_KEYS,
+    READ_PROFILES,
+    UPDATE_PROFILE,
+    UPDATE_SEEN,
+    key_hash,
+    load_statement,
+)
 from gateway.messages import Message
 from gateway.store.models import (
-    UTCDateTime,
-    identities,
-    identity_conflicts,
-    identity_keys,
     key_value,
 )
 
-Key = tuple[str, str]
 LIMIT = "limit"  # a refused merge's reason: the profile would hold too many keys of a kind
 IDENTIFIED = "alias_identified"  # …or an alias of two profiles that both hold a userId
 UNLINKED = "unlinked"  # not a refusal: an operator split the key off (`unlink`)
 MAX_CONFLICTS_SHOWN = 100
 
-
-@dataclass
-class Profile:
-    """A profile this transaction touches. `loaded`: its row was read (traits, seen range);
-    otherwise first/last seen are only this batch's range, applied by a min/max UPDATE."""
-
-    id: int
-    traits: dict[str, Any]
-    traits_updated_at: datetime | None
-    first_seen: datetime | None
-    last_seen: datetime | None
-    loaded: bool = True
-    dirty: bool = False  # traits changed (or merged): the whole row is written
-    seen_changed: bool = False  # only first/last seen moved: a narrower UPDATE
-
-    def seen(self, when: datetime | None) -> None:
-        if when is None:
-            return
-        if self.first_seen is None or when < self.first_seen:
-            self.first_seen, self.seen_changed = when, True
-        if self.last_seen is None or when > self.last_seen:
-            self.last_seen, self.seen_changed = when, True
-
-    def merge_traits(self, traits: dict[str, Any], when: datetime | None) -> None:
-        """Latest wins by event time; older traits only fill keys the profile lacks."""
-        if not traits:
-            return
-        if self.traits_updated_at is None or (when is not None and when >= self.traits_updated_at):
-            self.traits = {**self.traits, **traits}
-            self.traits_updated_at = when
-        else:
-            self.traits = {**traits, **self.traits}
-        self.dirty = True
-
-
-@dataclass(frozen=True)
-class Links:
-    """What one message says about identity."""
-
-    keys: tuple[Key, ...]  # userId, anonymousId, email: in that order (the message's home first)
-    traits: dict[str, Any]
-    previous_id: str | None = None  # alias: the profile to absorb into userId's
-    blocked: tuple[str, ...] = ()  # kinds whose value was a blocked value (not a key)
-
-
-def links_of(message: Message, settings: IdentitySettings = DEFAULT_SETTINGS) -> Links:
-    """The message's keys, its user traits and an alias's previousId; blocked values (trimmed,
-    case-insensitive: `undefined`, `null`, …) are left out."""
-    payload = message.payload
-    keys: list[Key] = []
-    blocked: list[str] = []
-    for kind, value in (("userId", message.user_id), ("anonymousId", message.anonymous_id)):
-        if value:
-            if settings.is_blocked(value):
-                blocked.append(kind)
-            else:
-                keys.append((kind, key_value(value)))
-    traits: dict[str, Any] = {}
-    if message.type == "identify":
-        traits = user_traits(payload)
-        email = traits.get("email")
-        if isinstance(email, str) and email.strip():
-            if settings.is_blocked(email):
-                blocked.append("email")
-            else:
-                keys.append(("email", key_value(email.strip().lower())))
-    previous = payload.get("previousId") if message.type == "alias" else None
-    if previous and settings.is_blocked(str(previous)):
-        blocked.append("previousId")
-        previous = None
-    return Links(tuple(keys), traits, key_value(str(previous)) if previous else None,
-                 tuple(blocked))
-
-
-def user_traits(payload: dict[str, Any]) -> dict[str, Any]:
-    """identify's user traits: context.traits overlaid by top-level traits (§6.4)."""
-    context_traits = (payload.get("context") or {}).get("traits")
-    merged = dict(context_traits) if isinstance(context_traits, dict) else {}
-    top = payload.get("traits")
-    if isinstance(top, dict):
-        merged.update(top)
-    return merged
 
 
 class IdentityGraph:
@@ -195,7 +111,7 @@ class IdentityGraph:
         Without this, two requests introducing the same new userId both insert it and one fails
         on the unique constraint. Locks are taken in sorted order, so they cannot deadlock.
         """
-        hashes = sorted({_key_hash(key) for key in keys})
+        hashes = sorted({key_hash(key) for key in keys})
         self.connection.execute(
             text("SELECT pg_advisory_xact_lock(h) FROM "
                  "(SELECT unnest(CAST(:hashes AS bigint[])) AS h ORDER BY 1) AS ordered"),
@@ -206,7 +122,7 @@ class IdentityGraph:
         by_kind: dict[str, list[str]] = {}
         for kind, value in keys:
             by_kind.setdefault(kind, []).append(value)
-        statement = _load_statement(tuple(kind for kind in KINDS if kind in by_kind))
+        statement = load_statement(tuple(kind for kind in KINDS if kind in by_kind))
         for row in self.connection.execute(statement, by_kind):
             self.owner[(row.kind, row.value)] = row.id
             if row.id not in self.profiles:
@@ -235,11 +151,11 @@ class IdentityGraph:
     def _read_counts(self, profile_ids: list[int]) -> None:
         for profile_id in profile_ids:
             self.counts[profile_id] = dict.fromkeys(KINDS, 0)
-        for row in self.connection.execute(_COUNT_KEYS, {"ids": profile_ids}):
+        for row in self.connection.execute(COUNT_KEYS, {"ids": profile_ids}):
             self.counts[row.identity_id][row.kind] = row.keys
 
     def _read_rows(self, profile_ids: list[int]) -> None:
-        for row in self.connection.execute(_READ_PROFILES, {"ids": profile_ids}):
+        for row in self.connection.execute(READ_PROFILES, {"ids": profile_ids}):
             profile = self.profiles[row.id]
             first, last = profile.first_seen, profile.last_seen
             profile.traits, profile.traits_updated_at = row.traits, row.traits_updated_at
@@ -388,7 +304,7 @@ class IdentityGraph:
         for key, owner in self.owner.items():
             if owner == loser.id:
                 self.owner[key] = into.id
-        older, newer = sorted((loser, into), key=_traits_age)
+        older, newer = sorted((loser, into), key=traits_age)
         into.traits = {**older.traits, **newer.traits}
         into.traits_updated_at = newer.traits_updated_at or older.traits_updated_at
         into.seen(loser.first_seen)
@@ -401,14 +317,14 @@ class IdentityGraph:
         real_id = self._insert_new_profiles()
         if self.merged:
             moves = [{"b_loser": loser, "b_into": into} for loser, into in self.merged]
-            self.connection.execute(_MOVE_KEYS, moves)
-            self.connection.execute(_DROP_REPEATED_CONFLICTS, moves)
-            self.connection.execute(_MOVE_CONFLICTS, moves)
-            self.connection.execute(_MOVE_CONFLICT_OTHERS, moves)
+            self.connection.execute(MOVE_KEYS, moves)
+            self.connection.execute(DROP_REPEATED_CONFLICTS, moves)
+            self.connection.execute(MOVE_CONFLICTS, moves)
+            self.connection.execute(MOVE_CONFLICT_OTHERS, moves)
             self.connection.execute(
-                _DELETE_PROFILE, [{"b_loser": loser} for loser, _ in self.merged])
+                DELETE_PROFILE, [{"b_loser": loser} for loser, _ in self.merged])
         if self.new_keys:
-            self.connection.execute(_INSERT_KEYS, [
+            self.connection.execute(INSERT_KEYS, [
                 {"kind": kind, "value": value, "identity_id": real_id(self.owner[(kind, value)]),
                  "linked_at": self.now, "linked_by": message_id, "linked_source": source}
                 for (kind, value), message_id, source in self.new_keys])
@@ -417,12 +333,12 @@ class IdentityGraph:
         seen_only = [p for p in stored if p.seen_changed and not p.dirty]
         if seen_only:
             self.connection.execute(
-                _UPDATE_SEEN[self.connection.dialect.name],
+                UPDATE_SEEN[self.connection.dialect.name],
                 [{"b_id": p.id, "b_first": p.first_seen, "b_last": p.last_seen}
                  for p in seen_only])
         if changed:
             self.connection.execute(
-                _UPDATE_PROFILE,
+                UPDATE_PROFILE,
                 [{"b_id": p.id, "b_traits": p.traits, "b_updated": p.traits_updated_at,
                   "b_first": p.first_seen, "b_last": p.last_seen} for p in changed])
         if self.conflicts:
@@ -433,7 +349,7 @@ class IdentityGraph:
                 other = None if other is None else real_id(self._survivor(other))
                 rows.setdefault((mine, (row["kind"], row["value"])),
                                 {**row, "identity_id": mine, "other_identity_id": other})
-            self.connection.execute(_INSERT_CONFLICTS[self.connection.dialect.name],
+            self.connection.execute(INSERT_CONFLICTS[self.connection.dialect.name],
                                     list(rows.values()))
 
     def _survivor(self, profile_id: int) -> int:
@@ -447,7 +363,7 @@ class IdentityGraph:
         assigned: dict[int, int] = {}
         if new:
             rows = self.connection.execute(
-                _INSERT_PROFILES, [{"traits": p.traits, "traits_updated_at": p.traits_updated_at,
+                INSERT_PROFILES, [{"traits": p.traits, "traits_updated_at": p.traits_updated_at,
                   "first_seen": p.first_seen, "last_seen": p.last_seen} for p in new]).all()
             assigned = {p.id: row.id for p, row in zip(new, rows, strict=True)}
         return lambda profile_id: assigned.get(profile_id, profile_id)
@@ -458,6 +374,7 @@ class IdentityGraph:
             metrics.IDENTITY_MERGES_REFUSED.labels(kind, reason).inc(count)
         for kind, count in self.blocked.items():
             metrics.IDENTITY_BLOCKED_VALUES.labels(kind).inc(count)
+
 
 
 def _one(kind: str) -> dict[str, int]:
@@ -473,176 +390,7 @@ def _counted(keys: Iterable[Key]) -> dict[str, int]:
     return counts
 
 
-def keys_condition(kinds: Iterable[str]) -> ColumnElement[bool]:
-    """`(kind = 'userId' AND value IN (…)) OR …`, one term per kind, the values an expanding
-    parameter named after the kind: both databases answer it from the (kind, value) unique index
-    (SQLite: MULTI-INDEX OR; PostgreSQL: a BitmapOr of index scans), so a lookup costs the same at
-    a hundred profiles and at millions. A row-value `(kind, value) IN (VALUES …)` does not: SQLite
-    reads the whole table for it."""
-    return or_(*(and_(identity_keys.c.kind == kind,
-                      identity_keys.c.value.in_(bindparam(kind, expanding=True)))
-                 for kind in kinds))
-
-
-@functools.cache
-def _load_statement(kinds: tuple[str, ...]) -> Select:
-    """The owner (profile id) of each of the keys, the profile rows locked (PostgreSQL) for
-    this transaction but not read: their JSON traits are decoded only when needed. One
-    statement per combination of kinds (seven at most), built once: building SQL per request
-    cost more CPU than running it."""
-    return (select(identity_keys.c.kind, identity_keys.c.value, identities.c.id)
-            .join(identities, identities.c.id == identity_keys.c.identity_id)
-            .where(keys_condition(kinds))
-            .order_by(identity_keys.c.identity_id).with_for_update(of=identities))
-
-
-# The graph's reads and writes, built once per process (SQLAlchemy then reuses their compiled
-# form).
-_COUNT_KEYS = (select(identity_keys.c.identity_id, identity_keys.c.kind,
-                      func.count().label("keys"))
-               .where(identity_keys.c.identity_id.in_(bindparam("ids", expanding=True)))
-               .group_by(identity_keys.c.identity_id, identity_keys.c.kind))
-_READ_PROFILES = select(identities).where(identities.c.id.in_(bindparam("ids", expanding=True)))
-_MOVE_KEYS = (update(identity_keys).where(identity_keys.c.identity_id == bindparam("b_loser"))
-              .values(identity_id=bindparam("b_into")))
-_OTHER_CONFLICT = identity_conflicts.alias("kept")
-_DROP_REPEATED_CONFLICTS = delete(identity_conflicts).where(
-    identity_conflicts.c.identity_id == bindparam("b_loser"),
-    exists().where(_OTHER_CONFLICT.c.identity_id == bindparam("b_into"),
-                   _OTHER_CONFLICT.c.kind == identity_conflicts.c.kind,
-                   _OTHER_CONFLICT.c.value == identity_conflicts.c.value))
-_MOVE_CONFLICTS = (update(identity_conflicts)
-                   .where(identity_conflicts.c.identity_id == bindparam("b_loser"))
-                   .values(identity_id=bindparam("b_into")))
-_MOVE_CONFLICT_OTHERS = (update(identity_conflicts)
-                         .where(identity_conflicts.c.other_identity_id == bindparam("b_loser"))
-                         .values(other_identity_id=bindparam("b_into")))
-_INSERT_CONFLICTS = {
-    name: dialect.insert(identity_conflicts).on_conflict_do_nothing(
-        index_elements=["identity_id", "kind", "value"])
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
-_DELETE_PROFILE = delete(identities).where(identities.c.id == bindparam("b_loser"))
-_INSERT_KEYS = insert(identity_keys)
-# first/last seen widened in SQL (the earlier / later of what is stored and the batch's), so a
-# profile that is only seen needs no read; each value is bound once (a datetime parameter's
-# conversion is most of an executemany's CPU): SQLite's two-argument min() / max(),
-# PostgreSQL's LEAST / GREATEST
-_UPDATE_SEEN = {
-    name: (update(identities).where(identities.c.id == bindparam("b_id")).values(
-        first_seen=earliest(identities.c.first_seen, bindparam("b_first", type_=UTCDateTime())),
-        last_seen=latest(identities.c.last_seen, bindparam("b_last", type_=UTCDateTime()))))
-    for name, earliest, latest in (("sqlite", func.min, func.max),
-                                   ("postgresql", func.least, func.greatest))}
-_UPDATE_PROFILE = (update(identities).where(identities.c.id == bindparam("b_id")).values(
-    traits=bindparam("b_traits"), traits_updated_at=bindparam("b_updated"),
-    first_seen=bindparam("b_first"), last_seen=bindparam("b_last")))
-_INSERT_PROFILES = insert(identities).returning(identities.c.id, sort_by_parameter_order=True)
-
 
 def _age_order(profile_id: int) -> tuple[bool, int]:
     """Stored profiles (positive ids, oldest first) before ones made in this transaction."""
     return (profile_id < 0, abs(profile_id))
-
-
-def _key_hash(key: Key) -> int:
-    digest = hashlib.blake2b(f"{key[0]}\0{key[1]}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _traits_age(profile: Profile) -> tuple[bool, datetime | None]:
-    return (profile.traits_updated_at is not None, profile.traits_updated_at)
-
-
-def lookup(connection: Connection, kind: str, value: str) -> dict[str, Any] | None:
-    """The merged profile that owns a key, with all its keys (for the admin API and tests)."""
-    if kind == "email":
-        value = value.strip().lower()
-    value = key_value(value)
-    profile_id = connection.execute(
-        select(identity_keys.c.identity_id)
-        .where(identity_keys.c.kind == kind, identity_keys.c.value == value)
-    ).scalar_one_or_none()
-    return None if profile_id is None else profile(connection, profile_id)
-
-
-def profile(connection: Connection, profile_id: int) -> dict[str, Any] | None:
-    """A profile by id: its traits, every key with when and by which message it was linked,
-    and the merges refused around it (newest first, at most MAX_CONFLICTS_SHOWN)."""
-    row = connection.execute(select(identities).where(identities.c.id == profile_id)).first()
-    if row is None:
-        return None
-    keys = connection.execute(
-        select(identity_keys.c.kind, identity_keys.c.value, identity_keys.c.linked_at,
-               identity_keys.c.linked_by, identity_keys.c.linked_source)
-        .where(identity_keys.c.identity_id == profile_id).order_by(identity_keys.c.id)
-    ).all()
-    refused = connection.execute(
-        select(identity_conflicts)
-        .where(or_(identity_conflicts.c.identity_id == profile_id,
-                   identity_conflicts.c.other_identity_id == profile_id))
-        .order_by(identity_conflicts.c.id.desc()).limit(MAX_CONFLICTS_SHOWN)).all()
-    return {
-        "id": row.id,
-        "traits": row.traits,
-        "first_seen": row.first_seen,
-        "last_seen": row.last_seen,
-        "keys": [{"kind": k.kind, "value": k.value, "linked_at": k.linked_at,
-                  "linked_by": k.linked_by, "source": k.linked_source} for k in keys],
-        "conflicts": [_conflict(c, profile_id) for c in refused],
-    }
-
-
-def _conflict(row: Any, profile_id: int) -> dict[str, Any]:
-    """One refused merge as a profile shows it: `held_here` says whether this profile holds
-    the key (another profile's message tried to take it) or its message was refused it."""
-    held_here = row.other_identity_id == profile_id and row.identity_id != profile_id
-    return {"key": {"kind": row.kind, "value": row.value}, "reason": row.reason,
-            "message_id": row.message_id, "source": row.source, "at": row.created_at,
-            "other_profile": row.identity_id if held_here else row.other_identity_id,
-            "held_here": held_here}
-
-
-class UnlinkError(Exception):
-    """An unlink the caller got wrong; `status` is the HTTP answer (404, 409 or 400)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def unlink(connection: Connection, profile_id: int, kind: Any, value: Any) -> dict[str, Any]:
-    """Split one key off a profile onto a new profile of its own (in the caller's writing
-    transaction): the key's later messages link from there, and the profile keeps the rest.
-    The split is kept as an `unlinked` conflict on the new profile. A later message naming the
-    key beside one of the old profile's keys links them again, as any message would, unless
-    the limits refuse it."""
-    if kind not in KINDS:
-        raise UnlinkError(400, f"kind: one of {', '.join(KINDS)}")
-    if not isinstance(value, str) or not value.strip() or len(value) > 1000:
-        raise UnlinkError(400, "value: a non-empty string of at most 1000 characters")
-    value = value.strip()
-    value = key_value(value.lower() if kind == "email" else value)
-    if connection.dialect.name == "postgresql":  # as ingest: one writer per key and profile
-        connection.execute(text("SELECT pg_advisory_xact_lock(:h)"),
-                           {"h": _key_hash((kind, value))})
-        connection.execute(select(identities.c.id).where(identities.c.id == profile_id)
-                           .with_for_update())
-    key = connection.execute(select(identity_keys.c.id, identity_keys.c.identity_id).where(
-        identity_keys.c.kind == kind, identity_keys.c.value == value)).first()
-    if key is None or key.identity_id != profile_id:
-        raise UnlinkError(404, f"profile {profile_id} holds no {kind} {value[:60]!r}")
-    held = connection.execute(select(func.count()).select_from(identity_keys).where(
-        identity_keys.c.identity_id == profile_id)).scalar_one()
-    if held < 2:
-        raise UnlinkError(409, f"profile {profile_id} holds only this key: nothing to split")
-    now = datetime.now(UTC)
-    new_id = connection.execute(insert(identities).values(
-        traits={}, traits_updated_at=None, first_seen=now, last_seen=now)
-        .returning(identities.c.id)).scalar_one()
-    connection.execute(update(identity_keys).where(identity_keys.c.id == key.id).values(
-        identity_id=new_id, linked_at=now, linked_by=None, linked_source=None))
-    connection.execute(insert(identity_conflicts).values(
-        identity_id=new_id, other_identity_id=profile_id, kind=kind, value=value,
-        reason=UNLINKED, message_id=None, source=None, created_at=now))
-    return {"key": {"kind": kind, "value": value}, "from_profile": profile_id,
-            "to_profile": new_id}
