@@ -27,6 +27,7 @@ from gateway import source_limits
 from gateway.destination_limits import DestinationLimits, LimitsError, parse_limits
 from gateway.filters import NO_FILTERS, Filters
 from gateway.http.peers import parse_network
+from gateway.plans import settings as plan_settings
 from gateway.store.db import DatabaseProblem, sqlite_file
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
@@ -158,6 +159,7 @@ class Source:
     filters: Filters = NO_FILTERS  # what is never stored (applied before ingest writes)
     # rate_limit and allowed_origins (gateway/source_limits.py)
     guard: source_limits.SourceGuard = source_limits.NO_GUARD
+    tracking_plan: plan_settings.SourcePlan | None = None  # gateway/plans/settings.py
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Config:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     path: str | None = None
+    tracking_plans: Mapping[str, Any] = field(default_factory=dict)  # name → compiled plan
 
     def source_by_write_key(self, write_key: str) -> Source | None:
         return self._sources_by_key.get(write_key)
@@ -258,7 +261,8 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     if base_dir is not None and isinstance(raw.get("database_url"), str):
         raw["database_url"] = anchor_sqlite_path(raw["database_url"], base_dir)
     raw = _apply_env(raw, env or {})
-    known = {"database_url", "admin_token", "sources", "destinations", *TABLES}
+    known = {"database_url", "admin_token", "sources", "destinations", "tracking_plans",
+             *TABLES}
     _reject_unknown(raw, known, where, "top level")
     database_url = _required_str(raw, "database_url", where, "top level")
     admin_token = _required_str(raw, "admin_token", where, "top level")
@@ -267,6 +271,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
         if problem:
             raise ConfigFileError(f"{where}: {describe_admin_token(env or {})}: {problem}")
     sources = _load_sources(raw.get("sources", []), where)
+    sources, plans = plan_settings.attach(raw, sources, where, base_dir)
     destinations = _load_destinations(raw.get("destinations", []), sources, where,
                                       check_settings)
     tables = {name: _load_table(cls, raw.get(name, {}), where, f"[{name}]")
@@ -279,7 +284,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
     tables["admin"] = _checked_admin(tables["admin"], tables["server"].bind, where)
     tables["metrics"] = _checked_metrics(tables["metrics"], tables["admin"], where)
     return Config(database_url=database_url, admin_token=admin_token, sources=sources,
-                  destinations=destinations, **tables, path=where)
+                  destinations=destinations, **tables, path=where, tracking_plans=plans)
 
 
 # The admin token guards the admin API and the console: long, random, never an example's.
@@ -547,7 +552,7 @@ def _load_sources(items: Any, where: str) -> tuple[Source, ...]:
         if not isinstance(item, dict):
             raise ConfigFileError(f"{where}: {table} must be a table")
         _reject_unknown(item, {"name", "write_key", "enabled", "filters", "rate_limit",
-                               "allowed_origins"}, where, table)
+                               "allowed_origins", *plan_settings.SOURCE_KEYS}, where, table)
         name = _required_str(item, "name", where, table)
         table = f"[[sources]] #{index} ({name!r})"
         key = _required_str(item, "write_key", where, table)

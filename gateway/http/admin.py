@@ -192,6 +192,19 @@ def explain_message() -> Response:
                                        request.args.get("source") or None))
 
 
+@bp.get("/violations")
+def violations() -> Response:
+    """Tracking-plan violations counted per source, event and rule (gateway/plans/record.py)."""
+    from gateway.plans import record
+
+    record.flush(context.engine(), timeout=1.0)  # this process's counts are included
+    try:
+        with context.engine().connect() as connection:
+            return jsonify(record.from_filters(connection, dict(request.args)))
+    except record.FilterError as exc:
+        raise ApiError(400, "invalid_query", str(exc)) from None
+
+
 @bp.post("/regulations")
 def create_regulation() -> tuple[Response, int]:
     """Suppress / unsuppress / delete / suppress_with_delete a person. 202: the
