@@ -15,7 +15,7 @@ from gateway.config import from_mapping
 from gateway.plans import record
 from gateway.store.models import violations
 from tests.conftest import ADMIN_TOKEN, OTHER_KEY, WRITE_KEY, base_config
-from tests.helpers import basic, stored_deliveries, stored_payloads
+from tests.helpers import basic, csrf_of, stored_deliveries, stored_payloads
 
 PLANS = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -201,3 +201,23 @@ def test_the_listing_checks_its_filters(database_url: str) -> None:
         assert response.status_code == 400, args
         assert response.get_json()["code"] == "invalid_query"
     assert client.get("/admin/v1/violations").status_code == 401
+
+
+def test_the_console_counts_per_event_and_rule(database_url: str) -> None:
+    app = plan_app(database_url)
+    post(app, *[order(f"c-{n}", total="x") for n in range(3)],
+         {"type": "track", "event": "<script>alert(1)</script>", "userId": "u",
+          "messageId": "xss", "context": dict(LIBRARY)})
+    client = app.test_client()
+    assert client.get("/console/violations").status_code in (302, 401)
+    token = csrf_of(client.get("/console/login").get_data(as_text=True))
+    assert client.post("/console/login", data={"csrf": token, "token": ADMIN_TOKEN}) \
+        .status_code == 302
+    page = client.get("/console/violations?hours=6").get_data(as_text=True)
+    assert "<code>web</code> follows plan <code>web</code>" in page
+    assert '<td class="num">3</td>' in page and "#/properties/properties/properties/total/type" \
+        in page and "4 violations" in page
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    other = client.get("/console/violations?source=server&hours=999").get_data(as_text=True)
+    assert "No violations in this window." in other  # an unknown window falls back to 24 h
+    assert "Tracking plan:" in client.get("/console/sources").get_data(as_text=True)
