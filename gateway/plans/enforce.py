@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from gateway import rejections
 from gateway.plans import record
 from gateway.plans.settings import SourcePlan
 from gateway.plans.validate import MAX_REPORTED, VALID, Outcome, Violation, unplanned
@@ -21,19 +22,37 @@ VIOLATION_ERRORS = "violationErrors"
 def apply(engine: Engine, source: str, settings: SourcePlan | None, messages: list[Any],
           received_at: datetime) -> list[Any]:
     """The messages to store, changed as the source's plan settings say; every violation is
-    counted in the violations record."""
+    counted in the violations record, and a dropped message left in the rejections record (so
+    `gateway explain` answers why it never arrived)."""
     if settings is None:
         return messages
     kept: list[Any] = []
     seen: list[record.Seen] = []
+    dropped: list[rejections.Entry] = []
     for message in messages:
         outcome, keep = judge(settings, message.payload)
         if outcome.violations:
             seen.extend(_seen(source, message, outcome.violations, received_at))
         if keep:
             kept.append(message)
+        else:
+            dropped.append(rejections.Entry(
+                received_at, source, message.message_id, message.type, "tracking_plan",
+                _why(settings, outcome.violations)))
     record.record(engine, seen)
+    rejections.record(engine, dropped)
     return kept
+
+
+def _why(settings: SourcePlan, found: Sequence[Violation]) -> str:
+    """One line for the rejections record: the plan, the setting, the first failure."""
+    first = found[0]
+    setting = "unplanned_events = drop" if first.type == "Unplanned-Event" \
+        else "violations = drop_event"
+    more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+    where = first.as_json()["meta"]["instancePath"] or "/"
+    return (f"accepted and dropped by tracking plan {settings.plan.name!r} ({setting}): "
+            f"{first.type} at {where}: {first.message}{more}")
 
 
 def judge(settings: SourcePlan, payload: dict[str, Any]) -> tuple[Outcome, bool]:

@@ -15,7 +15,7 @@ from gateway.config import from_mapping
 from gateway.plans import record
 from gateway.store.models import violations
 from tests.conftest import ADMIN_TOKEN, OTHER_KEY, WRITE_KEY, base_config
-from tests.helpers import basic, csrf_of, stored_deliveries, stored_payloads
+from tests.helpers import basic, csrf_of, explain, stored_deliveries, stored_payloads
 
 PLANS = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -112,6 +112,13 @@ def test_drop_event_stores_nothing_and_answers_200(database_url: str) -> None:
     engine = app.extensions["gateway.engine"]
     assert [p["messageId"] for p in stored_payloads(engine)] == ["kept"]
     assert listing(app, event="Order Completed")["total"] == 1
+    why = explain(app, "dropped")  # "why didn't it arrive?" names the plan and the failure
+    assert why["outcome"] == "rejected"
+    [refused] = why["rejections"]
+    assert refused["reason"] == "tracking_plan"
+    assert refused["detail"] == (
+        "accepted and dropped by tracking plan 'web' (violations = drop_event): "
+        "Datatype-Mismatch at /properties/total: must be number")
 
 
 def test_unplanned_events_allowed_or_dropped(database_url: str) -> None:
