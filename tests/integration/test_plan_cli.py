@@ -102,3 +102,7 @@ def test_violations_from_a_config_with_a_plan_file(
     out = capsys.readouterr().out
     assert "Product Added" in out and "3 violations since" in out
     assert main(["--config", str(path), "violations", "--since", "soon"]) == 2
+    capsys.readouterr()
+    main(["--config", str(path), "check"])
+    assert "tracking plan 'web': 10 rules, 6 track events; unplanned events: allow; " \
+        "violations: flag" in capsys.readouterr().out
