@@ -203,7 +203,7 @@ def summary(connection: Connection, since: datetime, source: str | None = None,
     if source:
         query = query.where(c.source == source)
     if event:
-        query = query.where(c.event == event[:200])
+        query = query.where(c.event == _clip(event, 200))
     return [{"source": r.source, "type": r.message_type, "event": r.event, "rule": r.rule,
              "violation_type": r.violation_type, "count": int(r.count),
              "message": r.message, "example_message_id": r.example_message_id,

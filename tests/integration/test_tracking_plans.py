@@ -228,3 +228,14 @@ def test_the_console_counts_per_event_and_rule(database_url: str) -> None:
     other = client.get("/console/violations?source=server&hours=999").get_data(as_text=True)
     assert "No violations in this window." in other  # an unknown window falls back to 24 h
     assert "Tracking plan:" in client.get("/console/sources").get_data(as_text=True)
+
+
+def test_a_long_event_name_is_found_by_its_full_name(database_url: str) -> None:
+    """The record keeps 200 characters of a name; the filter clips it the same way."""
+    app = plan_app(database_url)
+    name = "Made Up " + "x" * 300
+    post(app, {"type": "track", "event": name, "userId": "u", "messageId": "long",
+               "context": dict(LIBRARY)})
+    [row] = listing(app, event=name)["violations"]
+    assert len(row["event"]) == 200 and row["event"].endswith("…")
+    assert listing(app, event=name[:200])["violations"] == []
