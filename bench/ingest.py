@@ -1,6 +1,7 @@
 """Ingest benchmark: a raw WSGI ceiling, a bare-store ceiling and the gateway, side by side.
 
     .venv/bin/python bench/ingest.py [--postgres URL] [--seconds N]
+    .venv/bin/python bench/ingest.py --plan [--postgres URL]   # a 20-event tracking plan vs none
 
 Every server runs under gunicorn through `gateway.cli.httpserver.run_gunicorn` itself (threaded
 workers, one per core, access log off, control socket off), so the three differ only in the WSGI
@@ -10,6 +11,11 @@ app:
 * bare-store: reads + orjson-parses the body and executemany-inserts one `events` row per message
   into the migrated schema (no validation, no identity, no deliveries);
 * gateway: `python -m gateway.cli serve` with one source and two destinations.
+
+`--plan` runs the gateway twice instead, without and with a 20-event tracking plan (Segment's
+Config API export, `additionalProperties: false`, required properties, types and enums; the
+traffic fits it, as most production traffic does), and reports events/s and CPU per 1,000
+events both ways, plus the in-process cost of checking one fitting and one failing message.
 
 The load comes from other processes (threads in a spawn pool) speaking HTTP/1.1 over plain
 sockets, one connection per request: the cheapest
@@ -439,18 +445,85 @@ TRANSFORMATION_TABLE = ('[[transformations]]\nname = "mask-cards"\n'
                         'function = "examples.transforms:mask_card_numbers"\n\n')
 
 
-def write_config(path: Path, database_url: str, transform: bool = False) -> None:
+def write_config(path: Path, database_url: str, transform: bool = False, plan: str = "") -> None:
     """One source, two destinations (every accepted event queues two delivery rows);
-    `transform`: the source runs TRANSFORMATION_TABLE's transformation first."""
+    `transform`: the source runs TRANSFORMATION_TABLE's transformation first; with `plan`
+    ("fitting" or "failing"), the source follows the 20-event plan written beside the config."""
+    planned = ""
+    if plan:
+        (path.parent / "plan.json").write_bytes(orjson.dumps(bench_plan(
+            failing=plan == "failing")))
+        planned = "tracking_plan = \"bench\"\n"
     path.write_text(
         f"database_url = {_toml_string(database_url)}\nadmin_token = \"{ADMIN_TOKEN}\"\n\n"
         + (TRANSFORMATION_TABLE if transform else "")
-        + f"[[sources]]\nname = \"{SOURCE}\"\nwrite_key = \"{WRITE_KEY}\"\n"
+        + f"[[sources]]\nname = \"{SOURCE}\"\nwrite_key = \"{WRITE_KEY}\"\n{planned}"
         + ('transformations = ["mask-cards"]\n' if transform else "") + "\n"
         "[[destinations]]\nname = \"customerio\"\ntype = \"customerio\"\n"
         "[destinations.settings]\nsiteID = \"bench-site\"\napiKey = \"bench-key\"\n\n"
         "[[destinations]]\nname = \"kustomer\"\ntype = \"kustomer\"\n[destinations.settings]\n"
-        "apiKey = \"bench-key\"\n")
+        "apiKey = \"bench-key\"\n"
+        + ("\n[[tracking_plans]]\nname = \"bench\"\nfile = \"plan.json\"\n" if plan else ""))
+
+
+TRACKED = ("Order Completed", "Product Viewed", "Signed In", "Checkout Started")
+
+
+def bench_plan(events: int = 20, failing: bool = False) -> dict[str, Any]:
+    """A Config API export the bench traffic fits: its four track events, identify, a global
+    rule, and filler events up to `events` (a plan's size costs nothing per message: one
+    lookup by name). `failing`: "Signed In" also requires a `method` the traffic never sends,
+    so a fifth of the messages (80 % track, a quarter of them) are flagged."""
+    schema_url = "http://json-schema.org/draft-07/schema#"
+    product = {"type": "object", "additionalProperties": False,
+               "required": ["sku", "quantity", "price"],
+               "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer",
+                                                                       "minimum": 1},
+                              "price": {"type": "number", "minimum": 0}}}
+    order = {"type": "object", "additionalProperties": False,
+             "required": ["order_id", "revenue", "currency", "products"],
+             "properties": {"order_id": {"type": "string"}, "revenue": {"type": "number"},
+                            "currency": {"type": "string", "enum": ["USD", "EUR", "GBP"]},
+                            "coupon": {"type": ["string", "null"]},
+                            "products": {"type": "array", "items": product, "minItems": 1}}}
+
+    def message(properties: dict[str, Any] | None = None,
+                traits: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"$schema": schema_url, "type": "object", "properties": {
+            "context": {}, "properties": properties or {}, "traits": traits or {}}}
+
+    names = [*TRACKED, *(f"Feature {n} Used" for n in range(1, events - len(TRACKED) + 1))]
+    return {"display_name": "bench", "rules": {
+        "global": {"$schema": schema_url, "type": "object", "required": ["context"],
+                   "properties": {"context": {"type": "object", "required": ["library"]}}},
+        "identify": message(traits={
+            "type": "object", "additionalProperties": False, "required": ["email"],
+            "properties": {"email": {"type": "string"}, "name": {"type": "string"},
+                           "plan": {"type": "string", "enum": ["free", "pro", "enterprise"]},
+                           "logins": {"type": "integer", "minimum": 0}}}),
+        "events": [{"name": name, "version": 1, "rules": message(
+            {**order, "required": [*order["required"], "method"],
+             "properties": {**order["properties"], "method": {"type": "string"}}}
+            if failing and name == "Signed In" else order)} for name in names]}}
+
+
+def check_cost(rounds: int = 20_000) -> tuple[float, float]:
+    """Microseconds to check one fitting and one failing track message, in process."""
+    from gateway.plans.load import parse
+    from gateway.plans.validate import Plan
+
+    plan = Plan("bench", parse(bench_plan()))
+    rng = random.Random(7)
+    fitting = _message(rng, datetime.now(UTC), track_share=1.0)
+    failing = orjson.loads(orjson.dumps(fitting))
+    failing["properties"].update(revenue="12.5", currency="CHF", gift=True)
+    costs = []
+    for payload in (fitting, failing):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            plan.check(payload)
+        costs.append((time.perf_counter() - started) / rounds * 1e6)
+    return costs[0], costs[1]
 
 
 @contextmanager
@@ -540,13 +613,15 @@ class ServerRun:
 
 
 def bench_server(kind: str, pool: Pool, opts: argparse.Namespace, tmp: Path,
-                 postgres_url: str | None, workers: int, transform: bool = False) -> ServerRun:
-    label = kind if postgres_url is None else f"{kind} (postgresql)"
+                 postgres_url: str | None, workers: int, transform: bool = False,
+                 plan: str = "") -> ServerRun:
+    label = kind + (f" + {plan} plan" if plan else "")
+    label = label if postgres_url is None else f"{label} (postgresql)"
     label += " + transformation" if transform else ""
     workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp))
     with database(kind, workdir, postgres_url) as url:
         config_path = workdir / "gateway.toml"
-        write_config(config_path, url, transform)
+        write_config(config_path, url, transform, plan)
         port = _free_port()
         scenarios: dict[str, Measure] = {}
         with running(kind, workdir, config_path, port, workers) as pid:
@@ -674,6 +749,50 @@ def transform_report(plain: ServerRun, transformed: ServerRun) -> list[str]:
     return problems
 
 
+PLAN_RUNS = {"gateway": "no plan", "fitting": "plan, all fit", "failing": "plan, 20 % flagged"}
+
+
+def report_plan(runs: dict[str, ServerRun], title: str) -> list[str]:
+    """The gateway without a plan beside it with the plan (all messages fit; a fifth flagged):
+    the plan's share of events/s and its CPU cost."""
+    base = runs["gateway"].scenarios
+    columns = list(runs)
+    print(f"\n{title}")
+    widths = [max(len(PLAN_RUNS[c]), 8) for c in columns]
+    print("  " + "scenario".ljust(25) + " | " + " | ".join(
+        PLAN_RUNS[c].rjust(w) for c, w in zip(columns, widths, strict=True)))
+    for name, pick, digits in (
+            ("batch  events/s", lambda m: m.events_per_s, 0),
+            ("batch  p99 ms", lambda m: m.p99_ms, 1),
+            ("batch  CPU s/1000 events", lambda m: m.cpu_per_1000, 3),
+            ("track  requests/s", lambda m: m.requests_per_s, 0),
+            ("track  p99 ms", lambda m: m.p99_ms, 1),
+            ("track  CPU s/1000 events", lambda m: m.cpu_per_1000, 3)):
+        scenario = name.split()[0]
+        cells = []
+        for column, width in zip(columns, widths, strict=True):
+            value = pick(runs[column].scenarios[scenario])
+            share = "" if column == "gateway" else \
+                f" ({value / pick(base[scenario]):.0%})"
+            cells.append((_fmt(value, digits) + share).rjust(width))
+        print(f"  {name:<25} | " + " | ".join(cells))
+    problems: list[str] = []
+    for column in columns[1:]:
+        for scenario, pick in (("batch", lambda m: m.events_per_s),
+                               ("track", lambda m: m.requests_per_s)):
+            share = pick(runs[column].scenarios[scenario]) / pick(base[scenario])
+            print(f"  {'PASS' if share >= 0.8 else 'MISS'}  {scenario} events/s, "
+                  f"{PLAN_RUNS[column]}: {share:.0%} of no plan (target >= 80 %)")
+    for kind, run in runs.items():
+        for name, measure in run.scenarios.items():
+            if measure.failures:
+                problems.append(f"{kind} {name}: non-200 answers {measure.failures}")
+        expected = sum(m.events_ok for m in run.scenarios.values())
+        if run.stored != (expected, 2 * expected):
+            problems.append(f"{kind}: stored {run.stored}, expected {expected} events")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_serve"]:
@@ -696,6 +815,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transform", action="store_true",
                         help="also run the gateway with a source transformation "
                              "(examples/transforms.py mask_card_numbers) and compare")
+    parser.add_argument("--plan", action="store_true",
+                        help="the gateway without and with a 20-event tracking plan")
     opts = parser.parse_args(argv)
 
     print(machine_info())
@@ -707,6 +828,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, \
             multiprocessing.get_context("spawn").Pool(opts.processes) as pool:
         pool.map(time.sleep, [0.0] * opts.processes)  # processes up before the first scenario
+        if opts.plan:
+            fitting, failing = check_cost()
+            print(f"plan check in process: {fitting:.1f} µs a fitting track message, "
+                  f"{failing:.1f} µs a failing one (every error listed)", flush=True)
+            for url, title in ((None, "SQLite (WAL)"), (opts.postgres, "PostgreSQL")):
+                if title == "PostgreSQL" and not url:
+                    continue
+                runs = {plan or "gateway": bench_server("gateway", pool, opts, Path(tmp), url,
+                                                        opts.workers, plan)
+                        for plan in ("", "fitting", "failing")}
+                problems += report_plan(runs, title)
+            print(f"\ntotal time {time.monotonic() - started:.0f} s")
+            for problem in problems:
+                print(f"PROBLEM: {problem}")
+            return 1 if problems else 0
         runs = {kind: bench_server(kind, pool, opts, Path(tmp), None, opts.workers)
                 for kind in SERVERS}
         problems += report(runs, "SQLite (WAL)")

@@ -101,8 +101,10 @@ class pg_schema:
 
     def __exit__(self, *exc: Any) -> None:
         from gateway import rejections
+        from gateway.plans import record as violations_record
 
         rejections.flush_all()  # no background write may hold a lock the DROP needs
+        violations_record.flush_all()
         with self.admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
         self.admin.dispose()

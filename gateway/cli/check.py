@@ -133,13 +133,20 @@ def check_destinations(config: Config) -> list[Line]:
 
 def check_sources(config: Config) -> list[Line]:
     """Each source's rate limit and allowed origins (gateway/source_limits.py), when it has
-    either: loading already refused a bad one, so these say what is enforced."""
+    either, and its tracking plan: loading already refused a bad one, so these say what is
+    enforced."""
     lines: list[Line] = []
     for source in config.sources:
         if source.guard != source_limits.NO_GUARD:
             shared = " (shared by the HTTP processes on this database)" \
                 if source.guard.rate_limit else ""
             lines.append((OK, f"source {source.name}", source.guard.describe() + shared))
+        if source.tracking_plan is not None:  # read and compiled at load (gateway/plans)
+            chosen = source.tracking_plan
+            lines.append((OK, f"source {source.name}", (
+                f"tracking plan {chosen.plan.name!r}: {len(chosen.plan.compiled)} rules, "
+                f"{len(chosen.plan.events)} track events; unplanned events: "
+                f"{chosen.unplanned_events}; violations: {chosen.violations}")))
     return lines
 
 

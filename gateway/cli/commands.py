@@ -19,7 +19,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import config as config_module
-from gateway.cli import admin, copy, regulations, starter, supervisor, transform
+from gateway.cli import admin, copy, plans, regulations, starter, supervisor, transform
 from gateway.config import Config, ConfigFileError
 from gateway.http import tls
 from gateway.store.db import (
@@ -80,6 +80,7 @@ def build_parser() -> Parser:
     regulations.add_commands(add)
     copy.add_command(add)
     transform.add_command(add)
+    plans.add_commands(add)
     listing = add("destinations", "list destination types and settings")
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     return parser
@@ -152,7 +153,11 @@ def _run(args: argparse.Namespace) -> int:
         from gateway.cli.check import check
 
         return check(config_module.resolve_path(args.config))
+    if args.command == "plan":
+        return plans.run_plan(args)
     config = config_module.load(args.config)
+    if args.command == "violations":
+        return plans.run_violations(args, config)
     if args.command == "worker":
         return _worker(config)
     if args.command in ADMIN_COMMANDS:

@@ -44,16 +44,19 @@ from gateway.config.tables import (
     value_of,
 )
 from gateway.filters.rules import NO_FILTERS, Filters
+from gateway.plans import settings as plan_settings
 from gateway.store.db import DatabaseProblem, for_pooler, sqlite_file
 from gateway.transforms import config as transforms_config
 
 DEFAULT_CONFIG_PATH = "gateway.toml"
 TOP_LEVEL = {"database_url": Key("str", required=True), "admin_token": Key("str", required=True),
              "sources": ANY, "destinations": ANY, "identity": ANY, "transformations": ANY,
+             "tracking_plans": ANY,
              **{name: ANY for name in TABLES}}
 SOURCE_KEYS = {"name": Key("str", required=True), "write_key": Key("str", required=True),
                "enabled": Key("bool"), "filters": ANY, "rate_limit": ANY,
-               "allowed_origins": ANY, "transformations": ANY}
+               "allowed_origins": ANY, "transformations": ANY,
+               **{key: ANY for key in plan_settings.SOURCE_KEYS}}
 DESTINATION_KEYS = {"name": Key("str", required=True), "type": Key("str", required=True),
                     "sources": Key("strings", what="a list of source names"),
                     "enabled": Key("bool"),
@@ -113,6 +116,7 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
         if problem:
             raise ConfigFileError(f"{where}: {describe_admin_token(env or {})}: {problem}")
     sources = _load_sources(raw.get("sources", []), where)
+    sources, plans = plan_settings.attach(raw, sources, where, base_dir)
     destinations = _load_destinations(raw.get("destinations", []), sources, where,
                                       check_settings)
     try:
@@ -134,7 +138,8 @@ def from_mapping(raw: Mapping[str, Any], where: str = "<config>",
         raise ConfigFileError(f"{where}: {exc}") from None
     return Config(database_url=database_url, admin_token=admin_token, sources=sources,
                   destinations=destinations, **tables, path=where,
-                  identity=identity_settings.load(raw.get("identity"), where, ConfigFileError))
+                  identity=identity_settings.load(raw.get("identity"), where, ConfigFileError),
+                  tracking_plans=plans)
 
 
 # The admin token guards the admin API and the console: long, random, never an example's.

@@ -18,6 +18,7 @@ from gateway.config.identity import IdentitySettings
 from gateway.config.limits import DestinationLimits
 from gateway.config.tables import at_least, one_of
 from gateway.filters.rules import NO_FILTERS, Filters
+from gateway.plans import settings as plan_settings
 from gateway.store.db import POOLERS
 from gateway.transforms import config as transforms_config
 
@@ -142,6 +143,7 @@ class Source:
     # rate_limit and allowed_origins (gateway/source_limits.py)
     guard: source_limits.SourceGuard = source_limits.NO_GUARD
     transformations: tuple[transforms_config.Transformation, ...] = ()  # gateway/transforms
+    tracking_plan: plan_settings.SourcePlan | None = None  # gateway/plans/settings.py
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ class Config:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     identity: IdentitySettings = DEFAULT_IDENTITY  # [identity]: gateway/config/identity.py
     path: str | None = None
+    tracking_plans: Mapping[str, Any] = field(default_factory=dict)  # name → compiled plan
 
     def source_by_write_key(self, write_key: str) -> Source | None:
         return self._sources_by_key.get(write_key)

@@ -279,6 +279,26 @@ def sources() -> str:
                            base=public_base_url())
 
 
+@bp.get("/violations")
+def violations_page() -> str:
+    """Tracking-plan violations over the last hours, counted per source, event and rule."""
+    from gateway.plans import record
+
+    hours = request.args.get("hours", "24")
+    hours = int(hours) if hours in VIOLATION_HOURS else 24
+    source = request.args.get("source") or None
+    record.flush(context.engine(), timeout=1.0)  # this process's counts are included
+    with context.engine().connect() as connection:
+        rows = record.summary(connection, record.default_since(hours), source)
+    planned = [s for s in context.config().sources if s.tracking_plan is not None]
+    return render_template("console/violations.html", rows=rows, hours=hours, source=source,
+                           choices=VIOLATION_HOURS, planned=planned,
+                           total=sum(r["count"] for r in rows))
+
+
+VIOLATION_HOURS = ("1", "6", "24", "72", "168")
+
+
 @bp.post("/sources/<name>/key")
 def reveal_key(name: str) -> Response:
     """The write key, only to a signed-in POST with the CSRF token (never in the page HTML)."""

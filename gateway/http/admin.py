@@ -254,6 +254,17 @@ def preview_event() -> Response:
         return jsonify(preview(context.config(), event, body["destination"]))
     except PreviewError as exc:
         raise ApiError(400, "invalid_preview", str(exc)) from None
+@bp.get("/violations")
+def violations() -> Response:
+    """Tracking-plan violations counted per source, event and rule (gateway/plans/record.py)."""
+    from gateway.plans import record
+
+    record.flush(context.engine(), timeout=1.0)  # this process's counts are included
+    try:
+        with context.engine().connect() as connection:
+            return jsonify(record.from_filters(connection, dict(request.args)))
+    except record.FilterError as exc:
+        raise ApiError(400, "invalid_query", str(exc)) from None
 
 
 @bp.post("/regulations")

@@ -28,6 +28,7 @@ from gateway.messages import (
     strip_nul,
     too_deep_text,
 )
+from gateway.plans import enforce as plan_enforce
 from gateway.store.models import MESSAGE_TYPES
 from gateway.transforms import source as source_transforms
 
@@ -121,6 +122,8 @@ def _accept(source: Source, elements: list[Any], body: dict[str, Any], path_type
         raise ApiError(400, first.code, first.message,
                        **({} if single_call else {"rejected": [r.as_json() for r in rejected]}))
     engine = context.engine()
+    # the source's tracking plan: flag, trim or drop what is stored (gateway/plans/enforce.py)
+    stored = plan_enforce.apply(engine, source.name, source.tracking_plan, stored, received_at)
     result = ingest.submit(engine, config, source.name, stored, received_at)  # group commit
     if result.duplicates:  # resolved off the request path (gateway/rejections.py)
         rejections.record_duplicates(engine, source.name, [m.message_id for m in stored],

@@ -32,12 +32,13 @@ from gateway.store.models import (
     regulations,
     rejections,
     suppressed_keys,
+    violations,
 )
 
 # parents before children (deliveries name events, attempts name deliveries, keys identities)
 TABLES: tuple[Table, ...] = (events, deliveries, delivery_attempts, identities, identity_keys,
                              identity_conflicts, regulations, regulation_subjects,
-                             suppressed_keys, rejections, gateway_secrets)
+                             suppressed_keys, rejections, gateway_secrets, violations)
 DEFAULT_BATCH = 2_000
 LIVE_WITHIN_SECONDS = 5 * STALE_INTERVALS  # a heartbeat this fresh: a process is still running
 

@@ -212,6 +212,26 @@ rejections = Table(
     Index(None, "message_id", "id"),
 )
 
+# Tracking-plan violations, counted per hour, source, event and rule (gateway/plans/record.py
+# aggregates them and keeps the table to its newest rows); migration 0012. `key` is a hash of
+# (hour, source, type, event, rule): the one unique index, short whatever the names' lengths.
+violations = Table(
+    "violations", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("hour", UTCDateTime(), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("message_type", String(20), nullable=False),
+    Column("event", String(200)),  # the track event's (page's, screen's) name
+    Column("rule", String(300), nullable=False),  # schemaPath (+ the property it names)
+    Column("violation_type", String(40), nullable=False),  # Required-Missing, …
+    Column("message", String(300), nullable=False),
+    Column("example_message_id", String(255)),
+    Column("count", BigInteger, nullable=False),
+    Column("last_seen", UTCDateTime(), nullable=False),
+    Index(None, "hour"),
+)
+
 # Regulations (gateway/regulations): what was asked and what came of it. Never the
 # subject's keys: `subject_kind` says which kind of key was given, not its value.
 regulations = Table(
