@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.known import unknown_key
 from gateway.plans.load import PlanError, read
 from gateway.plans.validate import Plan
 
 SOURCE_KEYS = ("tracking_plan", "unplanned_events", "violations")
+PLAN_KEYS = ("name", "file")  # a [[tracking_plans]] entry
 UNPLANNED_CHOICES = ("allow", "drop")
 VIOLATION_CHOICES = ("flag", "drop_properties", "drop_event")
 
@@ -43,9 +45,9 @@ def load_plans(items: Any, base_dir: Path | None) -> dict[str, Plan]:
         table = f"[[tracking_plans]] #{index}"
         if not isinstance(item, dict):
             raise PlanSettingsError(f"{table} must be a table")
-        unknown = sorted(set(item) - {"name", "file"})
-        if unknown:
-            raise PlanSettingsError(f"{table}: unknown field {unknown[0]!r} (name, file)")
+        problem = unknown_key(item, PLAN_KEYS)
+        if problem:
+            raise PlanSettingsError(f"{table}: {problem}")
         name, file = item.get("name"), item.get("file")
         if not isinstance(name, str) or not name.strip():
             raise PlanSettingsError(f"{table}: field 'name' is required (a non-empty string)")
