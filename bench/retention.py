@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy import func, inspect, select, text  # noqa: E402
 
 from bench.ingest import (  # noqa: E402
     ADMIN_TOKEN,
@@ -46,15 +47,23 @@ from bench.ingest import (  # noqa: E402
 )
 from gateway.config import RetentionSettings  # noqa: E402
 from gateway.retention import Pruner  # noqa: E402
+from gateway.store import partitions  # noqa: E402
 from gateway.store.db import make_engine, sqlite_file  # noqa: E402
-from gateway.store.models import deliveries, delivery_attempts, events  # noqa: E402
+from gateway.store.models import (  # noqa: E402
+    deliveries,
+    delivery_attempts,
+    events,
+    message_ids,
+)
 
 PAYLOAD = "x" * 240  # with the JSON around it, ~300 bytes a payload
 
 
 def load_backlog(engine: Any, count: int) -> float:
-    """`count` events received 60 days ago, each with a delivered delivery and one attempt."""
+    """`count` events received 60 days ago, each with a delivered delivery and one attempt
+    (on partitioned PostgreSQL, in the weeks they fall in, with their message_ids keys)."""
     started = time.monotonic()
+    partitions.ensure(engine, datetime.now(UTC) - timedelta(days=61), datetime.now(UTC))
     chunk = 200_000
     with engine.begin() as c:
         for first in range(0, count, chunk):
@@ -87,6 +96,10 @@ def load_backlog(engine: Any, count: int) -> float:
         c.execute(text(
             "INSERT INTO delivery_attempts (delivery_id, number, started_at, duration_ms, "
             "status) SELECT id, 1, created_at, 12, 200 FROM deliveries"))
+    if has_message_ids(engine):
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO message_ids (source, message_id, received_at) "
+                           "SELECT source, message_id, received_at FROM events"))
     if engine.dialect.name == "postgresql":
         with engine.connect() as c:
             c.execution_options(isolation_level="AUTOCOMMIT").execute(
@@ -94,11 +107,21 @@ def load_backlog(engine: Any, count: int) -> float:
     return time.monotonic() - started
 
 
+def has_message_ids(engine: Any) -> bool:
+    """PostgreSQL from migration 0013 on keeps a key per event in message_ids."""
+    return engine.dialect.name == "postgresql" and inspect(engine).has_table("message_ids")
+
+
+def pruned_tables(engine: Any) -> list[Any]:
+    return [events, deliveries, delivery_attempts] + (
+        [message_ids] if has_message_ids(engine) else [])
+
+
 def count_backlog(engine: Any) -> int:
-    """Rows of the three pruned tables still in the database."""
+    """Rows of the pruned tables still in the database."""
     with engine.connect() as c:
         return sum(c.scalar(select(func.count()).select_from(t)) or 0
-                   for t in (events, deliveries, delivery_attempts))
+                   for t in pruned_tables(engine))
 
 
 def prune_forever(database_url: str) -> None:
@@ -135,8 +158,9 @@ def measure(name: str, pool: Any, opts: argparse.Namespace, port: int, pid: int,
     cpu = tree_cpu_seconds(pruner.pid) - before_cpu if pruner else 0.0
     ingested = track.events_ok + batch.events_ok
     # rows the pruner deleted = rows that went away, net of the rows ingest added (an event,
-    # two deliveries)
-    pruned = before_rows + ingested * 3 - count_backlog(engine) if pruner else 0
+    # two deliveries, and on PostgreSQL its key)
+    added = ingested * (len(pruned_tables(engine)))
+    pruned = before_rows + added - count_backlog(engine) if pruner else 0
     return Phase(name, track, batch, pruned, cpu)
 
 

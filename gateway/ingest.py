@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Insert
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -31,9 +31,9 @@ from gateway.identity import IdentityGraph
 from gateway.messages import Message
 from gateway.regulations.suppression import suppressed_messages
 from gateway.routing import destinations_for_source, route
-from gateway.store import outbox
+from gateway.store import outbox, partitions
 from gateway.store.db import write_transaction
-from gateway.store.models import clip_indexed, events
+from gateway.store.models import clip_indexed, events, message_ids
 from gateway.store.storage_state import is_outage
 
 MAX_TRANSACTION_TRIES = 5
@@ -179,6 +179,9 @@ def _store_with_retries(engine: Engine, requests: list[_Request]) -> list[StoreR
                 return _store(connection, requests)
         except IntegrityError as exc:  # a concurrent insert of the same identity key
             conflict = exc
+            if partitions.is_missing_partition(exc):  # no worker has made this week's yet
+                when = min(r.received_at for r in requests)
+                partitions.ensure(engine, when, max(r.received_at for r in requests))
         except DBAPIError as exc:
             if not _is_transient(exc):
                 raise
@@ -256,22 +259,32 @@ def _event_row(source: str, m: Message, received_at: datetime) -> dict[str, Any]
     }
 
 
-def _insert_events_statement(dialect: Any) -> Insert:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING: the rows actually new."""
-    return (dialect.insert(events)
-            .on_conflict_do_nothing(index_elements=["source", "message_id"])
-            .returning(events.c.id, events.c.source, events.c.message_id))
-
-
+# INSERT … ON CONFLICT DO NOTHING RETURNING: the rows actually new. SQLite: events' own unique
+# (source, message_id). PostgreSQL: message_ids holds the unique key (events may be partitioned,
+# models.message_ids); the events insert still skips a conflict without naming it, for the rows
+# a node of the previous release stored in `events` alone before migration 0014.
+_CLAIM_KEYS = (postgresql.insert(message_ids)
+               .on_conflict_do_nothing(index_elements=["source", "message_id"])
+               .returning(message_ids.c.source, message_ids.c.message_id))
 # Built once per process, not per request (SQLAlchemy then finds their compiled form cached)
-_INSERT_EVENTS = {"postgresql": _insert_events_statement(postgresql),
-                  "sqlite": _insert_events_statement(sqlite)}
+_INSERT_EVENTS = {
+    "postgresql": postgresql.insert(events).on_conflict_do_nothing()
+    .returning(events.c.id, events.c.source, events.c.message_id),
+    "sqlite": sqlite.insert(events).on_conflict_do_nothing(index_elements=["source", "message_id"])
+    .returning(events.c.id, events.c.source, events.c.message_id)}
 _COMMITTERS: weakref.WeakKeyDictionary[Engine, _GroupCommitter] = weakref.WeakKeyDictionary()
 _COMMITTERS_LOCK = threading.Lock()
 
 
 def _insert_new_events(connection: Connection, rows: list[dict]) -> dict[tuple[str, str], int]:
     """(source, messageId) → id of the rows actually new."""
+    if connection.dialect.name == "postgresql":
+        claimed = {(row.source, row.message_id) for row in connection.execute(_CLAIM_KEYS, [
+            {"source": r["source"], "message_id": r["message_id"],
+             "received_at": r["received_at"]} for r in rows])}
+        rows = [r for r in rows if (r["source"], r["message_id"]) in claimed]
+        if not rows:
+            return {}
     statement = _INSERT_EVENTS[connection.dialect.name]
     return {(row.source, row.message_id): row.id for row in connection.execute(statement, rows)}
 

@@ -20,12 +20,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, select
+from sqlalchemy import Connection, Engine, Table, delete, select, tuple_
 
 from gateway.config import Config, RetentionSettings
-from gateway.store import outbox
+from gateway.retention_partitions import PartitionDropper, oldest_event_week
+from gateway.store import outbox, partitions
 from gateway.store.db import write_transaction
-from gateway.store.models import deliveries, delivery_attempts, events, rejections
+from gateway.store.models import (
+    deliveries,
+    delivery_attempts,
+    events,
+    message_ids,
+    rejections,
+)
 from gateway.store.storage_state import StorageState
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ VACUUM_KEEP = 1024  # free pages kept for ingest to reuse (4 MB at 4 KiB pages)�
 VACUUM_PAGES = 512  # …the rest handed back, at most this many per round
 MIN_PAUSE = 0.01  # seconds between rounds while a backlog lasts
 MAX_PAGES = 20  # candidate pages one batch reads past rows that must stay
+WEEKS_PASS_EVERY = 60.0  # seconds between partition passes (PostgreSQL, partitioned)
 
 
 @dataclass
@@ -66,6 +74,11 @@ class Pruner:
         self.settings = settings
         self.now = now
         self.sqlite = engine.dialect.name == "sqlite"
+        self.weeks = PartitionDropper(engine, settings)
+        self.partitioned = False  # found out once a minute (migration 0014 may run meanwhile)
+        self.legacy: dict[str, datetime | None] = {}  # table → where its legacy partition ends
+        self.oldest_week: datetime | None = None  # where the oldest events week left begins
+        self.next_weeks_pass = 0.0  # monotonic time of the next partition pass
 
     def rules(self) -> list[tuple[str, int, Callable[[Connection, datetime, int], Pruned]]]:
         s = self.settings
@@ -73,16 +86,22 @@ class Pruner:
                  ("delivered", s.delivered_days, self._deliveries(FINISHED_DELIVERED)),
                  ("dead", s.dead_days, self._deliveries((outbox.DEAD,))),
                  ("attempts", s.attempts_days, self._attempts),
-                 ("rejections", s.rejections_days, self._rejections)]
+                 ("rejections", s.rejections_days, self._rejections),
+                 ("message_ids", s.events_days, self._message_ids)]
         return [(name, days, rule) for name, days, rule in rules if days > 0]
 
     def prune_once(self) -> Pruned:
         """One batch of every rule with expired rows. SQLite: all in ONE transaction (one
         durable commit, one turn of the writer lock, the freed pages handed back inside it);
-        PostgreSQL: a transaction per rule (row locks held as briefly as possible)."""
+        PostgreSQL: whole weeks dropped first where the tables are partitioned (at most once
+        a minute), then a transaction per rule (row locks held as briefly as possible)."""
         done = Pruned()
         now = self.now()
-        rules = [(now - timedelta(days=days), rule) for _, days, rule in self.rules()]
+        if not self.sqlite:
+            done.merge(self._weeks_pass(now))
+        rules = [(self._row_cutoff(name, now - timedelta(days=days)), rule)
+                 for name, days, rule in self.rules()]
+        rules = [(cut, rule) for cut, rule in rules if cut is not None]
         if self.sqlite:
             with write_transaction(self.engine) as connection:
                 for cutoff, rule in rules:
@@ -94,6 +113,46 @@ class Pruner:
             with write_transaction(self.engine) as connection:
                 done.merge(rule(connection, cutoff, self.settings.batch_size))
         return done
+
+    def _weeks_pass(self, now: datetime) -> Pruned:
+        """PostgreSQL, once a minute: whether the tables are partitioned (migration 0014 may
+        run while the worker does), the weeks that may go dropped, the weeks ahead made, and
+        what the row-level rules need to know of the partitions left."""
+        done = Pruned()
+        if time.monotonic() < self.next_weeks_pass:
+            return done
+        self.next_weeks_pass = time.monotonic() + WEEKS_PASS_EVERY
+        with self.engine.connect() as connection:
+            self.partitioned = partitions.is_partitioned(connection, "events")
+        if not self.partitioned:
+            return done
+        partitions.ensure_ahead(self.engine, now)
+        for name in self.weeks.drop_expired(now):
+            done.add(f"partition {name}", 1)
+        with self.engine.connect() as connection:
+            self.legacy = {t: partitions.legacy_upper(connection, t)
+                           for t in partitions.PARTITIONED}
+            self.oldest_week = oldest_event_week(connection)
+        return done
+
+    def _row_cutoff(self, rule: str, cut: datetime) -> datetime | None:
+        """Where a row-level rule stops. Unpartitioned: the cutoff. Partitioned: rows of the
+        legacy partition go by row as before; elsewhere only rows of weeks wholly past the
+        cutoff that a row holds back (the week drops on its own otherwise), never a week in
+        part. None: the rule has nothing to do here."""
+        if not self.partitioned:
+            return cut
+        if rule == "message_ids":  # keys of events whose week is gone
+            return None if self.oldest_week is None else min(cut, self.oldest_week)
+        table = {"events": "events", "attempts": "delivery_attempts", "delivered": "deliveries",
+                 "dead": "deliveries"}.get(rule)
+        if table is None:  # not a partitioned table
+            return cut
+        legacy = self.legacy.get(table)
+        if rule in ("delivered", "dead"):  # a week of deliveries waits for its last row
+            return None if legacy is None else min(cut, legacy)
+        week_start, _ = partitions.week_of(cut)
+        return min(cut, max(week_start, legacy or week_start))
 
     def prune_all(self, stop: threading.Event | None = None) -> Pruned:
         """Batches until a round deletes nothing (or `stop` is set)."""
@@ -154,10 +213,13 @@ class Pruner:
         stays)."""
         def prune(connection: Connection, cutoff: datetime, limit: int) -> Pruned:
             ids: list[int] = []
+            legacy = self.legacy.get("deliveries") if self.partitioned else None
             for state in wanted:  # one (state, updated_at) index range each: no sort
                 query = (select(deliveries.c.id)
                          .where(deliveries.c.state == state, deliveries.c.updated_at < cutoff)
                          .order_by(deliveries.c.updated_at).limit(limit - len(ids)))
+                if legacy is not None:  # partitioned: the legacy partition's rows only
+                    query = query.where(deliveries.c.created_at < legacy)
                 if not self.sqlite:
                     query = query.with_for_update(skip_locked=True)
                 ids += [row.id for row in connection.execute(query)]
@@ -219,6 +281,21 @@ class Pruner:
             after = rows[-1].at
         return chosen[:limit]
 
+    def _message_ids(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
+        """PostgreSQL, partitioned: the deduplication keys of events whose week is gone
+        (_row_cutoff stops at the oldest week left). Narrow rows: ten batches' worth at once."""
+        if not self.partitioned:
+            return Pruned()
+        query = select(message_ids.c.source, message_ids.c.message_id).where(
+            message_ids.c.received_at < cutoff).order_by(message_ids.c.received_at) \
+            .limit(limit * 10).with_for_update(skip_locked=True)
+        keys = [(row.source, row.message_id) for row in connection.execute(query)]
+        done = Pruned()
+        if keys:
+            done.add("message_ids", connection.execute(delete(message_ids).where(
+                tuple_(message_ids.c.source, message_ids.c.message_id).in_(keys))).rowcount)
+        return done
+
     def _rejections(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
         """The record of refused messages (gateway/rejections.py, which also keeps it to its
         newest rows): ids grow with time, so the oldest are found down the primary key."""
@@ -265,10 +342,11 @@ def pause_after(took: float, busy_percent: int) -> float:
 
 
 def start(engine: Engine, config: Config, stop: threading.Event) -> threading.Thread | None:
-    """Start the pruning loop beside the delivery worker (None when every rule is 0)."""
+    """Start the pruning loop beside the delivery worker (None when every rule is 0, on
+    SQLite: on PostgreSQL the loop also makes the weeks ahead of partitioned tables)."""
     r = config.retention
-    if not any((r.events_days, r.delivered_days, r.dead_days, r.attempts_days,
-                r.rejections_days)):
+    if engine.dialect.name == "sqlite" and not any((
+            r.events_days, r.delivered_days, r.dead_days, r.attempts_days, r.rejections_days)):
         return None
     thread = threading.Thread(target=run, args=(engine, config, stop), name="retention",
                               daemon=True)

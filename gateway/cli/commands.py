@@ -75,6 +75,9 @@ def build_parser() -> Parser:
                            help="change nothing: say which revisions are pending and whether "
                                 "they are safe while nodes of the previous release run "
                                 "(exit 0 none, 1 pending, 2 the database is newer)")
+    migrating.add_argument("--expand-only", action="store_true",
+                           help="run the pending revisions older nodes keep working on and "
+                                "stop before those that wait until every node runs this release")
     add("check", "check the config, the database, the schema and each destination's settings")
     admin.add_commands(add)
     regulations.add_commands(add)
@@ -170,8 +173,38 @@ def _run(args: argparse.Namespace) -> int:
         return transform.run(args, config)
     if args.check:
         return _check_migrations(config.database_url)
+    if args.expand_only:
+        return _expand(config.database_url)
     migrate(config.database_url)
     print("database schema is up to date")
+    return 0
+
+
+def _expand(url: str) -> int:
+    """`gateway migrate --expand-only`: the revisions before the first that waits for the
+    rollout. An unmigrated database is migrated whole (no older node can be running on it),
+    and so is SQLite (one machine: its revisions after the rollout change nothing there)."""
+    from gateway.store import upgrade
+
+    if is_sqlite(url):
+        migrate(url)
+        print("database schema is up to date")
+        return 0
+    require_existing(url)
+    engine = make_engine(url)
+    try:
+        plan = upgrade.plan(engine)
+    finally:
+        engine.dispose()
+    if plan.current is None or not plan.after_rollout:
+        migrate(url)
+        print("database schema is up to date")
+        return 0
+    if plan.expand:
+        migrate(url, plan.expand[-1].id)
+    waiting = ", ".join(r.id for r in plan.after_rollout)
+    print(f"database schema is ready for this release; once every node runs it, run gateway "
+          f"migrate for {waiting}")
     return 0
 
 

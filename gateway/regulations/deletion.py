@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select
+from sqlalchemy import Connection, delete, func, insert, or_, select, tuple_
 
 from adapters import DESTINATION_TYPES
 from adapters.base import Adapter
@@ -27,6 +27,7 @@ from gateway.store.models import (
     identities,
     identity_conflicts,
     identity_keys,
+    message_ids,
     regulation_subjects,
 )
 
@@ -113,6 +114,10 @@ def delete_profile(connection: Connection, profile: SubjectProfile) -> dict[str,
             delivery_attempts.c.delivery_id.in_(delivery_ids)))
         counts["deliveries"] = _deleted(connection, delete(deliveries).where(
             deliveries.c.event_id.in_(event_ids)))
+        if connection.dialect.name == "postgresql":  # their deduplication keys too (0013)
+            connection.execute(delete(message_ids).where(
+                tuple_(message_ids.c.source, message_ids.c.message_id).in_(
+                    select(events.c.source, events.c.message_id).where(or_(*conditions)))))
         counts["events"] = _deleted(connection, delete(events).where(or_(*conditions)))
     if profile.ids:
         counts["identity_keys"] = _deleted(connection, delete(identity_keys).where(

@@ -3,8 +3,9 @@ embedded default): every table that holds data a user would miss, in id order, i
 transactions, resumable, then verified by counts and checksums.
 
 Not copied: heartbeats (liveness of processes that will not run there) and console sessions
-(sign in again). The target is migrated first, so both hold the same schema; each table's
-columns are read from the models, so a column a migration adds is copied with the rest.
+(sign in again); PostgreSQL's message_ids is filled from the copied events instead. The target
+is migrated first, so both hold the same schema; each table's columns are read from the models,
+so a column a migration adds is copied with the rest.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 from sqlalchemy import Engine, Table, func, insert, select, text
 
 from gateway.heartbeat import STALE_INTERVALS
+from gateway.store import partitions
 from gateway.store.models import (
     deliveries,
     delivery_attempts,
@@ -82,6 +84,7 @@ def copy_all(source: Engine, target: Engine, batch: int = DEFAULT_BATCH,
             break
     if budget[0] != 0 and target.dialect.name == "postgresql":
         _advance_sequences(target)
+        _fill_message_ids(target)
     return reports
 
 
@@ -121,6 +124,7 @@ def _copy_table(source: Engine, target: Engine, table: Table, batch: int,
     with target.connect() as connection:
         last = connection.execute(select(func.max(key))).scalar()
         done = connection.execute(select(func.count()).select_from(table)).scalar_one()
+    _make_weeks(source, target, table)
     copied = 0
     for rows in _batches(source, table, batch, after=last):
         if budget[0] == 0:
@@ -160,6 +164,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def _make_weeks(source: Engine, target: Engine, table: Table) -> None:
+    """A partitioned target table (PostgreSQL, migration 0014) gets the weeks the source's
+    rows fall in before they arrive."""
+    column = partitions.PARTITIONED.get(table.name)
+    if column is None or target.dialect.name != "postgresql":
+        return
+    with source.connect() as connection:
+        first, last = connection.execute(select(func.min(table.c[column]),
+                                                func.max(table.c[column]))).one()
+    if first is not None:
+        partitions.ensure(target, first, last)
+
+
+def _fill_message_ids(target: Engine) -> None:
+    """The deduplication keys of the copied events (PostgreSQL keeps them in message_ids,
+    models.py): a resend of a message stored before the move is still a duplicate."""
+    with target.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO message_ids (source, message_id, received_at) "
+            "SELECT source, message_id, received_at FROM events "
+            "ON CONFLICT (source, message_id) DO NOTHING"))
 
 
 def _advance_sequences(target: Engine) -> None:

@@ -265,15 +265,15 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to the newest Alembic revision (`gateway migrate`)."""
+def migrate(url: str, target: str = "head") -> None:
+    """Bring the schema to the newest Alembic revision (`gateway migrate`), or to `target`."""
     from alembic import command
 
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         make_private(path)
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), target)
 
 
 def make_private(path: Path) -> list[Path]:
@@ -335,6 +335,9 @@ def schema_state(engine: Engine) -> str:
         scripts.get_revision(revision)
     except CommandError:
         return "unknown"
+    pending = scripts.iterate_revisions(scripts.get_current_head(), revision)
+    if all(getattr(script.module, "runs_after_rollout", False) for script in pending):
+        return "current"  # this code runs before those too (`gateway migrate --expand-only`)
     return "behind"
 
 

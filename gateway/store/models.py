@@ -98,6 +98,19 @@ events = Table(
     Index(None, "received_at"),
 )
 
+# PostgreSQL only (migration 0013): the (source, messageId) of every stored event, the one
+# unique index deduplication needs once `events` is partitioned by time (migration 0014: a
+# partitioned table's unique indexes must include its time column). Ingest claims a key here
+# before it stores the event; retention deletes the keys of the weeks it dropped. SQLite keeps
+# UNIQUE (source, message_id) on `events` and has no such table.
+message_ids = Table(
+    "message_ids", metadata,
+    Column("source", String(200), primary_key=True),
+    Column("message_id", String(255), primary_key=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Index(None, "received_at"),
+)
+
 deliveries = Table(
     "deliveries", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),

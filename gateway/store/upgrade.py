@@ -24,6 +24,9 @@ class Revision:
     id: str
     title: str  # the first line of its docstring
     safe_while_older_nodes_run: bool
+    # a contract step this release's code runs before and after: run once every node runs
+    # this release (`gateway migrate --expand-only` stops before the first one)
+    runs_after_rollout: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,18 @@ class Plan:
     @property
     def safe_while_older_nodes_run(self) -> bool:
         return all(r.safe_while_older_nodes_run for r in self.pending)
+
+    @property
+    def expand(self) -> tuple[Revision, ...]:
+        """The pending revisions before the first that waits for the rollout."""
+        for index, revision in enumerate(self.pending):
+            if revision.runs_after_rollout:
+                return self.pending[:index]
+        return self.pending
+
+    @property
+    def after_rollout(self) -> tuple[Revision, ...]:
+        return self.pending[len(self.expand):]
 
 
 def plan(engine: Engine) -> Plan:
@@ -60,7 +75,8 @@ def plan(engine: Engine) -> Plan:
 def _revision(script) -> Revision:
     title = (script.doc or "").strip().splitlines()[0] if script.doc else script.revision
     return Revision(script.revision, title,
-                    bool(getattr(script.module, "safe_while_older_nodes_run", False)))
+                    bool(getattr(script.module, "safe_while_older_nodes_run", False)),
+                    bool(getattr(script.module, "runs_after_rollout", False)))
 
 
 def describe(plan_: Plan) -> tuple[list[str], int]:
@@ -72,12 +88,19 @@ def describe(plan_: Plan) -> tuple[list[str], int]:
                 f"(newest {plan_.head}): upgrade the gateway"], 2
     if not plan_.pending:
         return [f"the schema is up to date ({plan_.head})"], 0
-    lines = [f"pending {r.id}: {r.title} — "
-             + ("safe while older nodes run" if r.safe_while_older_nodes_run
-                else "NOT safe while older nodes run")
+    lines = [f"pending {r.id}: {r.title} — " + (
+             "after the rollout: once every node runs this release" if r.runs_after_rollout
+             else "safe while older nodes run" if r.safe_while_older_nodes_run
+             else "NOT safe while older nodes run")
              for r in plan_.pending]
+    expand = Plan(plan_.current, plan_.head, plan_.expand, False)
     if plan_.current is None:
         lines.append("the database is not migrated: run gateway migrate")
+    elif plan_.after_rollout and expand.safe_while_older_nodes_run:
+        lines.append("run gateway migrate --expand-only now: nodes of the previous release keep "
+                     "working on the new schema; then start the new release and stop the old "
+                     "one; once every node runs this release, gateway migrate runs the rest "
+                     "(this release works before and after it)")
     elif plan_.safe_while_older_nodes_run:
         lines.append("run gateway migrate now: nodes of the previous release keep working "
                      "on the new schema; then start the new release and stop the old one")

@@ -18,7 +18,7 @@ from gateway.config import from_mapping
 from gateway.delivery.worker import Worker
 from gateway.store.copy import TABLES, checksum, copy_all
 from gateway.store.db import make_engine, migrate
-from gateway.store.models import deliveries, events, heartbeats, metadata
+from gateway.store.models import deliveries, events, heartbeats, message_ids, metadata
 from tests.conftest import ADMIN_TOKEN, POSTGRES_URL, WRITE_KEY, pg_schema, write_toml
 from tests.helpers import basic
 from tests.standin import StandIn
@@ -108,6 +108,13 @@ def test_copy_moves_every_table_and_verifies(installation, postgres: str, capsys
     assert "copied and verified" in out and " NO" not in out
     mine, theirs = counts(source_url(path)), counts(postgres)
     assert mine == theirs
+    target = make_engine(postgres)
+    try:  # a resend of a copied message is still a duplicate there
+        with target.connect() as connection:
+            keys = connection.execute(select(func.count()).select_from(message_ids)).scalar()
+    finally:
+        target.dispose()
+    assert keys == mine["events"]
     assert mine["events"] == 44 and mine["identity_keys"] >= 4 and mine["rejections"] >= 1
     assert mine["delivery_attempts"] > 0 and mine["suppressed_keys"] >= 1
     source, target = make_engine(source_url(path)), make_engine(postgres)
@@ -199,6 +206,6 @@ def test_copy_refuses_a_source_still_in_use_and_a_foreign_target(installation, p
 
 def test_every_table_is_copied_or_deliberately_left(tmp_path: Path) -> None:
     """A table a migration adds must be named here: copied, or left on purpose."""
-    left = {"heartbeats", "console_sessions"}
+    left = {"heartbeats", "console_sessions", "message_ids"}  # message_ids: from the events
     assert {t.name for t in TABLES} | left == set(metadata.tables)
     assert not {t.name for t in TABLES} & left

@@ -1,6 +1,9 @@
 """Retention on both databases: each rule removes exactly its expired rows, an event with an
 unfinished delivery is never removed, expired rejections are pruned, the worker
-process runs the loop, and a SQLite file stays flat across fill/prune cycles."""
+process runs the loop, and a SQLite file stays flat across fill/prune cycles.
+
+The row-level rules are tested on PostgreSQL without partitions (the schema before migration
+0014, which is how they still prune its legacy partition); whole weeks: test_partitions.py."""
 
 from __future__ import annotations
 
@@ -14,15 +17,28 @@ from typing import Any
 
 import orjson
 import pytest
+from alembic import command
 from sqlalchemy import Engine, Table, func, insert, select, text
 
 from gateway.config import RetentionSettings
 from gateway.retention import Pruner
-from gateway.store.db import make_engine, sqlite_file
+from gateway.store import partitions
+from gateway.store.db import alembic_config, make_engine, sqlite_file
 from gateway.store.models import deliveries, delivery_attempts, events, rejections
 from tests.conftest import WRITE_KEY, LiveGateway, base_config
 
 NOW = datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def row_level(request: pytest.FixtureRequest) -> None:
+    """The tests that take `engine` get PostgreSQL unpartitioned (migration 0013)."""
+    if "engine" not in request.fixturenames:
+        return
+    engine = request.getfixturevalue("engine")
+    if engine.dialect.name == "postgresql":
+        command.downgrade(alembic_config(engine.url.render_as_string(hide_password=False)),
+                          "0013")
 
 
 def ago(days: float) -> datetime:
@@ -38,6 +54,7 @@ class Rows:
 
     def event(self, received_days: float, payload_bytes: int = 50) -> int:
         self.n += 1
+        partitions.ensure(self.engine, ago(received_days), ago(received_days))
         with self.engine.begin() as c:
             return c.execute(insert(events).values(
                 source="web", message_id=f"m{self.n}", type="track", event="E",
@@ -146,9 +163,10 @@ def test_expired_rejections_are_pruned(engine: Engine) -> None:
 def test_the_worker_process_prunes(database_url: str, tmp_path: Path) -> None:
     engine = make_engine(database_url)
     try:
-        rows = Rows(engine)
-        old = rows.event(3)
-        rows.delivery(old, "delivered", 3)
+        rows = Rows(engine)  # old enough that its whole week is past (PostgreSQL drops weeks)
+        old = rows.event(20)
+        partitions.ensure(engine, ago(20), ago(0))
+        rows.delivery(old, "delivered", 20)
         young = rows.event(0)
         raw = base_config(database_url, retention={"events_days": 2, "interval_seconds": 1},
                           worker={"poll_interval_ms": 50})

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, insert, select
 
 from gateway.console import data
 from gateway.replay import retry_dead
-from gateway.store import outbox
+from gateway.store import outbox, partitions
 from gateway.store.db import write_transaction
 from gateway.store.models import deliveries, events
 
@@ -18,6 +18,7 @@ LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 
 def delivery(engine: Engine, state: str) -> int:
     """An event and one delivery of it in `state`, moved there through the outbox."""
+    partitions.ensure(engine, LONG_AGO, LONG_AGO)  # PostgreSQL: that week's partitions
     with write_transaction(engine) as connection:
         event_id = connection.execute(insert(events).values(
             source="web", message_id=f"m-{state}-{datetime.now(UTC).timestamp()}",

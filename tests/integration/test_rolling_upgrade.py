@@ -1,6 +1,8 @@
 """A rolling upgrade on one PostgreSQL: a node of the previous release keeps serving while this
-release migrates the schema and starts beside it; both ingest, both deliver, nothing is lost,
-and the old node reads what the new one wrote.
+release migrates the schema (`--expand-only`) and starts beside it; both ingest, both deliver,
+nothing is lost, and the old node reads what the new one wrote. Once the old node is gone,
+`gateway migrate` runs what waited for the rollout (the partitions of migration 0014) under the
+live new node, which goes on ingesting, deduplicating and delivering in order.
 
 The previous release's code is taken from git history (PREVIOUS, pinned) and run from an
 extracted tree on PYTHONPATH, with this environment's dependencies.
@@ -131,7 +133,7 @@ def test_the_previous_release_keeps_working_through_a_rolling_upgrade(
         assert check.returncode in (0, 1), check.stderr
         if check.returncode == 1:  # a revision is pending: it must let the old node live
             assert "nodes of the previous release keep working" in check.stdout, check.stdout
-        migrated = gateway(None, config, "migrate")
+        migrated = gateway(None, config, "migrate", "--expand-only")
         assert migrated.returncode == 0, migrated.stderr
         new = Node(tmp_path, config, None)
         answers = []
@@ -149,13 +151,26 @@ def test_the_previous_release_keeps_working_through_a_rolling_upgrade(
         assert listed.status_code == 200
         ids = {e["message_id"] for e in listed.json()["data"]}
         assert {"during-1", "during-5"} <= ids  # one written by each node
+        old.stop()
+        # the rollout is over: what waited for it runs under the live new node
+        assert "after the rollout" in gateway(None, config, "migrate", "--check").stdout
+        finished = gateway(None, config, "migrate")
+        assert finished.returncode == 0, finished.stderr
+        assert gateway(None, config, "migrate", "--check").returncode == 0
+        after = [new.track(f"user-{n % 4}", f"after-{n}") for n in range(12)]
+        resent = [new.track(f"user-{n % 4}", f"before-{n}") for n in range(4)]
+        assert after + resent == [200] * 16
+        wait_for(lambda: len({r.json["messageId"] for r in standin.requests}) == 48, 60,
+                 lambda: f"{len(standin.requests)} requests")
+        assert new.healthy()
     finally:
         old.stop()
         if new is not None:
             new.stop()
         standin.close()
     seen = [r.json["messageId"] for r in standin.requests]
-    for user in range(4):  # per-user order held across both nodes' workers
+    assert len(seen) == len(set(seen)), "a resend after the conversion was delivered again"
+    phases = ("before", "during", "after")
+    for user in range(4):  # per-user order held across both nodes' workers and the conversion
         mine = [m for m in dict.fromkeys(seen) if int(m.split("-")[1]) % 4 == user]
-        assert mine == [m for m in mine if m.startswith("before")] + \
-            [m for m in mine if m.startswith("during")], mine
+        assert mine == sorted(mine, key=lambda m: phases.index(m.split("-")[0])), mine

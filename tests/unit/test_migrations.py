@@ -79,3 +79,25 @@ def test_the_check_catches_a_contracting_revision() -> None:
         "                                      server_default=''))\n"
         "    op.alter_column('events', 'event', nullable=True)\n")
     assert contracting_calls(relaxed) == []
+
+
+def test_a_revision_that_waits_for_the_rollout_says_older_nodes_do_not_survive_it() -> None:
+    waiting = [p for p in REVISIONS if "runs_after_rollout = True" in p.read_text()]
+    assert waiting, "0014 waits for the rollout"
+    for path in waiting:
+        assert declared(ast.parse(path.read_text())) is False, path.name
+
+
+def test_migrate_check_sends_a_rolling_upgrade_to_expand_only() -> None:
+    from gateway.store.upgrade import Plan, Revision, describe
+
+    plan = Plan("0012", "0014", (Revision("0013", "message_ids", True),
+                                 Revision("0014", "partitions", False, True)), False)
+    assert [r.id for r in plan.expand] == ["0013"]
+    assert [r.id for r in plan.after_rollout] == ["0014"]
+    lines, code = describe(plan)
+    assert code == 1
+    assert "after the rollout" in lines[1] and "--expand-only" in lines[-1]
+    unsafe_first = Plan("0012", "0014", (Revision("0013", "drops a column", False),
+                                         Revision("0014", "partitions", False, True)), False)
+    assert "stop every node of the previous release" in describe(unsafe_first)[0][-1]

@@ -1,0 +1,169 @@
+"""Retention on partitioned PostgreSQL tables (gateway/store/partitions.py): whole weeks go.
+
+A week of a table is dropped once every row in it may go under `[retention]`, so the common case
+costs a catalog change instead of a delete per row:
+- deliveries: none unfinished, every delivered or skipped one past `delivered_days` and every
+  dead one past `dead_days` (a week whose events are past `events_days` goes whole: an event
+  takes its deliveries with it);
+- events: past `events_days`, none referenced by an unfinished delivery; deliveries of its events
+  kept elsewhere (a replay's, in a later week) are deleted first, by row;
+- attempts: past `attempts_days`, none of an unfinished delivery.
+Each week is checked, detached (concurrently: writers of the other weeks never wait), checked
+again — a replay or a retry that committed in between shows now, and puts it back — and dropped.
+What must stay holds its week back (checked again every round), and gateway/retention.py's
+row-level rules delete the rest of such a week around it: the row-level pass. `message_ids`
+loses, by row, the keys of events whose weeks are gone. Checks read indexes only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy.exc import DBAPIError
+
+from gateway.config import RetentionSettings
+from gateway.store import outbox, partitions
+from gateway.store.partitions import Partition
+
+log = logging.getLogger(__name__)
+
+_UNFINISHED = tuple(outbox.UNFINISHED)
+
+
+def cutoff(now: datetime, days: int) -> datetime | None:
+    return now - timedelta(days=days) if days > 0 else None
+
+
+class PartitionDropper:
+    """One pass: every week that may go, dropped; returns the partitions dropped."""
+
+    def __init__(self, engine: Engine, settings: RetentionSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def drop_expired(self, now: datetime) -> list[str]:
+        s = self.settings
+        events_cut = cutoff(now, s.events_days)
+        dropped: list[str] = []
+        checks: list[tuple[str, datetime | None, Callable[[Connection, Partition], bool]]] = [
+            ("deliveries", now, lambda c, p: self._deliveries_may_go(c, p, now, events_cut)),
+            ("events", events_cut, self._events_may_go),
+            ("delivery_attempts", self._attempts_cutoff(now), self._attempts_may_go),
+        ]
+        for table, cut, may_go in checks:
+            if cut is None:
+                continue
+            with self.engine.connect() as connection:
+                weeks = [p for p in partitions.partitions(connection, table)
+                         if p.upper <= cut and p.upper <= now]
+            for week in weeks:
+                try:
+                    if self._drop(week, may_go):
+                        dropped.append(week.name)
+                except DBAPIError:
+                    if self._exists(week):
+                        raise
+                    log.debug("partition %s dropped by another worker", week.name)
+        return dropped
+
+    def _exists(self, week: Partition) -> bool:
+        """Several workers run this pass: the week another one dropped is not an error."""
+        with self.engine.connect() as connection:
+            return connection.execute(text("SELECT to_regclass(:n) IS NOT NULL"),
+                                      {"n": week.name}).scalar()
+
+    def _drop(self, week: Partition, may_go: Callable[[Connection, Partition], bool]) -> bool:
+        """Checked, detached, checked again (a replay or a retry may have committed in
+        between: once detached, the week no longer changes), then dropped; put back if what
+        it holds must stay after all."""
+        with self.engine.connect() as connection:
+            if not may_go(connection, week):
+                return False
+        partitions.detach(self.engine, week)
+        with self.engine.begin() as connection:
+            if not may_go(connection, week):
+                keep = True
+            else:
+                keep = False
+                if week.table == "events":
+                    self._delete_other_deliveries(connection, week)
+        if keep:
+            partitions.attach(self.engine, week)
+            return False
+        partitions.drop(self.engine, week)
+        return True
+
+    def _attempts_cutoff(self, now: datetime) -> datetime | None:
+        """attempts_days, or (kept "forever") as long as the deliveries they tell of."""
+        s = self.settings
+        if s.attempts_days:
+            return cutoff(now, s.attempts_days)
+        kept = [c for c in (cutoff(now, s.delivered_days), cutoff(now, s.dead_days)) if c]
+        return min(kept) if len(kept) == 2 else None
+
+    def _deliveries_may_go(self, connection: Connection, week: Partition, now: datetime,
+                           events_cut: datetime | None) -> bool:
+        name = week.name
+        if _exists(connection, f'SELECT 1 FROM "{name}" WHERE state IN :states',
+                   states=_UNFINISHED):
+            return False
+        if events_cut is not None and week.upper <= events_cut:
+            return True  # their events are past events_days: they all go
+        s = self.settings
+        for states, days in (((outbox.DELIVERED, outbox.SKIPPED), s.delivered_days),
+                             ((outbox.DEAD,), s.dead_days)):
+            since = cutoff(now, days)
+            for state in states:  # one (state, updated_at) index range each
+                if since is None:
+                    young = _exists(connection, f'SELECT 1 FROM "{name}" WHERE state = :state',
+                                    state=state)
+                else:
+                    young = _exists(connection, f'SELECT 1 FROM "{name}" WHERE state = :state '
+                                    "AND updated_at >= :since", state=state, since=since)
+                if young:
+                    return False
+        return True
+
+    def _events_may_go(self, connection: Connection, week: Partition) -> bool:
+        """No unfinished delivery of its events (the unfinished are few: walk them)."""
+        return not _exists(connection, (
+            f'SELECT 1 FROM deliveries d JOIN "{week.name}" e ON e.id = d.event_id '
+            "WHERE d.state IN :states"), states=_UNFINISHED)
+
+    def _attempts_may_go(self, connection: Connection, week: Partition) -> bool:
+        return not _exists(connection, (
+            f'SELECT 1 FROM deliveries d JOIN "{week.name}" a ON a.delivery_id = d.id '
+            "WHERE d.state IN :states"), states=_UNFINISHED)
+
+    def _delete_other_deliveries(self, connection: Connection, week: Partition) -> None:
+        """Deliveries of the week's events outside the weeks already dropped (a replay made
+        later lives in a later week), with their attempts: an event takes them with it."""
+        ids = [row.id for row in connection.execute(text(
+            f'SELECT d.id FROM deliveries d JOIN "{week.name}" e ON e.id = d.event_id'))]
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            connection.execute(text("DELETE FROM delivery_attempts WHERE delivery_id IN :ids")
+                               .bindparams(bindparam("ids", expanding=True)), {"ids": chunk})
+            connection.execute(text("DELETE FROM deliveries WHERE id IN :ids")
+                               .bindparams(bindparam("ids", expanding=True)), {"ids": chunk})
+
+
+def _exists(connection: Connection, query: str, **params: object) -> bool:
+    statement = text(f"SELECT EXISTS ({query})")
+    for name, value in params.items():
+        if isinstance(value, tuple):
+            statement = statement.bindparams(bindparam(name, expanding=True))
+    return bool(connection.execute(statement, {
+        k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}).scalar())
+
+
+def oldest_event_week(connection: Connection) -> datetime | None:
+    """Where the oldest events partition left begins (None: the legacy one, or none at all):
+    every message key received before it belongs to an event that is gone."""
+    weeks = partitions.partitions(connection, "events")
+    if not weeks:
+        return None
+    return weeks[0].lower

@@ -1,0 +1,201 @@
+"""Weekly time partitions of the big tables on PostgreSQL (migration 0014), so retention drops a
+whole week instead of deleting it row by row.
+
+`events` is partitioned by `received_at`, `deliveries` by `created_at`, `delivery_attempts` by
+`started_at`: one partition per week (Monday 00:00 UTC to the next), named `<table>_pYYYYMMDD`
+after its first day, plus `<table>_legacy` — the table as it was before the conversion, attached
+for everything older. A row needs its partition to exist: the delivery worker keeps AHEAD weeks
+made in advance, and a writer that finds none (no worker has run for weeks) makes it and retries
+(`ensure_for`). Dropping detaches first, CONCURRENTLY, so neither ingest nor the worker ever waits
+on the lock a plain DROP takes on the parent. SQLite is not partitioned: every function here is a
+no-op there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger(__name__)
+
+# table → the time column it is partitioned by
+PARTITIONED: dict[str, str] = {
+    "events": "received_at", "deliveries": "created_at", "delivery_attempts": "started_at"}
+SPAN = timedelta(days=7)
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday: every partition starts on one
+AHEAD = 2  # weeks made in advance (the worker checks every minute; a writer makes its own)
+LOCK_TIMEOUT = "2s"  # a partition DDL gives way rather than queue ingest behind it
+_BOUND = re.compile(r"FROM \((MINVALUE|'[^']+')\) TO \((MAXVALUE|'[^']+')\)")
+
+
+@dataclass(frozen=True)
+class Partition:
+    table: str
+    name: str
+    lower: datetime | None  # None: MINVALUE (the legacy partition)
+    upper: datetime
+
+
+def week_of(at: datetime) -> tuple[datetime, datetime]:
+    """The [start, end) of the partition a time falls in."""
+    weeks = (at - EPOCH) // SPAN
+    start = EPOCH + weeks * SPAN
+    return start, start + SPAN
+
+
+def is_partitioned(connection: Connection, table: str) -> bool:
+    if connection.dialect.name != "postgresql":
+        return False
+    return connection.execute(text(
+        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c "
+        "ON c.oid = p.partrelid WHERE c.relname = :t "
+        "AND c.relnamespace = current_schema()::regnamespace)"), {"t": table}).scalar()
+
+
+def partitions(connection: Connection, table: str) -> list[Partition]:
+    """The table's partitions, oldest first (none when it is not partitioned)."""
+    if connection.dialect.name != "postgresql":
+        return []
+    rows = connection.execute(text(
+        "SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound "
+        "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent "
+        "WHERE p.relname = :t AND p.relnamespace = current_schema()::regnamespace"),
+        {"t": table}).all()
+    found = []
+    for row in rows:
+        match = _BOUND.search(row.bound or "")
+        if match is None or match.group(2) == "MAXVALUE":
+            continue  # not one of ours
+        lower = None if match.group(1) == "MINVALUE" else _timestamp(match.group(1))
+        found.append(Partition(table, row.name, lower, _timestamp(match.group(2))))
+    return sorted(found, key=lambda p: p.upper)
+
+
+def _timestamp(literal: str) -> datetime:
+    return datetime.fromisoformat(literal.strip("'")).astimezone(UTC)
+
+
+def create(connection: Connection, table: str, start: datetime) -> None:
+    """The week `start` falls in, where no partition covers it yet (the week a conversion
+    happened in is partly the legacy partition's). Fails with a lock timeout rather than
+    waiting long behind a running query."""
+    lower, upper = week_of(start)
+    for gap_lower, gap_upper in _gaps(partitions(connection, table), lower, upper):
+        name = f"{table}_p{gap_lower:%Y%m%d}" + (
+            "" if gap_lower == lower else f"_{gap_lower:%H%M%S}")
+        connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        connection.execute(text(
+            f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{table}" '
+            f"FOR VALUES FROM ('{gap_lower.isoformat()}') TO ('{gap_upper.isoformat()}')"))
+        log.info("partition %s created", name)
+
+
+def _gaps(existing: list[Partition], lower: datetime,
+          upper: datetime) -> list[tuple[datetime, datetime]]:
+    """The parts of [lower, upper) no existing partition covers."""
+    gaps, start = [], lower
+    for p in existing:  # oldest first
+        if p.upper <= start or (p.lower is not None and p.lower >= upper):
+            continue
+        if p.lower is not None and p.lower > start:
+            gaps.append((start, p.lower))
+        start = max(start, p.upper)
+    if start < upper:
+        gaps.append((start, upper))
+    return gaps
+
+
+def legacy_upper(connection: Connection, table: str) -> datetime | None:
+    """Where the legacy partition (the table before migration 0014) ends, if it is still
+    there: its rows are pruned row by row, as before, until it can go whole."""
+    return next((p.upper for p in partitions(connection, table) if p.lower is None), None)
+
+
+def ensure(engine: Engine, first: datetime, last: datetime) -> None:
+    """Every partitioned table covered from the week of `first` to the week of `last`, each
+    week in a transaction of its own. Two processes making the same week: one wins, the other's
+    error is ignored once the week is there."""
+    if engine.dialect.name != "postgresql":
+        return
+    for table in PARTITIONED:
+        start, _ = week_of(first)
+        while start <= last:
+            try:
+                with engine.begin() as connection:
+                    if not is_partitioned(connection, table):
+                        break
+                    create(connection, table, start)
+            except DBAPIError as exc:
+                with engine.connect() as connection:
+                    if not _covered(connection, table, start):
+                        raise
+                log.debug("partition of %s for %s made elsewhere: %s", table, start, exc)
+            start += SPAN
+
+
+def _covered(connection: Connection, table: str, at: datetime) -> bool:
+    return any((p.lower is None or p.lower <= at) and at < p.upper
+               for p in partitions(connection, table))
+
+
+def ensure_ahead(engine: Engine, now: datetime | None = None) -> None:
+    """This week and AHEAD more, for every partitioned table (the worker calls this)."""
+    now = now or datetime.now(UTC)
+    ensure(engine, now, now + AHEAD * SPAN)
+
+
+def is_missing_partition(exc: BaseException) -> bool:
+    """A write refused because no partition holds its time."""
+    return "no partition of relation" in str(getattr(exc, "orig", exc))
+
+
+def detach(engine: Engine, partition: Partition) -> None:
+    """Take a week out of its table CONCURRENTLY: no lock that blocks the writers of the other
+    weeks, and once it returns no new statement sees the week. A detach interrupted halfway is
+    finished first."""
+    with _autocommit(engine) as connection:
+        pending = connection.execute(text(
+            "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:n)"),
+            {"n": partition.name}).scalar()
+        if pending is None:
+            return  # already out
+        how = "FINALIZE" if pending else "CONCURRENTLY"
+        connection.execute(text(
+            f'ALTER TABLE "{partition.table}" DETACH PARTITION "{partition.name}" {how}'))
+
+
+def attach(engine: Engine, partition: Partition) -> None:
+    """Put a detached week back (what it held must stay after all)."""
+    lower = "MINVALUE" if partition.lower is None else f"'{partition.lower.isoformat()}'"
+    with _autocommit(engine) as connection:
+        connection.execute(text(
+            f'ALTER TABLE "{partition.table}" ATTACH PARTITION "{partition.name}" '
+            f"FOR VALUES FROM ({lower}) TO ('{partition.upper.isoformat()}')"))
+    log.info("partition %s attached again", partition.name)
+
+
+def drop(engine: Engine, partition: Partition) -> None:
+    """Detach, then drop the detached table."""
+    detach(engine, partition)
+    with _autocommit(engine) as connection:
+        connection.execute(text(f'DROP TABLE IF EXISTS "{partition.name}"'))
+    log.info("partition %s dropped", partition.name)
+
+
+@contextmanager
+def _autocommit(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        try:
+            yield connection
+        finally:
+            connection.execute(text("RESET lock_timeout"))
