@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, select, tuple_
+from sqlalchemy import Connection, Engine, Table, delete, select, text
 
 from gateway.config import Config, RetentionSettings
 from gateway.retention_partitions import PartitionDropper, oldest_event_week
@@ -30,7 +30,6 @@ from gateway.store.models import (
     deliveries,
     delivery_attempts,
     events,
-    message_ids,
     rejections,
 )
 from gateway.store.storage_state import StorageState
@@ -286,14 +285,13 @@ class Pruner:
         (_row_cutoff stops at the oldest week left). Narrow rows: ten batches' worth at once."""
         if not self.partitioned:
             return Pruned()
-        query = select(message_ids.c.source, message_ids.c.message_id).where(
-            message_ids.c.received_at < cutoff).order_by(message_ids.c.received_at) \
-            .limit(limit * 10).with_for_update(skip_locked=True)
-        keys = [(row.source, row.message_id) for row in connection.execute(query)]
+        # by row address: a list of (source, messageId) pairs is no index lookup to PostgreSQL
+        deleted = connection.execute(text(
+            "DELETE FROM message_ids WHERE ctid = ANY(ARRAY(SELECT ctid FROM message_ids "
+            "WHERE received_at < :cutoff ORDER BY received_at LIMIT :n "
+            "FOR UPDATE SKIP LOCKED))"), {"cutoff": cutoff, "n": limit * 10}).rowcount
         done = Pruned()
-        if keys:
-            done.add("message_ids", connection.execute(delete(message_ids).where(
-                tuple_(message_ids.c.source, message_ids.c.message_id).in_(keys))).rowcount)
+        done.add("message_ids", deleted)
         return done
 
     def _rejections(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:

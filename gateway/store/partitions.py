@@ -4,11 +4,11 @@ whole week instead of deleting it row by row.
 `events` is partitioned by `received_at`, `deliveries` by `created_at`, `delivery_attempts` by
 `started_at`: one partition per week (Monday 00:00 UTC to the next), named `<table>_pYYYYMMDD`
 after its first day, plus `<table>_legacy` — the table as it was before the conversion, attached
-for everything older. A row needs its partition to exist: the delivery worker keeps AHEAD weeks
-made in advance, and a writer that finds none (no worker has run for weeks) makes it and retries
-(`ensure_for`). Dropping detaches first, CONCURRENTLY, so neither ingest nor the worker ever waits
-on the lock a plain DROP takes on the parent. SQLite is not partitioned: every function here is a
-no-op there.
+for everything older. A row needs its partition to exist: the delivery worker makes each week a
+day before it starts (AHEAD: every week more is one more partition each query by id visits), and
+a writer that finds none (no worker has run for a while) makes it and retries. Dropping detaches
+first, CONCURRENTLY, so neither ingest nor the worker waits on the lock a plain DROP takes on the
+parent. SQLite is not partitioned: every function here is a no-op there.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ PARTITIONED: dict[str, str] = {
     "events": "received_at", "deliveries": "created_at", "delivery_attempts": "started_at"}
 SPAN = timedelta(days=7)
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday: every partition starts on one
-AHEAD = 2  # weeks made in advance (the worker checks every minute; a writer makes its own)
+AHEAD = timedelta(days=1)  # next week's partitions made this long before it starts
 LOCK_TIMEOUT = "2s"  # a partition DDL gives way rather than queue ingest behind it
 _BOUND = re.compile(r"FROM \((MINVALUE|'[^']+')\) TO \((MAXVALUE|'[^']+')\)")
 
@@ -147,9 +147,10 @@ def _covered(connection: Connection, table: str, at: datetime) -> bool:
 
 
 def ensure_ahead(engine: Engine, now: datetime | None = None) -> None:
-    """This week and AHEAD more, for every partitioned table (the worker calls this)."""
+    """This week, and the next once it is less than AHEAD away, for every partitioned table
+    (the worker calls this once a minute)."""
     now = now or datetime.now(UTC)
-    ensure(engine, now, now + AHEAD * SPAN)
+    ensure(engine, now, now + AHEAD)
 
 
 def is_missing_partition(exc: BaseException) -> bool:

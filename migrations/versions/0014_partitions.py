@@ -58,11 +58,9 @@ def upgrade() -> None:
     op.execute("INSERT INTO message_ids (source, message_id, received_at) "
                "SELECT source, message_id, received_at FROM events "
                "ON CONFLICT (source, message_id) DO NOTHING")
-    for table in partitions.PARTITIONED:
-        start = now
-        for _ in range(2):  # this week and the next: the worker makes the rest
-            partitions.create(bind, table, start)
-            start += partitions.SPAN
+    for table in partitions.PARTITIONED:  # this week (and the next, a day before it starts)
+        partitions.create(bind, table, now)
+        partitions.create(bind, table, now + partitions.AHEAD)
 
 
 def _convert(bind, table: str, column: str, now: datetime) -> None:
