@@ -91,9 +91,13 @@ def create(connection: Connection, table: str, start: datetime) -> None:
     for gap_lower, gap_upper in _gaps(partitions(connection, table), lower, upper):
         name = f"{table}_p{gap_lower:%Y%m%d}" + (
             "" if gap_lower == lower else f"_{gap_lower:%H%M%S}")
+        # made apart, then attached: ATTACH takes a lock writers do not wait on, where
+        # CREATE TABLE … PARTITION OF would queue every insert behind a long-running read
         connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         connection.execute(text(
-            f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{table}" '
+            f'CREATE TABLE IF NOT EXISTS "{name}" (LIKE "{table}" INCLUDING DEFAULTS)'))
+        connection.execute(text(
+            f'ALTER TABLE "{table}" ATTACH PARTITION "{name}" '
             f"FOR VALUES FROM ('{gap_lower.isoformat()}') TO ('{gap_upper.isoformat()}')"))
         log.info("partition %s created", name)
 
@@ -193,10 +197,9 @@ def drop(engine: Engine, partition: Partition) -> None:
 
 @contextmanager
 def _autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection outside any transaction block (DETACH … CONCURRENTLY refuses one). No
+    session settings: behind PgBouncer the next statement may run on another server
+    connection. None is needed: detach and attach take a lock writers do not wait on, and the
+    detached table is no one else's."""
     with engine.connect() as connection:
-        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-        connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
-        try:
-            yield connection
-        finally:
-            connection.execute(text("RESET lock_timeout"))
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
