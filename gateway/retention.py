@@ -3,11 +3,12 @@
 Each rule deletes its oldest expired rows in small batches, one short transaction each, paced
 so that pruning takes at most `max_busy_percent` of the time and ingest is not held up: on
 PostgreSQL a batch is `id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` (row locks on old rows
-only; ingest only inserts new ones), on SQLite each batch is one brief turn of the single writer
-lock. An event is deleted only when none of its deliveries is pending, delivering or retrying;
-its deliveries and their attempts go with it. On SQLite the pages a pass frees go back by
-`PRAGMA incremental_vacuum` (auto_vacuum = INCREMENTAL, migration 0006), so the file stops
-growing once retention holds.
+only; ingest only inserts new ones), on SQLite a round is one turn of the single writer lock,
+taken when no other writer waits for it and cut short as soon as one does. An event is
+deleted only when none of its deliveries is pending, delivering or retrying; its deliveries
+and their attempts go with it. On SQLite the pages a pass frees go back by `PRAGMA
+incremental_vacuum` (auto_vacuum = INCREMENTAL, migration 0006), so the file stops growing
+once retention holds.
 """
 
 from __future__ import annotations
