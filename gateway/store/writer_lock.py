@@ -47,6 +47,7 @@ class WriterLock:
         self._fd: int | None = None
         self._writers = 0  # foreground writers of this process waiting for or holding it
         self._writers_guard = threading.Lock()
+        self._fd_guard = threading.Lock()
 
     def after_fork(self) -> None:
         """A forked child starts unlocked, with a file of its own (flock is per open file)."""
@@ -55,6 +56,7 @@ class WriterLock:
         self._fd = None
         self._writers = 0
         self._writers_guard = threading.Lock()
+        self._fd_guard = threading.Lock()
 
     def __enter__(self) -> WriterLock:
         """A foreground writer (ingest, deliveries, admin): announced while it waits and
@@ -134,9 +136,12 @@ class WriterLock:
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 1, 0))
 
     def _file(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        return self._fd
+        """The process's one open file of the lock (opened by whichever thread needs it first:
+        two would make two flock holders)."""
+        with self._fd_guard:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            return self._fd
 
 
 _WRITER_LOCKS: dict[str, WriterLock] = {}
