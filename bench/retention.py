@@ -146,6 +146,7 @@ class Phase:
     batch: Measure
     pruned_rows: int = 0
     pruner_cpu_s: float = 0.0
+    pruned_in_track: int = 0  # of pruned_rows, while the paced single track calls ran
 
 
 def measure(name: str, pool: Any, opts: argparse.Namespace, port: int, pid: int,
@@ -154,14 +155,18 @@ def measure(name: str, pool: Any, opts: argparse.Namespace, port: int, pid: int,
     before_rows = count_backlog(engine)
     before_cpu = tree_cpu_seconds(pruner.pid) if pruner else 0.0
     track = run_scenario(pool, port, "/v1/track", opts, rate=opts.rate, server_pid=pid)
+    per_event = len(pruned_tables(engine))  # rows ingest adds per event
+    # rows the pruner deleted = rows that went away, net of the rows ingest added (an event,
+    # two deliveries)
+    in_track = before_rows + track.events_ok * per_event - count_backlog(engine) \
+        if pruner else 0
     batch = run_scenario(pool, port, "/v1/batch", opts, server_pid=pid)
     cpu = tree_cpu_seconds(pruner.pid) - before_cpu if pruner else 0.0
     ingested = track.events_ok + batch.events_ok
     # rows the pruner deleted = rows that went away, net of the rows ingest added (an event,
     # two deliveries, and on PostgreSQL its key)
-    added = ingested * (len(pruned_tables(engine)))
-    pruned = before_rows + added - count_backlog(engine) if pruner else 0
-    return Phase(name, track, batch, pruned, cpu)
+    pruned = before_rows + ingested * per_event - count_backlog(engine) if pruner else 0
+    return Phase(name, track, batch, pruned, cpu, in_track)
 
 
 def bench_database(label: str, pool: Any, opts: argparse.Namespace, tmp: Path,
@@ -246,8 +251,12 @@ def report(result: dict[str, Any], opts: argparse.Namespace) -> None:
               f"(target < +20 %: {verdict})")
     if with_pruning.pruned_rows:
         window = opts.seconds * 2 + opts.warmup * 2  # the two scenarios, warm-ups included
+        half = opts.seconds + opts.warmup
+        in_batch = with_pruning.pruned_rows - with_pruning.pruned_in_track
         print(f"paced pruner (default [retention]): {with_pruning.pruned_rows:,} rows in the "
-              f"window, about {with_pruning.pruned_rows / window:,.0f} rows/s; CPU "
+              f"window, about {with_pruning.pruned_rows / window:,.0f} rows/s "
+              f"({with_pruning.pruned_in_track / half:,.0f} beside the paced track calls, "
+              f"{in_batch / half:,.0f} beside the closed-loop batches); CPU "
               f"{with_pruning.pruner_cpu_s / with_pruning.pruned_rows * 1000:.3f} s per 1,000 "
               f"rows deleted; pruner CPU over its whole run {result['pruner_total_cpu']:.1f} s")
     print(f"the rest of the backlog ({result['left_after_window']:,} events with their "

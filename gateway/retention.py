@@ -3,11 +3,12 @@
 Each rule deletes its oldest expired rows in small batches, one short transaction each, paced
 so that pruning takes at most `max_busy_percent` of the time and ingest is not held up: on
 PostgreSQL a batch is `id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` (row locks on old rows
-only; ingest only inserts new ones), on SQLite each batch is one brief turn of the single writer
-lock. An event is deleted only when none of its deliveries is pending, delivering or retrying;
-its deliveries and their attempts go with it. On SQLite the pages a pass frees go back by
-`PRAGMA incremental_vacuum` (auto_vacuum = INCREMENTAL, migration 0006), so the file stops
-growing once retention holds.
+only; ingest only inserts new ones), on SQLite a round is one turn of the single writer lock,
+taken when no other writer waits for it and cut short as soon as one does. An event is
+deleted only when none of its deliveries is pending, delivering or retrying; its deliveries
+and their attempts go with it. On SQLite the pages a pass frees go back by `PRAGMA
+incremental_vacuum` (auto_vacuum = INCREMENTAL, migration 0006), so the file stops growing
+once retention holds.
 """
 
 from __future__ import annotations
@@ -25,13 +26,8 @@ from sqlalchemy import Connection, Engine, Table, delete, select, text
 from gateway.config import Config, RetentionSettings
 from gateway.retention_partitions import PartitionDropper, oldest_event_week
 from gateway.store import outbox, partitions
-from gateway.store.db import write_transaction
-from gateway.store.models import (
-    deliveries,
-    delivery_attempts,
-    events,
-    rejections,
-)
+from gateway.store.db import sqlite_writer_lock, write_transaction
+from gateway.store.models import deliveries, delivery_attempts, events, rejections
 from gateway.store.storage_state import StorageState
 
 log = logging.getLogger(__name__)
@@ -42,6 +38,12 @@ VACUUM_PAGES = 512  # …the rest handed back, at most this many per round
 MIN_PAUSE = 0.01  # seconds between rounds while a backlog lasts
 MAX_PAGES = 20  # candidate pages one batch reads past rows that must stay
 WEEKS_PASS_EVERY = 60.0  # seconds between partition passes (PostgreSQL, partitioned)
+# SQLite: pruning yields to every other writer (ingest, deliveries, admin)
+STEP = 25  # rows per statement (or a quarter of batch_size): a waiting writer is let in
+#            after at most one step
+POLL = 0.002  # seconds between looks for a moment without writers before a round
+YIELD_WAIT = 1.0  # the floor: a round starts after this long even if writers never pause
+VACUUM_STEP = 32  # pages handed back between looks for a waiting writer
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Pruned:
     """Rows deleted, per table, over one or more passes."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    yielded: bool = False  # a round cut short for a writer: there may be more to prune
+    seconds: float = 0.0  # time the round worked (held the SQLite writer lock)
 
     def add(self, table: str, n: int) -> None:
         if n:
@@ -89,29 +93,63 @@ class Pruner:
                  ("message_ids", s.events_days, self._message_ids)]
         return [(name, days, rule) for name, days, rule in rules if days > 0]
 
-    def prune_once(self) -> Pruned:
-        """One batch of every rule with expired rows. SQLite: all in ONE transaction (one
-        durable commit, one turn of the writer lock, the freed pages handed back inside it);
-        PostgreSQL: whole weeks dropped first where the tables are partitioned (at most once
-        a minute), then a transaction per rule (row locks held as briefly as possible)."""
-        done = Pruned()
+    def prune_once(self, stop: threading.Event | None = None) -> Pruned:
+        """One batch of every rule with expired rows. SQLite: all in ONE transaction that
+        yields (see `_sqlite_round`); PostgreSQL: whole weeks dropped first where the tables
+        are partitioned (at most once a minute), then a transaction per rule (row locks held
+        as briefly as possible)."""
         now = self.now()
-        if not self.sqlite:
-            done.merge(self._weeks_pass(now))
-        rules = [(self._row_cutoff(name, now - timedelta(days=days)), rule)
-                 for name, days, rule in self.rules()]
-        rules = [(cut, rule) for cut, rule in rules if cut is not None]
         if self.sqlite:
-            with write_transaction(self.engine) as connection:
-                for cutoff, rule in rules:
-                    done.merge(rule(connection, cutoff, self.settings.batch_size))
-                if done.total:
-                    self.vacuum(connection)
-            return done
+            return self._sqlite_round(self._cutoffs(now), stop)
+        done = self._weeks_pass(now)  # not timed: it waits more than it works
+        started = time.monotonic()
+        rules = self._cutoffs(now)
         for cutoff, rule in rules:
             with write_transaction(self.engine) as connection:
                 done.merge(rule(connection, cutoff, self.settings.batch_size))
+        done.seconds = time.monotonic() - started
         return done
+
+    def _sqlite_round(self, rules: list[tuple[datetime, Callable[..., Pruned]]],
+                      stop: threading.Event | None) -> Pruned:
+        """One turn of the writer lock, taken when no other writer waits for it or holds it
+        (or after YIELD_WAIT without such a moment: the floor), and let go as soon as one
+        does: each rule's batch is deleted a step at a time, with a look for a waiting
+        writer between steps; then one commit, with the freed pages handed back inside it."""
+        lock = sqlite_writer_lock(self.engine)
+        waiting = lock.foreground_waiting if lock is not None else lambda: False
+        wait_for_quiet(waiting, stop)
+        done = Pruned()
+        with write_transaction(self.engine, background=True) as connection:
+            started = time.monotonic()
+            size = max(STEP, self.settings.batch_size // 4)
+            for cutoff, rule in rules:
+                left = self.settings.batch_size
+                while left > 0 and not done.yielded:
+                    step = rule(connection, cutoff, min(size, left))
+                    done.merge(step)
+                    left = left - size if step.total else 0
+                    done.yielded = waiting()
+            if done.total:
+                self.vacuum(connection, waiting)
+        if done.total:
+            self.checkpoint()
+        done.seconds = time.monotonic() - started
+        return done
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the round's pages from the WAL into the database now, outside the
+        writer lock (a passive checkpoint never blocks a writer). Left alone, the commit that
+        takes the WAL past 1,000 pages does it, inside its writer's turn: pruning writes
+        pages fast, so that would be an ingest request's, about once a second."""
+        with self.engine.connect() as connection:
+            connection.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _cutoffs(self, now: datetime) -> list[tuple[datetime, Callable[..., Pruned]]]:
+        """Each rule with where it stops this round (rules with nothing to do left out)."""
+        rules = [(self._row_cutoff(name, now - timedelta(days=days)), rule)
+                 for name, days, rule in self.rules()]
+        return [(cut, rule) for cut, rule in rules if cut is not None]
 
     def _weeks_pass(self, now: datetime) -> Pruned:
         """PostgreSQL, once a minute: whether the tables are partitioned (migration 0014 may
@@ -157,25 +195,29 @@ class Pruner:
         """Batches until a round deletes nothing (or `stop` is set)."""
         done = Pruned()
         while stop is None or not stop.is_set():
-            pruned = self.prune_once()
-            if not pruned.total:
+            pruned = self.prune_once(stop)
+            if not pruned.total and not pruned.yielded:
                 break
             done.merge(pruned)
         return done
 
-    def vacuum(self, connection: Connection) -> int:
+    def vacuum(self, connection: Connection,
+               waiting: Callable[[], bool] = lambda: False) -> int:
         """SQLite: hand free pages above VACUUM_KEEP back to the file system, at most
         VACUUM_PAGES a round (a no-op unless the file is in auto_vacuum = INCREMENTAL, which
-        migration 0006 sets). The pages kept are what ingest fills next, so the file neither
-        grows nor shrinks and regrows. Returns the pages handed back."""
+        migration 0006 sets), stopping early for a waiting writer. The pages kept are what
+        ingest fills next, so the file neither grows nor shrinks and regrows. Returns the
+        pages handed back."""
         raw = connection.connection.dbapi_connection
         free = raw.execute("PRAGMA freelist_count").fetchone()[0]
-        excess = min(free - VACUUM_KEEP, VACUUM_PAGES)
+        excess = max(0, min(free - VACUUM_KEEP, VACUUM_PAGES))
         # sqlite3 steps the pragma once per execute(), and each step frees one page; inside
         # our transaction that is what we want (executescript would commit it)
-        for _ in range(max(0, excess)):
+        for page in range(excess):
+            if page and page % VACUUM_STEP == 0 and waiting():
+                return page
             raw.execute("PRAGMA incremental_vacuum")
-        return max(0, excess)
+        return excess
 
     # --- the rules: each deletes at most `limit` of the oldest expired rows ------------------
 
@@ -316,19 +358,31 @@ def run(engine: Engine, config: Config, stop: threading.Event) -> None:
     pruner = Pruner(engine, settings)
     state = StorageState("pruning old rows", log, settle=0)
     while not stop.is_set():
-        started = time.monotonic()
         try:
-            pruned = pruner.prune_once()
+            pruned = pruner.prune_once(stop)
         except Exception as exc:  # never take the worker down with it
             state.failed(exc, engine)
             stop.wait(settings.interval_seconds)
             continue
         state.succeeded()
-        if pruned.total:
+        if pruned.total or pruned.yielded:
             log.debug("retention: deleted %s", pruned.counts)
-            stop.wait(pause_after(time.monotonic() - started, settings.max_busy_percent))
+            stop.wait(pause_after(pruned.seconds, settings.max_busy_percent))
         else:
             stop.wait(settings.interval_seconds)
+
+
+def wait_for_quiet(waiting: Callable[[], bool], stop: threading.Event | None,
+                   limit: float = YIELD_WAIT) -> bool:
+    """Wait until no other writer waits for the SQLite writer lock or holds it (True), or
+    `limit` seconds have passed without such a moment (False: the round goes ahead anyway, so
+    a backlog still drains under writers that never pause)."""
+    deadline = time.monotonic() + limit
+    while waiting():
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return False
+        time.sleep(POLL)
+    return True
 
 
 def pause_after(took: float, busy_percent: int) -> float:

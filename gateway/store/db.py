@@ -255,11 +255,18 @@ def _sqlite_on_begin(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def sqlite_writer_lock(engine: Engine) -> WriterLock | None:
+    """The writer lock `write_transaction` takes on this engine (None: not SQLite)."""
+    return _SQLITE_WRITE_LOCKS.get(engine)
+
+
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that will write: on SQLite it takes the write lock up front."""
+def write_transaction(engine: Engine, background: bool = False) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it takes the write lock up front. A
+    `background` one (retention) does not announce itself, so it is the one that yields."""
     lock = _SQLITE_WRITE_LOCKS.get(engine)
-    with lock or nullcontext(), engine.connect() as connection:
+    held = nullcontext() if lock is None else lock.background() if background else lock
+    with held, engine.connect() as connection:
         connection = connection.execution_options(write=True)
         with connection.begin():
             yield connection

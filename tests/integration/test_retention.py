@@ -11,7 +11,6 @@ import dataclasses
 import os
 import sqlite3
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,7 @@ from gateway.store import partitions
 from gateway.store.db import alembic_config, make_engine, sqlite_file
 from gateway.store.models import deliveries, delivery_attempts, events, rejections
 from tests.conftest import WRITE_KEY, LiveGateway, base_config
-
-NOW = datetime.now(UTC)
+from tests.helpers import Rows, ago
 
 
 @pytest.fixture(autouse=True)
@@ -39,42 +37,6 @@ def row_level(request: pytest.FixtureRequest) -> None:
     if engine.dialect.name == "postgresql":
         command.downgrade(alembic_config(engine.url.render_as_string(hide_password=False)),
                           "0013")
-
-
-def ago(days: float) -> datetime:
-    return NOW - timedelta(days=days)
-
-
-class Rows:
-    """Inserts events, deliveries and attempts with chosen times (straight SQL)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.n = 0
-
-    def event(self, received_days: float, payload_bytes: int = 50) -> int:
-        self.n += 1
-        partitions.ensure(self.engine, ago(received_days), ago(received_days))
-        with self.engine.begin() as c:
-            return c.execute(insert(events).values(
-                source="web", message_id=f"m{self.n}", type="track", event="E",
-                user_id=f"u{self.n}", anonymous_id=None, timestamp=ago(received_days),
-                received_at=ago(received_days),
-                payload=orjson.dumps({"type": "track", "pad": "x" * payload_bytes}))
-            ).inserted_primary_key[0]
-
-    def delivery(self, event_id: int, state: str, updated_days: float,
-                 attempt_days: float | None = None) -> int:
-        with self.engine.begin() as c:
-            delivery_id = c.execute(insert(deliveries).values(
-                event_id=event_id, destination="cio", user_key="u", state=state, attempts=1,
-                next_attempt_at=ago(updated_days), created_at=ago(updated_days),
-                updated_at=ago(updated_days))).inserted_primary_key[0]
-            c.execute(insert(delivery_attempts).values(
-                delivery_id=delivery_id, number=1,
-                started_at=ago(updated_days if attempt_days is None else attempt_days),
-                duration_ms=3, status=200))
-        return delivery_id
 
 
 def ids(engine: Engine, table: Table) -> set[int]:
