@@ -49,11 +49,12 @@ class PartitionDropper:
         events_cut = cutoff(now, s.events_days)
         dropped: list[str] = []
         checks: list[tuple[str, datetime | None, Callable[[Connection, Partition], bool]]] = [
-            ("deliveries", now, lambda c, p: self._deliveries_may_go(c, p, now, events_cut)),
+            ("deliveries", now, lambda c, p: self._deliveries_may_go(c, p, now)),
             ("events", events_cut, self._events_may_go),
             ("delivery_attempts", self._attempts_cutoff(now), self._attempts_may_go),
         ]
         for table, cut, may_go in checks:
+            self._recover(table, may_go)
             if cut is None:
                 continue
             with self.engine.connect() as connection:
@@ -72,6 +73,15 @@ class PartitionDropper:
             if gone:
                 self._analyze(table)
         return dropped
+
+    def _recover(self, table: str, may_go: Callable[[Connection, Partition], bool]) -> None:
+        """A week a pass detached and then neither dropped nor put back (the process died, the
+        connection broke): dropped now if it may go, else attached again."""
+        with self.engine.connect() as connection:
+            stranded = partitions.detached(connection, table)
+        for week in stranded:
+            log.warning("partition %s was left detached: finishing", week.name)
+            self._finish(week, may_go)
 
     def _analyze(self, table: str) -> None:
         """Autovacuum never analyzes a partitioned table itself, only its partitions: the
@@ -95,6 +105,10 @@ class PartitionDropper:
             if not may_go(connection, week):
                 return False
         partitions.detach(self.engine, week)
+        return self._finish(week, may_go)
+
+    def _finish(self, week: Partition, may_go: Callable[[Connection, Partition], bool]) -> bool:
+        """The detached week: checked again, then dropped or attached again."""
         with self.engine.begin() as connection:
             if not may_go(connection, week):
                 keep = True
@@ -109,21 +123,18 @@ class PartitionDropper:
         return True
 
     def _attempts_cutoff(self, now: datetime) -> datetime | None:
-        """attempts_days, or (kept "forever") as long as the deliveries they tell of."""
-        s = self.settings
-        if s.attempts_days:
-            return cutoff(now, s.attempts_days)
-        kept = [c for c in (cutoff(now, s.delivered_days), cutoff(now, s.dead_days)) if c]
-        return min(kept) if len(kept) == 2 else None
+        """attempts_days; or, kept "forever" (0), any week once the deliveries it tells of
+        are gone (_attempts_may_go)."""
+        return cutoff(now, self.settings.attempts_days) if self.settings.attempts_days else now
 
-    def _deliveries_may_go(self, connection: Connection, week: Partition, now: datetime,
-                           events_cut: datetime | None) -> bool:
+    def _deliveries_may_go(self, connection: Connection, week: Partition,
+                           now: datetime) -> bool:
+        """Every row past its rule (a user deletion's too: it has no event to go with). The
+        deliveries of events dropped meanwhile went with them (_delete_other_deliveries)."""
         name = week.name
         if _exists(connection, f'SELECT 1 FROM "{name}" WHERE state IN :states',
                    states=_UNFINISHED):
             return False
-        if events_cut is not None and week.upper <= events_cut:
-            return True  # their events are past events_days: they all go
         s = self.settings
         for states, days in (((outbox.DELIVERED, outbox.SKIPPED), s.delivered_days),
                              ((outbox.DEAD,), s.dead_days)):
@@ -150,11 +161,15 @@ class PartitionDropper:
             "AND event_id BETWEEN :first AND :last"), states=_UNFINISHED, first=first, last=last)
 
     def _attempts_may_go(self, connection: Connection, week: Partition) -> bool:
-        """No attempt of an unfinished delivery: the (state, id) range of the unfinished."""
+        """No attempt of an unfinished delivery (the (state, id) range of the unfinished);
+        with attempts kept "forever", none of a delivery still kept."""
         first, last = _id_range(connection, week.name, "delivery_id")
-        return first is None or not _exists(connection, (
+        if first is None:
+            return True
+        states = _UNFINISHED if self.settings.attempts_days else tuple(outbox.STATES)
+        return not _exists(connection, (
             "SELECT 1 FROM deliveries WHERE state IN :states AND id BETWEEN :first AND :last"),
-            states=_UNFINISHED, first=first, last=last)
+            states=states, first=first, last=last)
 
     def _delete_other_deliveries(self, connection: Connection, week: Partition) -> None:
         """Deliveries of the week's events outside the weeks already dropped (a replay made
@@ -190,8 +205,11 @@ def _exists(connection: Connection, query: str, **params: object) -> bool:
 
 def oldest_event_week(connection: Connection) -> datetime | None:
     """Where the oldest events partition left begins (None: the legacy one, or none at all):
-    every message key received before it belongs to an event that is gone."""
-    weeks = partitions.partitions(connection, "events")
+    every message key received before it belongs to an event that is gone. A week detached
+    right now (another worker's pass) counts: it may be put back."""
+    weeks = partitions.partitions(connection, "events") + partitions.detached(connection,
+                                                                              "events")
     if not weeks:
         return None
-    return weeks[0].lower
+    lowers = [w.lower for w in weeks]
+    return None if None in lowers else min(lowers)

@@ -31,6 +31,7 @@ PARTITIONED: dict[str, str] = {
 SPAN = timedelta(days=7)
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday: every partition starts on one
 AHEAD = timedelta(days=1)  # next week's partitions made this long before it starts
+LABEL = "gateway: detached week of "  # the comment `detach` leaves on a week it takes out
 LOCK_TIMEOUT = "2s"  # a partition DDL gives way rather than queue ingest behind it
 _BOUND = re.compile(r"FROM \((MINVALUE|'[^']+')\) TO \((MAXVALUE|'[^']+')\)")
 
@@ -165,16 +166,40 @@ def is_missing_partition(exc: BaseException) -> bool:
 def detach(engine: Engine, partition: Partition) -> None:
     """Take a week out of its table CONCURRENTLY: no lock that blocks the writers of the other
     weeks, and once it returns no new statement sees the week. A detach interrupted halfway is
-    finished first."""
+    finished first. The week is labelled with its table and bounds first, so a pass that dies
+    before it drops or attaches it again finds it (`detached`)."""
     with _autocommit(engine) as connection:
         pending = connection.execute(text(
             "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(:n)"),
             {"n": partition.name}).scalar()
         if pending is None:
             return  # already out
+        lower = "MINVALUE" if partition.lower is None else partition.lower.isoformat()
+        connection.execute(text(
+            f"COMMENT ON TABLE \"{partition.name}\" IS '{LABEL}{partition.table} FROM "
+            f"{lower} TO {partition.upper.isoformat()}'"))
         how = "FINALIZE" if pending else "CONCURRENTLY"
         connection.execute(text(
             f'ALTER TABLE "{partition.table}" DETACH PARTITION "{partition.name}" {how}'))
+
+
+def detached(connection: Connection, table: str) -> list[Partition]:
+    """Weeks of `table` that `detach` took out and nothing attached again or dropped."""
+    if connection.dialect.name != "postgresql":
+        return []
+    rows = connection.execute(text(
+        "SELECT c.relname AS name, obj_description(c.oid, 'pg_class') AS label "
+        "FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
+        "AND c.relkind = 'r' AND NOT c.relispartition "
+        "AND obj_description(c.oid, 'pg_class') LIKE :label"),
+        {"label": f"{LABEL}{table} FROM %"}).all()
+    found = []
+    for row in rows:
+        lower, upper = row.label.removeprefix(f"{LABEL}{table} FROM ").split(" TO ")
+        found.append(Partition(table, row.name,
+                               None if lower == "MINVALUE" else _timestamp(lower),
+                               _timestamp(upper)))
+    return found
 
 
 def attach(engine: Engine, partition: Partition) -> None:
@@ -184,6 +209,7 @@ def attach(engine: Engine, partition: Partition) -> None:
         connection.execute(text(
             f'ALTER TABLE "{partition.table}" ATTACH PARTITION "{partition.name}" '
             f"FOR VALUES FROM ({lower}) TO ('{partition.upper.isoformat()}')"))
+        connection.execute(text(f'COMMENT ON TABLE "{partition.name}" IS NULL'))
     log.info("partition %s attached again", partition.name)
 
 

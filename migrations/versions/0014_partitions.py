@@ -9,8 +9,9 @@ deleting it row by row. Each table is renamed `<table>_legacy` and attached, as 
 partitioned table of the old name, as the partition of everything before the conversion (an
 empty table is dropped instead); the rest of this week and the weeks after get partitions of
 their own. Nothing is copied: the conversion scans each table once (to prove its rows fit the
-partition) and builds the one new index each needs (the primary key must include the time
-column), so it takes seconds per million rows and holds the tables meanwhile. The keys of
+partition) and builds the new primary key of each (it must include the time column) and, for
+events, the plain (source, message_id) index that replaces the unique one, so it takes seconds
+per million rows and holds the tables meanwhile. The keys of
 `events` go to `message_ids` (0013), which now deduplicates alone; the foreign keys between the
 three tables go (a key cannot reference a partitioned table without its time column): ingest
 writes them together, and retention and regulations delete them together.
@@ -48,6 +49,10 @@ def upgrade() -> None:
     if bind.dialect.name != "postgresql":
         return
     now = datetime.now(UTC)
+    # every table at once, in the order ingest takes them (message_ids, then events, then
+    # deliveries): a live node's transaction waits instead of deadlocking with this one
+    op.execute("LOCK TABLE message_ids, events, deliveries, delivery_attempts "
+               "IN ACCESS EXCLUSIVE MODE")
     for table in ("delivery_attempts", "deliveries"):  # the keys that point at the others
         for (name,) in bind.execute(text(
                 "SELECT conname FROM pg_constraint WHERE contype = 'f' "
@@ -78,7 +83,8 @@ def _convert(bind, table: str, column: str, now: datetime) -> None:
     op.execute(f'CREATE TABLE "{table}" (LIKE "{legacy}" INCLUDING DEFAULTS) '
                f'PARTITION BY RANGE ("{column}")')
     op.execute(f'ALTER SEQUENCE "{table}_id_seq" OWNED BY "{table}".id')
-    if bind.execute(text(f'SELECT EXISTS (SELECT 1 FROM "{legacy}")')).scalar():
+    legacy_kept = bind.execute(text(f'SELECT EXISTS (SELECT 1 FROM "{legacy}")')).scalar()
+    if legacy_kept:
         op.execute(f'ALTER TABLE "{legacy}" ADD CONSTRAINT "{legacy}_bound" '
                    f"CHECK (\"{column}\" < '{boundary.isoformat()}')")
         op.execute(f'ALTER TABLE "{table}" ATTACH PARTITION "{legacy}" '
@@ -89,6 +95,8 @@ def _convert(bind, table: str, column: str, now: datetime) -> None:
     op.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "pk_{table}" PRIMARY KEY (id, "{column}")')
     for name, columns, _ in indexes:
         if name == DEDUP_KEY:  # now message_ids' job; lookups by messageId keep an index
+            if legacy_kept:  # (a unique index cannot stand for the table's plain one)
+                op.execute(f'ALTER TABLE "{legacy}" DROP CONSTRAINT "{name}_legacy"')
             name = "ix_events_source_message_id"
         op.execute(f'CREATE INDEX "{name}" ON "{table}" ({columns})')
 
@@ -123,6 +131,14 @@ def downgrade() -> None:
                            "UNIQUE (source, message_id)")
             else:
                 op.execute(f'CREATE INDEX "{name}" ON "{table}" ({columns})')
+    # retention by the week may have left rows the foreign keys would refuse (attempts of a
+    # dropped week of deliveries, deliveries of a dropped week of events): they go first
+    op.execute("DELETE FROM delivery_attempts a WHERE NOT EXISTS "
+               "(SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id)")
+    op.execute("DELETE FROM deliveries d WHERE d.event_id IS NOT NULL AND NOT EXISTS "
+               "(SELECT 1 FROM events e WHERE e.id = d.event_id)")
+    op.execute("DELETE FROM delivery_attempts a WHERE NOT EXISTS "
+               "(SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id)")
     op.execute("ALTER TABLE deliveries ADD CONSTRAINT fk_deliveries_event_id_events "
                "FOREIGN KEY (event_id) REFERENCES events (id) ON DELETE CASCADE")
     op.execute("ALTER TABLE delivery_attempts ADD CONSTRAINT "

@@ -125,6 +125,53 @@ def test_a_week_that_must_stay_after_all_is_put_back(engine: Engine) -> None:
         assert c.execute(select(events.c.id)).scalars().all() == [event_id]
 
 
+def test_a_user_deletion_request_follows_its_own_rule(engine: Engine) -> None:
+    """A regulation's delivery has no event to go with: dead_days (here: forever) holds it."""
+    partitions.ensure(engine, ago(40), ago(40))
+    with engine.begin() as c:
+        c.execute(insert(deliveries).values(
+            event_id=None, regulation_id=1, destination="cio", user_key="u", state="dead",
+            attempts=3, next_attempt_at=ago(40), created_at=ago(40), updated_at=ago(40)))
+    Pruner(engine, RetentionSettings(dead_days=0)).prune_all()
+    assert count(engine, deliveries) == 1
+
+
+def test_attempts_kept_forever_stay_while_their_delivery_does(engine: Engine) -> None:
+    """attempts_days = 0: a dead delivery retried 20 days ago (dead_days 30) keeps the
+    attempts of its first try, 40 days old."""
+    event_id = add_event(engine, 40, state=None)
+    with engine.begin() as c:
+        delivery_id = c.execute(insert(deliveries).values(
+            event_id=event_id, destination="cio", user_key="u", state="dead", attempts=2,
+            next_attempt_at=ago(20), created_at=ago(40), updated_at=ago(20))
+        ).inserted_primary_key[0]
+        c.execute(insert(delivery_attempts).values(
+            delivery_id=delivery_id, number=1, started_at=ago(40), duration_ms=3))
+    settings = RetentionSettings(events_days=0, attempts_days=0, delivered_days=7, dead_days=30)
+    Pruner(engine, settings).prune_all()
+    assert count(engine, deliveries) == 1 and count(engine, delivery_attempts) == 1
+
+
+def test_a_week_left_detached_is_put_back_or_dropped(engine: Engine) -> None:
+    """A pass that died between the detach and the drop: the next one finishes it."""
+    held = add_event(engine, 40, "retrying")
+    with engine.connect() as c:
+        week = next(p for p in partitions.partitions(c, "events") if p.lower and p.lower
+                    <= ago(40) < p.upper)
+    partitions.detach(engine, week)  # …and the process dies
+    assert count(engine, events) == 0  # out of sight
+    PartitionDropper(engine, RetentionSettings()).drop_expired(NOW)
+    with engine.connect() as c:  # must stay (a retrying delivery): back in place
+        assert c.execute(select(events.c.id)).scalars().all() == [held]
+        assert not partitions.detached(c, "events")
+        c.execute(text("UPDATE deliveries SET state = 'delivered'"))
+        c.commit()
+    partitions.detach(engine, week)
+    PartitionDropper(engine, RetentionSettings()).drop_expired(NOW)
+    with engine.connect() as c:  # may go: gone for good
+        assert c.execute(text("SELECT to_regclass(:n)"), {"n": week.name}).scalar() is None
+
+
 def test_a_replay_of_an_old_event_goes_with_it(engine: Engine) -> None:
     event_id = add_event(engine, 40)
     partitions.ensure(engine, ago(33), ago(33))
@@ -195,7 +242,11 @@ def test_an_existing_database_converts_in_place() -> None:
             assert pruned.counts["events"] == 21  # 30…50 days old
             assert count(engine, events) == 29
             assert count(engine, deliveries) == 6  # delivered: 7 days (1…6 days old are kept)
+            with engine.begin() as c:  # what a dropped week of deliveries leaves behind
+                c.execute(insert(delivery_attempts).values(
+                    delivery_id=10**9, number=1, started_at=NOW, duration_ms=1))
             command.downgrade(config, "0013")  # and back, for an operator who must
             assert count(engine, events) == 29
+            assert count(engine, delivery_attempts) == 0  # the orphan went before the keys
         finally:
             engine.dispose()
