@@ -192,8 +192,9 @@ class IdentityGraph:
             absorbed = self.owner.get(("userId", links.previous_id))
             if absorbed is None:
                 absorbed = self.owner.get(("anonymousId", links.previous_id))
-            if absorbed is None:
-                # an unknown previousId is most often the visitor's earlier anonymousId
+            if absorbed is None and ("anonymousId", links.previous_id) not in keys:
+                # an unknown previousId is most often the visitor's earlier anonymousId (the
+                # message's own anonymousId too, when a fresh visitor signs up: listed once)
                 keys.append(("anonymousId", links.previous_id))
         members: list[int] = []  # profiles to merge, in key order
         fresh: list[Key] = []  # keys no profile holds yet

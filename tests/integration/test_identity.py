@@ -82,6 +82,22 @@ def test_alias_with_an_unknown_previous_id_keeps_it_as_an_anonymous_id(client, e
     assert visitor["id"] == profile(engine, "userId", "u9")["id"]
 
 
+@pytest.mark.parametrize("user_known", [False, True], ids=["new-user", "known-user"])
+def test_a_fresh_visitors_alias_links_its_own_anonymous_id(client, engine, user_known) -> None:
+    """What browser SDKs send when a visitor signs up before any other call is stored (the
+    RudderStack SDK sends its calls in parallel): previousId is the message's own anonymousId,
+    which no profile holds yet. It used to be listed twice and fail the unique key (503 for
+    ever, so the SDK's retries never got it stored)."""
+    if user_known:
+        send(client, {"type": "identify", "userId": "u7", "anonymousId": "other-visitor",
+                      "traits": {"email": "u7@example.com"}})
+    send(client, {"type": "alias", "previousId": "visitor-7", "anonymousId": "visitor-7",
+                  "userId": "u7"})
+    visitor = profile(engine, "anonymousId", "visitor-7")
+    assert visitor is not None and visitor == profile(engine, "userId", "u7")
+    assert ("anonymousId", "visitor-7") in keys(visitor)
+
+
 @pytest.fixture
 def roomy(database_url: str):
     """An app whose profiles may hold three userIds (the default is one: see test_identity_
