@@ -319,8 +319,11 @@ class IdentityGraph:
         if self.merged:
             moves = [{"b_loser": loser, "b_into": into} for loser, into in self.merged]
             self.connection.execute(MOVE_KEYS, moves)
-            self.connection.execute(DROP_REPEATED_CONFLICTS, moves)
-            self.connection.execute(MOVE_CONFLICTS, moves)
+            for move in moves:
+                # one merge after the other: in a chain (A into B, then B into C) the conflicts
+                # A gave B must be checked against C's before they move on
+                self.connection.execute(DROP_REPEATED_CONFLICTS, move)
+                self.connection.execute(MOVE_CONFLICTS, move)
             self.connection.execute(MOVE_CONFLICT_OTHERS, moves)
             self.connection.execute(
                 DELETE_PROFILE, [{"b_loser": loser} for loser, _ in self.merged])
