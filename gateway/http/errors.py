@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from gateway.http import context
-from gateway.store.storage_state import is_storage_error
+from gateway.store.storage_state import RefusedWrites, is_storage_error, refuses_values
 
 
 class ApiError(Exception):
@@ -37,6 +37,8 @@ def _slug(name: str) -> str:
 
 
 def init_app(app: Flask) -> None:
+    refused = RefusedWrites()
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         response = error_response(exc.status, exc.code, exc.message, **exc.extra)
@@ -55,6 +57,12 @@ def init_app(app: Flask) -> None:
     def _storage_error(exc: Exception) -> Response:
         # Not stored: answer with a retryable status so the SDK sends the batch again. One log
         # line per outage, not a traceback per request (gateway/store/storage_state.py).
+        if refuses_values(exc):  # this request's rows, not the database: /health stays up
+            refused.failed(exc)
+            response = error_response(500, "not_stored",
+                                      "the gateway could not store this request; retry later")
+            response.headers["Retry-After"] = "1"
+            return response
         context.storage(app).failed(exc, context.engine(app))
         response = error_response(503, "storage_unavailable",
                                   "the event store is unavailable; retry later")

@@ -16,7 +16,14 @@ import threading
 import time
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 log = logging.getLogger("gateway.storage")
 RESET_POOL_EVERY = 1.0  # seconds: at most one pool reset per second during an outage
@@ -44,6 +51,35 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | InterfaceError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated) or (
         isinstance(exc, OSError) and is_storage_error(exc))  # the files beside SQLite's
+
+
+def refuses_values(exc: BaseException) -> bool:
+    """The database refused one transaction's values (a unique key or a value out of range):
+    a bug or a conflict that outlived its retries, not an outage. Marking storage down for it
+    would let one request, repeated with the public write key, fail every node's /health."""
+    return isinstance(exc, IntegrityError | DataError)
+
+
+class RefusedWrites:
+    """Requests whose rows the database refused, logged (without their values) at most once a
+    minute per reason, with how many there were since: visible, never a flood."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}  # reason → (logged at, failures since)
+
+    def failed(self, exc: BaseException) -> None:
+        reason = short_reason(exc)
+        now = time.monotonic()
+        with self._lock:
+            logged, since = self._last.get(reason, (float("-inf"), 0))
+            if now - logged < self.every:
+                self._last[reason] = (logged, since + 1)
+                return
+            self._last[reason] = (now, 0)
+        log.error("a request was not stored: %s (%d more since the last line; a bug: please "
+                  "report it)", reason, since)
 
 
 def short_reason(exc: BaseException) -> str:

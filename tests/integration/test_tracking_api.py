@@ -536,6 +536,41 @@ def test_storage_failure_is_a_retryable_503_not_a_500(tmp_path) -> None:
     app.extensions["gateway.engine"].dispose()
 
 
+def test_a_request_the_database_refuses_is_a_500_and_health_stays_up(
+        migrated_sqlite, tmp_path, caplog) -> None:
+    """A unique key or value the database refuses for one request is that request's failure
+    (logged without its values), not an outage: /health stays 200 and other requests go on,
+    so a request repeated with the public write key cannot take a node out of its pool."""
+    import shutil
+
+    from sqlalchemy import create_engine
+
+    from gateway import create_app
+
+    shutil.copy2(migrated_sqlite, tmp_path / "gateway.db")
+    sqlite_url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    setup = create_engine(sqlite_url)
+    with setup.begin() as connection:  # SQLite reports RAISE(ABORT) as a constraint failure
+        connection.exec_driver_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.event = 'Poison' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END")
+    setup.dispose()
+    app = create_app(from_mapping(base_config(sqlite_url)))
+    client = app.test_client()
+    try:
+        for _ in range(3):
+            response = post(client, "/v1/batch", {"batch": [{**TRACK, "event": "Poison"}]})
+            assert_error(response, 500, "not_stored")
+            assert response.headers["Retry-After"] == "1"
+        assert client.get("/health").status_code == 200
+        assert post(client, "/v1/batch", {"batch": [TRACK]}).status_code == 200
+        lines = [r.getMessage() for r in caplog.records if "not stored" in r.getMessage()]
+        assert len(lines) == 1 and "refused by a test trigger" in lines[0], lines
+        assert "Poison" not in lines[0]
+    finally:
+        app.extensions["gateway.engine"].dispose()
+
+
 @pytest.mark.slow
 def test_oversized_chunked_body_is_413_through_the_real_server(live_gateway) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", live_gateway.port, timeout=10)
