@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,24 @@ def test_the_backlog_drains_under_writers_that_never_pause(engine: Engine,
     assert all(r.counts.get("events", 0) >= 10 for r in rounds), rounds
     assert count(engine) < 40
     assert took >= 4 * 0.1 * 0.9  # each round waited for the floor
+
+
+def test_the_wal_shrinks_back_after_a_large_transaction(engine: Engine, tmp_path: Path) -> None:
+    """A bulk write (here 24 MB in one transaction) grows the WAL to its size; once the WAL
+    restarts it is cut back to SQLITE_WAL_KEEP_BYTES instead of holding that disk for ever."""
+    from gateway.store.db import SQLITE_WAL_KEEP_BYTES
+
+    big = "x" * 4000
+    with write_transaction(engine) as connection:
+        connection.execute(insert(heartbeats), [
+            {"id": f"bulk-{n}", "role": "test", "pid": n, "host": big,
+             "started_at": datetime.now(UTC), "beat_at": datetime.now(UTC)}
+            for n in range(6000)])
+    wal = tmp_path / "gateway.db-wal"
+    assert wal.stat().st_size > SQLITE_WAL_KEEP_BYTES
+    Pruner(engine, RetentionSettings()).checkpoint()
+    with write_transaction(engine) as connection:  # the next write restarts the WAL
+        connection.execute(insert(heartbeats).values(
+            id="after", role="test", pid=1, host="h", started_at=datetime.now(UTC),
+            beat_at=datetime.now(UTC)))
+    assert wal.stat().st_size <= SQLITE_WAL_KEEP_BYTES
