@@ -16,7 +16,7 @@ from flask import url_for as url
 from gateway import consent, identity, queries, rejections
 from gateway.console import auth, bp, data
 from gateway.explain import explain, explain_event
-from gateway.http import context
+from gateway.http import context, shutdown
 from gateway.http.browser import public_base_url
 from gateway.messages import iso_text
 from gateway.replay import Conflict, NotFound, replay, retry_dead
@@ -98,7 +98,7 @@ def stream() -> Response:
         quiet_since = time.monotonic()
         floor = after
         sent: set[int] = set()  # ids sent within the look-back window
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not shutdown.stopping.is_set():
             # look back LOOK_BACK ids: on PostgreSQL a transaction (another process's group
             # commit) may commit an id below one already sent; skip what was sent
             with engine.connect() as connection:
@@ -113,7 +113,7 @@ def stream() -> Response:
             elif time.monotonic() - quiet_since > 10:
                 yield ": still here\n\n"  # keeps proxies from closing an idle stream
                 quiet_since = time.monotonic()
-            time.sleep(POLL_SECONDS)
+            shutdown.stopping.wait(POLL_SECONDS)
 
     return Response(generate(after), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

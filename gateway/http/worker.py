@@ -44,7 +44,7 @@ from functools import partial
 from gunicorn import http
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from gateway.http import tls
+from gateway.http import shutdown, tls
 from gateway.http.peers import PeerMatcher
 
 MAX_HEAD_BYTES = 128 * 1024  # request line + headers; a real SDK sends a few KB
@@ -133,6 +133,11 @@ class GuardedThreadWorker(ThreadWorker):
         self.open_per_peer: Counter[str] = Counter()
         self.reading_heads: dict[GuardedConn, None] = {}  # in deadline order
         self.tls_context: ssl.SSLContext | None = None
+
+    def handle_exit(self, sig, frame) -> None:
+        """SIGTERM: long responses end now rather than hold the graceful stop (shutdown.py)."""
+        shutdown.stopping.set()
+        super().handle_exit(sig, frame)
 
     def init_process(self) -> None:
         """Build the TLS context once per process (gunicorn would load the files for every

@@ -442,3 +442,43 @@ def test_migration_0009_adds_the_session_tables_and_takes_them_back(database_url
     sign_in(client)
     assert client.get("/console/sources").status_code == 200
     app.extensions["gateway.engine"].dispose()
+
+
+@pytest.mark.slow
+def test_a_graceful_stop_ends_an_open_stream_at_once(tmp_path) -> None:
+    """SIGTERM ends the live stream (the browser reconnects elsewhere, from Last-Event-ID)
+    instead of holding the stop, and a rolling restart, for the stream's 25 s."""
+    import threading
+    import time
+
+    import requests
+
+    from tests.conftest import LiveGateway, base_config
+
+    gateway = LiveGateway(tmp_path, base_config(f"sqlite:///{tmp_path / 'gateway.db'}"))
+    session = requests.Session()
+    try:
+        login = session.get(gateway.url + "/console/login", timeout=10)
+        token = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+        assert session.post(gateway.url + "/console/login", timeout=10, allow_redirects=False,
+                            data={"csrf": token, "token": ADMIN_TOKEN}).status_code == 302
+        stream = session.get(gateway.url + "/console/stream", stream=True, timeout=30)
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines).startswith(b"retry:")
+        ended = threading.Event()
+
+        def read_to_the_end() -> None:
+            for _ in lines:
+                pass
+            ended.set()
+
+        threading.Thread(target=read_to_the_end, daemon=True).start()
+        started = time.monotonic()
+        gateway.process.terminate()
+        gateway.process.wait(timeout=15)  # the test's own stop() would kill it after 15 s
+        assert time.monotonic() - started < 5
+        assert ended.wait(5), "the stream was not ended"
+    finally:
+        session.close()
+        gateway.stop()
