@@ -61,25 +61,30 @@ def refuses_values(exc: BaseException) -> bool:
 
 
 class RefusedWrites:
-    """Requests whose rows the database refused, logged (without their values) at most once a
-    minute per reason, with how many there were since: visible, never a flood."""
+    """Requests whose rows the database refused, logged at most once a minute per kind of
+    refusal (the driver's error code: a bounded set, whatever the requests hold), with how
+    many there were since: visible, never a flood. The driver's first line may quote a value
+    from the request, so it is escaped for the log line and cut short."""
 
     def __init__(self, every: float = 60.0) -> None:
         self.every = every
         self._lock = threading.Lock()
-        self._last: dict[str, tuple[float, int]] = {}  # reason → (logged at, failures since)
+        self._last: dict[str, tuple[float, int]] = {}  # kind → (logged at, failures since)
 
     def failed(self, exc: BaseException) -> None:
-        reason = short_reason(exc)
+        cause = getattr(exc, "orig", None)
+        code = getattr(cause, "sqlstate", None) or getattr(cause, "sqlite_errorname", None)
+        kind = f"{type(exc).__name__}:{code}"
         now = time.monotonic()
         with self._lock:
-            logged, since = self._last.get(reason, (float("-inf"), 0))
+            logged, since = self._last.get(kind, (float("-inf"), 0))
             if now - logged < self.every:
-                self._last[reason] = (logged, since + 1)
+                self._last[kind] = (logged, since + 1)
                 return
-            self._last[reason] = (now, 0)
-        log.error("a request was not stored: %s (%d more since the last line; a bug: please "
-                  "report it)", reason, since)
+            self._last[kind] = (now, 0)
+        reason = short_reason(exc).encode("unicode_escape").decode("ascii")
+        log.error("a request was not stored: %s (%d more like it since the last line; a bug: "
+                  "please report it)", reason, since)
 
 
 def short_reason(exc: BaseException) -> str:
