@@ -177,11 +177,13 @@ def _store_with_retries(engine: Engine, requests: list[_Request]) -> list[StoreR
         try:
             with write_transaction(engine) as connection:
                 return _store(connection, requests)
-        except IntegrityError as exc:  # a concurrent insert of the same identity key
+        except IntegrityError as exc:
             conflict = exc
             if partitions.is_missing_partition(exc):  # no worker has made this week's yet
                 when = min(r.received_at for r in requests)
                 partitions.ensure(engine, when, max(r.received_at for r in requests))
+            elif not _is_unique_violation(exc):  # a value refused: no retry will store it
+                raise
         except DBAPIError as exc:
             if not _is_transient(exc):
                 raise
@@ -287,6 +289,15 @@ def _insert_new_events(connection: Connection, rows: list[dict]) -> dict[tuple[s
             return {}
     statement = _INSERT_EVENTS[connection.dialect.name]
     return {(row.source, row.message_id): row.id for row in connection.execute(statement, rows)}
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    """A concurrent insert of the same identity key (PostgreSQL; SQLite has one writer, but
+    says the same of a key inserted twice): the transaction may succeed when run again."""
+    cause = exc.orig
+    return getattr(cause, "sqlstate", None) == "23505" or getattr(
+        cause, "sqlite_errorname", None) in ("SQLITE_CONSTRAINT_UNIQUE",
+                                             "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
 def _is_transient(exc: DBAPIError) -> bool:

@@ -44,6 +44,9 @@ SOURCE_RATE_LIMITED = Counter("gateway_source_rate_limited_total",
 IDENTITY_MERGES_REFUSED = Counter("gateway_identity_merges_refused_total",
                                   "Identity merges refused, by the kind of key not moved",
                                   ["kind", "reason"])
+REQUESTS_NOT_STORED = Counter("gateway_requests_not_stored_total",
+                              "Requests whose rows the database refused (a gateway bug): "
+                              "answered 500 not_stored", ["kind"])
 IDENTITY_BLOCKED_VALUES = Counter("gateway_identity_blocked_values_total",
                                   "Ids and emails left out of the identity graph as blocked "
                                   "values (undefined, null, …)", ["kind"])

@@ -135,8 +135,11 @@ class GuardedThreadWorker(ThreadWorker):
         self.tls_context: ssl.SSLContext | None = None
 
     def handle_exit(self, sig, frame) -> None:
-        """SIGTERM: long responses end now rather than hold the graceful stop (shutdown.py)."""
-        shutdown.stopping.set()
+        """SIGTERM: long responses end now rather than hold the graceful stop (shutdown.py).
+        Set from the event loop, not here: a second SIGTERM landing inside Event.set would
+        wait for ever on the lock the first one holds (a queue write is signal-safe)."""
+        if self.alive:
+            self.method_queue.defer(shutdown.stopping.set)
         super().handle_exit(sig, frame)
 
     def init_process(self) -> None:

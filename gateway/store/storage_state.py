@@ -25,6 +25,8 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
+from gateway import metrics
+
 log = logging.getLogger("gateway.storage")
 RESET_POOL_EVERY = 1.0  # seconds: at most one pool reset per second during an outage
 SETTLE = 2.0  # seconds without a failure before storage is declared back
@@ -75,6 +77,7 @@ class RefusedWrites:
         cause = getattr(exc, "orig", None)
         code = getattr(cause, "sqlstate", None) or getattr(cause, "sqlite_errorname", None)
         kind = f"{type(exc).__name__}:{code}"
+        metrics.REQUESTS_NOT_STORED.labels(kind).inc()
         now = time.monotonic()
         with self._lock:
             logged, since = self._last.get(kind, (float("-inf"), 0))

@@ -1,7 +1,7 @@
 """The identity graph under random traffic, on a real database (SQLite and PostgreSQL): seeded
 batches of identify, alias, track, page and group over a small pool of ids, so that keys meet,
 merges chain within one batch and limits refuse. Every batch must be stored (a unique-key
-failure in the graph answers 503 for ever, and the SDK's retries never get the event in), and
+failure in the graph fails the request on every retry, so the SDK never gets the event in), and
 every message's first key (userId, else anonymousId) must end on a profile.
 
 Two bugs it would have caught: a fresh visitor's alias listed its anonymousId twice, and a chain
