@@ -177,10 +177,12 @@ class Pruner:
         legacy partition go by row as before; elsewhere only rows of weeks wholly past the
         cutoff that a row holds back (the week drops on its own otherwise), never a week in
         part. None: the rule has nothing to do here."""
+        if rule == "message_ids":  # keys of events whose week is gone (kept unpartitioned)
+            if not self.partitioned or self.oldest_week is None:
+                return None
+            return min(cut, self.oldest_week)
         if not self.partitioned:
             return cut
-        if rule == "message_ids":  # keys of events whose week is gone
-            return None if self.oldest_week is None else min(cut, self.oldest_week)
         table = {"events": "events", "attempts": "delivery_attempts", "delivered": "deliveries",
                  "dead": "deliveries"}.get(rule)
         if table is None:  # not a partitioned table
@@ -324,9 +326,8 @@ class Pruner:
 
     def _message_ids(self, connection: Connection, cutoff: datetime, limit: int) -> Pruned:
         """PostgreSQL, partitioned: the deduplication keys of events whose week is gone
-        (_row_cutoff stops at the oldest week left). Narrow rows: ten batches' worth at once."""
-        if not self.partitioned:
-            return Pruned()
+        (_row_cutoff stops at the oldest week left, and leaves this rule out otherwise).
+        Narrow rows: ten batches' worth at once."""
         # by row address: a list of (source, messageId) pairs is no index lookup to PostgreSQL
         deleted = connection.execute(text(
             "DELETE FROM message_ids WHERE ctid = ANY(ARRAY(SELECT ctid FROM message_ids "
